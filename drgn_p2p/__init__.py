@@ -1,0 +1,21 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+drgn-p2p
+--------
+
+Audit ZONE_DEVICE and PFN/IO mappings in a Linux kernel's page tables.
+
+From a drgn session::
+
+    >>> import drgn_p2p
+    >>> result = drgn_p2p.audit(prog)
+    >>> for finding in result.findings:
+    ...     print(finding.rule, finding.severity.label, hex(finding.start))
+
+:func:`audit` returns the same records the ``drgn-p2p audit`` command prints.
+"""
+
+from .audit import AuditResult, audit
+from .layout import read_layout
+
+__all__ = ("audit", "AuditResult", "read_layout")

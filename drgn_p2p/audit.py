@@ -1,0 +1,213 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+Audit
+-----
+
+The pipeline, top to bottom::
+
+    processes → VMAs → page-table walk → decode → classify → coalesce → rules
+
+:func:`audit` returns plain records (:class:`AuditResult`); it prints nothing.
+The CLI and the library API (``drgn_p2p.audit(prog)``) share it.
+"""
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import drgn
+
+from .arch.x86_64 import decode_leaf
+from .classify import Classifier
+from .coalesce import coalesce, merge_findings
+from .errors import UsageError
+from .layout import read_layout
+from .records import EntryKind, Finding, Layout, Leaf, PageKind, PfnInfo, Run, Severity, Vma
+from .rules import RULES, Rule, VmaTally, evaluate_run, evaluate_vma
+from .walk import PageTableWalker, Process, TableFault, for_each_process, process_vmas
+
+__all__ = ("AuditStats", "VmaReport", "AuditResult", "audit", "select_rules")
+
+
+@dataclass
+class AuditStats:
+    """Counters of one audit run."""
+
+    processes: int = 0
+    vmas: int = 0
+    tables_read: int = 0
+    table_faults: int = 0
+    leaves: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class VmaReport:
+    """What one VMA maps: leaf counts by entry kind and by page kind, in pages of 4 KiB."""
+
+    vma: Vma
+    pages_by_kind: Tuple[Tuple[str, int], ...]  # PageKind value → 4 KiB pages (present leaves)
+    entries_by_kind: Tuple[Tuple[str, int], ...]  # EntryKind value → leaves
+    leaves_by_level: Tuple[Tuple[str, int], ...]  # "pte"/"pmd"/"pud" → present leaves
+    special: int  # present leaves with the special bit
+    devmap: int  # present leaves with the devmap bit
+    unreadable_tables: int
+
+    @property
+    def kinds(self) -> Tuple[str, ...]:
+        return tuple(k for k, _ in self.pages_by_kind)
+
+
+@dataclass
+class AuditResult:
+    """Everything one audit found, as records."""
+
+    layout: Layout
+    findings: List[Finding] = field(default_factory=list)
+    vmas: List[VmaReport] = field(default_factory=list)
+    faults: List[Tuple[Vma, TableFault]] = field(default_factory=list)
+    not_applicable: Dict[str, str] = field(default_factory=dict)
+    stats: AuditStats = field(default_factory=AuditStats)
+
+    def worst(self) -> Optional[Severity]:
+        return max((f.severity for f in self.findings), default=None)
+
+
+def select_rules(layout: Layout, ids: Sequence[str] = ()) -> Tuple[List[Rule], Dict[str, str]]:
+    """The rules to run on *layout*, and the reason each other rule is not applicable.
+
+    :raises UsageError: if *ids* names a rule that does not exist.
+    """
+    known = {r.id for r in RULES}
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise UsageError(f"unknown rule {unknown[0]!r} (see 'drgn-p2p rules')")
+    active: List[Rule] = []
+    skipped: Dict[str, str] = {}
+    for rule in RULES:
+        if ids and rule.id not in ids:
+            continue
+        reason = rule.applies(layout)
+        if reason is None:
+            active.append(rule)
+        else:
+            skipped[rule.id] = reason
+    return active, skipped
+
+
+def _leaves(
+    walker: PageTableWalker,
+    vma: Vma,
+    layout: Layout,
+    classifier: Classifier,
+    start: int,
+    end: int,
+    faults: List[TableFault],
+) -> Iterator[Tuple[Leaf, PfnInfo]]:
+    for item in walker.walk(max(start, vma.start), min(end, vma.end)):
+        if isinstance(item, TableFault):
+            faults.append(item)
+            continue
+        va, level, raw = item
+        leaf = decode_leaf(raw, va, level, layout)
+        if leaf is None:
+            continue
+        yield leaf, classifier.classify(leaf.pfn)
+
+
+def audit_vma(
+    walker: PageTableWalker,
+    vma: Vma,
+    layout: Layout,
+    classifier: Classifier,
+    rules: Sequence[Rule],
+    start: int = 0,
+    end: int = 1 << 64,
+) -> Tuple[VmaReport, List[Finding], List[TableFault]]:
+    """Walk, classify and judge one VMA."""
+    faults: List[TableFault] = []
+    pages: Counter = Counter()
+    entries: Counter = Counter()
+    levels: Counter = Counter()
+    special = devmap = 0
+    findings: List[Finding] = []
+    tally = VmaTally(vma, layout)
+    for run in coalesce(vma, _leaves(walker, vma, layout, classifier, start, end, faults)):
+        leaf = run.first
+        tally.add(run)
+        entries[leaf.kind.value] += run.count
+        if leaf.kind.maps_memory:
+            pages[run.page.kind.value] += run.count * (leaf.size >> 12)
+            levels[leaf.level.label] += run.count
+            special += run.count if leaf.special else 0
+            devmap += run.count if leaf.devmap else 0
+        findings.extend(evaluate_run(run, layout, rules))
+    findings.extend(evaluate_vma(tally.summary(), layout, rules))
+    report = VmaReport(
+        vma=vma,
+        pages_by_kind=tuple(sorted(pages.items())),
+        entries_by_kind=tuple(sorted(entries.items())),
+        leaves_by_level=tuple(sorted(levels.items())),
+        special=special,
+        devmap=devmap,
+        unreadable_tables=len(faults),
+    )
+    return report, list(merge_findings(findings)), faults
+
+
+def audit(
+    prog: drgn.Program,
+    *,
+    pids: Sequence[int] = (),
+    comms: Sequence[str] = (),
+    kinds: Sequence[str] = (),
+    rules: Sequence[str] = (),
+    va_range: Optional[Tuple[int, int]] = None,
+    progress: Optional[Callable[[Process], None]] = None,
+) -> AuditResult:
+    """Audit the page tables of every user process of *prog* (or those selected).
+
+    :param pids: thread-group ids to audit (empty: all).
+    :param comms: task names to audit (empty: all).
+    :param kinds: keep only VMAs mapping these page kinds (``"fsdax"``, …) and
+        findings on them.
+    :param rules: rule ids to run (empty: every applicable rule).
+    :param va_range: ``(start, end)`` virtual address range to walk.
+    :param progress: called with each process before it is walked.
+    """
+    started = time.monotonic()
+    layout = read_layout(prog)
+    for kind in kinds:
+        try:
+            PageKind(kind)
+        except ValueError:
+            names = ", ".join(k.value for k in PageKind)
+            raise UsageError(f"unknown page kind {kind!r} (one of: {names})") from None
+    active, skipped = select_rules(layout, rules)
+    classifier = Classifier(prog, layout)
+    result = AuditResult(layout=layout, not_applicable=skipped)
+    start, end = va_range if va_range else (0, 1 << 64)
+    for process in for_each_process(prog, pids, comms):
+        if progress is not None:
+            progress(process)
+        result.stats.processes += 1
+        try:
+            walker = PageTableWalker.for_mm(prog, layout, process.mm)
+            vmas = list(process_vmas(prog, process, start, end))
+        except drgn.FaultError as e:
+            # The process exited (or its mm is unreadable) under a live walk.
+            result.faults.append((None, TableFault(0, 0, 0, f"pid {process.pid}: {e}")))  # type: ignore[arg-type]
+            continue
+        for vma in vmas:
+            report, findings, faults = audit_vma(walker, vma, layout, classifier, active, start, end)
+            result.stats.vmas += 1
+            if kinds and not set(kinds) & set(report.kinds):
+                continue
+            result.vmas.append(report)
+            result.findings.extend(findings)
+            result.faults.extend((vma, f) for f in faults)
+        result.stats.tables_read += walker.tables_read
+        result.stats.table_faults += walker.faults
+    result.stats.seconds = time.monotonic() - started
+    return result

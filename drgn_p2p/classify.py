@@ -1,0 +1,247 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+Classify
+--------
+
+Tell what lives at a PFN: RAM, the zero page, a ZONE_DEVICE page of some
+``enum memory_type``, or memory without a ``struct page`` (a PCI BAR).
+
+Everything is looked up in sorted range tables built once per target —
+``pgmap_array`` (every ``struct dev_pagemap`` and its ranges), the valid
+memmap ranges, and the iomem resource tree — so classifying a PFN is a
+bisection, not a read of its ``struct page``.
+"""
+
+import bisect
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import drgn
+from drgn.helpers.linux.mm import for_each_valid_page_range, pfn_to_page
+from drgn.helpers.linux.xarray import xa_for_each
+
+from .records import Layout, PageKind, PfnInfo
+
+__all__ = ("Pagemap", "Classifier", "read_pagemaps")
+
+_NONE_INFO = PfnInfo(PageKind.NONE)
+
+
+@dataclass(frozen=True)
+class Pagemap:
+    """One ``struct dev_pagemap`` range."""
+
+    address: int  # struct dev_pagemap *
+    type_name: str  # "FS_DAX", "GENERIC", "PCI_P2PDMA", "PRIVATE", "COHERENT"
+    start_pfn: int
+    end_pfn: int  # exclusive
+    owner: Optional[str]
+    ops: Optional[str]
+    memmap_readable: bool
+
+    @property
+    def kind(self) -> PageKind:
+        return _KIND_BY_TYPE.get(self.type_name, PageKind.RAM)
+
+
+_KIND_BY_TYPE = {
+    "FS_DAX": PageKind.FSDAX,
+    "GENERIC": PageKind.DEVDAX,
+    "PCI_P2PDMA": PageKind.P2PDMA,
+    "PRIVATE": PageKind.DEVICE_PRIVATE,
+    "COHERENT": PageKind.DEVICE_COHERENT,
+}
+
+
+def _p2pdma_provider(prog: drgn.Program, pgmap: drgn.Object) -> Optional[str]:
+    """Name the PCI device behind a P2PDMA pgmap.
+
+    ``struct pci_p2pdma_pagemap`` is private to drivers/pci/p2pdma.c: up to
+    v6.x it is ``{ provider, bus_offset, pgmap }``; in 7.x it is ``{ pgmap,
+    mem }`` with ``mem->owner`` the providing device.
+    """
+    from drgn import container_of
+    from drgn.helpers.linux.device import dev_name
+
+    try:
+        p2p = container_of(pgmap, "struct pci_p2pdma_pagemap", "pgmap")
+    except LookupError:
+        return None
+    try:
+        try:
+            dev = p2p.mem.owner
+        except AttributeError:
+            dev = p2p.provider.dev.address_of_()
+        return dev_name(dev).decode(errors="replace")
+    except (drgn.FaultError, LookupError, AttributeError):
+        return None
+
+
+def _memmap_readable(prog: drgn.Program, pfn: int) -> bool:
+    try:
+        pfn_to_page(prog, pfn).flags.read_()
+        return True
+    except drgn.FaultError:
+        return False
+
+
+def read_pagemaps(prog: drgn.Program, layout: Layout) -> List[Pagemap]:
+    """Every range of every ``struct dev_pagemap`` in ``pgmap_array``, sorted by PFN.
+
+    ``pgmap_array`` (mm/memremap.c) maps each PFN range to its pgmap with
+    multi-index entries; one pgmap may appear for several ranges.
+    """
+    try:
+        xa = prog["pgmap_array"].address_of_()
+    except (KeyError, LookupError):
+        return []
+    names = {value: name for name, value in layout.memory_types.items()}
+    seen = set()
+    result: List[Pagemap] = []
+    for _, entry in xa_for_each(xa):
+        address = entry.value_()
+        if address in seen:
+            continue
+        seen.add(address)
+        pgmap = drgn.Object(prog, "struct dev_pagemap *", address)
+        type_name = names.get(pgmap.type.value_(), str(pgmap.type.value_()))
+        owner = _p2pdma_provider(prog, pgmap) if type_name == "PCI_P2PDMA" else None
+        ops = pgmap.ops.value_()
+        ops_name = None
+        if ops:
+            try:
+                ops_name = prog.symbol(ops).name
+            except LookupError:
+                ops_name = hex(ops)
+        for i in range(pgmap.nr_range.value_()):
+            rng = pgmap.ranges[i]
+            start_pfn = rng.start.value_() >> layout.page_shift
+            end_pfn = (rng.end.value_() + 1) >> layout.page_shift
+            result.append(
+                Pagemap(
+                    address=address,
+                    type_name=type_name,
+                    start_pfn=start_pfn,
+                    end_pfn=end_pfn,
+                    owner=owner,
+                    ops=ops_name,
+                    memmap_readable=_memmap_readable(prog, start_pfn),
+                )
+            )
+    result.sort(key=lambda p: p.start_pfn)
+    return result
+
+
+def _iomem_leaves(prog: drgn.Program) -> List[Tuple[int, int, str]]:
+    """``(start, end_exclusive, name)`` of the innermost iomem resources, sorted."""
+    result: List[Tuple[int, int, str]] = []
+
+    def visit(res: drgn.Object, depth: int) -> None:
+        if depth > 32:  # a loop in a corrupted tree
+            return
+        child = res.child.read_()
+        if not child:
+            if depth:
+                name = res.name.string_().decode(errors="replace") if res.name else "?"
+                result.append((res.start.value_(), res.end.value_() + 1, name))
+            return
+        # Gaps inside a parent belong to the parent.
+        cursor = res.start.value_()
+        parent_name = res.name.string_().decode(errors="replace") if depth and res.name else None
+        n = 0
+        while child and n < 100000:
+            start = child.start.value_()
+            if parent_name and start > cursor:
+                result.append((cursor, start, parent_name))
+            visit(child, depth + 1)
+            cursor = max(cursor, child.end.value_() + 1)
+            child = child.sibling.read_()
+            n += 1
+        if parent_name and cursor <= res.end.value_():
+            result.append((cursor, res.end.value_() + 1, parent_name))
+
+    try:
+        visit(prog["iomem_resource"].address_of_(), 0)
+    except (KeyError, LookupError, drgn.FaultError):
+        pass
+    result.sort()
+    return result
+
+
+class Classifier:
+    """Classifies PFNs of one target by bisection over range tables.
+
+    Build it once per audit: it reads ``pgmap_array``, the valid memmap
+    ranges and the iomem tree.
+    """
+
+    def __init__(self, prog: drgn.Program, layout: Layout) -> None:
+        self.layout = layout
+        self.pagemaps = read_pagemaps(prog, layout)
+        self._pgmap_starts = [p.start_pfn for p in self.pagemaps]
+        ranges: List[Tuple[int, int]] = []
+        for start, end, _ in for_each_valid_page_range(prog):
+            if ranges and ranges[-1][1] == start:
+                ranges[-1] = (ranges[-1][0], end)
+            else:
+                ranges.append((start, end))
+        self._memmap = ranges
+        self._memmap_starts = [r[0] for r in ranges]
+        self._iomem = _iomem_leaves(prog)
+        self._iomem_starts = [r[0] for r in self._iomem]
+        self._cache: Dict[object, PfnInfo] = {}
+
+    def pagemap(self, pfn: int) -> Optional[Pagemap]:
+        """The pgmap range holding *pfn*, if any."""
+        i = bisect.bisect_right(self._pgmap_starts, pfn) - 1
+        if i >= 0 and pfn < self.pagemaps[i].end_pfn:
+            return self.pagemaps[i]
+        return None
+
+    def has_memmap(self, pfn: int) -> bool:
+        """Whether *pfn* has a ``struct page`` (``pfn_valid()``)."""
+        i = bisect.bisect_right(self._memmap_starts, pfn) - 1
+        return i >= 0 and pfn < self._memmap[i][1]
+
+    def iomem_owner(self, pfn: int) -> Optional[str]:
+        """Name of the innermost iomem resource holding *pfn*."""
+        addr = pfn << self.layout.page_shift
+        i = bisect.bisect_right(self._iomem_starts, addr) - 1
+        if i >= 0 and addr < self._iomem[i][1]:
+            return self._iomem[i][2]
+        return None
+
+    def classify(self, pfn: Optional[int]) -> PfnInfo:
+        """The :class:`PfnInfo` of *pfn* (``PageKind.NONE`` for ``None``)."""
+        if pfn is None:
+            return _NONE_INFO
+        layout = self.layout
+        if pfn == layout.zero_pfn:
+            return self._cached(("zero",), lambda: PfnInfo(PageKind.ZERO_PAGE))
+        hz = layout.huge_zero_pfn
+        if hz is not None and hz <= pfn < hz + 512:
+            return self._cached(("huge-zero",), lambda: PfnInfo(PageKind.HUGE_ZERO))
+        pgmap = self.pagemap(pfn)
+        if pgmap is not None:
+            return self._cached(
+                ("pgmap", pgmap.address, pgmap.start_pfn),
+                lambda: PfnInfo(
+                    pgmap.kind,
+                    pgmap=pgmap.address,
+                    owner=pgmap.owner or self.iomem_owner(pfn),
+                    memmap_readable=pgmap.memmap_readable,
+                ),
+            )
+        if self.has_memmap(pfn):
+            return self._cached(("ram",), lambda: PfnInfo(PageKind.RAM))
+        owner = self.iomem_owner(pfn)
+        return self._cached(("nomem", owner), lambda: PfnInfo(PageKind.NO_MEMMAP, owner=owner))
+
+    def _cached(self, key: object, make) -> PfnInfo:
+        info = self._cache.get(key)
+        if info is None:
+            info = self._cache[key] = make()
+        return info
+
+    def __iter__(self) -> Iterator[Pagemap]:
+        return iter(self.pagemaps)

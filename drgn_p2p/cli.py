@@ -1,0 +1,357 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+Command line
+------------
+
+``drgn-p2p COMMAND``: a thin face over the pipeline. Every command opens a
+target the way drgn does (``-k`` live, ``-c VMCORE``, ``--qemu SOCKET``),
+runs a pipeline stage, and renders its records. Exit codes: 0 clean, 1
+findings at or above ``--fail-on``, 2 usage or target error.
+"""
+
+import functools
+import json
+import sys
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .errors import EXIT_CLEAN, EXIT_ERROR, EXIT_FINDINGS, P2PError, UsageError
+from .records import Severity
+
+__all__ = ("main", "cli")
+
+_stdout = Console(highlight=False, soft_wrap=False)
+_stderr = Console(stderr=True, highlight=False)
+
+
+def _fail(message: str) -> None:
+    _stderr.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    sys.exit(EXIT_ERROR)
+
+
+def target_options(func: Callable) -> Callable:
+    """The program-source options shared by every command (drgn's flags)."""
+
+    @click.option("-k", "--kernel", "live", is_flag=True, help="Debug the running kernel through /proc/kcore (default; root only).")
+    @click.option("-c", "--core", metavar="VMCORE", help="Debug a vmcore (ELF or kdump-compressed).")
+    @click.option("--qemu", metavar="SOCKET", help="Debug a QEMU guest through its QMP unix socket.")
+    @click.option("-s", "--symbols", metavar="PATH", multiple=True, help="vmlinux (and module) files with debug info; repeatable.")
+    @click.option("--debug-directory", metavar="DIR", multiple=True, help="Directory to search for debug info; repeatable.")
+    @click.option("--architecture", metavar="ARCH", help="Architecture of a dump that lacks it (QEMU kdump: x86_64).")
+    @functools.wraps(func)
+    def wrapper(*args, live, core, qemu, symbols, debug_directory, architecture, **kwargs):
+        if sum(bool(x) for x in (live, core, qemu)) > 1:
+            _fail("give at most one of -k, -c and --qemu")
+
+        def open_target():
+            from .target import open_program
+
+            return open_program(
+                core=core,
+                qemu=qemu,
+                symbols=symbols,
+                debug_directories=debug_directory,
+                architecture=architecture,
+            )
+
+        return func(*args, open_target=open_target, **kwargs)
+
+    return wrapper
+
+
+def _guard(func: Callable) -> Callable:
+    """Turn every expected failure into a one-line error and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except P2PError as e:
+            _fail(str(e))
+        except KeyboardInterrupt:
+            _fail("interrupted")
+        except BrokenPipeError:
+            sys.exit(EXIT_ERROR)
+        except Exception as e:  # drgn.FaultError and friends from a broken target
+            import drgn
+
+            if isinstance(e, (drgn.FaultError, drgn.ObjectAbsentError, LookupError, OSError)):
+                _fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            raise
+
+    return wrapper
+
+
+def _parse_int(value: str, what: str) -> int:
+    try:
+        return int(value, 0)
+    except ValueError:
+        raise UsageError(f"{what} {value!r} is not a number") from None
+
+
+def _parse_range(value: Optional[str]) -> Optional[Tuple[int, int]]:
+    if not value:
+        return None
+    start, sep, end = value.partition("-")
+    if not sep:
+        raise UsageError(f"--range {value!r} is not START-END")
+    lo, hi = _parse_int(start, "range start"), _parse_int(end, "range end")
+    if hi <= lo:
+        raise UsageError(f"--range {value!r} is empty")
+    return lo, hi
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="drgn-p2p")
+def cli() -> None:
+    """Audit ZONE_DEVICE and PFN/IO mappings in a Linux kernel's page tables.
+
+    Reads the kernel with drgn — live (/proc/kcore, root), from a vmcore, or
+    from a QEMU guest over QMP — walks every process's VMAs and page tables,
+    and checks the special/devmap/huge bits and VM_PFNMAP/VM_MIXEDMAP/VM_IO
+    flags that the mm maintainers argue device memory must carry.
+    """
+
+
+_SEVERITIES = {"error": Severity.ERROR, "warning": Severity.WARNING, "info": Severity.INFO}
+
+
+@cli.command()
+@target_options
+@click.option("-p", "--pid", "pids", multiple=True, type=int, help="Only this process (thread-group id); repeatable.")
+@click.option("--comm", "comms", multiple=True, help="Only tasks with this name; repeatable.")
+@click.option("--kind", "kinds", multiple=True, help="Only VMAs mapping this page kind (fsdax, devdax, p2pdma, device-private, device-coherent, no-memmap, ram, …); repeatable.")
+@click.option("--rule", "rules", multiple=True, help="Only this rule id; repeatable (see 'drgn-p2p rules').")
+@click.option("--range", "va_range", metavar="START-END", help="Only this virtual address range.")
+@click.option("--json", "as_json", is_flag=True, help="Write the result as JSON (schema drgn-p2p/audit/1) to stdout.")
+@click.option("--fail-on", type=click.Choice(list(_SEVERITIES)), default="error", show_default=True, help="Exit 1 when a finding is at least this severe.")
+@click.option("-v", "--verbose", is_flag=True, help="Show every VMA, not only device and PFN mappings.")
+@_guard
+def audit(open_target, pids, comms, kinds, rules, va_range, as_json, fail_on, verbose) -> None:
+    """Walk every process's page tables and report rule violations."""
+    from .audit import audit as run_audit
+    from .report import audit_json, print_audit
+
+    rng = _parse_range(va_range)
+    prog = open_target()
+    with _progress() as progress:
+        result = run_audit(
+            prog, pids=pids, comms=comms, kinds=kinds, rules=rules, va_range=rng, progress=progress
+        )
+    if pids and not result.stats.processes:
+        raise UsageError(f"no process with pid {', '.join(map(str, pids))}")
+    if as_json:
+        click.echo(json.dumps(audit_json(result, result.layout), indent=1))
+    else:
+        print_audit(_stdout, result, result.layout, verbose=verbose)
+    worst = result.worst()
+    sys.exit(EXIT_FINDINGS if worst is not None and worst >= _SEVERITIES[fail_on] else EXIT_CLEAN)
+
+
+class _progress:
+    """A spinner on stderr naming the process being walked (only on a terminal)."""
+
+    def __enter__(self) -> Callable:
+        self._status = None
+        if _stderr.is_terminal:
+            self._status = _stderr.status("opening target…")
+            self._status.__enter__()
+        return self
+
+    def __call__(self, process) -> None:
+        if self._status is not None:
+            self._status.update(f"walking pid {process.pid} ({process.comm})")
+
+    def __exit__(self, *exc) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)
+
+
+@cli.command()
+@target_options
+@click.option("--json", "as_json", is_flag=True, help="Write JSON.")
+@_guard
+def layout(open_target, as_json) -> None:
+    """Show what was learned about the target kernel, and how."""
+    from .layout import read_layout
+    from .report import layout_json, print_layout
+
+    lay = read_layout(open_target())
+    if as_json:
+        click.echo(json.dumps(layout_json(lay), indent=1))
+    else:
+        print_layout(_stdout, lay)
+
+
+@cli.command()
+@target_options
+@click.argument("pid", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Write JSON.")
+@_guard
+def maps(open_target, pid, as_json) -> None:
+    """List PID's VMAs with flag mnemonics and page-kind counts."""
+    from .audit import audit as run_audit
+    from .report import audit_json, vm_flag_mnemonics
+
+    prog = open_target()
+    result = run_audit(prog, pids=[pid])
+    if not result.stats.processes:
+        raise UsageError(f"no process with pid {pid}")
+    if as_json:
+        click.echo(json.dumps(audit_json(result, result.layout)["vmas"], indent=1))
+        return
+    table = Table(title=f"pid {pid}", title_justify="left")
+    for col in ("range", "VmFlags", "ops", "file", "pages by kind", "leaves", "S", "D"):
+        table.add_column(col, overflow="fold")
+    for r in result.vmas:
+        table.add_row(
+            f"{r.vma.start:#x}-{r.vma.end:#x}",
+            vm_flag_mnemonics(r.vma.flags, result.layout),
+            r.vma.ops or "",
+            r.vma.file or "",
+            " ".join(f"{k}:{v}" for k, v in r.pages_by_kind),
+            " ".join(f"{k}:{v}" for k, v in r.leaves_by_level),
+            str(r.special),
+            str(r.devmap),
+        )
+    _stdout.print(table)
+
+
+@cli.command()
+@target_options
+@click.option("--json", "as_json", is_flag=True, help="Write JSON.")
+@_guard
+def pgmaps(open_target, as_json) -> None:
+    """List every dev_pagemap: type, range, owner, ops, and who maps its pages."""
+    from .audit import audit as run_audit
+    from .classify import read_pagemaps
+    from .layout import read_layout
+
+    prog = open_target()
+    lay = read_layout(prog)
+    pagemaps = read_pagemaps(prog, lay)
+    rows = []
+    for p in pagemaps:
+        rows.append(
+            {
+                "pgmap": hex(p.address),
+                "type": p.type_name,
+                "start": hex(p.start_pfn << lay.page_shift),
+                "end": hex(p.end_pfn << lay.page_shift),
+                "pages": p.end_pfn - p.start_pfn,
+                "owner": p.owner,
+                "ops": p.ops,
+                "memmap_readable": p.memmap_readable,
+                "mapped_by": {},
+            }
+        )
+    result = run_audit(prog)
+    # Count mapped 4 KiB pages per pgmap from the findings-free summaries: the
+    # audit records pages by kind per VMA; attribute a VMA to each pgmap of
+    # the kinds it maps.
+    for r in result.vmas:
+        for row, p in zip(rows, pagemaps):
+            count = dict(r.pages_by_kind).get(p.kind.value)
+            if count:
+                key = f"{r.vma.pid}/{r.vma.comm}"
+                row["mapped_by"][key] = row["mapped_by"].get(key, 0) + count
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    table = Table(title="dev_pagemaps", title_justify="left")
+    for col in ("pgmap", "type", "range", "pages", "owner", "ops", "memmap", "mapped by (pages)"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["pgmap"], row["type"], f"{row['start']}-{row['end']}", str(row["pages"]),
+            row["owner"] or "", row["ops"] or "", "yes" if row["memmap_readable"] else "unreadable",
+            " ".join(f"{k}:{v}" for k, v in row["mapped_by"].items()),
+        )
+    _stdout.print(table)
+
+
+@cli.command()
+@click.option("-k", "--kernel", "live", is_flag=True, help="Check applicability against the running kernel.")
+@click.option("-c", "--core", metavar="VMCORE", help="Check applicability against a vmcore.")
+@click.option("--qemu", metavar="SOCKET", help="Check applicability against a QEMU guest.")
+@click.option("-s", "--symbols", metavar="PATH", multiple=True)
+@click.option("--architecture", metavar="ARCH")
+@click.option("--json", "as_json", is_flag=True, help="Write JSON.")
+@_guard
+def rules(live, core, qemu, symbols, architecture, as_json) -> None:
+    """The rule catalogue, with the arguments they encode."""
+    from .rules import RULES
+
+    lay = None
+    if live or core or qemu:
+        from .layout import read_layout
+        from .target import open_program
+
+        lay = read_layout(open_program(core=core, qemu=qemu, symbols=symbols, architecture=architecture))
+    rows = []
+    for r in RULES:
+        reason = r.applies(lay) if lay is not None else None
+        rows.append(
+            {
+                "id": r.id,
+                "severity": r.severity.label,
+                "title": r.title,
+                "thread": r.thread,
+                "quote": r.quote,
+                "kernels": r.kernels,
+                "applicable": None if lay is None else reason is None,
+                "not_applicable_because": reason,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    for row in rows:
+        status = ""
+        if row["applicable"] is not None:
+            status = " [green]applies[/]" if row["applicable"] else f" [dim]not applicable: {row['not_applicable_because']}[/]"
+        _stdout.print(f"[bold]{row['id']}[/] ({row['severity']}) {row['title']}{status}")
+        _stdout.print(f"    kernels: {row['kernels']}; from {row['thread']}")
+        _stdout.print(f"    [italic]“{row['quote']}”[/]")
+
+
+@cli.command()
+@target_options
+@click.argument("pid", type=int)
+@click.argument("address")
+@click.option("--json", "as_json", is_flag=True, help="Write JSON.")
+@_guard
+def explain(open_target, pid, address, as_json) -> None:
+    """Walk one address of PID level by level, crash-vtop style, and judge it."""
+    from .explain import explain as run_explain, print_explanation
+
+    va = _parse_int(address, "address")
+    prog = open_target()
+    doc = run_explain(prog, pid, va)
+    if as_json:
+        click.echo(json.dumps(doc, indent=1))
+    else:
+        print_explanation(_stdout, doc)
+
+
+def _mount_lab() -> None:
+    try:
+        from .lab.cli import lab
+    except ImportError:
+        return
+    cli.add_command(lab)
+
+
+_mount_lab()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="drgn-p2p", standalone_mode=True)
+
+
+if __name__ == "__main__":
+    main()

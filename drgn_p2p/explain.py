@@ -1,0 +1,136 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+Explain
+-------
+
+The per-level walk of one user address, crash ``vtop`` style: every entry
+with every bit named, the VMA, the PFN's page kind and pgmap, and the
+verdict of every rule on that leaf.
+"""
+
+from typing import Dict, List
+
+import drgn
+from rich.console import Console
+from rich.table import Table
+
+from .arch.x86_64 import decode_leaf, describe
+from .audit import select_rules
+from .classify import Classifier
+from .errors import UsageError
+from .layout import read_layout
+from .records import Level, Run
+from .report import vm_flag_names
+from .rules import evaluate_run
+from .walk import PageTableWalker, for_each_process, process_vmas
+
+__all__ = ("explain", "print_explanation")
+
+
+def explain(prog: drgn.Program, pid: int, va: int) -> Dict[str, object]:
+    """Explain address *va* of process *pid*; returns a JSON-ready dict.
+
+    :raises UsageError: if there is no such process or *va* is in no VMA.
+    """
+    layout = read_layout(prog)
+    process = next(iter(for_each_process(prog, pids=[pid])), None)
+    if process is None:
+        raise UsageError(f"no process with pid {pid}")
+    vma = next(iter(process_vmas(prog, process, va, va + 1)), None)
+    if vma is None:
+        raise UsageError(f"address {va:#x} is not in any VMA of pid {pid}")
+    walker = PageTableWalker.for_mm(prog, layout, process.mm)
+    try:
+        path = walker.path(va)
+    except drgn.FaultError as e:
+        raise UsageError(f"cannot read the page tables of pid {pid}: {e}") from None
+    levels: List[Dict[str, object]] = []
+    for level, entry_phys, raw in path:
+        bits, cache = describe(raw, level, layout) if level <= Level.PUD else (
+            [b for b in describe(raw, Level.PMD, layout)[0] if b != "PSE"], "")
+        levels.append(
+            {"level": level.label, "entry_phys": hex(entry_phys), "raw": hex(raw), "bits": bits, "cache": cache}
+        )
+    doc: Dict[str, object] = {
+        "pid": pid,
+        "comm": process.comm,
+        "address": hex(va),
+        "vma": {
+            "start": hex(vma.start),
+            "end": hex(vma.end),
+            "flags": hex(vma.flags),
+            "flag_names": vm_flag_names(vma.flags, layout),
+            "file": vma.file,
+            "ops": vma.ops,
+        },
+        "walk": levels,
+        "leaf": None,
+        "rules": [],
+    }
+    level, _, raw = path[-1]
+    shift = {Level.PTE: 12, Level.PMD: 21, Level.PUD: 30}.get(level)
+    leaf = decode_leaf(raw, va & ~((1 << shift) - 1), level, layout) if shift else None
+    if leaf is None:
+        return doc
+    classifier = Classifier(prog, layout)
+    page = classifier.classify(leaf.pfn)
+    doc["leaf"] = {
+        "kind": leaf.kind.value,
+        "level": leaf.level.label,
+        "pfn": hex(leaf.pfn) if leaf.pfn is not None else None,
+        "special": leaf.special,
+        "devmap": leaf.devmap,
+        "writable": leaf.writable,
+        "swap_type": leaf.swap_type,
+        "page_kind": page.kind.value,
+        "pgmap": hex(page.pgmap) if page.pgmap else None,
+        "owner": page.owner,
+        "memmap_readable": page.memmap_readable,
+    }
+    active, skipped = select_rules(layout)
+    run = Run(vma=vma, first=leaf, count=1, page=page)
+    fired = {f.rule: f for f in evaluate_run(run, layout, active)}
+    rules = []
+    for rule in active:
+        f = fired.get(rule.id)
+        rules.append(
+            {
+                "rule": rule.id,
+                "verdict": f.severity.label if f else "ok",
+                "message": f.message if f else None,
+            }
+        )
+    for rule_id, reason in skipped.items():
+        rules.append({"rule": rule_id, "verdict": "not applicable", "message": reason})
+    doc["rules"] = rules
+    return doc
+
+
+def print_explanation(console: Console, doc: Dict[str, object]) -> None:
+    """Render :func:`explain`'s result."""
+    vma = doc["vma"]
+    console.print(
+        f"[bold]pid {doc['pid']} ({doc['comm']})[/] address {doc['address']}\n"
+        f"VMA {vma['start']}-{vma['end']} flags {vma['flags']} ({' '.join(vma['flag_names'])})"
+        f" ops {vma['ops'] or '-'} file {vma['file'] or '-'}"
+    )
+    table = Table(show_header=True)
+    for col in ("level", "entry at", "raw", "bits", "cache"):
+        table.add_column(col, overflow="fold")
+    for row in doc["walk"]:
+        table.add_row(row["level"], row["entry_phys"], row["raw"], " ".join(row["bits"]), row["cache"])
+    console.print(table)
+    leaf = doc["leaf"]
+    if leaf is None:
+        console.print("No leaf maps this address.")
+        return
+    console.print(
+        f"leaf: {leaf['kind']} {leaf['level']} pfn {leaf['pfn']} special={leaf['special']} "
+        f"devmap={leaf['devmap']} → page kind [bold]{leaf['page_kind']}[/]"
+        + (f" pgmap {leaf['pgmap']}" if leaf["pgmap"] else "")
+        + (f" owner {leaf['owner']}" if leaf["owner"] else "")
+        + ("" if leaf["memmap_readable"] else " (struct page unreadable: classified from the pgmap)")
+    )
+    for r in doc["rules"]:
+        style = {"ok": "green", "not applicable": "dim"}.get(r["verdict"], "bold red")
+        console.print(f"  [{style}]{r['verdict']:>14}[/] {r['rule']}" + (f": {r['message']}" if r["message"] else ""))

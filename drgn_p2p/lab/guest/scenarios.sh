@@ -1,0 +1,300 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+# shellcheck shell=bash
+#
+# Guest-side scenario setup, sourced by init.sh.  One scn_<name> function per
+# scenario (dashes become underscores).  A function returns 0 once its holder
+# process holds the mapping; otherwise it returns non-zero with the reason in
+# QP_REASON, which is recorded in /out/skipped.json.  Its output goes to
+# /out/logs/<name>.log.
+#
+# From /out/config.env: QP_SCENARIOS, QP_HOLDER, QP_TEST_HMM, QP_EXPECT[name].
+
+QP_REASON=
+QP_PIDS=
+QP_MOUNTS=
+
+# Run a command; on failure set QP_REASON to it and its status.
+step() {
+	"$@" && return 0
+	QP_REASON="$* failed (status $?)"
+	return 1
+}
+
+fail() {
+	QP_REASON=$*
+	return 1
+}
+
+# Wait up to $1 tenths of a second for the command "${@:2}" to succeed.
+wait_for() {
+	local n=$1 i
+	shift
+	for ((i = 0; i < n; i++)); do
+		"$@" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# Is process $1 gone (exited, possibly a zombie)?
+gone() {
+	local stat
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+	stat=${stat##*) }
+	[ "${stat:0:1}" = Z ]
+}
+
+# hold SCENARIO MODE [ARG...]: start the holder and wait until it has
+# recorded its mapping(s) in /out/holders/SCENARIO.txt.
+hold() {
+	local s=$1 f=/out/holders/$1.txt pid i
+	shift
+	"$QP_HOLDER" "$f" "$s" "${QP_EXPECT[$s]}" "$@" &
+	pid=$!
+	for ((i = 0; i < 600; i++)); do
+		if [ -e "$f" ]; then
+			QP_PIDS+=" $pid"
+			return 0
+		fi
+		if gone "$pid"; then
+			wait "$pid"
+			fail "holder $* exited with status $?"
+			return 1
+		fi
+		sleep 0.1
+	done
+	kill -9 "$pid"
+	fail "holder $* did not record a mapping within 60 s"
+}
+
+# --- helpers for devices -------------------------------------------------
+
+# First "key": "value" of a JSON document on stdin (ndctl output).
+json_field() {
+	sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p" | head -n 1
+}
+
+# The nd region whose physical start is $1 (e.g. 0x40000000).
+region_at() {
+	local r
+	for r in /sys/bus/nd/devices/region*; do
+		[ -e "$r/resource" ] || continue
+		if (( $(cat "$r/resource") == $1 )); then
+			basename "$r"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# Size in bytes of BAR $2 of PCI device directory $1.
+bar_size() {
+	local start end flags
+	read -r start end flags < <(sed -n "$(($2 + 1))p" "$1/resource")
+	(( end > start )) && echo $(( end - start + 1 )) || echo 0
+}
+
+# BDF of the PCI device with vendor $1, device $2 and a BAR 2 of $3 bytes
+# (any size when $3 is empty).
+pci_find() {
+	local d
+	for d in /sys/bus/pci/devices/*; do
+		[ "$(cat "$d/vendor")" = "$1" ] && [ "$(cat "$d/device")" = "$2" ] || continue
+		if [ -z "$3" ] || [ "$(bar_size "$d" 2)" = "$3" ]; then
+			basename "$d"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# Name of the DRM card driven by driver $1.
+drm_card() {
+	local c drv
+	for c in /sys/class/drm/card[0-9]*; do
+		[[ $c == *-* ]] && continue
+		drv=$(readlink -f "$c/device/driver")
+		[ "${drv##*/}" = "$1" ] && { basename "$c"; return 0; }
+	done
+	return 1
+}
+
+pmem_modules() {
+	modprobe -a nd_e820 nd_pmem dax_pmem device_dax 2>&1
+	return 0
+}
+
+# pmem_namespace ADDR JSON OPTION...: reconfigure the namespace of the nd
+# region at physical address ADDR with ndctl OPTIONs; ndctl's JSON goes to JSON.
+pmem_namespace() {
+	local addr=$1 json=$2 region
+	shift 2
+	pmem_modules
+	wait_for 100 region_at "$addr" > /dev/null ||
+		{ fail "no nd region at $addr (memmap= missing or nd_e820 not loaded)"; return 1; }
+	region=$(region_at "$addr")
+	ndctl create-namespace -f -e "namespace${region#region}.0" "$@" > "$json" ||
+		{ fail "ndctl create-namespace $* on $region failed"; return 1; }
+	cat "$json"
+}
+
+# --- scenarios -----------------------------------------------------------
+
+scn_anon() { hold anon anon; }
+scn_zero_page() { hold zero-page zero; }
+scn_protnone() { hold protnone protnone; }
+
+scn_thp() {
+	local f=/sys/kernel/mm/transparent_hugepage/enabled
+	grep -q '\[never\]' "$f" && echo madvise > "$f"
+	hold thp thp
+}
+
+scn_swap() {
+	step modprobe zram num_devices=1 || return
+	wait_for 50 test -e /sys/block/zram0/disksize || { fail "no zram0"; return 1; }
+	echo 64M > /sys/block/zram0/disksize || { fail "setting zram0 disksize failed"; return 1; }
+	step mkswap /dev/zram0 || return
+	step swapon /dev/zram0 || return
+	hold swap swap
+}
+
+scn_fsdax() {
+	local dev mnt
+	pmem_namespace 0x40000000 /tmp/qp-fsdax.json -m fsdax --map=dev || return
+	dev=$(json_field blockdev < /tmp/qp-fsdax.json)
+	[ -n "$dev" ] || { fail "ndctl printed no blockdev"; return 1; }
+	step mkfs.ext4 -q -F -b 4096 -E nodiscard "/dev/$dev" || return
+	mnt=$(mktemp -d /tmp/qp-fsdax.XXXXXX)
+	step mount -o dax "/dev/$dev" "$mnt" || return
+	QP_MOUNTS+=" $mnt"
+	hold fsdax file "$mnt/held"
+}
+
+scn_devdax() {
+	local dev
+	pmem_namespace 0x60000000 /tmp/qp-devdax.json -m devdax --align=2M || return
+	dev=$(json_field chardev < /tmp/qp-devdax.json)
+	[ -n "$dev" ] || { fail "ndctl printed no chardev"; return 1; }
+	wait_for 50 test -c "/dev/$dev" || { fail "/dev/$dev did not appear"; return 1; }
+	hold devdax devdax "/dev/$dev"
+}
+
+scn_pcibar() {
+	local size=$((16 << 20)) bdf
+	bdf=$(pci_find 0x1af4 0x1110 "$size") || { fail "no ivshmem with a 16 MiB BAR 2"; return 1; }
+	hold pcibar resource "/sys/bus/pci/devices/$bdf/resource2" "$size"
+}
+
+scn_vfio_huge() {
+	local bdf dev group
+	bdf=$(pci_find 0x1af4 0x1110 $((1 << 30))) || { fail "no ivshmem with a 1 GiB BAR 2"; return 1; }
+	dev=/sys/bus/pci/devices/$bdf
+	step modprobe vfio-pci || return
+	[ -e "$dev/iommu_group" ] || { fail "$bdf has no IOMMU group (intel-iommu not active)"; return 1; }
+	echo vfio-pci > "$dev/driver_override"
+	echo "$bdf" > /sys/bus/pci/drivers_probe
+	group=$(basename "$(readlink "$dev/iommu_group")")
+	wait_for 50 test -c "/dev/vfio/$group" || { fail "/dev/vfio/$group did not appear"; return 1; }
+	hold vfio-huge vfio "/dev/vfio/$group" "$bdf"
+}
+
+p2pmem_published() {
+	[ "$(cat "/sys/bus/pci/devices/$1/p2pmem/published" 2>/dev/null)" = 1 ]
+}
+
+scn_p2pdma() {
+	local bdf
+	bdf=$(pci_find 0x1b36 0x0010 "") || { fail "no QEMU nvme device"; return 1; }
+	step modprobe nvme || return
+	wait_for 150 p2pmem_published "$bdf" || { fail "$bdf published no p2pmem"; return 1; }
+	hold p2pdma p2pmem "/sys/bus/pci/devices/$bdf/p2pmem/allocate"
+}
+
+# qxl is TTM-based on every kernel; bochs was TTM (drm_gem_vram) until it
+# moved to GEM shmem, so it is only the fallback.
+scn_drm_ttm() {
+	local drv card=
+	for drv in qxl bochs; do
+		modprobe "$drv" || continue
+		wait_for 100 drm_card "$drv" > /dev/null && card=$(drm_card "$drv") && break
+	done
+	[ -n "$card" ] || { fail "neither qxl nor bochs gave a DRM card"; return 1; }
+	echo "drm-ttm: $drv on $card"
+	hold drm-ttm dumb "/dev/dri/$card"
+}
+
+scn_device_private() {
+	[ -n "$QP_TEST_HMM" ] || { fail "no test_hmm.ko supplied"; return 1; }
+	step insmod "$QP_TEST_HMM" || return
+	wait_for 50 test -c /dev/hmm_dmirror0 || { fail "/dev/hmm_dmirror0 did not appear"; return 1; }
+	hold device-private hmm /dev/hmm_dmirror0
+}
+
+# --- driver --------------------------------------------------------------
+
+# record_skip NAME REASON...: one line per skip, control characters removed.
+record_skip() {
+	local name=$1
+	shift
+	printf '%s\t%s\n' "$name" "$(printf '%s' "$*" | tr -d '\000-\037')" >> /out/skipped.txt
+}
+
+run_one() {
+	local s=$1 log=/out/logs/$1.log t0
+	t0=$(cut -d' ' -f1 /proc/uptime)
+	QP_REASON=
+	echo "qp: scenario $s at $t0 s"
+	if "scn_${s//-/_}" >> "$log" 2>&1; then
+		return 0
+	fi
+	record_skip "$s" "error: ${QP_REASON:-failed}; log: $(tail -n 3 "$log" | tr '\n' ' ')"
+	echo "qp: scenario $s failed: $QP_REASON"
+}
+
+run_scenarios() {
+	local s
+	mkdir -p /out/logs /out/holders
+	for s in $QP_SCENARIOS; do
+		run_one "$s"
+	done
+}
+
+json_string() {
+	local v=${1//\\/\\\\}
+	printf '"%s"' "${v//\"/\\\"}"
+}
+
+# /out/manifest.txt, /out/mappings.json and /out/skipped.json.
+write_results() {
+	local kind pid addr len expect sep= name reason
+	cat /out/holders/*.txt 2> /dev/null | put /out/manifest.txt
+	{
+		echo "["
+		while read -r kind pid addr len expect; do
+			printf '%s  {"kind": %s, "pid": %d, "addr": %d, "len": %d, "expect": %s}' \
+				"$sep" "$(json_string "$kind")" "$pid" "$addr" "$len" "$(json_string "$expect")"
+			sep=$',\n'
+		done < /out/manifest.txt
+		printf '\n]\n'
+	} | put /out/mappings.json
+	sep=
+	{
+		echo "{"
+		while IFS=$'\t' read -r name reason; do
+			printf '%s  %s: %s' "$sep" "$(json_string "$name")" "$(json_string "$reason")"
+			sep=$',\n'
+		done < <(cat /out/skipped.txt 2> /dev/null)
+		printf '\n}\n'
+	} | put /out/skipped.json
+}
+
+# Stop the holders and unmount what the scenarios mounted.
+release_scenarios() {
+	local m
+	# shellcheck disable=SC2086
+	[ -n "$QP_PIDS" ] && kill $QP_PIDS 2> /dev/null && wait $QP_PIDS 2> /dev/null
+	for m in $QP_MOUNTS; do
+		umount "$m" 2> /dev/null
+	done
+}

@@ -1,0 +1,561 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+Lab kernel modules
+------------------
+
+Out-of-tree modules built for each lab kernel at test time, against that
+kernel's own Debian headers and with the gcc that built it:
+
+``p2p_violate``
+    Our own module (sources in ``drgn_p2p/lab/kmod/``): ``/dev/p2p_violate``
+    builds, per mmap offset, a wrong mapping that a rule must report next to
+    correct controls (see :data:`VIOLATE_CASES`). ``violate_holder`` (built
+    by :func:`build_holder`) maps every case in a guest and holds them.
+``test_hmm``
+    The kernel's ``lib/test_hmm.c`` (DEVICE_PRIVATE pages), taken at build
+    time from the kernel's own ``linux-source-<major.minor>`` package. Only for
+    kernels with ``CONFIG_DEVICE_PRIVATE=y``.
+
+Newer Debian kernels need a newer gcc than the host's (7.x passes
+``-fmin-function-alignment``, unknown to bookworm's gcc-12), and the header
+packages' tools run on their suite's glibc, so every build runs in a
+debootstrapped minbase chroot of the kernel's suite, cached in
+``cache_dir()/chroots/<suite>/``. The headers (``linux-headers-<KVER>``, its
+``-common`` and ``linux-kbuild-*``) are unpacked into it with
+``dpkg --force-depends --unpack``. Built modules are cached in
+``cache_dir()/kmods/<KVER>/<name>-<hash>/`` where the hash covers the sources,
+the build recipe and the compiler.
+
+Needs root (debootstrap, chroot, mount) plus debootstrap and kmod (modinfo).
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence
+
+from rich.console import Console
+
+from drgn_p2p.lab import LabError, apt, cache_dir
+
+__all__ = (
+    "MODULES",
+    "SOURCE_DIR",
+    "ModuleUnsupported",
+    "ViolateCase",
+    "VIOLATE_CASES",
+    "HeldCase",
+    "chroots_dir",
+    "kmods_dir",
+    "ensure_chroot",
+    "build_module",
+    "build_holder",
+    "module_supported",
+    "vermagic",
+    "parse_case_table",
+    "parse_manifest",
+)
+
+#: The modules :func:`build_module` knows.
+MODULES = ("p2p_violate", "test_hmm")
+
+#: Where the sources we ship live (installed as package data).
+SOURCE_DIR = Path(__file__).with_name("kmod")
+
+#: Packages every build chroot gets besides the kernel's gcc.
+CHROOT_PACKAGES = ("make", "libc6-dev", "libelf-dev")
+
+#: Bumped when the build recipe changes in a way the source hash cannot see.
+RECIPE = 1
+
+_VIOLATE_FILES = ("p2p_violate.c", "p2p_violate.h", "Kbuild")
+_TEST_HMM_FILES = ("test_hmm.c", "test_hmm_uapi.h")
+_TEST_HMM_KBUILD = "obj-m += test_hmm.o\n"
+_MARKER = ".drgn-p2p-complete"
+_CHROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LC_ALL": "C", "LANG": "C"}
+_console = Console(stderr=True)
+
+
+class ModuleUnsupported(LabError):
+    """The kernel cannot have this module at all (a reason to skip, not a failure)."""
+
+
+# ---------------------------------------------------------------- the p2p_violate cases
+
+
+class ViolateCase(NamedTuple):
+    """One case of ``/dev/p2p_violate``: mmap offset ``pgoff * PAGE_SIZE``."""
+
+    name: str
+    pgoff: int
+    length: int
+    huge: bool
+    #: What the auditor must say about it: "" for a control (nothing), else the broken rule.
+    trips: str
+
+    @property
+    def control(self) -> bool:
+        return not self.trips
+
+
+#: The cases, as in ``kmod/p2p_violate.h`` (a unit test keeps the two equal).
+VIOLATE_CASES = (
+    ViolateCase("control-remap", 0, 0x4000, False, ""),
+    ViolateCase("control-fault-pfn", 1, 0x4000, False, ""),
+    ViolateCase("control-huge-pfn", 2, 0x200000, True, ""),
+    ViolateCase("nomemmap-no-pfnmap", 3, 0x4000, False, "no-memmap PFN outside PFNMAP/MIXEDMAP"),
+    ViolateCase("pfnmap-not-special", 4, 0x4000, False, "PFNMAP leaf (no memmap) without special"),
+    ViolateCase("huge-pfn-not-special", 5, 0x200000, True, "huge PFN leaf without special"),
+    ViolateCase("special-on-ram", 6, 0x4000, False, "special leaf outside PFNMAP/MIXEDMAP (bad page map)"),
+    ViolateCase("mixedmap-pages", 7, 0x4000, False, "VM_MIXEDMAP of plain pages (info)"),
+    ViolateCase("devmap-on-ram", 8, 0x4000, False, "devmap bit on a non-DAX page"),
+)
+
+_CASE_RE = re.compile(r'X\((\w+),\s*(\d+),\s*"([^"]+)",\s*(P2PV_\w+_LEN),\s*([01])\)')
+_LEN_RE = re.compile(r"#define\s+(P2PV_\w+_LEN)\s+\((\d+)UL\s*\*\s*(\d+)(?:\s*\*\s*(\d+))?\)")
+
+
+def parse_case_table(header: str) -> List[ViolateCase]:
+    """Read the case table (name, pgoff, length, huge) from the text of ``p2p_violate.h``."""
+    lengths = {}
+    for m in _LEN_RE.finditer(header):
+        value = 1
+        for factor in m.groups()[1:]:
+            if factor:
+                value *= int(factor)
+        lengths[m.group(1)] = value
+    trips = {c.name: c.trips for c in VIOLATE_CASES}
+    return [
+        ViolateCase(m.group(3), int(m.group(2)), lengths[m.group(4)], m.group(5) == "1", trips.get(m.group(3), ""))
+        for m in _CASE_RE.finditer(header)
+    ]
+
+
+class HeldCase(NamedTuple):
+    """One line of the holder's manifest: a held mapping, or a case the kernel could not build."""
+
+    case: str
+    pid: int
+    addr: Optional[int]
+    length: Optional[int]
+    #: Why the case was not mapped (None when it is held).
+    skip: Optional[str] = None
+
+
+def parse_manifest(text: str) -> List[HeldCase]:
+    """
+    Parse the manifest ``violate_holder`` writes: ``case pid addr len`` per
+    held case (addr in hex), ``case pid skip reason...`` per case it could not map.
+    """
+    held = []
+    for line in text.splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if len(words) >= 3 and words[2] == "skip":
+            held.append(HeldCase(words[0], int(words[1]), None, None, " ".join(words[3:]) or "skipped"))
+        elif len(words) == 4:
+            held.append(HeldCase(words[0], int(words[1]), int(words[2], 16), int(words[3])))
+        else:
+            raise LabError(f"bad manifest line {line!r}")
+    return held
+
+
+# ---------------------------------------------------------------- paths and small helpers
+
+
+def chroots_dir() -> Path:
+    """Return the directory holding one build chroot per Debian suite."""
+    return cache_dir() / "chroots"
+
+
+def kmods_dir() -> Path:
+    """Return the directory holding built modules, one subdirectory per KVER."""
+    return cache_dir() / "kmods"
+
+
+@contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (serialises chroot use between processes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _step(what: str, timings: Optional[Dict[str, float]] = None) -> Iterator[None]:
+    """Show a spinner for a long step, then its duration."""
+    start = time.monotonic()
+    with _console.status(what):
+        yield
+    took = time.monotonic() - start
+    if timings is not None:
+        timings[what] = took
+    _console.print(f"  {what}: {took:.1f} s")
+
+
+def _run(argv: Sequence[str], log: Optional[Path] = None, **kwargs: object) -> str:
+    """Run a command; return its output, or raise LabError with its last lines (kept in ``log``)."""
+    proc = subprocess.run(
+        list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs  # type: ignore[call-overload]
+    )
+    if log is not None:
+        with open(log, "a") as f:
+            f.write(f"$ {' '.join(argv)}\n{proc.stdout}\n")
+    if proc.returncode != 0:
+        lines = [line for line in proc.stdout.strip().splitlines() if line.strip()]
+        errors = [line for line in lines if "error" in line.lower()] or lines
+        where = f" (log: {log})" if log is not None else ""
+        raise LabError(f"{' '.join(argv[:3])} failed: {(errors or ['(no output)'])[-1].strip()}{where}")
+    return proc.stdout
+
+
+def _mounts_under(path: Path) -> List[str]:
+    """Mount points at or below ``path``, deepest first."""
+    prefix = os.path.realpath(path)
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].replace("\\040", " ")
+            if point == prefix or point.startswith(prefix + "/"):
+                points.append(point)
+    return sorted(points, key=len, reverse=True)
+
+
+def _remove_tree(path: Path) -> None:
+    """
+    Remove a chroot or build tree: unmount everything below it first, then
+    ``rm --one-file-system`` so a forgotten mount can never take host files along.
+    """
+    if not path.exists() and not path.is_symlink():
+        return
+    for point in _mounts_under(path):
+        if subprocess.run(["umount", point], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", point], capture_output=True)
+    if _mounts_under(path):
+        raise LabError(f"cannot unmount everything below {path}; not removing it")
+    _run(["rm", "-rf", "--one-file-system", str(path)])
+
+
+@contextmanager
+def _proc_mounted(root: Path) -> Iterator[None]:
+    """Mount /proc in the chroot (objtool reads it) and always unmount it again."""
+    target = root / "proc"
+    target.mkdir(exist_ok=True)
+    mounted = False
+    try:
+        if not os.path.ismount(target):
+            _run(["mount", "-t", "proc", "proc", str(target)])
+            mounted = True
+        yield
+    finally:
+        if mounted and subprocess.run(["umount", str(target)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+def _chroot(root: Path, argv: Sequence[str], log: Optional[Path] = None) -> str:
+    """Run ``argv`` inside the chroot with a clean environment."""
+    return _run(["chroot", str(root), *argv], log=log, env=_CHROOT_ENV)
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError("building lab modules needs root (debootstrap, chroot, mount)")
+    for tool in ("debootstrap", "chroot", "dpkg-deb", "modinfo"):
+        if shutil.which(tool) is None:
+            raise LabError(f"{tool} not found: install debootstrap and kmod")
+
+
+def _kernel_record(kernel: object) -> Dict[str, object]:
+    """The fetch record of a lab kernel (``kernel.json``: suite, version, packages, ...)."""
+    path = Path(getattr(kernel, "dir")) / "kernel.json"
+    if not path.is_file():
+        raise LabError(f"{getattr(kernel, 'kver', kernel)} is not a fetched Debian lab kernel (no {path})")
+    return json.loads(path.read_text())
+
+
+def _kernel_facts(kernel: object) -> "tuple[str, str, str, str]":
+    """Return (kver, suite, cc, package version) of a lab kernel, or raise LabError."""
+    kver = str(getattr(kernel, "kver"))
+    record = _kernel_record(kernel)
+    suite = getattr(kernel, "suite", None) or record.get("suite")
+    cc = getattr(kernel, "cc", None) or record.get("cc")
+    version = record.get("version")
+    if not suite or not version:
+        raise LabError(f"{kver}: no Debian suite/version recorded; modules are built only for fetched lab kernels")
+    if not cc:
+        raise LabError(f"{kver}: CONFIG_CC_VERSION_TEXT names no gcc; cannot pick a compiler")
+    return kver, str(suite), str(cc), str(version)
+
+
+# ---------------------------------------------------------------- chroots
+
+
+def _chroot_record(root: Path) -> Optional[Dict[str, object]]:
+    marker = root / _MARKER
+    if not marker.is_file():
+        return None
+    try:
+        return json.loads(marker.read_text())
+    except ValueError:
+        return None
+
+
+def _ensure_chroot_locked(suite: str, cc: str, timings: Optional[Dict[str, float]] = None) -> Path:
+    root = chroots_dir() / suite
+    record = _chroot_record(root)
+    compilers: List[str] = []
+    if record is not None:
+        compilers = [str(c) for c in record.get("compilers", [])]  # type: ignore[union-attr]
+        if cc in compilers and (root / "usr" / "bin" / cc).exists():
+            return root
+        _console.print(f"[yellow]chroot {suite} lacks {cc}: building it again[/]")
+    compilers = sorted(set(compilers) | {cc})
+    staging = chroots_dir() / f".{suite}.new"
+    _remove_tree(staging)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    include = ",".join([*compilers, *CHROOT_PACKAGES])
+    log = chroots_dir() / f"{suite}.log"
+    log.write_text("")
+    try:
+        with _step(f"debootstrap {suite} ({include})", timings):
+            _run(
+                ["debootstrap", "--variant=minbase", f"--include={include}", suite, str(staging), apt.mirror()],
+                log=log,
+            )
+        if not (staging / "usr" / "bin" / cc).exists():
+            raise LabError(f"debootstrap {suite} installed no /usr/bin/{cc}")
+        (staging / _MARKER).write_text(
+            json.dumps({"suite": suite, "compilers": compilers, "packages": list(CHROOT_PACKAGES),
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n"
+        )
+        _remove_tree(root)
+        staging.rename(root)
+    finally:
+        _remove_tree(staging)
+    return root
+
+
+def ensure_chroot(suite: str, cc: str) -> Path:
+    """
+    Return a minbase chroot of Debian ``suite`` with ``cc`` (e.g. ``gcc-16``),
+    make, libc6-dev and libelf-dev, debootstrapping it first unless cached.
+    """
+    _need_root()
+    with _lock(chroots_dir() / f"{suite}.lock"):
+        return _ensure_chroot_locked(suite, cc)
+
+
+# ---------------------------------------------------------------- headers and sources
+
+
+def _header_packages(kver: str, version: str) -> List[str]:
+    """``linux-headers-KVER`` and the -common and linux-kbuild packages it depends on, pinned."""
+    deps = apt.depends(f"linux-headers-{kver}={version}")
+    wanted = [f"linux-headers-{kver}"] + [d for d in deps if d.startswith(("linux-headers-", "linux-kbuild-"))]
+    if not any(d.startswith("linux-kbuild-") for d in wanted):
+        raise LabError(f"linux-headers-{kver} depends on no linux-kbuild package")
+    return [f"{p}={version}" for p in wanted]
+
+
+def _ensure_headers(root: Path, kver: str, version: str, log: Path, timings: Dict[str, float]) -> str:
+    """Unpack the kernel's headers into the chroot unless there; return the build dir inside it."""
+    build = f"/lib/modules/{kver}/build"
+    stamp = root / f".drgn-p2p-headers-{kver}"
+    if stamp.exists() and (root / build.lstrip("/") / "Makefile").exists():
+        return build
+    with tempfile.TemporaryDirectory(dir=root / "tmp") as tmp:
+        with _step(f"download headers for {kver}", timings):
+            debs = apt.download(_header_packages(kver, version), Path(tmp))
+        with _step("unpack headers in the chroot", timings):
+            # --unpack, not -i: the 7.x postinst calls linux-run-hooks from
+            # linux-base, which the chroot lacks; nothing in it matters here.
+            inside = [f"/tmp/{Path(tmp).name}/{d.name}" for d in debs]
+            _chroot(root, ["dpkg", "--force-depends", "--unpack", *inside], log=log)
+    if not (root / build.lstrip("/") / "Makefile").exists():
+        raise LabError(f"the headers of {kver} did not provide {build}/Makefile")
+    stamp.touch()
+    return build
+
+
+def _source_package(kver: str) -> str:
+    m = re.match(r"(\d+\.\d+)", kver)
+    if not m:
+        raise LabError(f"cannot tell the source package of {kver}")
+    return f"linux-source-{m.group(1)}"
+
+
+def _extract_test_hmm(kver: str, suite: str, version: str, dest: Path, timings: Dict[str, float]) -> str:
+    """
+    Extract lib/test_hmm.c and lib/test_hmm_uapi.h of the kernel's own
+    linux-source package into ``dest``; return the source package version used.
+    """
+    package = _source_package(kver)
+    use = version
+    if apt.version_in(package, suite) != version:
+        # The suite moved on; a newer upload of the same major.minor is the next best source.
+        current = apt.version_in(package, suite)
+        if current is None:
+            raise LabError(f"{suite} offers no {package}")
+        _console.print(f"[yellow]{package} {version} is gone from {suite}; using {current}[/]")
+        use = current
+    tarball = f"./usr/src/{package}.tar.xz"
+    members = [f"{package}/lib/{name}" for name in _TEST_HMM_FILES]
+    with tempfile.TemporaryDirectory(dir=dest) as tmp:
+        with _step(f"download {package}", timings):
+            (deb,) = apt.download([f"{package}={use}"], Path(tmp))
+        with _step("extract test_hmm sources", timings):
+            script = (
+                'dpkg-deb --fsys-tarfile "$1" | tar -xO --occurrence=1 "$2" '
+                '| tar -xJ -C "$3" --occurrence=1 "$4" "$5"'
+            )
+            _run(["sh", "-c", script, "sh", str(deb), tarball, tmp, *members])
+        for name, member in zip(_TEST_HMM_FILES, members):
+            found = Path(tmp) / member
+            if not found.is_file():
+                raise LabError(f"{deb.name} holds no {member}")
+            shutil.move(str(found), str(dest / name))
+    return use
+
+
+def _violate_sources() -> Dict[str, bytes]:
+    return {name: (SOURCE_DIR / name).read_bytes() for name in _VIOLATE_FILES}
+
+
+def _digest(parts: Mapping[str, bytes], *extra: str) -> str:
+    h = hashlib.sha256()
+    for key in sorted(parts):
+        h.update(key.encode() + b"\0" + parts[key] + b"\0")
+    for item in (str(RECIPE), *extra):
+        h.update(item.encode() + b"\0")
+    return h.hexdigest()[:12]
+
+
+# ---------------------------------------------------------------- building
+
+
+def module_supported(kernel: object, name: str) -> Optional[str]:
+    """Return why ``kernel`` cannot have module ``name``, or None if it can."""
+    if name not in MODULES:
+        raise LabError(f"unknown module {name!r}: choose one of {', '.join(MODULES)}")
+    config = getattr(kernel, "config", {}) or {}
+    if config.get("CONFIG_MODULES") not in (None, "y"):
+        return f"{getattr(kernel, 'kver', '?')} has no loadable module support"
+    if name == "test_hmm" and config.get("CONFIG_DEVICE_PRIVATE") != "y":
+        return f"{getattr(kernel, 'kver', '?')} lacks CONFIG_DEVICE_PRIVATE=y: test_hmm cannot work there"
+    if name == "p2p_violate" and config.get("CONFIG_X86_64", "y") != "y":
+        return "p2p_violate builds x86-64 page-table entries only"
+    return None
+
+
+def vermagic(ko: Path) -> str:
+    """Return a module's vermagic string (``modinfo -F vermagic``)."""
+    return _run(["modinfo", "-F", "vermagic", str(ko)]).strip()
+
+
+def _cached_module(kver: str, name: str, key: str) -> Path:
+    return kmods_dir() / kver / f"{name}-{key}" / f"{name}.ko"
+
+
+def build_module(kernel: object, name: str, timings: Optional[Dict[str, float]] = None) -> Path:
+    """
+    Build module ``name`` (``"p2p_violate"`` or ``"test_hmm"``) for a fetched
+    lab kernel (a :class:`drgn_p2p.lab.kernels.Kernel`) and return the
+    cached ``.ko``. Raises :class:`ModuleUnsupported` when the kernel cannot
+    have the module, :class:`LabError` when a step fails. ``timings``, if
+    given, receives the duration of each step in seconds.
+    """
+    reason = module_supported(kernel, name)
+    if reason is not None:
+        raise ModuleUnsupported(reason)
+    kver, suite, cc, version = _kernel_facts(kernel)
+    timings = {} if timings is None else timings
+    if name == "p2p_violate":
+        sources: Optional[Dict[str, bytes]] = _violate_sources()
+        key = _digest(sources, name, kver, cc)
+    else:
+        sources = None  # fetched from the kernel's linux-source package on a miss
+        key = _digest({"Kbuild": _TEST_HMM_KBUILD.encode()}, name, kver, cc, version)
+    ko = _cached_module(kver, name, key)
+    if ko.is_file() and (ko.parent / _MARKER).exists():
+        return ko
+
+    _need_root()
+    start = time.monotonic()
+    _console.print(f"[bold]building {name}[/] for {kver} with {cc} in a {suite} chroot")
+    with _lock(chroots_dir() / f"{suite}.lock"):
+        root = _ensure_chroot_locked(suite, cc, timings)
+        out = ko.parent
+        _remove_tree(out)
+        out.mkdir(parents=True)
+        log = out / "build.log"
+        build = _ensure_headers(root, kver, version, log, timings)
+        work = root / "build" / f"{kver}-{name}-{key}"
+        _remove_tree(work)
+        work.mkdir(parents=True)
+        try:
+            if sources is not None:
+                for fname, data in sources.items():
+                    (work / fname).write_bytes(data)
+                origin = {"sources": "drgn_p2p/lab/kmod"}
+            else:
+                used = _extract_test_hmm(kver, suite, version, work, timings)
+                (work / "Kbuild").write_text(_TEST_HMM_KBUILD)
+                origin = {"sources": f"{_source_package(kver)}={used}"}
+            with _step(f"compile {name}", timings), _proc_mounted(root):
+                _chroot(
+                    root,
+                    ["make", "-C", build, f"M=/{work.relative_to(root)}", f"CC={cc}",
+                     # Skip pahole (BTF for modules): not in the chroot, not needed.
+                     "CONFIG_DEBUG_INFO_BTF_MODULES=", "modules"],
+                    log=log,
+                )
+            built = work / f"{name}.ko"
+            if not built.is_file():
+                raise LabError(f"make produced no {name}.ko (log: {log})")
+            shutil.copy2(built, ko)
+        finally:
+            _remove_tree(work)
+    magic = vermagic(ko)
+    if magic.split()[0] != kver:
+        raise LabError(f"{ko} has vermagic {magic!r}, not for {kver}")
+    (out / _MARKER).write_text(
+        json.dumps({"kver": kver, "cc": cc, "vermagic": magic, **origin,
+                    "seconds": round(time.monotonic() - start, 1)}) + "\n"
+    )
+    _console.print(f"[green]{name} for {kver}: {ko} ({time.monotonic() - start:.0f} s)[/]")
+    return ko
+
+
+def build_holder(cc: str = "cc") -> Path:
+    """
+    Build ``violate_holder`` (static, with the host compiler) and return the
+    cached binary. It runs in any lab guest, since those share the host's root.
+    """
+    sources = {name: (SOURCE_DIR / name).read_bytes() for name in ("violate_holder.c", "p2p_violate.h")}
+    key = _digest(sources, "violate_holder", cc)
+    out = kmods_dir() / "holder" / key
+    binary = out / "violate_holder"
+    if binary.is_file():
+        return binary
+    if shutil.which(cc) is None:
+        raise LabError(f"{cc} not found: the holder needs a host C compiler (gcc, libc6-dev)")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "violate_holder.tmp"
+    _run([cc, "-O2", "-Wall", "-static", "-I", str(SOURCE_DIR), "-o", str(tmp),
+          str(SOURCE_DIR / "violate_holder.c")])
+    tmp.rename(binary)
+    return binary

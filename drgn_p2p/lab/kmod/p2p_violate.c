@@ -1,0 +1,692 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * p2p_violate - build wrong page-table mappings on purpose, next to correct
+ * controls, so that drgn-p2p can be shown to report exactly the wrong ones.
+ *
+ * LAB ONLY. Load it in a throw-away guest, never on a machine you care about.
+ *
+ * /dev/p2p_violate is a misc device. mmap(MAP_SHARED) at offset
+ * "case * page size" builds the case's mapping (p2p_violate.h lists them).
+ * The wrong shapes are the ones the mm threads warn about:
+ *
+ *   nomemmap-no-pfnmap    a PFN without a struct page in a VMA that is
+ *                         neither VM_PFNMAP nor VM_MIXEDMAP
+ *   pfnmap-not-special    a VM_PFNMAP mapping whose PTEs lack the special bit
+ *   huge-pfn-not-special  a PMD PFN leaf without the special bit
+ *   special-on-ram        a special PTE on a RAM page outside PFNMAP/MIXEDMAP
+ *   mixedmap-pages        plain pages mapped through VM_MIXEDMAP
+ *   devmap-on-ram         the devmap bit on an ordinary RAM page's PTE
+ *
+ * The PFNs without memmap come from a prefetchable PCI memory BAR (by default
+ * an unbound ivshmem BAR, else any prefetchable BAR whose PFNs have no memmap),
+ * or from the bar_phys=/bar_size= module parameters.
+ *
+ * Teardown: some shapes would make the kernel print "Bad page map" (or worse,
+ * dereference a struct page that does not exist) when the mapping is zapped.
+ * The ioctl P2PV_IOC_RESTORE puts every mapping of the calling process back
+ * into a shape the kernel can tear down; the holder calls it on SIGTERM.
+ *
+ * x86-64 only: the bit helpers (pte_clear_flags, _PAGE_SPECIAL, ...) are the
+ * x86 ones.
+ */
+
+#include <linux/fs.h>
+#include <linux/mm.h>		/* before huge_mm.h, which uses it (7.x) */
+#include <linux/huge_mm.h>
+#include <linux/kref.h>
+#include <linux/list.h>
+#include <linux/miscdevice.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/pci.h>
+#include <linux/pgtable.h>
+#include <linux/slab.h>
+#include <linux/version.h>
+
+/*
+ * pfn_t (and <linux/pfn_t.h>) existed up to the 6.1x series and was removed
+ * together with the devmap PTE bit (it is gone in 7.x): vmf_insert_pfn_pmd()
+ * takes a plain unsigned long PFN since then.
+ */
+#if __has_include(<linux/pfn_t.h>)
+#include <linux/pfn_t.h>
+#define P2PV_HAVE_PFN_T 1
+#endif
+
+#include "p2p_violate.h"
+
+#ifndef CONFIG_X86_64
+#error "p2p_violate builds x86-64 page-table entries"
+#endif
+
+#define P2PV_NAME "p2p_violate"
+
+/* ivshmem (QEMU ivshmem-plain): its BAR2 is plain shared memory, safe to read. */
+#define P2PV_IVSHMEM_VENDOR 0x1af4
+#define P2PV_IVSHMEM_DEVICE 0x1110
+
+static unsigned long bar_phys;
+module_param(bar_phys, ulong, 0444);
+MODULE_PARM_DESC(bar_phys, "physical address of a memmap-less range (default: found at load; reads back the one in use)");
+
+static unsigned long bar_size;
+module_param(bar_size, ulong, 0444);
+MODULE_PARM_DESC(bar_size, "size of that range in bytes (reads back the one in use)");
+
+static unsigned long huge_phys;
+module_param(huge_phys, ulong, 0444);
+MODULE_PARM_DESC(huge_phys, "read only: the 2 MiB aligned memmap-less chunk used for PMD cases (0: none)");
+
+static char bar_source[64] = "none";
+module_param_string(bar_source, bar_source, sizeof(bar_source), 0444);
+MODULE_PARM_DESC(bar_source, "read only: where the memmap-less range came from");
+
+/* The memmap-less ranges in use; 0 = none (PFN 0 always has a memmap on x86). */
+static unsigned long nm_pfn;
+static unsigned long huge_pfn;
+
+#define P2PV_LEN(e, n, name, len, huge) [n] = len,
+static const unsigned long case_len[P2PV_NR_CASES] = { P2PV_CASES(P2PV_LEN) };
+#undef P2PV_LEN
+#define P2PV_HUGE(e, n, name, len, huge) [n] = huge,
+static const bool case_huge[P2PV_NR_CASES] = { P2PV_CASES(P2PV_HUGE) };
+#undef P2PV_HUGE
+#define P2PV_STR(e, n, name, len, huge) [n] = name,
+static const char *const case_name[P2PV_NR_CASES] = { P2PV_CASES(P2PV_STR) };
+#undef P2PV_STR
+
+/*
+ * vma->vm_flags became read-only behind vm_flags_set()/vm_flags_clear() in
+ * v6.3 (bc292ab00f6c "mm: introduce vma->vm_flags wrapper functions"); 6.1
+ * writes the field. Callers hold the mmap lock for writing.
+ */
+static void p2pv_flags_set(struct vm_area_struct *vma, unsigned long flags)
+{
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 3, 0)
+	vma->vm_flags |= flags;
+#else
+	vm_flags_set(vma, flags);
+#endif
+}
+
+static void p2pv_flags_clear(struct vm_area_struct *vma, unsigned long flags)
+{
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 3, 0)
+	vma->vm_flags &= ~flags;
+#else
+	vm_flags_clear(vma, flags);
+#endif
+}
+
+/* One open file. Its VMAs pin it, so it outlives every p2pv_map. */
+struct p2pv_file {
+	struct mutex lock;	/* protects maps; taken inside the mmap lock */
+	struct list_head maps;
+};
+
+/* One mmap() of a case; shared by the VMAs a split makes. */
+struct p2pv_map {
+	struct kref ref;
+	struct list_head node;
+	struct p2pv_file *file;
+	struct mm_struct *mm;	/* not referenced: compared only */
+	unsigned int kase;
+	unsigned long start;
+	bool restored;
+	unsigned int npages;
+	struct page *pages[];
+};
+
+/* ------------------------------------------------------------ memmap-less PFNs */
+
+static bool p2pv_no_memmap(unsigned long pfn, unsigned long npages)
+{
+	unsigned long i;
+
+	for (i = 0; i < npages; i++)
+		if (pfn_valid(pfn + i))
+			return false;
+	return true;
+}
+
+/*
+ * Above every PFN the direct map covers, so that even a kernel that treats a
+ * non-special leaf as a struct page (pfn > highest_memmap_pfn check) does not
+ * read a memmap that is not there. ZONE_DEVICE memmaps (P2PDMA) may still
+ * sit above; P2PV_IOC_RESTORE is the real protection at teardown.
+ */
+static bool p2pv_above_ram(unsigned long pfn)
+{
+	return pfn > PHYS_PFN(__pa(high_memory) - 1);
+}
+
+/* Use [start, start + len) if it has no memmap; set nm_pfn and huge_pfn. */
+static bool p2pv_use_range(phys_addr_t start, resource_size_t len, const char *source)
+{
+	phys_addr_t huge = ALIGN(start, (phys_addr_t)P2PV_HUGE_LEN);
+
+	if (len < P2PV_SMALL_LEN || !p2pv_above_ram(PHYS_PFN(start)) ||
+	    !p2pv_no_memmap(PHYS_PFN(start), P2PV_SMALL_LEN >> PAGE_SHIFT))
+		return false;
+	nm_pfn = PHYS_PFN(start);
+	bar_phys = start;
+	bar_size = len;
+	if (huge + P2PV_HUGE_LEN <= start + len &&
+	    p2pv_no_memmap(PHYS_PFN(huge), P2PV_HUGE_LEN >> PAGE_SHIFT)) {
+		huge_pfn = PHYS_PFN(huge);
+		huge_phys = huge;
+	}
+	strscpy(bar_source, source, sizeof(bar_source));
+	return true;
+}
+
+/*
+ * Rank prefetchable memory BARs: ivshmem first (plain memory), then BARs no
+ * driver owns, then BARs with room for a PMD leaf, then the smallest.
+ */
+static int p2pv_score(struct pci_dev *pdev, int bar)
+{
+	resource_size_t start = pci_resource_start(pdev, bar);
+	resource_size_t len = pci_resource_len(pdev, bar);
+	int score = 0;
+
+	if (pdev->vendor == P2PV_IVSHMEM_VENDOR && pdev->device == P2PV_IVSHMEM_DEVICE)
+		score += 8;
+	if (!pdev->dev.driver)
+		score += 4;
+	if (ALIGN(start, (resource_size_t)P2PV_HUGE_LEN) + P2PV_HUGE_LEN <= start + len)
+		score += 2;
+	return score;
+}
+
+static void p2pv_pick_range(void)
+{
+	struct pci_dev *pdev = NULL;
+	phys_addr_t best_start = 0;
+	resource_size_t best_len = 0;
+	int best_score = -1;
+	char source[sizeof(bar_source)] = "";
+	int bar;
+
+	if (bar_phys) {
+		if (!p2pv_use_range(bar_phys, bar_size ? bar_size : P2PV_SMALL_LEN, "bar_phys="))
+			pr_warn(P2PV_NAME ": bar_phys=%#lx has a memmap or lies in RAM: ignored\n", bar_phys);
+		return;
+	}
+	while ((pdev = pci_get_device(PCI_ANY_ID, PCI_ANY_ID, pdev)) != NULL) {
+		for (bar = 0; bar < PCI_STD_NUM_BARS; bar++) {
+			unsigned long flags = pci_resource_flags(pdev, bar);
+			resource_size_t start = pci_resource_start(pdev, bar);
+			resource_size_t len = pci_resource_len(pdev, bar);
+			int score;
+
+			if (!(flags & IORESOURCE_MEM) || !(flags & IORESOURCE_PREFETCH) ||
+			    !start || len < P2PV_SMALL_LEN || !p2pv_above_ram(PHYS_PFN(start)) ||
+			    !p2pv_no_memmap(PHYS_PFN(start), P2PV_SMALL_LEN >> PAGE_SHIFT))
+				continue;
+			score = p2pv_score(pdev, bar);
+			if (score > best_score || (score == best_score && len < best_len)) {
+				best_score = score;
+				best_start = start;
+				best_len = len;
+				snprintf(source, sizeof(source), "pci %s bar %d", pci_name(pdev), bar);
+			}
+		}
+	}
+	if (best_score >= 0)
+		p2pv_use_range(best_start, best_len, source);
+}
+
+/* ------------------------------------------------------------ PTE and PMD bits */
+
+struct p2pv_bits {
+	struct mm_struct *mm;
+	pteval_t set;
+	pteval_t clear;
+};
+
+static int p2pv_pte_bits(pte_t *ptep, unsigned long addr, void *data)
+{
+	struct p2pv_bits *bits = data;
+	pte_t pte = ptep_get(ptep);
+
+	if (!pte_present(pte))
+		return 0;
+	pte = pte_set_flags(pte_clear_flags(pte, bits->clear), bits->set);
+	/* Only software bits change: no TLB flush is needed. */
+	set_pte_at(bits->mm, addr, ptep, pte);
+	return 0;
+}
+
+/* Set and clear PTE bits over a populated range (apply_to_page_range takes the PTE locks). */
+static int p2pv_change_ptes(struct vm_area_struct *vma, unsigned long start,
+			    unsigned long end, pteval_t set, pteval_t clear)
+{
+	struct p2pv_bits bits = { .mm = vma->vm_mm, .set = set, .clear = clear };
+
+	return apply_to_page_range(vma->vm_mm, start, end - start, p2pv_pte_bits, &bits);
+}
+
+/*
+ * The special bit on PMD leaves exists since v6.12 ("mm/x86: support large
+ * pfn mappings", which selects ARCH_SUPPORTS_PMD_PFNMAP). Before it no PMD
+ * PFN leaf can be special, so there is no correct huge PFNMAP at all.
+ */
+#if defined(CONFIG_TRANSPARENT_HUGEPAGE) && defined(CONFIG_ARCH_SUPPORTS_PMD_PFNMAP)
+#define P2PV_PMD_SPECIAL 1
+
+static void p2pv_pmd_special(struct mm_struct *mm, unsigned long addr, pmd_t *pmdp, bool special)
+{
+	spinlock_t *ptl = pmd_lock(mm, pmdp);
+	pmd_t pmd = *pmdp;
+
+	if (pmd_present(pmd) && pmd_leaf(pmd))
+		set_pmd_at(mm, addr, pmdp,
+			   special ? pmd_mkspecial(pmd) : pmd_clear_flags(pmd, _PAGE_SPECIAL));
+	spin_unlock(ptl);
+}
+
+/* The PMD entry mapping addr, or NULL when no PMD table is there. */
+static pmd_t *p2pv_find_pmd(struct mm_struct *mm, unsigned long addr)
+{
+	pgd_t *pgd = pgd_offset(mm, addr);
+	p4d_t *p4d;
+	pud_t *pud;
+
+	if (pgd_none(*pgd) || pgd_bad(*pgd))
+		return NULL;
+	p4d = p4d_offset(pgd, addr);
+	if (p4d_none(*p4d) || p4d_bad(*p4d))
+		return NULL;
+	pud = pud_offset(p4d, addr);
+	if (pud_none(*pud) || pud_leaf(*pud) || pud_bad(*pud))
+		return NULL;
+	return pmd_offset(pud, addr);
+}
+#endif
+
+/* ------------------------------------------------------------ VMA operations */
+
+static void p2pv_map_release(struct kref *ref)
+{
+	struct p2pv_map *map = container_of(ref, struct p2pv_map, ref);
+	unsigned int i;
+
+	mutex_lock(&map->file->lock);
+	list_del(&map->node);
+	mutex_unlock(&map->file->lock);
+	for (i = 0; i < map->npages; i++)
+		if (map->pages[i])
+			__free_page(map->pages[i]);
+	kfree(map);
+}
+
+static void p2pv_vm_open(struct vm_area_struct *vma)
+{
+	struct p2pv_map *map = vma->vm_private_data;
+
+	kref_get(&map->ref);
+}
+
+static void p2pv_vm_close(struct vm_area_struct *vma)
+{
+	struct p2pv_map *map = vma->vm_private_data;
+
+	kref_put(&map->ref, p2pv_map_release);
+}
+
+#ifdef CONFIG_TRANSPARENT_HUGEPAGE
+/*
+ * Install a PMD PFN leaf from the ordinary ->fault handler: the PTE-level
+ * fault path reaches it with the PMD still empty (no ->huge_fault is needed,
+ * and 6.1 would never call ->huge_fault for a VM_PFNMAP VMA anyway).
+ */
+static vm_fault_t p2pv_fault_pmd(struct vm_fault *vmf, struct p2pv_map *map)
+{
+	struct vm_area_struct *vma = vmf->vma;
+	unsigned long haddr = vmf->address & PMD_MASK;
+	bool write = vma->vm_flags & VM_WRITE;
+	vm_fault_t ret;
+
+	/* 7.x vmf_insert_pfn_pmd() no longer checks that the VMA covers the PMD. */
+	if (haddr < vma->vm_start || haddr + PMD_SIZE > vma->vm_end || !pmd_none(*vmf->pmd))
+		return VM_FAULT_SIGBUS;
+#ifdef P2PV_HAVE_PFN_T
+	ret = vmf_insert_pfn_pmd(vmf, pfn_to_pfn_t(huge_pfn), write);
+#else
+	ret = vmf_insert_pfn_pmd(vmf, huge_pfn, write);
+#endif
+#ifdef P2PV_PMD_SPECIAL
+	if (ret == VM_FAULT_NOPAGE && map->kase == P2PV_HUGE_PFN_NOT_SPECIAL)
+		p2pv_pmd_special(vma->vm_mm, haddr, vmf->pmd, false);
+#endif
+	/*
+	 * Before 6.12 vmf_insert_pfn_pmd() of a pfn_t without PFN_DEV|PFN_MAP
+	 * already leaves a PMD leaf with neither special nor devmap: the
+	 * hazardous shape itself.
+	 */
+	return ret;
+}
+#endif
+
+static vm_fault_t p2pv_fault(struct vm_fault *vmf)
+{
+	struct vm_area_struct *vma = vmf->vma;
+	struct p2pv_map *map = vma->vm_private_data;
+	unsigned long idx = ((vmf->address & PAGE_MASK) - map->start) >> PAGE_SHIFT;
+
+	switch (map->kase) {
+	case P2PV_CONTROL_FAULT_PFN:
+		if (idx >= map->npages)
+			return VM_FAULT_SIGBUS;
+		return vmf_insert_pfn(vma, vmf->address & PAGE_MASK, page_to_pfn(map->pages[idx]));
+#ifdef CONFIG_TRANSPARENT_HUGEPAGE
+	case P2PV_CONTROL_HUGE_PFN:
+	case P2PV_HUGE_PFN_NOT_SPECIAL:
+		return p2pv_fault_pmd(vmf, map);
+#endif
+	default:
+		/* Every other case is fully populated by mmap(). */
+		return VM_FAULT_SIGBUS;
+	}
+}
+
+static const struct vm_operations_struct p2pv_vm_ops = {
+	.open = p2pv_vm_open,
+	.close = p2pv_vm_close,
+	.fault = p2pv_fault,
+};
+
+/* ------------------------------------------------------------ the cases */
+
+/* 0 if the running kernel and the found ranges can build kase, else -errno. */
+static int p2pv_can_build(unsigned int kase)
+{
+	switch (kase) {
+	case P2PV_CONTROL_REMAP:
+	case P2PV_NOMEMMAP_NO_PFNMAP:
+	case P2PV_PFNMAP_NOT_SPECIAL:
+		return nm_pfn ? 0 : -ENODEV;
+	case P2PV_CONTROL_HUGE_PFN:
+#ifndef P2PV_PMD_SPECIAL
+		return -EOPNOTSUPP;	/* no correct PMD PFN leaf before 6.12 */
+#endif
+		return huge_pfn ? 0 : -ENODEV;
+	case P2PV_HUGE_PFN_NOT_SPECIAL:
+#ifndef CONFIG_TRANSPARENT_HUGEPAGE
+		return -EOPNOTSUPP;
+#endif
+		return huge_pfn ? 0 : -ENODEV;
+	case P2PV_DEVMAP_ON_RAM:
+		/* The devmap PTE bit is gone since v6.17 (with pte_devmap()). */
+#ifndef CONFIG_ARCH_HAS_PTE_DEVMAP
+		return -EOPNOTSUPP;
+#endif
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+static bool p2pv_needs_pages(unsigned int kase)
+{
+	return kase == P2PV_CONTROL_FAULT_PFN || kase == P2PV_SPECIAL_ON_RAM ||
+	       kase == P2PV_MIXEDMAP_PAGES || kase == P2PV_DEVMAP_ON_RAM;
+}
+
+static int p2pv_insert_pages(struct vm_area_struct *vma, struct p2pv_map *map)
+{
+	unsigned int i;
+	int ret;
+
+	for (i = 0; i < map->npages; i++) {
+		ret = vm_insert_page(vma, vma->vm_start + i * PAGE_SIZE, map->pages[i]);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/* Build the case's mapping in a new VMA; the mmap lock is held for writing. */
+static int p2pv_build(struct vm_area_struct *vma, struct p2pv_map *map)
+{
+	unsigned long start = vma->vm_start, end = vma->vm_end, len = end - start;
+	int ret;
+
+	switch (map->kase) {
+	case P2PV_CONTROL_REMAP:
+	case P2PV_NOMEMMAP_NO_PFNMAP:
+	case P2PV_PFNMAP_NOT_SPECIAL:
+		/* What a PCI BAR mmap does: uncached, VM_IO|VM_PFNMAP, special PTEs. */
+		vma->vm_page_prot = pgprot_noncached(vma->vm_page_prot);
+		ret = remap_pfn_range(vma, start, nm_pfn, len, vma->vm_page_prot);
+		if (ret)
+			return ret;
+		if (map->kase == P2PV_NOMEMMAP_NO_PFNMAP)
+			p2pv_flags_clear(vma, VM_PFNMAP | VM_IO);
+		else if (map->kase == P2PV_PFNMAP_NOT_SPECIAL)
+			return p2pv_change_ptes(vma, start, end, 0, _PAGE_SPECIAL);
+		return 0;
+	case P2PV_CONTROL_FAULT_PFN:
+		/* A PFNMAP of RAM pages filled by vmf_insert_pfn() at fault time. */
+		p2pv_flags_set(vma, VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP);
+		return 0;
+	case P2PV_CONTROL_HUGE_PFN:
+	case P2PV_HUGE_PFN_NOT_SPECIAL:
+		vma->vm_page_prot = pgprot_noncached(vma->vm_page_prot);
+		p2pv_flags_set(vma, VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP);
+		return 0;
+	case P2PV_MIXEDMAP_PAGES:
+		/* vm_insert_page() sets VM_MIXEDMAP: the merged P2PDMA shape, on RAM. */
+		return p2pv_insert_pages(vma, map);
+	case P2PV_SPECIAL_ON_RAM:
+		ret = p2pv_insert_pages(vma, map);
+		if (ret)
+			return ret;
+		p2pv_flags_clear(vma, VM_MIXEDMAP);
+		return p2pv_change_ptes(vma, start, end, _PAGE_SPECIAL, 0);
+#ifdef CONFIG_ARCH_HAS_PTE_DEVMAP
+	case P2PV_DEVMAP_ON_RAM:
+		ret = p2pv_insert_pages(vma, map);
+		if (ret)
+			return ret;
+		/* What pte_mkdevmap() sets (devmap + special), on a RAM page. */
+		return p2pv_change_ptes(vma, start, end, _PAGE_DEVMAP | _PAGE_SPECIAL, 0);
+#endif
+	default:
+		return -EOPNOTSUPP;
+	}
+}
+
+/* Undo what p2pv_build() broke, so that zapping the VMA is clean. Mmap lock held for writing. */
+static void p2pv_restore(struct vm_area_struct *vma, struct p2pv_map *map)
+{
+	switch (map->kase) {
+	case P2PV_NOMEMMAP_NO_PFNMAP:
+		p2pv_flags_set(vma, VM_PFNMAP | VM_IO);
+		break;
+	case P2PV_PFNMAP_NOT_SPECIAL:
+		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, _PAGE_SPECIAL, 0);
+		break;
+	case P2PV_HUGE_PFN_NOT_SPECIAL:
+#ifdef P2PV_PMD_SPECIAL
+	{
+		unsigned long addr;
+
+		for (addr = ALIGN(vma->vm_start, PMD_SIZE); addr + PMD_SIZE <= vma->vm_end;
+		     addr += PMD_SIZE) {
+			pmd_t *pmdp = p2pv_find_pmd(vma->vm_mm, addr);
+
+			if (pmdp)
+				p2pv_pmd_special(vma->vm_mm, addr, pmdp, true);
+		}
+	}
+#endif
+		/* Before 6.12 zap_huge_pmd() clears a PFNMAP PMD leaf without looking at it. */
+		break;
+	case P2PV_SPECIAL_ON_RAM:
+		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, 0, _PAGE_SPECIAL);
+		p2pv_flags_set(vma, VM_MIXEDMAP);
+		break;
+#ifdef CONFIG_ARCH_HAS_PTE_DEVMAP
+	case P2PV_DEVMAP_ON_RAM:
+		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, 0, _PAGE_DEVMAP | _PAGE_SPECIAL);
+		break;
+#endif
+	default:
+		break;
+	}
+}
+
+/* ------------------------------------------------------------ file operations */
+
+static int p2pv_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct p2pv_file *pf = file->private_data;
+	unsigned long kase = vma->vm_pgoff;
+	unsigned long len = vma->vm_end - vma->vm_start;
+	struct p2pv_map *map;
+	unsigned int i, npages = 0;
+	int ret;
+
+	if (kase >= P2PV_NR_CASES || len != case_len[kase] || !(vma->vm_flags & VM_SHARED))
+		return -EINVAL;
+	if (case_huge[kase] && !IS_ALIGNED(vma->vm_start, P2PV_HUGE_LEN))
+		return -EINVAL;
+	ret = p2pv_can_build(kase);
+	if (ret)
+		return ret;
+
+	if (p2pv_needs_pages(kase))
+		npages = len >> PAGE_SHIFT;
+	map = kzalloc(struct_size(map, pages, npages), GFP_KERNEL);
+	if (!map)
+		return -ENOMEM;
+	kref_init(&map->ref);
+	map->file = pf;
+	map->mm = vma->vm_mm;
+	map->kase = kase;
+	map->start = vma->vm_start;
+	map->npages = npages;
+	for (i = 0; i < npages; i++) {
+		map->pages[i] = alloc_page(GFP_KERNEL | __GFP_ZERO);
+		if (!map->pages[i]) {
+			ret = -ENOMEM;
+			goto fail;
+		}
+	}
+
+	/* No VMA of ours is inherited, and no merge or expansion may change one. */
+	p2pv_flags_set(vma, VM_DONTCOPY | VM_DONTEXPAND);
+	vma->vm_ops = &p2pv_vm_ops;
+	vma->vm_private_data = map;
+	ret = p2pv_build(vma, map);
+	if (ret) {
+		/*
+		 * mmap() fails and the kernel unmaps whatever was inserted;
+		 * restore first so that zap is clean, and make sure ->close is
+		 * not called. Inserted pages hold their own references.
+		 */
+		p2pv_restore(vma, map);
+		vma->vm_private_data = NULL;
+		vma->vm_ops = NULL;
+		pr_warn(P2PV_NAME ": %s: building the mapping failed (%d)\n", case_name[kase], ret);
+		goto fail;
+	}
+	mutex_lock(&pf->lock);
+	list_add_tail(&map->node, &pf->maps);
+	mutex_unlock(&pf->lock);
+	return 0;
+
+fail:
+	for (i = 0; i < npages; i++)
+		if (map->pages[i])
+			__free_page(map->pages[i]);
+	kfree(map);
+	return ret;
+}
+
+static long p2pv_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct p2pv_file *pf = file->private_data;
+	struct mm_struct *mm = current->mm;
+	struct p2pv_map *map;
+	int restored = 0;
+
+	if (cmd != P2PV_IOC_RESTORE)
+		return -ENOTTY;
+	if (!mm)
+		return -EINVAL;
+	mmap_write_lock(mm);
+	mutex_lock(&pf->lock);
+	list_for_each_entry(map, &pf->maps, node) {
+		struct vm_area_struct *vma;
+
+		if (map->mm != mm || map->restored)
+			continue;
+		vma = find_vma(mm, map->start);
+		if (!vma || vma->vm_start > map->start || vma->vm_private_data != map)
+			continue;
+		p2pv_restore(vma, map);
+		map->restored = true;
+		restored++;
+	}
+	mutex_unlock(&pf->lock);
+	mmap_write_unlock(mm);
+	return restored;
+}
+
+static int p2pv_open(struct inode *inode, struct file *file)
+{
+	struct p2pv_file *pf = kzalloc(sizeof(*pf), GFP_KERNEL);
+
+	if (!pf)
+		return -ENOMEM;
+	mutex_init(&pf->lock);
+	INIT_LIST_HEAD(&pf->maps);
+	file->private_data = pf;
+	return 0;
+}
+
+static int p2pv_release(struct inode *inode, struct file *file)
+{
+	kfree(file->private_data);
+	return 0;
+}
+
+static const struct file_operations p2pv_fops = {
+	.owner = THIS_MODULE,
+	.open = p2pv_open,
+	.release = p2pv_release,
+	.mmap = p2pv_mmap,
+	.unlocked_ioctl = p2pv_ioctl,
+};
+
+static struct miscdevice p2pv_dev = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = P2PV_NAME,
+	.fops = &p2pv_fops,
+	.mode = 0600,
+};
+
+static int __init p2pv_init(void)
+{
+	p2pv_pick_range();
+	if (nm_pfn)
+		pr_info(P2PV_NAME ": memmap-less range %#lx+%#lx (%s), PMD chunk %#lx\n",
+			bar_phys, bar_size, bar_source, huge_phys);
+	else
+		pr_info(P2PV_NAME ": no memmap-less range: BAR cases will fail with ENODEV\n");
+	return misc_register(&p2pv_dev);
+}
+
+static void __exit p2pv_exit(void)
+{
+	misc_deregister(&p2pv_dev);
+}
+
+module_init(p2pv_init);
+module_exit(p2pv_exit);
+
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("drgn-p2p lab: wrong and correct PFN/ZONE_DEVICE-style mappings on purpose");

@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * p2p_violate: the cases of /dev/p2p_violate, shared by the module and the
+ * userspace holder (violate_holder.c).
+ *
+ * mmap(fd, offset = case * page size) builds one mapping per case: either a
+ * WRONG mapping that one of drgn-p2p's rules must report, or a correct
+ * control that no rule may report. The table below is the single list of
+ * cases; each X() entry is
+ *
+ *	X(ENUM, pgoff, "name", length in bytes, needs a 2 MiB aligned address)
+ *
+ * A case the running kernel cannot express fails mmap() with EOPNOTSUPP; a
+ * case that needs a memmap-less PFN range fails with ENODEV when the module
+ * found none (see the bar_phys= and bar_size= module parameters).
+ */
+#ifndef P2P_VIOLATE_H
+#define P2P_VIOLATE_H
+
+#define P2PV_SMALL_LEN	(4UL * 4096)		/* four 4 KiB pages */
+#define P2PV_HUGE_LEN	(2UL * 1024 * 1024)	/* one PMD leaf */
+
+#define P2PV_CASES(X)								\
+	X(P2PV_CONTROL_REMAP,		0, "control-remap",		P2PV_SMALL_LEN, 0) \
+	X(P2PV_CONTROL_FAULT_PFN,	1, "control-fault-pfn",		P2PV_SMALL_LEN, 0) \
+	X(P2PV_CONTROL_HUGE_PFN,	2, "control-huge-pfn",		P2PV_HUGE_LEN,  1) \
+	X(P2PV_NOMEMMAP_NO_PFNMAP,	3, "nomemmap-no-pfnmap",	P2PV_SMALL_LEN, 0) \
+	X(P2PV_PFNMAP_NOT_SPECIAL,	4, "pfnmap-not-special",	P2PV_SMALL_LEN, 0) \
+	X(P2PV_HUGE_PFN_NOT_SPECIAL,	5, "huge-pfn-not-special",	P2PV_HUGE_LEN,  1) \
+	X(P2PV_SPECIAL_ON_RAM,		6, "special-on-ram",		P2PV_SMALL_LEN, 0) \
+	X(P2PV_MIXEDMAP_PAGES,		7, "mixedmap-pages",		P2PV_SMALL_LEN, 0) \
+	X(P2PV_DEVMAP_ON_RAM,		8, "devmap-on-ram",		P2PV_SMALL_LEN, 0)
+
+#define P2PV_ENUM(e, n, name, len, huge) e = n,
+enum p2pv_case { P2PV_CASES(P2PV_ENUM) P2PV_NR_CASES };
+#undef P2PV_ENUM
+
+/*
+ * ioctl: put every mapping of the calling process made through this file
+ * back into a shape the kernel can tear down (restore the bits and VMA flags
+ * the cases removed or added). The holder calls it before it exits.
+ */
+#define P2PV_IOC_RESTORE	_IO('P', 0x01)
+
+#endif /* P2P_VIOLATE_H */

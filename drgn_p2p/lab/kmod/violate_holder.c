@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * violate_holder - map every case of /dev/p2p_violate and hold the mappings.
+ *
+ *   violate_holder MANIFEST [DEVICE]
+ *
+ * For each case (p2p_violate.h) it mmaps the device at offset
+ * "case * page size", touches every page so the fault-time cases fault in,
+ * and writes one manifest line:
+ *
+ *   <case> <pid> <addr hex> <len>          a held mapping
+ *   <case> <pid> skip <reason...>          a case this kernel cannot build
+ *
+ * The manifest appears complete (written to MANIFEST.tmp, then renamed).
+ * Then it waits. On SIGTERM, SIGINT or SIGHUP it asks the module to put
+ * every mapping back into a shape the kernel can tear down
+ * (P2PV_IOC_RESTORE) and exits 0. SIGKILL skips that step: the guest may
+ * then print "Bad page map" at teardown, or worse.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "p2p_violate.h"
+
+struct holder_case {
+	unsigned int pgoff;
+	const char *name;
+	unsigned long len;
+	int huge;
+};
+
+#define HOLDER_CASE(e, n, name, len, huge) { n, name, len, huge },
+static const struct holder_case cases[] = { P2PV_CASES(HOLDER_CASE) };
+#undef HOLDER_CASE
+
+static volatile sig_atomic_t stop;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
+
+static const char *skip_reason(int err)
+{
+	switch (err) {
+	case EOPNOTSUPP:
+		return "not expressible on this kernel (EOPNOTSUPP)";
+	case ENODEV:
+		return "no memmap-less PFN range found (ENODEV; load with bar_phys= bar_size=)";
+	default:
+		return strerror(err);
+	}
+}
+
+/* A free, len-aligned address range of len bytes (reserve twice as much, keep the aligned middle). */
+static void *aligned_hint(unsigned long len)
+{
+	uintptr_t base, aligned;
+	void *p = mmap(NULL, 2 * len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	base = (uintptr_t)p;
+	aligned = (base + len - 1) & ~(uintptr_t)(len - 1);
+	munmap(p, 2 * len);
+	return (void *)aligned;
+}
+
+static void *map_case(int fd, const struct holder_case *c, long page)
+{
+	void *hint = NULL;
+	int flags = MAP_SHARED;
+
+	if (c->huge) {
+		hint = aligned_hint(c->len);
+		if (!hint)
+			return MAP_FAILED;
+		flags |= MAP_FIXED_NOREPLACE;
+	}
+	return mmap(hint, c->len, PROT_READ | PROT_WRITE, flags, fd, (off_t)c->pgoff * page);
+}
+
+int main(int argc, char **argv)
+{
+	const char *device = argc > 2 ? argv[2] : "/dev/p2p_violate";
+	long page = sysconf(_SC_PAGESIZE);
+	struct sigaction sa;
+	sigset_t block, old;
+	char tmp[4096];
+	FILE *out;
+	size_t i;
+	int fd;
+
+	if (argc < 2 || argc > 3) {
+		fprintf(stderr, "usage: %s MANIFEST [DEVICE]\n", argv[0]);
+		return 2;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	/* Keep them blocked except inside sigsuspend(): no signal is lost before waiting. */
+	sigemptyset(&block);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGHUP);
+	sigprocmask(SIG_BLOCK, &block, &old);
+
+	fd = open(device, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "open %s: %s\n", device, strerror(errno));
+		return 1;
+	}
+	snprintf(tmp, sizeof(tmp), "%s.tmp", argv[1]);
+	out = fopen(tmp, "w");
+	if (!out) {
+		fprintf(stderr, "open %s: %s\n", tmp, strerror(errno));
+		return 1;
+	}
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct holder_case *c = &cases[i];
+		volatile const unsigned char *p = map_case(fd, c, page);
+		unsigned long off;
+
+		if (p == MAP_FAILED) {
+			fprintf(out, "%s %d skip %s\n", c->name, (int)getpid(), skip_reason(errno));
+			continue;
+		}
+		/* Fault in the cases that are filled at fault time. */
+		for (off = 0; off < c->len; off += page)
+			(void)p[off];
+		fprintf(out, "%s %d 0x%lx %lu\n", c->name, (int)getpid(), (unsigned long)(uintptr_t)p, c->len);
+	}
+	if (fflush(out) || fsync(fileno(out)) || fclose(out) || rename(tmp, argv[1])) {
+		fprintf(stderr, "write %s: %s\n", argv[1], strerror(errno));
+		return 1;
+	}
+	while (!stop)
+		sigsuspend(&old);
+	if (ioctl(fd, P2PV_IOC_RESTORE) < 0)
+		fprintf(stderr, "P2PV_IOC_RESTORE: %s\n", strerror(errno));
+	return 0;
+}

@@ -1,0 +1,266 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+Scenarios
+---------
+
+A scenario is one kind of mapping that the guest creates and holds in a live
+process: what QEMU and the kernel command line must provide for it, which
+kernel configuration it needs, and what a page-table walk is expected to
+find there (the ``expect`` column of the manifest).
+
+:func:`plan` decides from a kernel's configuration which of the requested
+scenarios can run and why the others cannot. The guest side lives in
+``guest/scenarios.sh`` (one ``scn_<name>`` function per scenario) and
+``guest/holder.c`` (one mode per kind of mapping), which :func:`holder_binary`
+compiles once per host into the cache.
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from drgn_p2p.lab import LabError, cache_dir
+
+__all__ = (
+    "GUEST_DIR",
+    "SCENARIOS",
+    "Plan",
+    "Scenario",
+    "expect_of",
+    "holder_binary",
+    "kernel_config",
+    "names",
+    "plan",
+)
+
+#: Guest-side scripts and sources shipped with the package.
+GUEST_DIR = Path(__file__).resolve().parent / "guest"
+
+#: Environment variable naming a test_hmm.ko for the ``device-private`` scenario.
+TEST_HMM_ENV = "DRGN_P2P_TEST_HMM"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One kind of held mapping."""
+
+    #: Name, also the manifest's ``kind`` column.
+    name: str
+    #: What the walk should find (the manifest's ``expect`` column).
+    expect: str
+    #: Every one of these config options must be ``y`` or ``m``.
+    requires: Tuple[str, ...] = ()
+    #: At least one of these must be ``y`` or ``m`` (when not empty).
+    requires_any: Tuple[str, ...] = ()
+    #: QEMU arguments that must come before every other device.
+    early_qemu_args: Tuple[str, ...] = ()
+    #: QEMU arguments (devices and their backends).
+    qemu_args: Tuple[str, ...] = ()
+    #: Kernel command line words.
+    cmdline: Tuple[str, ...] = ()
+
+
+_PMEM = ("CONFIG_ZONE_DEVICE", "CONFIG_X86_PMEM_LEGACY", "CONFIG_LIBNVDIMM")
+
+#: Every scenario the lab knows, in the order the guest sets them up.
+SCENARIOS: Tuple[Scenario, ...] = (
+    Scenario("anon", "anon"),
+    Scenario("thp", "thp-pmd", requires=("CONFIG_TRANSPARENT_HUGEPAGE",)),
+    Scenario("zero-page", "zero-page"),
+    Scenario("protnone", "protnone"),
+    Scenario("swap", "swap", requires=("CONFIG_SWAP", "CONFIG_ZRAM")),
+    Scenario(
+        "fsdax", "fsdax",
+        requires=_PMEM + ("CONFIG_FS_DAX", "CONFIG_BLK_DEV_PMEM", "CONFIG_EXT4_FS"),
+        cmdline=("memmap=256M!1G",),
+    ),
+    Scenario(
+        "devdax", "devdax-pmd",
+        requires=_PMEM + ("CONFIG_DEV_DAX", "CONFIG_DEV_DAX_PMEM"),
+        cmdline=("memmap=256M!1536M",),
+    ),
+    Scenario(
+        "pcibar", "pfnmap-io",
+        requires=("CONFIG_PCI",),
+        qemu_args=(
+            "-object", "memory-backend-memfd,id=qp-ivs0,size=16M,share=on",
+            "-device", "ivshmem-plain,memdev=qp-ivs0",
+        ),
+    ),
+    Scenario(
+        "vfio-huge", "pfnmap-pud",
+        # ARCH_SUPPORTS_PUD_PFNMAP came with huge PFNMAP support in 6.12,
+        # together with vfio-pci's huge_fault.
+        requires=("CONFIG_VFIO_PCI", "CONFIG_INTEL_IOMMU", "CONFIG_ARCH_SUPPORTS_PUD_PFNMAP"),
+        early_qemu_args=("-device", "intel-iommu,intremap=off"),
+        qemu_args=(
+            "-object", "memory-backend-memfd,id=qp-ivs1,size=1G,share=on",
+            "-device", "ivshmem-plain,memdev=qp-ivs1",
+        ),
+        cmdline=("intel_iommu=on", "iommu=pt", "vfio_iommu_type1.allow_unsafe_interrupts=1"),
+    ),
+    Scenario(
+        "p2pdma", "p2pdma",
+        requires=("CONFIG_PCI_P2PDMA", "CONFIG_BLK_DEV_NVME"),
+        qemu_args=("-device", "nvme,serial=qpnvme0,cmb_size_mb=64"),
+    ),
+    Scenario(
+        "drm-ttm", "pfnmap-ttm",
+        requires=("CONFIG_DRM_TTM",),
+        requires_any=("CONFIG_DRM_QXL", "CONFIG_DRM_BOCHS"),
+        qemu_args=("-device", "qxl", "-device", "bochs-display"),
+    ),
+    Scenario(
+        "device-private", "device-private",
+        requires=("CONFIG_DEVICE_PRIVATE",),
+    ),
+)
+
+_BY_NAME: Dict[str, Scenario] = {s.name: s for s in SCENARIOS}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one boot will set up."""
+
+    #: The scenarios to run, in :data:`SCENARIOS` order.
+    scenarios: Tuple[Scenario, ...]
+    #: Scenarios that will not run, with the reason.
+    skipped: Mapping[str, str]
+    #: test_hmm.ko for ``device-private``, if it runs.
+    test_hmm: Optional[Path]
+
+    def qemu_args(self) -> Tuple[List[str], List[str]]:
+        """Return (early args, device args) for QEMU."""
+        early: List[str] = []
+        devices: List[str] = []
+        for s in self.scenarios:
+            early += s.early_qemu_args
+            devices += s.qemu_args
+        return early, devices
+
+    def cmdline(self) -> List[str]:
+        """Return the kernel command line words the scenarios need."""
+        words: List[str] = []
+        for s in self.scenarios:
+            words += [w for w in s.cmdline if w not in words]
+        return words
+
+
+def kernel_config(kernel: Any) -> Dict[str, str]:
+    """
+    Return a kernel's configuration as ``{"CONFIG_X": "y"}``.
+
+    Accepts a ``Kernel`` whose ``.config`` is such a dict (with or without
+    the ``CONFIG_`` prefix) or a path to a config file.
+    """
+    cfg = getattr(kernel, "config", None)
+    if isinstance(cfg, Mapping):
+        return {k if k.startswith("CONFIG_") else "CONFIG_" + k: str(v) for k, v in cfg.items()}
+    path = Path(cfg) if cfg is not None else Path(kernel.dir) / "config"
+    out: Dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("CONFIG_") and "=" in line:
+            key, _, value = line.partition("=")
+            out[key] = value.strip('"')
+    return out
+
+
+def _missing_config(s: Scenario, config: Mapping[str, str]) -> Optional[str]:
+    """Why *config* cannot run *s*, or None if it can."""
+    enabled = {k for k, v in config.items() if v in ("y", "m")}
+    missing = [opt for opt in s.requires if opt not in enabled]
+    if missing:
+        return "kernel lacks " + ", ".join(missing)
+    if s.requires_any and not enabled.intersection(s.requires_any):
+        return "kernel lacks all of " + ", ".join(s.requires_any)
+    return None
+
+
+def _find_test_hmm(kernel: Any, test_hmm: Optional[os.PathLike]) -> Tuple[Optional[Path], Optional[str]]:
+    """
+    Resolve the test_hmm.ko to use: the parameter, else ``$DRGN_P2P_TEST_HMM``,
+    else ``test_hmm.ko`` in the kernel's cache directory. Return (path, None)
+    or (None, reason).
+    """
+    value = test_hmm if test_hmm is not None else os.environ.get(TEST_HMM_ENV)
+    if not value:
+        cached = Path(kernel.dir) / "test_hmm.ko"
+        if not cached.is_file():
+            return None, (f"no test_hmm.ko supplied (parameter test_hmm, ${TEST_HMM_ENV} "
+                          f"or {cached.name} in the kernel's cache directory)")
+        value = cached
+    path = Path(value).resolve()
+    if not path.is_file():
+        return None, f"test_hmm.ko not found: {path}"
+    return path, None
+
+
+def plan(kernel: Any, names: Optional[Iterable[str]] = None,
+         test_hmm: Optional[os.PathLike] = None) -> Plan:
+    """
+    Decide which scenarios run on *kernel*.
+
+    :param names: Scenario names; None means all of :data:`SCENARIOS`.
+    :param test_hmm: test_hmm.ko built for this kernel (else ``$DRGN_P2P_TEST_HMM``,
+        else ``<kernel.dir>/test_hmm.ko``).
+    :raises LabError: on an unknown scenario name.
+    """
+    wanted = set(_BY_NAME) if names is None else set(names)
+    unknown = wanted - set(_BY_NAME)
+    if unknown:
+        raise LabError(f"unknown scenario(s) {sorted(unknown)}; known: {sorted(_BY_NAME)}")
+    config = kernel_config(kernel)
+    run: List[Scenario] = []
+    skipped: Dict[str, str] = {}
+    hmm: Optional[Path] = None
+    for s in SCENARIOS:
+        if s.name not in wanted:
+            continue
+        reason = _missing_config(s, config)
+        if reason is None and s.name == "device-private":
+            hmm, reason = _find_test_hmm(kernel, test_hmm)
+        if reason is None:
+            run.append(s)
+        else:
+            skipped[s.name] = reason
+    return Plan(tuple(run), skipped, hmm)
+
+
+def holder_binary() -> Path:
+    """
+    Return the path of the static ``holder`` program, compiling
+    ``guest/holder.c`` with ``gcc -O2 -static`` into
+    ``<cache>/bin/<source hash>/`` when no binary for this exact source
+    exists yet.
+    """
+    src = GUEST_DIR / "holder.c"
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+    dest = cache_dir() / "bin" / digest / "holder"  # comm stays "holder"
+    if dest.exists():
+        return dest
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise LabError("gcc not found: the lab compiles guest/holder.c (install gcc libc6-dev)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f"holder.tmp{os.getpid()}")
+    proc = subprocess.run([gcc, "-O2", "-static", "-Wall", "-o", str(tmp), str(src)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise LabError(f"compiling holder.c failed: {proc.stderr.strip()[-500:]}")
+    os.replace(tmp, dest)
+    return dest
+
+
+def expect_of(name: str) -> str:
+    """Return the ``expect`` value of the scenario called *name*."""
+    return _BY_NAME[name].expect
+
+
+def names() -> Sequence[str]:
+    """Return every scenario name."""
+    return [s.name for s in SCENARIOS]

@@ -1,0 +1,410 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+Guests
+------
+
+Boot a lab kernel under QEMU with the host's root file system shared
+read-only over 9p (plus a tmpfs overlay), set up the requested scenarios and
+hand back a :class:`Guest` that holds every mapping until it is released::
+
+    with boot(ensure_kernel("newest")) as guest:
+        prog = drgn.Program()
+        prog.set_qemu_qmp(guest.qmp_path)
+        ...
+        rc, out = guest.run("cat /proc/meminfo")
+        guest.dump("/tmp/vmcore", fmt="kdump-zlib")
+
+Everything of one boot lives in a private run directory (mode 0700) under the
+temporary directory: the two QMP sockets (``qmp.sock`` for drgn,
+``qmp-ctl.sock`` for control such as ``dump-guest-memory``), ``console.log``
+(diagnostics only) and the ``out/`` results share, where the guest writes
+``stage2``, ``ready``, ``manifest.txt``, ``mappings.json``, ``skipped.json``,
+``init.log`` and ``logs/<scenario>.log``, and runs commands dropped in
+``out/cmd/``. Readiness and results are read from those files, never from the
+console.
+
+QEMU runs in its own session, is killed by its PID on timeout, on exit of the
+``with`` block and at interpreter exit, and also receives SIGKILL if the
+Python process dies (``PR_SET_PDEATHSIG``).
+"""
+
+import atexit
+import ctypes
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+
+from drgn_p2p.lab import LabError
+from drgn_p2p.lab.initramfs import build_initramfs
+from drgn_p2p.lab.qmp import Qmp
+from drgn_p2p.lab.scenarios import GUEST_DIR, Plan, holder_binary, plan
+
+__all__ = ("DUMP_FORMATS", "Guest", "accel_args", "boot", "kvm_usable")
+
+#: Formats accepted by :meth:`Guest.dump` (QEMU 7.2 writes kdump in the
+#: makedumpfile *flattened* format; drgn reads it, with ``--architecture x86_64``).
+DUMP_FORMATS = ("elf", "kdump-zlib", "kdump-lzo", "kdump-snappy")
+
+#: Set to ``tcg`` or ``kvm`` to override the accelerator choice.
+ACCEL_ENV = "DRGN_P2P_LAB_ACCEL"
+#: Set to a non-empty value to keep run directories for debugging.
+KEEP_ENV = "DRGN_P2P_LAB_KEEP"
+
+_live: Set["Guest"] = set()
+
+
+def kvm_usable() -> bool:
+    """
+    Return whether KVM can run a stock kernel here: ``/dev/kvm`` is usable and
+    backed by VMX or SVM. A PVM host (``/sys/module/kvm_pvm``) cannot.
+    """
+    if os.path.exists("/sys/module/kvm_pvm") or not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "vmx" in flags or "svm" in flags
+
+
+def accel_args(la57: bool = True) -> List[str]:
+    """
+    Return QEMU's accelerator and CPU arguments: TCG with ``-cpu max`` (which
+    has LA57, hence 5-level paging) unless KVM is usable; ``la57=False`` adds
+    ``-la57`` for 4-level paging. Under KVM, 5-level paging needs a host CPU
+    with LA57.
+    """
+    choice = os.environ.get(ACCEL_ENV) or ("kvm" if kvm_usable() else "tcg")
+    suffix = "" if la57 else ",-la57"
+    if choice == "kvm":
+        return ["-accel", "kvm", "-cpu", "host,-arch-capabilities" + suffix]
+    if choice != "tcg":
+        raise LabError(f"${ACCEL_ENV} must be tcg or kvm, not {choice!r}")
+    return ["-accel", "tcg,thread=multi,tb-size=256", "-cpu", "max" + suffix]
+
+
+def _set_pdeathsig() -> None:
+    """In the child: get SIGKILL when the parent thread dies; own session."""
+    os.setsid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _reap_all() -> None:
+    """atexit: kill every guest still running."""
+    for guest in list(_live):
+        guest.close(grace=0)
+
+
+atexit.register(_reap_all)
+
+
+class Guest:
+    """A booted guest holding its scenarios' mappings (see :func:`boot`)."""
+
+    def __init__(self, kernel: Any, run_dir: Path, proc: "subprocess.Popen[bytes]",
+                 plan_: Plan, started: float) -> None:
+        self.kernel = kernel
+        self.run_dir = run_dir
+        self.out_dir = run_dir / "out"
+        #: QMP socket reserved for drgn (``prog.set_qemu_qmp`` / ``drgn --qemu``).
+        self.qmp_path = str(run_dir / "qmp.sock")
+        #: QMP socket for control commands (:meth:`dump`).
+        self.ctl_path = str(run_dir / "qmp-ctl.sock")
+        self.proc = proc
+        self.plan = plan_
+        #: Recorded mappings: dicts with kind, pid, addr, len, expect.
+        self.mappings: List[Dict[str, Any]] = []
+        #: Scenario name → why it was not set up.
+        self.skipped: Dict[str, str] = {}
+        #: Wall and guest times in seconds (boot, stage2, ready, uptime_*).
+        self.timings: Dict[str, float] = {}
+        self._started = started
+        self._ncmd = 0
+        self._closed = False
+
+    # -- state --------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        """PID of the QEMU process."""
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        """Whether QEMU is still running."""
+        return self.proc.poll() is None
+
+    def console_log(self) -> str:
+        """Return the serial console output so far (for diagnostics)."""
+        try:
+            return (self.run_dir / "console.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def _diagnose(self, what: str) -> LabError:
+        """A LabError for *what* with the tail of the console and of the guest log."""
+        tail = "\n".join(self.console_log().splitlines()[-25:])
+        return LabError(f"{what} (run dir {self.run_dir}); console tail:\n{tail}")
+
+    def _wait_file(self, path: Path, deadline: float, what: str) -> None:
+        """Wait until *path* exists, QEMU exits or *deadline* passes."""
+        while not path.exists():
+            if not self.alive():
+                raise self._diagnose(f"QEMU exited with status {self.proc.returncode} before {what}")
+            if time.monotonic() > deadline:
+                raise self._diagnose(f"timed out waiting for {what}")
+            time.sleep(0.05)
+
+    def _wait_ready(self, timeout: float) -> None:
+        """Wait for out/ready, then load the results and record timings."""
+        deadline = self._started + timeout
+        self._wait_file(self.out_dir / "stage2", deadline, "the guest's stage 2")
+        self.timings["stage2"] = time.monotonic() - self._started
+        self._wait_file(self.out_dir / "ready", deadline, "the guest to hold its mappings")
+        self.timings["ready"] = time.monotonic() - self._started
+        self.timings["uptime_stage2"] = float((self.out_dir / "stage2").read_text())
+        self.timings["uptime_ready"] = float((self.out_dir / "ready").read_text())
+        self.mappings = json.loads((self.out_dir / "mappings.json").read_text())
+        self.skipped = json.loads((self.out_dir / "skipped.json").read_text())
+
+    # -- commands -----------------------------------------------------------
+
+    def run(self, cmd: str, timeout: float = 120.0) -> Tuple[int, str]:
+        """
+        Run the shell command *cmd* with bash in the guest (as root, cwd /)
+        and return ``(status, combined stdout and stderr)``. Commands run one
+        at a time. The guest kills the command after *timeout* seconds
+        (status 124 or 137).
+
+        :raises LabError: if the guest does not answer in time or QEMU exits.
+        """
+        self._ncmd += 1
+        base = self.out_dir / "cmd" / f"{self._ncmd:06d}"
+        base.parent.mkdir(exist_ok=True)
+        base.with_suffix(".timeout").write_text(f"{max(1, int(timeout))}\n")
+        tmp = base.with_suffix(".sh.tmp")
+        tmp.write_text(cmd + "\n")
+        os.replace(tmp, base.with_suffix(".sh"))
+        self._wait_file(base.with_suffix(".rc"), time.monotonic() + timeout + 30,
+                        f"command {self._ncmd} ({cmd[:60]!r})")
+        rc = int(base.with_suffix(".rc").read_text().strip() or "255")
+        return rc, base.with_suffix(".out").read_text(errors="replace")
+
+    def qmp(self, command: str, arguments: Optional[Dict[str, Any]] = None,
+            timeout: float = 60.0) -> Any:
+        """Run one QMP command on the control socket and return its result."""
+        with Qmp(self.ctl_path) as q:
+            return q.execute(command, arguments, timeout=timeout)
+
+    def dump(self, path: "os.PathLike[str] | str", fmt: str = "kdump-zlib",
+             timeout: float = 600.0) -> Path:
+        """
+        Write a vmcore of the guest to *path* with ``dump-guest-memory``
+        (``paging: false``) and return its absolute path. ``kdump-*`` files
+        are in makedumpfile's flattened format with QEMU 7.2.
+        """
+        if fmt not in DUMP_FORMATS:
+            raise LabError(f"dump format must be one of {DUMP_FORMATS}, not {fmt!r}")
+        dest = Path(path).resolve()
+        args = {"paging": False, "protocol": f"file:{dest}", "format": fmt}
+        self.qmp("dump-guest-memory", args, timeout=timeout)
+        return dest
+
+    # -- shutdown -----------------------------------------------------------
+
+    def release(self, timeout: float = 30.0) -> Optional[int]:
+        """
+        Ask the guest to drop its mappings and power off (``out/release``);
+        kill QEMU if it has not exited after *timeout* seconds. Return QEMU's
+        exit status, or None if it had to be killed.
+        """
+        if self.alive():
+            (self.out_dir / "release").touch()
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+        return None
+
+    def kill(self) -> None:
+        """SIGKILL QEMU by its PID and reap it."""
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+
+    def close(self, grace: float = 30.0) -> None:
+        """Release (or kill, with ``grace=0``) and remove the run directory."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if grace > 0:
+                self.release(grace)
+            else:
+                self.kill()
+        finally:
+            _live.discard(self)
+            if not os.environ.get(KEEP_ENV):
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        return f"Guest(kver={getattr(self.kernel, 'kver', '?')!r}, pid={self.pid}, run_dir={str(self.run_dir)!r})"
+
+
+# -- boot ---------------------------------------------------------------------
+
+
+def _no_space(path: Path, what: str) -> str:
+    """Return str(path), refusing whitespace (it goes on the kernel command line)."""
+    s = str(path)
+    if any(c.isspace() for c in s):
+        raise LabError(f"{what} path must not contain whitespace: {s!r}")
+    return s
+
+
+def _modules_dir(kernel: Any) -> Optional[Path]:
+    """The kernel's module directory: ``.modules_dir``, else ``.dir/lib/modules/<kver>``."""
+    mdir = getattr(kernel, "modules_dir", None)
+    if mdir is None:
+        mdir = Path(kernel.dir) / "lib" / "modules" / kernel.kver
+    mdir = Path(mdir).resolve()
+    return mdir if (mdir / "modules.dep").exists() else None
+
+
+def _config_env(kernel: Any, plan_: Plan, holder: Path) -> str:
+    """The shell-quoted /out/config.env that the guest sources."""
+    names = " ".join(s.name for s in plan_.scenarios)
+    lines = [
+        f"QP_KVER={shlex.quote(kernel.kver)}",
+        f"QP_MODDIR={shlex.quote(str(_modules_dir(kernel) or ''))}",
+        f"QP_HOLDER={shlex.quote(str(holder))}",
+        f"QP_TEST_HMM={shlex.quote(str(plan_.test_hmm or ''))}",
+        f"QP_SCENARIOS={shlex.quote(names)}",
+        "declare -A QP_EXPECT=(" + " ".join(
+            f"[{shlex.quote(s.name)}]={shlex.quote(s.expect)}" for s in plan_.scenarios) + ")",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _prepare_out(out: Path, kernel: Any, plan_: Plan, holder: Path) -> None:
+    """Create the out share with config.env and the host-side skips."""
+    out.mkdir()
+    (out / "config.env").write_text(_config_env(kernel, plan_, holder))
+    (out / "skipped.txt").write_text("".join(
+        f"{name}\t{' '.join(reason.split())}\n" for name, reason in plan_.skipped.items()))
+
+
+def _qemu_argv(kernel: Any, initrd: Path, run_dir: Path, plan_: Plan, la57: bool,
+               memory: str, smp: int, extra_cmdline: Sequence[str]) -> List[str]:
+    """The full QEMU command line for one boot."""
+    stage2 = _no_space(GUEST_DIR / "init.sh", "guest script")
+    cmdline = ["console=ttyS0", "loglevel=4", "panic=-1", f"qp.stage2={stage2}",
+               *plan_.cmdline(), *extra_cmdline]
+    early, devices = plan_.qemu_args()
+    qmp = lambda name: ["-qmp", f"unix:{run_dir / name},server=on,wait=off"]  # noqa: E731
+    fsdev = lambda id_, path, ro: [  # noqa: E731
+        "-fsdev", f"local,id={id_},path={path},security_model=none,multidevs=remap" + (",readonly=on" if ro else ""),
+        "-device", f"virtio-9p-pci,fsdev={id_},mount_tag={id_}",
+    ]
+    return [
+        shutil.which("qemu-system-x86_64") or "qemu-system-x86_64",
+        "-name", "drgn-p2p-guest", *accel_args(la57), "-machine", "q35",
+        "-smp", str(smp), "-m", memory,
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd), "-append", " ".join(cmdline),
+        "-chardev", f"file,id=ser0,path={run_dir / 'console.log'}", "-serial", "chardev:ser0",
+        *qmp("qmp.sock"), *qmp("qmp-ctl.sock"), "-device", "vmcoreinfo",
+        *early,
+        *fsdev("hostroot", "/", True), *fsdev("out", run_dir / "out", False),
+        *devices,
+    ]
+
+
+def _run_dir() -> Path:
+    """A private (0700) run directory whose socket paths fit in sun_path."""
+    run_dir = Path(tempfile.mkdtemp(prefix="drgn-p2p-lab-"))
+    os.chmod(run_dir, 0o700)
+    if len(str(run_dir / "qmp-ctl.sock")) >= 108:
+        shutil.rmtree(run_dir)
+        raise LabError(f"temporary directory path too long for a Unix socket: {run_dir}")
+    return run_dir
+
+
+def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = True,
+          extra_cmdline: Sequence[str] = (), timeout: float = 180.0,
+          test_hmm: Optional["os.PathLike[str] | str"] = None,
+          memory: str = "2G", smp: int = 2) -> Guest:
+    """
+    Boot and wait until ready, like :func:`boot`, but return the
+    :class:`Guest` without a ``with`` block; the caller must
+    :meth:`Guest.close` it (interpreter exit kills it otherwise).
+    """
+    plan_ = plan(kernel, scenarios, test_hmm)
+    holder = holder_binary()
+    initrd = build_initramfs(_modules_dir(kernel), kernel.kver)
+    run_dir = _run_dir()
+    try:
+        _prepare_out(run_dir / "out", kernel, plan_, holder)
+        argv = _qemu_argv(kernel, initrd, run_dir, plan_, la57, memory, smp, extra_cmdline)
+        (run_dir / "qemu.argv").write_text(shlex.join(argv) + "\n")
+        with open(run_dir / "qemu.log", "wb") as log:
+            started = time.monotonic()
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    preexec_fn=_set_pdeathsig)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    guest = Guest(kernel, run_dir, proc, plan_, started)
+    _live.add(guest)
+    try:
+        guest._wait_ready(timeout)
+    except BaseException:
+        qemu_log = (run_dir / "qemu.log").read_text(errors="replace").strip()
+        guest.close(grace=0)
+        if qemu_log:
+            raise LabError(f"QEMU said: {qemu_log[-1000:]}")
+        raise
+    return guest
+
+
+@contextmanager
+def boot(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = True,
+         extra_cmdline: Sequence[str] = (), timeout: float = 180.0,
+         test_hmm: Optional["os.PathLike[str] | str"] = None,
+         memory: str = "2G", smp: int = 2) -> Iterator[Guest]:
+    """
+    Boot *kernel* with *scenarios* held and yield the ready :class:`Guest`;
+    release it (power off, kill after 30 s) on exit.
+
+    :param kernel: A ``kernels.Kernel`` (``.kver``, ``.vmlinuz``, ``.config``,
+        ``.modules_dir`` with modules.dep, else ``.dir/lib/modules/<kver>``).
+    :param scenarios: Scenario names (see :data:`scenarios.SCENARIOS`); None
+        means every scenario the kernel supports. Others are in
+        :attr:`Guest.skipped` with the reason.
+    :param la57: 5-level paging (``-cpu max``); False gives 4-level paging.
+    :param extra_cmdline: More kernel command line words.
+    :param timeout: Seconds until every mapping must be held.
+    :param test_hmm: test_hmm.ko for ``device-private``
+        (default ``$DRGN_P2P_TEST_HMM``).
+    :raises LabError: if QEMU cannot start, exits or times out before ready.
+    """
+    guest = start(kernel, scenarios, la57, extra_cmdline, timeout, test_hmm, memory, smp)
+    try:
+        yield guest
+    finally:
+        guest.close()

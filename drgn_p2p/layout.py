@@ -1,0 +1,336 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+Layout
+------
+
+Learn, from a running or dumped kernel, every fact that the audit needs and
+that differs between kernel versions, and record how each was learned.
+
+Facts come from the most reliable source available: an enumerator or member
+in the debug info, a symbol, vmcoreinfo, a kernel variable — and only then
+from a version table (:mod:`drgn_p2p.layout_tables`), for macros that debug
+info does not carry. Downstream stages ask the :class:`~drgn_p2p.records.Layout`,
+never a version number.
+"""
+
+from typing import Dict, Mapping, Optional, Tuple
+
+import drgn
+from drgn.helpers.linux.mm import virt_to_phys
+
+from . import layout_tables
+from .errors import TargetError
+from .records import Layout, Learned
+
+__all__ = ("read_layout", "vmcoreinfo")
+
+
+def read_layout(prog: drgn.Program) -> Layout:
+    """Learn the :class:`Layout` of the kernel behind *prog*.
+
+    The result is cached in ``prog.cache``.
+    """
+    try:
+        return prog.cache["drgn_p2p_layout"]
+    except KeyError:
+        pass
+    if prog.platform is None or prog.platform.arch != drgn.Architecture.X86_64:
+        arch = prog.platform.arch.name if prog.platform else "unknown"
+        raise TargetError(f"architecture {arch} is not supported yet (x86-64 only)")
+    learned: Dict[str, Learned] = {}
+    info = vmcoreinfo(prog)
+    release = _release(prog, info)
+    try:
+        version = layout_tables.parse_release(release)
+    except ValueError:
+        version = (0, 0)
+
+    levels = _paging_levels(prog, info, learned)
+    sme_mask, pfn_mask = _pfn_mask(prog, info, learned)
+    devmap_bit = _devmap_bit(prog, version, learned)
+    has_pmd_special, has_pud_special = _pxx_special(prog, learned)
+    dax_refcounted = _dax_refcounted(prog, learned)
+    max_physmem_bits = _max_physmem_bits(info, levels, learned)
+    swap = _swap_types(prog, max_physmem_bits, learned)
+    pte_markers = _pte_markers(version, learned)
+    vm_flags = _vm_flags(prog, version, learned)
+    memory_types = _memory_types(prog, learned)
+    pgmap_in = _pgmap_location(prog, learned)
+    zone_device = _zone_device(prog, learned)
+    zero_pfn, huge_zero_pfn = _zero_pfns(prog, learned)
+
+    layout = Layout(
+        arch="x86_64",
+        release=release,
+        levels=levels,
+        page_shift=12,
+        pfn_mask=pfn_mask,
+        sme_mask=sme_mask,
+        devmap_bit=devmap_bit,
+        has_pmd_special=has_pmd_special,
+        has_pud_special=has_pud_special,
+        dax_refcounted=dax_refcounted,
+        swap=swap,
+        pte_markers=pte_markers,
+        vm_flags=vm_flags,
+        memory_types=memory_types,
+        pgmap_in=pgmap_in,
+        zone_device=zone_device,
+        zero_pfn=zero_pfn,
+        huge_zero_pfn=huge_zero_pfn,
+        learned=learned,
+    )
+    prog.cache["drgn_p2p_layout"] = layout
+    return layout
+
+
+def vmcoreinfo(prog: drgn.Program) -> Mapping[str, str]:
+    """The target's VMCOREINFO note as a dict (``"NUMBER(sme_mask)"`` → ``"0"``).
+
+    Read from the kernel's own ``vmcoreinfo_data`` buffer, so it is the same
+    for live, vmcore and QMP targets.
+    """
+    try:
+        return prog.cache["drgn_p2p_vmcoreinfo"]
+    except KeyError:
+        pass
+    result: Dict[str, str] = {}
+    try:
+        data = prog["vmcoreinfo_data"]
+        size = prog["vmcoreinfo_size"].value_()
+        text = prog.read(data.value_(), size).decode(errors="replace")
+    except (KeyError, LookupError, drgn.FaultError):
+        text = ""
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            result[key] = value
+    prog.cache["drgn_p2p_vmcoreinfo"] = result
+    return result
+
+
+def _release(prog: drgn.Program, info: Mapping[str, str]) -> str:
+    try:
+        return prog["init_uts_ns"].name.release.string_().decode()
+    except (KeyError, LookupError, drgn.FaultError):
+        return info.get("OSRELEASE", "unknown")
+
+
+def _symbol_exists(prog: drgn.Program, name: str) -> bool:
+    try:
+        prog.symbol(name)
+        return True
+    except LookupError:
+        pass
+    try:
+        prog.object(name)
+        return True
+    except LookupError:
+        return False
+
+
+def _paging_levels(prog: drgn.Program, info: Mapping[str, str], learned: Dict[str, Learned]) -> int:
+    value = info.get("NUMBER(pgtable_l5_enabled)")
+    if value is not None:
+        learned["levels"] = Learned(5 if int(value) else 4, "vmcoreinfo", "NUMBER(pgtable_l5_enabled)")
+        return 5 if int(value) else 4
+    # Variables of arch/x86/kernel/head64.c; ptrs_per_p4d is 1 when the P4D
+    # level is folded at run time (4-level paging on a 5-level kernel).
+    try:
+        levels = 5 if prog["ptrs_per_p4d"].value_() == 512 else 4
+        learned["levels"] = Learned(levels, "variable", "ptrs_per_p4d")
+        return levels
+    except (KeyError, LookupError):
+        learned["levels"] = Learned(4, "version table", "no LA57 support compiled in")
+        return 4
+
+
+def _pfn_mask(
+    prog: drgn.Program, info: Mapping[str, str], learned: Dict[str, Learned]
+) -> Tuple[int, int]:
+    sme_mask = int(info.get("NUMBER(sme_mask)", "0"), 0)
+    learned["sme_mask"] = Learned(
+        sme_mask, "vmcoreinfo" if "NUMBER(sme_mask)" in info else "version table", "NUMBER(sme_mask)"
+    )
+    page_mask = ~((1 << 12) - 1) & ((1 << 64) - 1)
+    # CONFIG_DYNAMIC_PHYSICAL_MASK (SME, TDX, Hyper-V isolation) narrows the
+    # run-time physical_mask; without it __PHYSICAL_MASK is (1 << 52) - 1.
+    try:
+        physical_mask = prog["physical_mask"].value_()
+        how = Learned(0, "variable", "physical_mask")
+    except (KeyError, LookupError, drgn.FaultError):
+        physical_mask = (1 << 52) - 1
+        how = Learned(0, "version table", "__PHYSICAL_MASK_SHIFT = 52")
+    pfn_mask = physical_mask & page_mask & ~sme_mask
+    learned["pfn_mask"] = Learned(pfn_mask, how.how, how.detail)
+    return sme_mask, pfn_mask
+
+
+def _devmap_bit(
+    prog: drgn.Program, version: Tuple[int, int], learned: Dict[str, Learned]
+) -> Optional[int]:
+    # Commit d438d2734170 ("mm: remove devmap related functions and page
+    # table bits") (in v6.17) removed _PAGE_DEVMAP together with pfn_t, whose
+    # typedef is in the debug info of every kernel that uses it.
+    try:
+        prog.type("pfn_t")
+    except LookupError:
+        learned["devmap_bit"] = Learned(None, "type", "no pfn_t: devmap removed (v6.17)")
+        return None
+    # _PAGE_DEVMAP moved from SOFTW4 = 58 to 57 when the shadow-stack series
+    # took bit 58 for _PAGE_SAVED_DIRTY (v6.6); the bit is a macro, so the
+    # position comes from the version table.
+    bit = layout_tables.devmap_bit(version)
+    learned["devmap_bit"] = Learned(bit, "version table", "pfn_t present; _PAGE_BIT_DEVMAP by release")
+    return bit
+
+
+def _pxx_special(prog: drgn.Program, learned: Dict[str, Learned]) -> Tuple[bool, bool]:
+    # Peter Xu's "mm: Support huge pfnmaps" series (v6.12) added
+    # pmd_special()/pud_special() together with the follow_pfnmap API.
+    has = _symbol_exists(prog, "follow_pfnmap_start")
+    detail = "follow_pfnmap_start (huge pfnmap series, v6.12)"
+    learned["has_pmd_special"] = Learned(has, "symbol", detail)
+    learned["has_pud_special"] = Learned(has, "symbol", detail)
+    return has, has
+
+
+def _dax_refcounted(prog: drgn.Program, learned: Dict[str, Learned]) -> bool:
+    # Commit 7851bf649d42 ("fs/dax: Fix ZONE_DEVICE page reference counts")
+    # (in v6.15) inserts DAX pages as refcounted folios with
+    # vmf_insert_page_mkwrite()/vmf_insert_folio_pmd().
+    has = _symbol_exists(prog, "vmf_insert_page_mkwrite")
+    learned["dax_refcounted"] = Learned(has, "symbol", "vmf_insert_page_mkwrite (v6.15)")
+    return has
+
+
+def _max_physmem_bits(info: Mapping[str, str], levels: int, learned: Dict[str, Learned]) -> int:
+    value = info.get("NUMBER(MAX_PHYSMEM_BITS)")
+    if value is not None:
+        bits = int(value)
+        learned["max_physmem_bits"] = Learned(bits, "vmcoreinfo", "NUMBER(MAX_PHYSMEM_BITS)")
+    else:
+        bits = 52 if levels == 5 else 46  # arch/x86/include/asm/sparsemem.h
+        learned["max_physmem_bits"] = Learned(bits, "version table", "MAX_PHYSMEM_BITS by paging levels")
+    return bits
+
+
+def _swap_types(prog: drgn.Program, max_physmem_bits: int, learned: Dict[str, Learned]):
+    try:
+        max_swapfiles = prog["swap_info"].type_.length
+    except (KeyError, LookupError):
+        raise TargetError("cannot find swap_info in the debug info: is this a Linux kernel with CONFIG_SWAP?") from None
+    # make_device_exclusive_range() (two exclusive types) became
+    # make_device_exclusive() with a single SWP_DEVICE_EXCLUSIVE in v6.15
+    # ("mm: use single SWP_DEVICE_EXCLUSIVE entry type"); both exist only
+    # with CONFIG_DEVICE_PRIVATE, which is what adds the device swap types.
+    if _symbol_exists(prog, "make_device_exclusive"):
+        device_private, single_exclusive = True, True
+        device_how = "make_device_exclusive (single type, v6.15)"
+    elif _symbol_exists(prog, "make_device_exclusive_range"):
+        device_private, single_exclusive = True, False
+        device_how = "make_device_exclusive_range (two types)"
+    else:
+        device_private, single_exclusive = False, False
+        device_how = "no make_device_exclusive*: CONFIG_DEVICE_PRIVATE=n"
+    device_num = (3 if single_exclusive else 4) if device_private else 0
+    # What is left below 32 after MAX_SWAPFILES, the device, migration (3)
+    # and hwpoison (1) types is the PTE-marker type (always since v6.12, with
+    # CONFIG_PTE_MARKER before) plus SWP_SWAPIN_ERROR (v6.1 only).
+    rest = 32 - max_swapfiles - device_num - 3 - 1
+    has_marker = rest >= 1
+    has_swapin_error = rest >= 2
+    swap = layout_tables.swap_types(
+        max_swapfiles=max_swapfiles,
+        device_private=device_private,
+        single_device_exclusive=single_exclusive,
+        has_swapin_error=has_swapin_error,
+        has_pte_marker=has_marker,
+        pfn_bits=max_physmem_bits - 12,
+    )
+    learned["swap.max_swapfiles"] = Learned(max_swapfiles, "type", "length of swap_info[]")
+    learned["swap.device_private"] = Learned(device_private, "symbol", device_how)
+    learned["swap.pte_marker"] = Learned(has_marker, "type", f"32 - MAX_SWAPFILES - others = {rest}")
+    learned["swap.swapin_error"] = Learned(has_swapin_error, "type", f"32 - MAX_SWAPFILES - others = {rest}")
+    return swap
+
+
+def _pte_markers(version: Tuple[int, int], learned: Dict[str, Learned]) -> Mapping[str, int]:
+    markers = layout_tables.pte_markers(version)
+    learned["pte_markers"] = Learned(dict(markers), "version table", "PTE_MARKER_* bits")
+    return markers
+
+
+def _vm_flags(prog: drgn.Program, version: Tuple[int, int], learned: Dict[str, Learned]) -> Mapping[str, int]:
+    # Since "mm: declare VMA flags by bit" (v6.19), the flags are an
+    # anonymous enum of VMA_*_BIT in the debug info.
+    try:
+        enumerators = prog["VMA_READ_BIT"].type_.enumerators
+    except (KeyError, LookupError):
+        enumerators = None
+    if enumerators:
+        flags = {
+            name[len("VMA_") : -len("_BIT")]: value
+            for name, value in enumerators
+            if name.startswith("VMA_") and name.endswith("_BIT")
+        }
+        learned["vm_flags"] = Learned(len(flags), "enum", "VMA_*_BIT")
+        return flags
+    flags = layout_tables.vm_flag_bits(version)
+    learned["vm_flags"] = Learned(len(flags), "version table", "VM_* macros (include/linux/mm.h)")
+    return flags
+
+
+def _memory_types(prog: drgn.Program, learned: Dict[str, Learned]) -> Mapping[str, int]:
+    try:
+        enumerators = prog.type("enum memory_type").enumerators
+    except LookupError:
+        learned["memory_types"] = Learned({}, "type", "no enum memory_type: CONFIG_ZONE_DEVICE=n")
+        return {}
+    types = {
+        name[len("MEMORY_DEVICE_") :]: value
+        for name, value in enumerators or ()
+        if name.startswith("MEMORY_DEVICE_")
+    }
+    learned["memory_types"] = Learned(dict(types), "enum", "enum memory_type")
+    return types
+
+
+def _pgmap_location(prog: drgn.Program, learned: Dict[str, Learned]) -> str:
+    # The pgmap pointer moved from struct page to struct folio with the
+    # compound ZONE_DEVICE work ("mm: move pgmap to folio", v6.15).
+    try:
+        prog.type("struct folio").member("pgmap")
+        learned["pgmap_in"] = Learned("folio", "member", "struct folio::pgmap")
+        return "folio"
+    except LookupError:
+        learned["pgmap_in"] = Learned("page", "member", "struct page::pgmap")
+        return "page"
+
+
+def _zone_device(prog: drgn.Program, learned: Dict[str, Learned]) -> Optional[int]:
+    try:
+        value = prog["ZONE_DEVICE"].value_()
+    except (KeyError, LookupError):
+        learned["zone_device"] = Learned(None, "enum", "no ZONE_DEVICE in enum zone_type")
+        return None
+    learned["zone_device"] = Learned(value, "enum", "enum zone_type::ZONE_DEVICE")
+    return value
+
+
+def _zero_pfns(prog: drgn.Program, learned: Dict[str, Learned]) -> Tuple[int, Optional[int]]:
+    try:
+        zero_pfn = prog["zero_pfn"].value_()
+        learned["zero_pfn"] = Learned(zero_pfn, "variable", "zero_pfn")
+    except (KeyError, LookupError, drgn.FaultError):
+        zero_pfn = virt_to_phys(prog, prog["empty_zero_page"].address_of_()).value_() >> 12
+        learned["zero_pfn"] = Learned(zero_pfn, "symbol", "empty_zero_page")
+    huge_zero_pfn: Optional[int] = None
+    try:
+        value = prog["huge_zero_pfn"].value_()
+        # ~0UL until the huge zero folio is first allocated.
+        huge_zero_pfn = None if value == (1 << 64) - 1 else value
+        learned["huge_zero_pfn"] = Learned(huge_zero_pfn, "variable", "huge_zero_pfn")
+    except (KeyError, LookupError, drgn.FaultError):
+        learned["huge_zero_pfn"] = Learned(None, "variable", "no huge_zero_pfn")
+    return zero_pfn, huge_zero_pfn

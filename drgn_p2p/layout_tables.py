@@ -1,0 +1,301 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+Version tables
+--------------
+
+Fallback facts for the ``layout`` stage, used only when the debug info of the
+target does not carry a fact (most of these are macros, which DWARF/BTF do not
+keep). Each compat branch names the kernel change and release it follows;
+``[inferred]``/``[UNVERIFIED]`` repeat the confidence given in
+``reference/kernel-facts.md`` (no kernel git history was available there).
+
+Nothing here reads a kernel. Versions are ``(major, minor)`` tuples; the
+``layout`` stage is the only caller and records every value taken from here as
+``Learned(how="version table")``.
+"""
+
+import re
+from typing import Dict, Mapping, Optional, Tuple
+
+from .records import SwapTypes
+
+__all__ = (
+    "Version",
+    "parse_release",
+    "vm_flag_bits",
+    "swap_types",
+    "MAX_SWAPFILES_SHIFT",
+    "devmap_bit",
+    "has_pmd_pud_special",
+    "dax_refcounted",
+    "single_device_exclusive",
+    "has_swapin_error",
+    "pte_markers",
+)
+
+Version = Tuple[int, int]
+
+
+def parse_release(release: str) -> Version:
+    """``"6.12.107+deb13-amd64"`` → ``(6, 12)``; raises ValueError if there is no ``N.M`` prefix."""
+    m = re.match(r"(\d+)\.(\d+)", release)
+    if not m:
+        raise ValueError(f"not a kernel release: {release!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+# ---------------------------------------------------------------------------
+# VMA flags (include/linux/mm.h VM_* macros; VMA_*_BIT enum from 6.19/7.0)
+# ---------------------------------------------------------------------------
+
+#: Bits whose number has not changed from v6.1 to v7.2 (kernel-facts §3.1;
+#: 6.1.4:include/linux/mm.h:264-410, 7.2.8:include/linux/mm.h:289-395).
+_VM_FLAGS_GENERIC: Mapping[str, int] = {
+    "READ": 0,
+    "WRITE": 1,
+    "EXEC": 2,
+    "SHARED": 3,
+    "MAYREAD": 4,
+    "MAYWRITE": 5,
+    "MAYEXEC": 6,
+    "MAYSHARE": 7,
+    "GROWSDOWN": 8,
+    "UFFD_MISSING": 9,
+    "PFNMAP": 10,
+    "UFFD_WP": 12,
+    "LOCKED": 13,
+    "IO": 14,
+    "SEQ_READ": 15,
+    "RAND_READ": 16,
+    "DONTCOPY": 17,
+    "DONTEXPAND": 18,
+    # VM_LOCKONFAULT (0x80000) exists since v4.4 ("mm: introduce VM_LOCKONFAULT");
+    # kernel-facts §3.1 notes only that 6.1's *smaps* table has no "lf" mnemonic.
+    "LOCKONFAULT": 19,
+    "ACCOUNT": 20,
+    "NORESERVE": 21,
+    "HUGETLB": 22,
+    "SYNC": 23,
+    "WIPEONFORK": 25,
+    "DONTDUMP": 26,
+    "SOFTDIRTY": 27,
+    "MIXEDMAP": 28,
+    "HUGEPAGE": 29,
+    "NOHUGEPAGE": 30,
+    "MERGEABLE": 31,
+}
+
+#: x86-64 arch bits (VM_ARCH_1 = VM_PAT, VM_HIGH_ARCH_0..3 = protection keys).
+_VM_FLAGS_X86: Mapping[str, int] = {
+    "PAT": 24,
+    "PKEY_BIT0": 32,
+    "PKEY_BIT1": 33,
+    "PKEY_BIT2": 34,
+    "PKEY_BIT3": 35,
+}
+
+
+def vm_flag_bits(version: Version, arch: str = "x86_64") -> Dict[str, int]:
+    """VMA flag name (without ``VM_``) → bit number for *version* on *arch*.
+
+    Only the x86-64 arch bits are tabulated; for another *arch* the result
+    holds the generic bits only (PFNMAP, IO, MIXEDMAP, … are generic).
+    """
+    bits = dict(_VM_FLAGS_GENERIC)
+    if arch == "x86_64":
+        bits.update(_VM_FLAGS_X86)
+        if version >= (6, 6):
+            # x86 shadow stack took VM_HIGH_ARCH_5 = 37 ("mm: Introduce
+            # VM_SHADOW_STACK for shadow stack memory", v6.6; kernel-facts §3.1 for 6.12).
+            bits["SHADOW_STACK"] = 37
+    # VM_UFFD_MINOR: 37 since v5.13 ("userfaultfd: add minor fault registration
+    # mode"); moved to 38 for x86 shadow stack ("mm: Move VM_UFFD_MINOR_BIT from
+    # 37 to 38", v6.6); moved to 41 when arm64 GCS took VM_HIGH_ARCH_6 = 38
+    # (v6.13 [inferred]). 6.12.8:mm.h:401 = 38, 7.2 enum = 41 (kernel-facts §3.1);
+    # the 6.1 value 37 is from memory [UNVERIFIED in kernel-facts].
+    if version >= (6, 13):
+        bits["UFFD_MINOR"] = 41
+    elif version >= (6, 6):
+        bits["UFFD_MINOR"] = 38
+    else:
+        bits["UFFD_MINOR"] = 37
+    if version >= (6, 9):
+        # "mm: introduce new flag to indicate wc safe" (VM_ALLOW_ANY_UNCACHED),
+        # v6.9 [inferred; kernel-facts: present in 6.12.8:mm.h:415, 7.2.8:mm.h:348].
+        bits["ALLOW_ANY_UNCACHED"] = 39
+    if version >= (6, 11):
+        # "mm: add MAP_DROPPABLE for designating always-droppable mappings", v6.11
+        # [inferred]; 40 on 64-bit in 6.12 and 7.2.
+        bits["DROPPABLE"] = 40
+    if version >= (6, 19):
+        # VM_SEALED 63 → 42 and the new VM_MAYBE_GUARD (11) are in 7.1.8/7.2.8
+        # but not 6.12.8; believed to come with "mm: declare VMA flags by bit"
+        # (Lorenzo Stoakes, v6.19 or v7.0) [UNVERIFIED: exact release].
+        bits["SEALED"] = 42
+        bits["MAYBE_GUARD"] = 11
+    elif version >= (6, 10):
+        # "mseal: add mseal syscall" introduced VM_SEALED as bit 63, v6.10 [inferred].
+        bits["SEALED"] = 63
+    return bits
+
+
+# ---------------------------------------------------------------------------
+# Swap-entry types (include/linux/swap.h)
+# ---------------------------------------------------------------------------
+
+#: ``MAX_SWAPFILES_SHIFT``: 5 bits of type, special types allocated downward from 32.
+MAX_SWAPFILES_SHIFT = 5
+
+_MIGRATION_NUM = 3  # READ, READ_EXCLUSIVE, WRITE (since v5.19)
+_HWPOISON_NUM = 1
+
+
+def swap_types(
+    *,
+    device_private: bool,
+    single_device_exclusive: bool,
+    has_swapin_error: bool,
+    has_pte_marker: bool,
+    pfn_bits: int,
+    migration: bool = True,
+    hwpoison: bool = True,
+    max_swapfiles: Optional[int] = None,
+) -> SwapTypes:
+    """The special swap types of one kernel configuration (kernel-facts §2.2).
+
+    Implements ``include/linux/swap.h``: ``MAX_SWAPFILES = (1 << MAX_SWAPFILES_SHIFT)
+    - SWP_DEVICE_NUM - SWP_MIGRATION_NUM - SWP_HWPOISON_NUM - SWP_PTE_MARKER_NUM
+    [- SWP_SWAPIN_ERROR_NUM]`` and the types stacked above it in the order
+    HWPOISON, MIGRATION_{READ,READ_EXCLUSIVE,WRITE}, DEVICE_{WRITE,READ},
+    DEVICE_EXCLUSIVE…, PTE_MARKER, SWAPIN_ERROR.
+
+    *device_private*: ``CONFIG_DEVICE_PRIVATE`` (guards the device-private and
+    device-exclusive types). *single_device_exclusive*: one
+    ``SWP_DEVICE_EXCLUSIVE`` type (v6.15+) instead of ``_WRITE``/``_READ``.
+    *has_swapin_error*: ``SWP_SWAPIN_ERROR`` exists (v6.1). *has_pte_marker*:
+    ``SWP_PTE_MARKER`` exists (``CONFIG_PTE_MARKER`` on 6.1; unconditional on
+    6.12+). *migration*/*hwpoison*: ``CONFIG_MIGRATION``/``CONFIG_MEMORY_FAILURE``.
+    *pfn_bits*: ``SWP_PFN_BITS`` = ``MAX_PHYSMEM_BITS - PAGE_SHIFT``.
+
+    *max_swapfiles*, when learned (``swap_info``'s array length), is checked
+    against the formula: a mismatch raises :class:`ValueError`, which tells the
+    caller that its configuration guess is wrong.
+    """
+    # ≤v6.14: SWP_DEVICE_NUM 4 (WRITE, READ, EXCLUSIVE_WRITE, EXCLUSIVE_READ);
+    # v6.15+: 3 ("mm: use single SWP_DEVICE_EXCLUSIVE entry type", David
+    # Hildenbrand, v6.15 [inferred]; 6.12.8:swap.h:83-84 vs 7.2.8:swap.h:80).
+    device_num = (3 if single_device_exclusive else 4) if device_private else 0
+    migration_num = _MIGRATION_NUM if migration else 0
+    hwpoison_num = _HWPOISON_NUM if hwpoison else 0
+    # 6.1: SWP_PTE_MARKER_NUM is 1 only with CONFIG_PTE_MARKER (6.1.4:swap.h:67-73);
+    # 6.12+: unconditional (6.12.8:swap.h:63-65).
+    marker_num = 1 if has_pte_marker else 0
+    # 6.1: SWP_SWAPIN_ERROR_NUM 1, unconditional (6.1.4:swap.h:58-61); replaced
+    # by a PTE marker later ("mm: use pte markers for swap errors", v6.2 from
+    # memory [kernel-facts: UNVERIFIED, between 6.2 and 6.12]).
+    swapin_error_num = 1 if has_swapin_error else 0
+
+    computed = (1 << MAX_SWAPFILES_SHIFT) - (
+        device_num + migration_num + hwpoison_num + marker_num + swapin_error_num
+    )
+    if max_swapfiles is not None and max_swapfiles != computed:
+        raise ValueError(
+            f"MAX_SWAPFILES is {max_swapfiles} but this configuration gives {computed}"
+        )
+    base = computed
+
+    def take(present: bool, n: int) -> Optional[int]:
+        nonlocal base
+        if not present:
+            return None
+        first = base
+        base += n
+        return first
+
+    hwp = take(hwpoison, hwpoison_num)
+    mig = take(migration, migration_num)
+    dev = take(device_private, device_num)
+    marker = take(has_pte_marker, marker_num)
+    swapin = take(has_swapin_error, swapin_error_num)
+    assert base == 1 << MAX_SWAPFILES_SHIFT
+
+    if dev is None:
+        dev_w = dev_r = dex_w = dex_r = None
+    else:
+        dev_w, dev_r = dev, dev + 1
+        dex_w = dev + 2
+        dex_r = dex_w if single_device_exclusive else dev + 3
+    return SwapTypes(
+        max_swapfiles=computed,
+        hwpoison=hwp,
+        migration_read=None if mig is None else mig,
+        migration_read_exclusive=None if mig is None else mig + 1,
+        migration_write=None if mig is None else mig + 2,
+        device_write=dev_w,
+        device_read=dev_r,
+        device_exclusive_write=dex_w,
+        device_exclusive_read=dex_r,
+        pte_marker=marker,
+        swapin_error=swapin,
+        pfn_bits=pfn_bits,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Single facts by version (fallbacks for the layout stage)
+# ---------------------------------------------------------------------------
+
+
+def devmap_bit(version: Version, arch: str = "x86_64") -> Optional[int]:
+    """``_PAGE_BIT_DEVMAP`` (x86) / ``PTE_DEVMAP`` (arm64), ``None`` once removed."""
+    if version >= (6, 17):
+        # d438d2734170 "mm: remove devmap related functions and page table bits",
+        # v6.17 [inferred, high confidence].
+        return None
+    if arch == "arm64":
+        return 57  # PTE_DEVMAP (6.1.4/6.12.8 arm64 pgtable-prot.h:20)
+    # x86: 58 in 6.1 (6.1.4:pgtable_types.h:24); 57 once _PAGE_SAVED_DIRTY
+    # (shadow stack) took bit 58 — believed v6.6 [UNVERIFIED]; 6.12.8 = 57.
+    return 57 if version >= (6, 6) else 58
+
+
+def has_pmd_pud_special(version: Version, arch: str = "x86_64") -> Tuple[bool, bool]:
+    """Whether ``pmd_special()``/``pud_special()`` exist (huge PFNMAP).
+
+    75182022a043 "mm/x86: support large pfn mappings" in Peter Xu's "mm: Support
+    huge pfnmaps", v6.12 [inferred]; arm64 never gets PUD pfnmap.
+    """
+    has = version >= (6, 12)
+    return has, has and arch == "x86_64"
+
+
+def dax_refcounted(version: Version) -> bool:
+    """fsdax/devdax pages are refcounted folios: 7851bf649d42 "fs/dax: Fix
+    ZONE_DEVICE page reference counts", v6.15."""
+    return version >= (6, 15)
+
+
+def single_device_exclusive(version: Version) -> bool:
+    """One ``SWP_DEVICE_EXCLUSIVE`` type: v6.15 [inferred]."""
+    return version >= (6, 15)
+
+
+def has_swapin_error(version: Version) -> bool:
+    """``SWP_SWAPIN_ERROR`` exists: only before "mm: use pte markers for swap
+    errors" (v6.2, from memory; kernel-facts: UNVERIFIED, between 6.2 and 6.12)."""
+    return version < (6, 2)
+
+
+def pte_markers(version: Version) -> Dict[str, int]:
+    """PTE-marker bits of a ``SWP_PTE_MARKER`` offset (kernel-facts §2.2)."""
+    markers = {"uffd-wp": 1 << 0}  # PTE_MARKER_UFFD_WP, v5.19
+    if version >= (6, 6):
+        # PTE_MARKER_SWAPIN_ERROR (v6.2) renamed PTE_MARKER_POISONED, v6.6
+        # [from memory; kernel-facts: 6.12.8:swapops.h:424-431 has POISONED].
+        markers["poisoned"] = 1 << 1
+    elif version >= (6, 2):
+        markers["swapin-error"] = 1 << 1
+    if version >= (6, 13):
+        # PTE_MARKER_GUARD (guard regions, v6.13 [inferred]; 7.2.8:swapops.h:283-300).
+        markers["guard"] = 1 << 2
+    return markers

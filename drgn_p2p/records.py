@@ -1,0 +1,329 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+Records
+-------
+
+The plain, immutable records that pass between the pipeline's stages::
+
+    target → layout → walk → decode → classify → rules → report
+
+Nothing here reads a kernel: a :class:`Layout` is *what was learned* about a
+kernel, a :class:`Leaf` is one decoded page-table entry, a :class:`PfnInfo` is
+what a PFN turned out to be, a :class:`Run` is a coalesced stretch of leaves
+that share every property a rule looks at, and a :class:`Finding` is a rule's
+verdict on a run or a VMA.
+"""
+
+import enum
+from dataclasses import dataclass, field
+from typing import Dict, Mapping, Optional, Tuple
+
+__all__ = (
+    "Level",
+    "LEVEL_SHIFT",
+    "EntryKind",
+    "PageKind",
+    "Severity",
+    "Learned",
+    "SwapTypes",
+    "Layout",
+    "Vma",
+    "Leaf",
+    "PfnInfo",
+    "Run",
+    "Finding",
+)
+
+
+class Level(enum.IntEnum):
+    """Page-table level of an entry (the kernel's ``enum pgtable_level`` order)."""
+
+    PTE = 1
+    PMD = 2
+    PUD = 3
+    P4D = 4
+    PGD = 5
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+#: Address bits translated below each level (x86-64 and arm64 with 4 KiB pages).
+LEVEL_SHIFT: Mapping[Level, int] = {
+    Level.PTE: 12,
+    Level.PMD: 21,
+    Level.PUD: 30,
+    Level.P4D: 39,
+    Level.PGD: 48,  # 5-level; with 4 levels the PGD translates 39 bits (P4D folded)
+}
+
+
+class EntryKind(str, enum.Enum):
+    """What a leaf entry is, after decoding its raw value."""
+
+    PRESENT = "present"
+    PROTNONE = "protnone"  # PROT_NONE or NUMA-hinting: present to the kernel, PFN inverted
+    SWAP = "swap"
+    MIGRATION = "migration"
+    DEVICE_PRIVATE = "device-private"
+    DEVICE_EXCLUSIVE = "device-exclusive"
+    HWPOISON = "hwpoison"
+    MARKER = "marker"  # PTE marker: uffd-wp, poisoned, guard
+    SWAPIN_ERROR = "swapin-error"  # 6.1 only; later a PTE marker
+    GARBAGE = "garbage"  # non-present and matches no encoding of this kernel
+
+    @property
+    def maps_memory(self) -> bool:
+        """True when the CPU (or the kernel, for PROT_NONE) sees a PFN."""
+        return self in (EntryKind.PRESENT, EntryKind.PROTNONE)
+
+
+class PageKind(str, enum.Enum):
+    """What lives at a PFN."""
+
+    RAM = "ram"
+    ZERO_PAGE = "zero-page"
+    HUGE_ZERO = "huge-zero"
+    FSDAX = "fsdax"  # MEMORY_DEVICE_FS_DAX
+    DEVDAX = "devdax"  # MEMORY_DEVICE_GENERIC
+    P2PDMA = "p2pdma"  # MEMORY_DEVICE_PCI_P2PDMA
+    DEVICE_PRIVATE = "device-private"  # MEMORY_DEVICE_PRIVATE
+    DEVICE_COHERENT = "device-coherent"  # MEMORY_DEVICE_COHERENT
+    NO_MEMMAP = "no-memmap"  # no struct page: PCI BAR, reserved, beyond RAM
+    NONE = "none"  # the entry carries no PFN (plain swap, marker)
+
+    @property
+    def is_zone_device(self) -> bool:
+        return self in _ZONE_DEVICE_KINDS
+
+    @property
+    def has_memmap(self) -> bool:
+        return self not in (PageKind.NO_MEMMAP, PageKind.NONE)
+
+
+_ZONE_DEVICE_KINDS = frozenset(
+    {
+        PageKind.FSDAX,
+        PageKind.DEVDAX,
+        PageKind.P2PDMA,
+        PageKind.DEVICE_PRIVATE,
+        PageKind.DEVICE_COHERENT,
+    }
+)
+
+
+class Severity(enum.IntEnum):
+    INFO = 1
+    WARNING = 2
+    ERROR = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class Learned:
+    """A value learned about the target kernel, and how it was learned.
+
+    ``how`` is one of ``"enum"``, ``"member"``, ``"symbol"``, ``"type"``,
+    ``"vmcoreinfo"``, ``"kconfig"``, ``"variable"`` or ``"version table"``;
+    ``detail`` names the enumerator, member, symbol or table row used.
+    """
+
+    value: object
+    how: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class SwapTypes:
+    """Swap-entry type numbers of one kernel (``include/linux/swap.h``).
+
+    Types that the kernel does not have are ``None``.
+    """
+
+    max_swapfiles: int
+    hwpoison: Optional[int]
+    migration_read: Optional[int]
+    migration_read_exclusive: Optional[int]
+    migration_write: Optional[int]
+    device_write: Optional[int]
+    device_read: Optional[int]
+    #: Before v6.15 two types (write, read); from v6.15 one (both fields equal).
+    device_exclusive_write: Optional[int]
+    device_exclusive_read: Optional[int]
+    pte_marker: Optional[int]
+    swapin_error: Optional[int]
+    #: ``SWP_PFN_BITS`` = MAX_PHYSMEM_BITS - PAGE_SHIFT: PFN bits of a PFN-carrying offset.
+    pfn_bits: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What one target kernel is, as far as the audit cares.
+
+    Every decision that differs between kernel versions is a field here;
+    ``learned`` maps each field name to the :class:`Learned` record that says
+    how it was obtained (``drgn-p2p layout`` prints it).
+    """
+
+    arch: str  # "x86_64"
+    release: str  # utsname release, for display only; never compared
+    levels: int  # 4 or 5
+    page_shift: int
+    #: Mask of the PFN field of a 4 KiB leaf (PTE_PFN_MASK with sme/physical mask applied).
+    pfn_mask: int
+    #: Memory-encryption (SME) bit to strip from entries, 0 when none.
+    sme_mask: int
+    #: Devmap software bit number, ``None`` when the kernel has none (v6.17+).
+    devmap_bit: Optional[int]
+    #: Whether ``pmd_special()``/``pud_special()`` exist (huge PFNMAP, v6.12+).
+    has_pmd_special: bool
+    has_pud_special: bool
+    #: Whether fsdax/devdax pages are refcounted folios (v6.15+).
+    dax_refcounted: bool
+    swap: SwapTypes
+    #: PTE-marker offset bits: name → bit value ("uffd-wp", "poisoned", "guard").
+    pte_markers: Mapping[str, int]
+    #: VMA flag name (without ``VM_``) → bit number.
+    vm_flags: Mapping[str, int]
+    #: ``enum memory_type`` name (without ``MEMORY_DEVICE_``) → value.
+    memory_types: Mapping[str, int]
+    #: Where the dev_pagemap pointer lives: "page" or "folio".
+    pgmap_in: str
+    #: ``ZONE_DEVICE`` value of ``enum zone_type``, ``None`` without ZONE_DEVICE.
+    zone_device: Optional[int]
+    zero_pfn: int
+    huge_zero_pfn: Optional[int]
+    learned: Mapping[str, Learned] = field(default_factory=dict, compare=False)
+
+    def vm_flag(self, name: str) -> int:
+        """The mask of VMA flag *name* (``"PFNMAP"``), 0 if this kernel lacks it."""
+        bit = self.vm_flags.get(name)
+        return 0 if bit is None else 1 << bit
+
+
+@dataclass(frozen=True)
+class Vma:
+    """One ``struct vm_area_struct *`` of one process."""
+
+    pid: int
+    comm: str
+    mm: int  # address of the struct mm_struct
+    address: int  # address of the struct vm_area_struct
+    start: int
+    end: int
+    flags: int  # vm_flags
+    pgoff: int
+    file: Optional[str]  # path of vm_file, None for anonymous memory
+    ops: Optional[str]  # symbol name of vm_ops, None when NULL
+
+    def has(self, layout: Layout, *names: str) -> bool:
+        """Whether any of the VMA flags *names* is set."""
+        return any(self.flags & layout.vm_flag(n) for n in names)
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One decoded leaf entry (a PTE, or a PMD/PUD that maps or encodes a page).
+
+    ``pfn`` is the PFN the entry maps (present and PROT_NONE entries) or
+    carries (migration, device-private, device-exclusive, hwpoison entries),
+    else ``None``. ``special``/``devmap``/``writable`` are meaningful for
+    present and PROT_NONE entries; for swap-format entries ``writable`` is
+    the write permission the entry encodes where it encodes one.
+    """
+
+    va: int
+    level: Level
+    raw: int
+    kind: EntryKind
+    pfn: Optional[int]
+    special: bool = False
+    devmap: bool = False
+    writable: bool = False
+    swap_type: Optional[int] = None
+    swap_offset: Optional[int] = None
+
+    @property
+    def size(self) -> int:
+        return 1 << LEVEL_SHIFT[self.level]
+
+    @property
+    def huge(self) -> bool:
+        return self.level > Level.PTE
+
+
+@dataclass(frozen=True)
+class PfnInfo:
+    """What a PFN is.
+
+    ``pgmap`` is the ``struct dev_pagemap *`` address for ZONE_DEVICE PFNs;
+    ``owner`` names who provides the memory (a PCI device for P2PDMA, the
+    iomem resource for no-memmap PFNs, the namespace for DAX);
+    ``memmap_readable`` is False when the struct page could not be read
+    (e.g. an altmap memmap through /proc/kcore) and the kind was taken from
+    the pgmap alone.
+    """
+
+    kind: PageKind
+    pgmap: Optional[int] = None
+    owner: Optional[str] = None
+    memmap_readable: bool = True
+
+
+@dataclass(frozen=True)
+class Run:
+    """Adjacent leaves of one VMA that agree in every property rules look at.
+
+    ``first`` is the first leaf; ``count`` leaves of ``first.size`` follow it
+    contiguously in virtual address space.
+    """
+
+    vma: Vma
+    first: Leaf
+    count: int
+    page: PfnInfo
+
+    @property
+    def start(self) -> int:
+        return self.first.va
+
+    @property
+    def end(self) -> int:
+        return self.first.va + self.count * self.first.size
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A rule's verdict on a run of leaves (or on a whole VMA, ``first=None``)."""
+
+    rule: str
+    severity: Severity
+    vma: Vma
+    start: int
+    end: int
+    count: int
+    message: str
+    first: Optional[Leaf] = None
+    page: Optional[PfnInfo] = None
+    evidence: Tuple[Tuple[str, str], ...] = ()
+
+    def as_dict(self) -> Dict[str, object]:
+        return {
+            "rule": self.rule,
+            "severity": self.severity.label,
+            "pid": self.vma.pid,
+            "comm": self.vma.comm,
+            "vma": {"start": self.vma.start, "end": self.vma.end, "flags": self.vma.flags},
+            "start": self.start,
+            "end": self.end,
+            "count": self.count,
+            "message": self.message,
+            "level": self.first.level.label if self.first else None,
+            "raw": self.first.raw if self.first else None,
+            "page_kind": self.page.kind.value if self.page else None,
+            "evidence": dict(self.evidence),
+        }

@@ -1,0 +1,262 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+Report
+------
+
+Turn audit records into JSON (a documented, versioned schema) and into rich
+tables. Rendering is kept apart from the data: every ``*_json`` function
+returns plain dicts, every ``print_*`` function only prints.
+"""
+
+from typing import Dict, Iterable, List, Mapping, Optional
+
+from rich.console import Console
+from rich.table import Table
+
+from .records import Finding, Layout, Severity, Vma
+
+__all__ = (
+    "SCHEMA",
+    "vm_flag_names",
+    "layout_json",
+    "audit_json",
+    "print_audit",
+    "print_layout",
+)
+
+#: Version of the JSON document ``drgn-p2p audit --json`` writes.
+#: Bump the number on any incompatible change; adding keys is compatible.
+SCHEMA = "drgn-p2p/audit/1"
+
+#: smaps VmFlags mnemonics (fs/proc/task_mmu.c show_smap_vma_flags()).
+_MNEMONICS = {
+    "READ": "rd", "WRITE": "wr", "EXEC": "ex", "SHARED": "sh", "MAYREAD": "mr",
+    "MAYWRITE": "mw", "MAYEXEC": "me", "MAYSHARE": "ms", "GROWSDOWN": "gd",
+    "UFFD_MISSING": "um", "PFNMAP": "pf", "MAYBE_GUARD": "gu", "UFFD_WP": "uw",
+    "LOCKED": "lo", "IO": "io", "SEQ_READ": "sr", "RAND_READ": "rr",
+    "DONTCOPY": "dc", "DONTEXPAND": "de", "LOCKONFAULT": "lf", "ACCOUNT": "ac",
+    "NORESERVE": "nr", "HUGETLB": "ht", "SYNC": "sf", "PAT": "ar",
+    "WIPEONFORK": "wf", "DONTDUMP": "dd", "SOFTDIRTY": "sd", "MIXEDMAP": "mm",
+    "HUGEPAGE": "hg", "NOHUGEPAGE": "nh", "MERGEABLE": "mg", "UFFD_MINOR": "ui",
+    "SHADOW_STACK": "ss", "DROPPABLE": "dp", "SEALED": "sl",
+}
+
+
+def vm_flag_names(flags: int, layout: Layout) -> List[str]:
+    """Names (without ``VM_``) of the VMA flags set in *flags*, by bit order.
+
+    Bits this kernel does not name are shown as ``bitN``.
+    """
+    by_bit: Dict[int, str] = {}
+    for name, bit in layout.vm_flags.items():
+        by_bit.setdefault(bit, name)
+    names = []
+    bit = 0
+    while flags >> bit:
+        if flags >> bit & 1:
+            names.append(by_bit.get(bit, f"bit{bit}"))
+        bit += 1
+    return names
+
+
+def vm_flag_mnemonics(flags: int, layout: Layout) -> str:
+    """smaps-style ``VmFlags`` mnemonics of *flags* (``??`` for unnamed bits)."""
+    return " ".join(_MNEMONICS.get(n, "??") for n in vm_flag_names(flags, layout))
+
+
+def _vma_json(vma: Vma, layout: Layout) -> Dict[str, object]:
+    return {
+        "pid": vma.pid,
+        "comm": vma.comm,
+        "start": hex(vma.start),
+        "end": hex(vma.end),
+        "flags": hex(vma.flags),
+        "flag_names": vm_flag_names(vma.flags, layout),
+        "pgoff": vma.pgoff,
+        "file": vma.file,
+        "ops": vma.ops,
+    }
+
+
+def finding_json(finding: Finding, layout: Layout) -> Dict[str, object]:
+    from .arch.x86_64 import describe
+
+    leaf = finding.first
+    bits = describe(leaf.raw, leaf.level, layout) if leaf is not None else None
+    return {
+        "rule": finding.rule,
+        "severity": finding.severity.label,
+        "pid": finding.vma.pid,
+        "comm": finding.vma.comm,
+        "start": hex(finding.start),
+        "end": hex(finding.end),
+        "count": finding.count,
+        "message": finding.message,
+        "vma": _vma_json(finding.vma, layout),
+        "level": leaf.level.label if leaf else None,
+        "entry": leaf.kind.value if leaf else None,
+        "raw": hex(leaf.raw) if leaf else None,
+        "pfn": hex(leaf.pfn) if leaf and leaf.pfn is not None else None,
+        "bits": bits[0] if bits else None,
+        "cache": bits[1] if bits else None,
+        "page": {
+            "kind": finding.page.kind.value,
+            "pgmap": hex(finding.page.pgmap) if finding.page.pgmap else None,
+            "owner": finding.page.owner,
+            "memmap_readable": finding.page.memmap_readable,
+        }
+        if finding.page
+        else None,
+        "evidence": dict(finding.evidence),
+    }
+
+
+def layout_json(layout: Layout) -> Dict[str, object]:
+    """The layout, each value with how it was learned."""
+    fields = {
+        "arch": layout.arch,
+        "release": layout.release,
+        "levels": layout.levels,
+        "pfn_mask": hex(layout.pfn_mask),
+        "sme_mask": hex(layout.sme_mask),
+        "devmap_bit": layout.devmap_bit,
+        "has_pmd_special": layout.has_pmd_special,
+        "has_pud_special": layout.has_pud_special,
+        "dax_refcounted": layout.dax_refcounted,
+        "swap": {k: v for k, v in vars(layout.swap).items()},
+        "pte_markers": dict(layout.pte_markers),
+        "vm_flags": dict(layout.vm_flags),
+        "memory_types": dict(layout.memory_types),
+        "pgmap_in": layout.pgmap_in,
+        "zone_device": layout.zone_device,
+        "zero_pfn": hex(layout.zero_pfn),
+        "huge_zero_pfn": hex(layout.huge_zero_pfn) if layout.huge_zero_pfn is not None else None,
+    }
+    learned = {
+        name: {"how": l.how, "detail": l.detail} for name, l in layout.learned.items()
+    }
+    return {"layout": fields, "learned": learned}
+
+
+def audit_json(result, layout: Layout) -> Dict[str, object]:
+    """The ``drgn-p2p audit --json`` document (schema :data:`SCHEMA`)."""
+    counts = {s.label: 0 for s in Severity}
+    for f in result.findings:
+        counts[f.severity.label] += 1
+    return {
+        "schema": SCHEMA,
+        "kernel": {"release": layout.release, "arch": layout.arch},
+        "summary": {
+            "processes": result.stats.processes,
+            "vmas": result.stats.vmas,
+            "tables_read": result.stats.tables_read,
+            "unreadable_tables": result.stats.table_faults,
+            "seconds": round(result.stats.seconds, 3),
+            "findings": counts,
+        },
+        "vmas": [
+            {
+                **_vma_json(r.vma, layout),
+                "pages": dict(r.pages_by_kind),
+                "entries": dict(r.entries_by_kind),
+                "leaves": dict(r.leaves_by_level),
+                "special": r.special,
+                "devmap": r.devmap,
+                "unreadable_tables": r.unreadable_tables,
+            }
+            for r in result.vmas
+        ],
+        "findings": [finding_json(f, layout) for f in result.findings],
+        "not_applicable": dict(result.not_applicable),
+        "faults": [
+            {
+                "pid": vma.pid if vma else None,
+                "level": fault.level.label if hasattr(fault.level, "label") else None,
+                "va": hex(fault.va),
+                "phys": hex(fault.phys),
+                "message": fault.message,
+            }
+            for vma, fault in result.faults
+        ],
+    }
+
+
+_SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
+
+#: Page kinds worth a column of their own in the summary.
+_INTERESTING = ("fsdax", "devdax", "p2pdma", "device-private", "device-coherent", "no-memmap")
+
+
+def print_audit(console: Console, result, layout: Layout, verbose: bool = False) -> None:
+    """Print the per-VMA summary and the findings by rule."""
+    table = Table(title=f"Device and PFN mappings — {layout.release}", title_justify="left")
+    for col in ("pid", "comm", "range", "flags", "ops/file", "pages by kind", "leaves", "S", "D"):
+        table.add_column(col, overflow="fold")
+    for r in result.vmas:
+        kinds = dict(r.pages_by_kind)
+        interesting = any(k in kinds for k in _INTERESTING) or r.vma.has(layout, "PFNMAP", "MIXEDMAP", "IO")
+        if not (verbose or interesting):
+            continue
+        table.add_row(
+            str(r.vma.pid),
+            r.vma.comm,
+            f"{r.vma.start:#x}-{r.vma.end:#x}",
+            vm_flag_mnemonics(r.vma.flags, layout),
+            r.vma.ops or r.vma.file or "anon",
+            " ".join(f"{k}:{v}" for k, v in r.pages_by_kind) or "-",
+            " ".join(f"{k}:{v}" for k, v in r.leaves_by_level) or "-",
+            str(r.special),
+            str(r.devmap),
+        )
+    console.print(table)
+    if result.findings:
+        findings = Table(title="Findings", title_justify="left")
+        for col in ("severity", "rule", "pid", "comm", "range", "count", "level", "raw", "page", "message"):
+            findings.add_column(col, overflow="fold")
+        for f in sorted(result.findings, key=lambda f: (-f.severity, f.rule, f.vma.pid, f.start)):
+            findings.add_row(
+                f"[{_SEVERITY_STYLE[f.severity]}]{f.severity.label}[/]",
+                f.rule,
+                str(f.vma.pid),
+                f.vma.comm,
+                f"{f.start:#x}-{f.end:#x}",
+                str(f.count),
+                f.first.level.label if f.first else "vma",
+                f"{f.first.raw:#018x}" if f.first else "",
+                f.page.kind.value if f.page else "",
+                f.message,
+            )
+        console.print(findings)
+    else:
+        console.print("[green]No findings.[/]")
+    s = result.stats
+    counts = {sev: sum(1 for f in result.findings if f.severity == sev) for sev in Severity}
+    console.print(
+        f"{s.processes} processes, {s.vmas} VMAs, {s.tables_read} page tables read"
+        f" ({s.table_faults} unreadable) in {s.seconds:.2f}s; "
+        f"{counts[Severity.ERROR]} errors, {counts[Severity.WARNING]} warnings, {counts[Severity.INFO]} info"
+    )
+    if result.not_applicable:
+        for rule, reason in result.not_applicable.items():
+            console.print(f"[dim]not applicable: {rule}: {reason}[/]")
+
+
+def print_layout(console: Console, layout: Layout) -> None:
+    """Print every layout value with how it was learned."""
+    doc = layout_json(layout)
+    table = Table(title=f"Kernel layout — {layout.release}", title_justify="left")
+    table.add_column("fact")
+    table.add_column("value", overflow="fold")
+    table.add_column("learned from", overflow="fold")
+    learned = doc["learned"]
+    for name, value in doc["layout"].items():
+        how = learned.get(name)
+        if isinstance(value, dict) and name == "swap":
+            for k, v in value.items():
+                h = learned.get(f"swap.{k}")
+                table.add_row(f"swap.{k}", str(v), f"{h['how']}: {h['detail']}" if h else "derived")
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        table.add_row(name, str(value), f"{how['how']}: {how['detail']}" if how else "")
+    console.print(table)

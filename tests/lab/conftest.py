@@ -1,0 +1,81 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+Lab fixtures: one booted guest per kernel, shared by the whole session.
+
+``lab_guest(name)`` returns the guest of the pinned kernel *name* ("newest",
+"6.12", "6.1"), booted with every scenario its kernel supports, fetching the
+kernel first if needed. Guests run under TCG and both use the machine's two
+cores, so at most one is alive: asking for another kernel releases the
+previous guest (group tests by kernel). ``guest_newest`` is
+``lab_guest("newest")``.
+"""
+
+import shutil
+import sys
+import time
+from typing import Callable, Dict, Iterator, Optional
+
+import pytest
+
+from drgn_p2p.lab.vm import Guest, start
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "lab: boots real kernels under QEMU (slow; needs the lab's host packages)"
+    )
+
+
+class _Lab:
+    """Boots guests on demand, keeping at most one alive."""
+
+    def __init__(self) -> None:
+        self.current: Optional[str] = None
+        self.guests: Dict[str, Guest] = {}
+
+    def get(self, name: str) -> Guest:
+        """The live guest for kernel *name*, booting it if needed."""
+        guest = self.guests.get(name)
+        if guest is not None and guest.alive():
+            return guest
+        self.close()
+        if shutil.which("qemu-system-x86_64") is None:
+            pytest.skip("qemu-system-x86_64 is not installed")
+        from drgn_p2p.lab.kernels import ensure_kernel
+
+        kernel = ensure_kernel(name)
+        t0 = time.monotonic()
+        guest = start(kernel)
+        print(
+            f"\nlab: {kernel.kver} ready in {time.monotonic() - t0:.1f} s "
+            f"(stage 2 at {guest.timings['stage2']:.1f} s wall, {guest.timings['uptime_stage2']:.1f} s uptime; "
+            f"ready at {guest.timings['uptime_ready']:.1f} s uptime); "
+            f"{len(guest.mappings)} mappings, skipped {sorted(guest.skipped)}",
+            file=sys.stderr,
+        )
+        self.guests[name] = guest
+        self.current = name
+        return guest
+
+    def close(self) -> None:
+        """Release every guest."""
+        for guest in self.guests.values():
+            guest.close()
+        self.guests.clear()
+        self.current = None
+
+
+@pytest.fixture(scope="session")
+def lab_guest() -> Iterator[Callable[[str], Guest]]:
+    """Factory: ``lab_guest("newest")`` → a ready :class:`Guest` for that kernel."""
+    lab = _Lab()
+    try:
+        yield lab.get
+    finally:
+        lab.close()
+
+
+@pytest.fixture(scope="session")
+def guest_newest(lab_guest: Callable[[str], Guest]) -> Guest:
+    """The newest pinned kernel, booted with every supported scenario held."""
+    return lab_guest("newest")
