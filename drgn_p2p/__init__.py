@@ -15,7 +15,18 @@ From a drgn session::
 :func:`audit` returns the same records the ``drgn-p2p audit`` command prints.
 """
 
-from .audit import AuditResult, audit
-from .layout import read_layout
-
 __all__ = ("audit", "AuditResult", "read_layout")
+
+
+def __getattr__(name: str):
+    # Imported on first use, so that the pure stages (decode, rules) and
+    # their unit tests do not load drgn.
+    if name in ("audit", "AuditResult"):
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    if name == "read_layout":
+        from .layout import read_layout
+
+        return read_layout
+    raise AttributeError(name)

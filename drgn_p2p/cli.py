@@ -132,7 +132,7 @@ _SEVERITIES = {"error": Severity.ERROR, "warning": Severity.WARNING, "info": Sev
 @_guard
 def audit(open_target, pids, comms, kinds, rules, va_range, as_json, fail_on, verbose) -> None:
     """Walk every process's page tables and report rule violations."""
-    from .audit import audit as run_audit
+    from .pipeline import audit as run_audit
     from .report import audit_json, print_audit
 
     rng = _parse_range(va_range)
@@ -193,7 +193,7 @@ def layout(open_target, as_json) -> None:
 @_guard
 def maps(open_target, pid, as_json) -> None:
     """List PID's VMAs with flag mnemonics and page-kind counts."""
-    from .audit import audit as run_audit
+    from .pipeline import audit as run_audit
     from .report import audit_json, vm_flag_mnemonics
 
     prog = open_target()
@@ -226,7 +226,7 @@ def maps(open_target, pid, as_json) -> None:
 @_guard
 def pgmaps(open_target, as_json) -> None:
     """List every dev_pagemap: type, range, owner, ops, and who maps its pages."""
-    from .audit import audit as run_audit
+    from .pipeline import audit as run_audit
     from .classify import read_pagemaps
     from .layout import read_layout
 
@@ -337,15 +337,9 @@ def explain(open_target, pid, address, as_json) -> None:
         print_explanation(_stdout, doc)
 
 
-def _mount_lab() -> None:
-    try:
-        from .lab.cli import lab
-    except ImportError:
-        return
-    cli.add_command(lab)
+from .lab.cli import lab  # noqa: E402  (the lab group mounts under the main one)
 
-
-_mount_lab()
+cli.add_command(lab)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

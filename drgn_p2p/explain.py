@@ -14,8 +14,8 @@ import drgn
 from rich.console import Console
 from rich.table import Table
 
-from .arch.x86_64 import decode_leaf, describe
-from .audit import select_rules
+from .arch import decode_leaf, describe
+from .pipeline import select_rules
 from .classify import Classifier
 from .errors import UsageError
 from .layout import read_layout
@@ -46,8 +46,7 @@ def explain(prog: drgn.Program, pid: int, va: int) -> Dict[str, object]:
         raise UsageError(f"cannot read the page tables of pid {pid}: {e}") from None
     levels: List[Dict[str, object]] = []
     for level, entry_phys, raw in path:
-        bits, cache = describe(raw, level, layout) if level <= Level.PUD else (
-            [b for b in describe(raw, Level.PMD, layout)[0] if b != "PSE"], "")
+        bits, cache = describe(raw, level, layout)
         levels.append(
             {"level": level.label, "entry_phys": hex(entry_phys), "raw": hex(raw), "bits": bits, "cache": cache}
         )

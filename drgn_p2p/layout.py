@@ -16,7 +16,6 @@ never a version number.
 from typing import Dict, Mapping, Optional, Tuple
 
 import drgn
-from drgn.helpers.linux.mm import virt_to_phys
 
 from . import layout_tables
 from .errors import TargetError
@@ -269,11 +268,7 @@ def _vm_flags(prog: drgn.Program, version: Tuple[int, int], learned: Dict[str, L
     except (KeyError, LookupError):
         enumerators = None
     if enumerators:
-        flags = {
-            name[len("VMA_") : -len("_BIT")]: value
-            for name, value in enumerators
-            if name.startswith("VMA_") and name.endswith("_BIT")
-        }
+        flags = layout_tables.vma_bits_from_enum(enumerators)
         learned["vm_flags"] = Learned(len(flags), "enum", "VMA_*_BIT")
         return flags
     flags = layout_tables.vm_flag_bits(version)
@@ -319,12 +314,21 @@ def _zone_device(prog: drgn.Program, learned: Dict[str, Learned]) -> Optional[in
 
 
 def _zero_pfns(prog: drgn.Program, learned: Dict[str, Learned]) -> Tuple[int, Optional[int]]:
-    try:
-        zero_pfn = prog["zero_pfn"].value_()
-        learned["zero_pfn"] = Learned(zero_pfn, "variable", "zero_pfn")
-    except (KeyError, LookupError, drgn.FaultError):
-        zero_pfn = virt_to_phys(prog, prog["empty_zero_page"].address_of_()).value_() >> 12
-        learned["zero_pfn"] = Learned(zero_pfn, "symbol", "empty_zero_page")
+    # The zero page's PFN is the variable zero_pfn up to v6.x; 7.x renamed it
+    # zero_page_pfn and made zero_pfn() a function.
+    zero_pfn = None
+    for name in ("zero_page_pfn", "zero_pfn"):
+        try:
+            obj = prog[name]
+        except (KeyError, LookupError):
+            continue
+        if obj.type_.kind == drgn.TypeKind.FUNCTION:
+            continue
+        zero_pfn = obj.value_()
+        learned["zero_pfn"] = Learned(zero_pfn, "variable", name)
+        break
+    if zero_pfn is None:
+        raise TargetError("cannot find the zero page's PFN (zero_page_pfn/zero_pfn)")
     huge_zero_pfn: Optional[int] = None
     try:
         value = prog["huge_zero_pfn"].value_()

@@ -23,6 +23,7 @@ __all__ = (
     "Version",
     "parse_release",
     "vm_flag_bits",
+    "vma_bits_from_enum",
     "swap_types",
     "MAX_SWAPFILES_SHIFT",
     "devmap_bit",
@@ -137,6 +138,42 @@ def vm_flag_bits(version: Version, arch: str = "x86_64") -> Dict[str, int]:
         # "mseal: add mseal syscall" introduced VM_SEALED as bit 63, v6.10 [inferred].
         bits["SEALED"] = 63
     return bits
+
+
+#: The VMA_*_BIT enum (v6.19+) declares every architecture's aliases whatever
+#: the architecture built; these are not x86-64's and would mislabel its bits.
+_FOREIGN_VMA_BITS = frozenset(
+    {"SAO", "GROWSUP", "SPARC_ADI", "ARM64_BTI", "ARCH_CLEAR", "MAPPED_COPY", "MTE",
+     "MTE_ALLOWED", "PKEY_BIT4", "STACK"}
+)
+#: x86-64 names of the generic arch slots (VM_PAT, VM_PKEY_BIT0..3, VM_SHADOW_STACK).
+_X86_VMA_SLOTS = {
+    "ARCH_1": "PAT",
+    "HIGH_ARCH_0": "PKEY_BIT0",
+    "HIGH_ARCH_1": "PKEY_BIT1",
+    "HIGH_ARCH_2": "PKEY_BIT2",
+    "HIGH_ARCH_3": "PKEY_BIT3",
+    "HIGH_ARCH_5": "SHADOW_STACK",
+}
+
+
+def vma_bits_from_enum(enumerators) -> Dict[str, int]:
+    """VMA flag name → bit from the ``VMA_*_BIT`` enumerators of an x86-64 kernel.
+
+    Drops other architectures' aliases and names the generic arch slots the
+    x86-64 way, so that each bit has the one name x86-64 gives it.
+    """
+    flags: Dict[str, int] = {}
+    for name, value in enumerators:
+        if not (name.startswith("VMA_") and name.endswith("_BIT")):
+            continue
+        name = name[len("VMA_") : -len("_BIT")]
+        if name in _FOREIGN_VMA_BITS:
+            continue
+        if name.startswith("HIGH_ARCH_") and name not in _X86_VMA_SLOTS:
+            continue
+        flags[_X86_VMA_SLOTS.get(name, name)] = value
+    return flags
 
 
 # ---------------------------------------------------------------------------

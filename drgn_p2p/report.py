@@ -13,6 +13,7 @@ from typing import Dict, Iterable, List, Mapping, Optional
 from rich.console import Console
 from rich.table import Table
 
+from .arch import describe
 from .records import Finding, Layout, Severity, Vma
 
 __all__ = (
@@ -79,8 +80,6 @@ def _vma_json(vma: Vma, layout: Layout) -> Dict[str, object]:
 
 
 def finding_json(finding: Finding, layout: Layout) -> Dict[str, object]:
-    from .arch.x86_64 import describe
-
     leaf = finding.first
     bits = describe(leaf.raw, leaf.level, layout) if leaf is not None else None
     return {

@@ -12,6 +12,7 @@ kept so that neighbouring VMAs sharing a table do not read it again. Memory
 stays flat: everything is a generator.
 """
 
+import functools
 import struct
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -20,6 +21,7 @@ import drgn
 from drgn.helpers.linux.mm import for_each_vma, virt_to_phys
 from drgn.helpers.linux.pid import for_each_task
 
+from .arch import for_layout
 from .records import Layout, Level, Vma
 
 __all__ = (
@@ -31,8 +33,6 @@ __all__ = (
     "PageTableWalker",
 )
 
-_PRESENT = 1 << 0
-_PSE = 1 << 7
 _TABLE_ENTRIES = 512
 _TABLE_FORMAT = struct.Struct("<512Q")
 
@@ -171,7 +171,9 @@ class PageTableWalker:
     ) -> None:
         self._read = read
         self._pgd_phys = pgd_phys
-        self._table_mask = layout.pfn_mask
+        arch = for_layout(layout)
+        self._is_table = arch.is_table
+        self._table_phys = functools.partial(arch.table_phys, layout=layout)
         if layout.levels == 5:
             self._levels = (Level.PGD, Level.P4D, Level.PUD, Level.PMD, Level.PTE)
             self._shifts = (48, 39, 30, 21, 12)
@@ -227,25 +229,26 @@ class PageTableWalker:
         span = 1 << shift
         first = (start - base) >> shift if start > base else 0
         last = min(_TABLE_ENTRIES - 1, (end - 1 - base) >> shift)
-        last_depth = len(self._levels) - 1
-        table_mask = self._table_mask
+        if depth == len(self._levels) - 1:
+            for i in range(first, last + 1):
+                raw = entries[i]
+                if raw:
+                    yield (base + (i << shift), level, raw)
+            return
+        is_table = self._is_table
         for i in range(first, last + 1):
             raw = entries[i]
             if not raw:
                 continue
             va = base + (i << shift)
-            if depth == last_depth:
-                yield (va, level, raw)
-            elif raw & _PRESENT and not (raw & _PSE and level in (Level.PUD, Level.PMD)):
+            if is_table(raw, level):
                 yield from self._walk(
-                    depth + 1, raw & table_mask, max(start, va), min(end, va + span), va
+                    depth + 1, self._table_phys(raw), max(start, va), min(end, va + span), va
                 )
-            elif level in (Level.PUD, Level.PMD):
-                yield (va, level, raw)
             else:
-                # A non-present or PSE entry at PGD/P4D level is never valid
-                # for user space: hand it to the decoder as a leaf so that it
-                # is reported as garbage rather than skipped.
+                # A huge leaf, a swap-format entry, or (at PGD/P4D level,
+                # never valid for user space) something the decoder will
+                # report as garbage rather than have it skipped.
                 yield (va, level, raw)
 
     def path(self, va: int) -> List[Tuple[Level, int, int]]:
@@ -259,8 +262,7 @@ class PageTableWalker:
             index = (va >> shift) & (_TABLE_ENTRIES - 1)
             raw = self._table(depth, phys)[index]
             result.append((level, phys + index * 8, raw))
-            is_leaf = level == Level.PTE or (level in (Level.PUD, Level.PMD) and raw & _PSE)
-            if not raw & _PRESENT or is_leaf:
+            if not self._is_table(raw, level):
                 break
-            phys = raw & self._table_mask
+            phys = self._table_phys(raw)
         return result

@@ -11,8 +11,9 @@ private apt configuration of :mod:`drgn_p2p.lab.apt` and normalised into
     vmlinuz  config  System.map  vmlinux  kernel.json  .complete
     lib/modules/<KVER>/...        (with modules.dep from depmod)
 
-``vmlinux`` is the real ELF with DWARF from the ``-dbg`` package; only that one
-member is extracted. ``.complete`` is written last; a directory without it is
+``vmlinux`` is the real ELF with DWARF from the ``-dbg`` package, and
+``System.map`` the real one from there too (the image ships a placeholder);
+the -dbg archive is read once, up to vmlinux, and nothing else is extracted. ``.complete`` is written last; a directory without it is
 fetched again from scratch. The .debs are deleted afterwards.
 
 A pinned kernel that has left the mirror is replaced by the current one of its
@@ -27,6 +28,7 @@ import shutil
 import struct
 import subprocess
 import tarfile
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -145,7 +147,7 @@ class Kernel:
             modules_dir=kdir / "lib" / "modules" / kver,
             suite=record["suite"],
             cc=record.get("cc"),
-            system_map=kdir / "System.map",
+            system_map=kdir / "System.map" if (kdir / "System.map").exists() else None,
         )
 
 
@@ -260,7 +262,7 @@ def elf_build_id(path: Path, sections: Optional[Mapping[str, Tuple[int, int]]] =
 def bzimage_version(path: Path) -> str:
     """
     Return the version string of an x86 bzImage's setup header, e.g.
-    ``6.12.117+deb13-amd64 (debian-kernel@lists.debian.org) #1 SMP ...``.
+    ``6.12.117+deb13-amd64 (builder@host) #1 SMP ...``.
     """
     with open(path, "rb") as f:
         head = f.read(0x8000)
@@ -426,11 +428,14 @@ def _extract_debug(deb: Path, kver: str, kdir: Path) -> None:
     Stream the data archive of a -dbg package once and extract the first
     *regular file* among the vmlinux candidates (following symlinks: in 7.x
     ``boot/vmlinux-KVER`` is a link to ``lib/modules/KVER/vmlinux``, which
-    comes near the end), plus the real System.map if it comes before it.
-    The rest of the archive is never read.
+    comes near the end), plus the real System.map if it comes before it
+    (else the image's placeholder System.map is removed). The rest of the
+    archive is never read.
     """
+    (kdir / "System.map").unlink(missing_ok=True)
     vmlinux, system_map = (set(c) for c in _debug_members(kver))
-    dpkg = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+    errors = tempfile.TemporaryFile()
+    dpkg = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE, stderr=errors)
     assert dpkg.stdout is not None
     found = False
     try:
@@ -447,9 +452,12 @@ def _extract_debug(deb: Path, kver: str, kdir: Path) -> None:
                     break
     finally:
         dpkg.stdout.close()
-        dpkg.wait()  # killed by SIGPIPE when the loop stops early: expected
+        dpkg.wait()  # dpkg-deb dies of SIGPIPE when the loop stops early: expected
+        errors.seek(0)
+        message = errors.read().decode(errors="replace").strip()
+        errors.close()
     if not found:
-        raise LabError(f"{deb.name} holds no vmlinux for {kver}")
+        raise LabError(f"{deb.name} holds no vmlinux for {kver}{': ' + message if message else ''}")
 
 
 def _save(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> None:

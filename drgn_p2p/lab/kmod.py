@@ -61,6 +61,7 @@ __all__ = (
     "build_holder",
     "module_supported",
     "vermagic",
+    "kernel_vermagic",
     "parse_case_table",
     "parse_manifest",
 )
@@ -384,7 +385,7 @@ def _ensure_headers(root: Path, kver: str, version: str, log: Path, timings: Dic
             # --unpack, not -i: the 7.x postinst calls linux-run-hooks from
             # linux-base, which the chroot lacks; nothing in it matters here.
             inside = [f"/tmp/{Path(tmp).name}/{d.name}" for d in debs]
-            _chroot(root, ["dpkg", "--force-depends", "--unpack", *inside], log=log)
+            _chroot(root, ["dpkg", "--force-depends", "--force-unsafe-io", "--unpack", *inside], log=log)
     if not (root / build.lstrip("/") / "Makefile").exists():
         raise LabError(f"the headers of {kver} did not provide {build}/Makefile")
     stamp.touch()
@@ -464,6 +465,17 @@ def module_supported(kernel: object, name: str) -> Optional[str]:
 def vermagic(ko: Path) -> str:
     """Return a module's vermagic string (``modinfo -F vermagic``)."""
     return _run(["modinfo", "-F", "vermagic", str(ko)]).strip()
+
+
+def kernel_vermagic(kernel: object) -> str:
+    """Return the vermagic of the kernel's own modules (read from one of its shipped .ko files)."""
+    kver = str(getattr(kernel, "kver"))
+    moddir = getattr(kernel, "modules_dir", None) or Path(getattr(kernel, "dir")) / "lib" / "modules" / kver
+    tree = Path(moddir) / "kernel"
+    for pattern in ("lib/*.ko*", "fs/*/*.ko*", "**/*.ko*"):
+        for ko in sorted(tree.glob(pattern)):
+            return vermagic(ko)
+    raise LabError(f"{kver}: no module in {tree} to read the vermagic from")
 
 
 def _cached_module(kver: str, name: str, key: str) -> Path:

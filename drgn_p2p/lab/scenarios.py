@@ -62,6 +62,8 @@ class Scenario:
     qemu_args: Tuple[str, ...] = ()
     #: Kernel command line words.
     cmdline: Tuple[str, ...] = ()
+    #: Added to the reason when the kernel's configuration rules it out.
+    note: str = ""
 
 
 _PMEM = ("CONFIG_ZONE_DEVICE", "CONFIG_X86_PMEM_LEGACY", "CONFIG_LIBNVDIMM")
@@ -102,6 +104,7 @@ SCENARIOS: Tuple[Scenario, ...] = (
             "-device", "ivshmem-plain,memdev=qp-ivs1",
         ),
         cmdline=("intel_iommu=on", "iommu=pt", "vfio_iommu_type1.allow_unsafe_interrupts=1"),
+        note="huge PFNMAP and vfio-pci huge_fault arrived in 6.12",
     ),
     Scenario(
         "p2pdma", "p2pdma",
@@ -117,6 +120,7 @@ SCENARIOS: Tuple[Scenario, ...] = (
     Scenario(
         "device-private", "device-private",
         requires=("CONFIG_DEVICE_PRIVATE",),
+        note="test_hmm needs DEVICE_PRIVATE memory",
     ),
 )
 
@@ -175,10 +179,12 @@ def _missing_config(s: Scenario, config: Mapping[str, str]) -> Optional[str]:
     enabled = {k for k, v in config.items() if v in ("y", "m")}
     missing = [opt for opt in s.requires if opt not in enabled]
     if missing:
-        return "kernel lacks " + ", ".join(missing)
-    if s.requires_any and not enabled.intersection(s.requires_any):
-        return "kernel lacks all of " + ", ".join(s.requires_any)
-    return None
+        reason = "kernel lacks " + ", ".join(missing)
+    elif s.requires_any and not enabled.intersection(s.requires_any):
+        reason = "kernel lacks all of " + ", ".join(s.requires_any)
+    else:
+        return None
+    return f"{reason} ({s.note})" if s.note else reason
 
 
 def _find_test_hmm(kernel: Any, test_hmm: Optional[os.PathLike]) -> Tuple[Optional[Path], Optional[str]]:

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """
-Audit
------
+Pipeline
+--------
 
 The pipeline, top to bottom::
 
@@ -18,7 +18,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 import drgn
 
-from .arch.x86_64 import decode_leaf
+from .arch import for_layout
 from .classify import Classifier
 from .coalesce import coalesce, merge_findings
 from .errors import UsageError
@@ -105,6 +105,8 @@ def _leaves(
     end: int,
     faults: List[TableFault],
 ) -> Iterator[Tuple[Leaf, PfnInfo]]:
+    decode_leaf = for_layout(layout).decode_leaf
+    classify = classifier.classify
     for item in walker.walk(max(start, vma.start), min(end, vma.end)):
         if isinstance(item, TableFault):
             faults.append(item)
@@ -113,7 +115,7 @@ def _leaves(
         leaf = decode_leaf(raw, va, level, layout)
         if leaf is None:
             continue
-        yield leaf, classifier.classify(leaf.pfn)
+        yield leaf, classify(leaf.pfn)
 
 
 def audit_vma(

@@ -1,0 +1,164 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+``drgn-p2p lab``
+----------------
+
+Boot a real kernel under QEMU with device mappings held, and audit it the
+three ways a user can: over QMP from the host, from a vmcore taken with QMP
+``dump-guest-memory``, and live through ``/proc/kcore`` inside the guest.
+Each way runs the very ``drgn-p2p audit`` command a user would type.
+"""
+
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import click
+from rich.console import Console
+
+from . import LabError
+from .kernels import fetch_command
+
+__all__ = ("lab", "audit_argv", "VIAS")
+
+_console = Console(stderr=True, highlight=False)
+
+#: The program sources ``lab run`` can audit through, in the order it runs them.
+VIAS = ("qemu", "vmcore", "live")
+
+
+def _kernel(name: Optional[str], bzimage: Optional[str], vmlinux: Optional[str], modules: Optional[str]):
+    from .kernels import ensure_kernel, user_kernel
+
+    if bzimage or vmlinux:
+        if not (bzimage and vmlinux):
+            raise click.UsageError("--bzimage and --vmlinux go together")
+        return user_kernel(Path(bzimage), Path(vmlinux), Path(modules) if modules else None)
+    return ensure_kernel(name or "newest")
+
+
+def audit_argv(guest, via: str, args: Sequence[str], dump_dir: Path) -> Tuple[List[str], Optional[str]]:
+    """The ``drgn-p2p audit`` command line for *via*, and where it must run.
+
+    Returns ``(argv, None)`` for the host, or ``(argv, "guest")``. For
+    ``vmcore`` the dump is taken first.
+    """
+    vmlinux = str(guest.kernel.vmlinux)
+    base = [sys.executable, "-m", "drgn_p2p", "audit", "-s", vmlinux]
+    if via == "qemu":
+        return base + ["--qemu", guest.qmp_path] + list(args), None
+    if via == "vmcore":
+        core = dump_dir / "vmcore.kdump"
+        guest.dump(core, fmt="kdump-zlib")
+        return base + ["-c", str(core), "--architecture", "x86_64"] + list(args), None
+    if via == "live":
+        return base + ["-k"] + list(args), "guest"
+    raise click.UsageError(f"unknown --via {via!r} (one of {', '.join(VIAS)})")
+
+
+def run_audit(guest, via: str, args: Sequence[str], dump_dir: Path, timeout: float = 600) -> Tuple[int, str]:
+    """Run ``drgn-p2p audit`` through *via*; returns ``(exit code, output)``."""
+    argv, where = audit_argv(guest, via, args, dump_dir)
+    if where == "guest":
+        return guest.run(shlex.join(argv) + " 2>&1", timeout=timeout)
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+    return proc.returncode, proc.stdout.decode(errors="replace")
+
+
+@click.group()
+def lab() -> None:
+    """Boot real kernels under QEMU with device mappings held (the test lab)."""
+
+
+lab.add_command(fetch_command, name="fetch")
+
+_kernel_options = [
+    click.option("--kernel", "kernel_name", default="newest", show_default=True, help="Lab kernel: newest, 6.12 or 6.1."),
+    click.option("--bzimage", metavar="PATH", help="Boot your own kernel image instead (with --vmlinux)."),
+    click.option("--vmlinux", metavar="PATH", help="vmlinux with debug info of --bzimage."),
+    click.option("--modules", metavar="DIR", help="Module tree of --bzimage (lib/modules/KVER)."),
+    click.option("--scenario", "scenarios", multiple=True, help="Scenario to hold (default: every one the kernel supports); repeatable."),
+    click.option("--4level", "four_level", is_flag=True, help="4-level paging (-cpu max,-la57) instead of 5-level."),
+]
+
+
+def _with_kernel_options(func):
+    for option in reversed(_kernel_options):
+        func = option(func)
+    return func
+
+
+def _boot(kernel_name, bzimage, vmlinux, modules, scenarios, four_level):
+    from .vm import start
+
+    kernel = _kernel(kernel_name, bzimage, vmlinux, modules)
+    _console.print(f"lab: booting {kernel.kver} ({'4' if four_level else '5'}-level paging)…")
+    guest = start(kernel, scenarios or None, la57=not four_level)
+    _console.print(f"lab: {len(guest.mappings)} mappings held")
+    for m in guest.mappings:
+        _console.print(f"  {m['kind']:<16} pid {m['pid']:<5} {int(m['addr']):#x} +{int(m['len']):#x}  expect {m['expect']}")
+    for name, reason in sorted(guest.skipped.items()):
+        _console.print(f"  [dim]skipped {name}: {reason}[/]")
+    return guest
+
+
+@lab.command(context_settings={"ignore_unknown_options": True})
+@_with_kernel_options
+@click.option("--via", "vias", multiple=True, type=click.Choice(VIAS), help="Program source(s) to audit through (default: all three).")
+@click.argument("audit_args", nargs=-1, type=click.UNPROCESSED)
+def run(kernel_name, bzimage, vmlinux, modules, scenarios, four_level, vias, audit_args) -> None:
+    """Boot, hold the mappings, and run 'drgn-p2p audit AUDIT_ARGS' each way.
+
+    Exits with the worst exit code of the audits (0 clean, 1 findings, 2 error).
+    """
+    try:
+        guest = _boot(kernel_name, bzimage, vmlinux, modules, scenarios, four_level)
+    except LabError as e:
+        _console.print(f"[bold red]error:[/] {e}")
+        sys.exit(2)
+    worst = 0
+    try:
+        with tempfile.TemporaryDirectory(prefix="drgn-p2p-dump-") as tmp:
+            for via in vias or VIAS:
+                _console.rule(f"drgn-p2p audit via {via}")
+                try:
+                    code, output = run_audit(guest, via, audit_args, Path(tmp))
+                except (LabError, subprocess.TimeoutExpired) as e:
+                    _console.print(f"[bold red]error:[/] {via}: {e}")
+                    code, output = 2, ""
+                click.echo(output, nl=False)
+                _console.print(f"lab: audit via {via} exited {code}")
+                worst = max(worst, code)
+    finally:
+        guest.close()
+    sys.exit(worst)
+
+
+@lab.command()
+@_with_kernel_options
+def shell(kernel_name, bzimage, vmlinux, modules, scenarios, four_level) -> None:
+    """Boot with the mappings held and keep the guest up until Ctrl-C."""
+    try:
+        guest = _boot(kernel_name, bzimage, vmlinux, modules, scenarios, four_level)
+    except LabError as e:
+        _console.print(f"[bold red]error:[/] {e}")
+        sys.exit(2)
+    vml = shlex.quote(str(guest.kernel.vmlinux))
+    _console.print(
+        "\nAttach with:\n"
+        f"  drgn-p2p audit --qemu {shlex.quote(guest.qmp_path)} -s {vml}\n"
+        f"  drgn --qemu {shlex.quote(guest.qmp_path)} -s {vml}\n"
+        f"Control QMP socket (dump-guest-memory): {guest.ctl_path}\n"
+        f"Console log: {guest.run_dir / 'console.log'}\n"
+        "Press Ctrl-C to power the guest off."
+    )
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        guest.close()

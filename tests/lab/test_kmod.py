@@ -1,0 +1,236 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+Lab modules: p2p_violate and test_hmm built per lab kernel, and (on the
+newest kernel) loaded in a guest where violate_holder maps every case; the
+page-table bits of each case are then read back over QMP.
+"""
+
+import gc
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+from drgn_p2p.lab import kmod
+from drgn_p2p.lab.kmod import HeldCase, ModuleUnsupported
+
+KERNELS = ("newest", "6.12", "6.1")
+
+
+# ---------------------------------------------------------------- no kernel needed
+
+
+def test_case_table_matches_header():
+    """The Python case table and the one the module and holder compile agree."""
+    header = (kmod.SOURCE_DIR / "p2p_violate.h").read_text()
+    assert kmod.parse_case_table(header) == list(kmod.VIOLATE_CASES)
+    assert [c.pgoff for c in kmod.VIOLATE_CASES] == list(range(len(kmod.VIOLATE_CASES)))
+    assert {c.name for c in kmod.VIOLATE_CASES if c.control} == {
+        "control-remap", "control-fault-pfn", "control-huge-pfn"}
+
+
+def test_parse_manifest():
+    text = (
+        "control-remap 412 0x7f0000000000 16384\n"
+        "devmap-on-ram 412 skip not expressible on this kernel (EOPNOTSUPP)\n"
+        "\n"
+    )
+    assert kmod.parse_manifest(text) == [
+        HeldCase("control-remap", 412, 0x7F0000000000, 16384),
+        HeldCase("devmap-on-ram", 412, None, None, "not expressible on this kernel (EOPNOTSUPP)"),
+    ]
+    with pytest.raises(kmod.LabError):
+        kmod.parse_manifest("control-remap 412\n")
+
+
+def test_module_supported_follows_config():
+    from types import SimpleNamespace
+
+    old = SimpleNamespace(kver="6.1.0-50-amd64", config={"CONFIG_MODULES": "y"})
+    new = SimpleNamespace(kver="7.2.13+deb14-amd64", config={"CONFIG_MODULES": "y", "CONFIG_DEVICE_PRIVATE": "y"})
+    assert "CONFIG_DEVICE_PRIVATE" in kmod.module_supported(old, "test_hmm")
+    assert kmod.module_supported(new, "test_hmm") is None
+    assert kmod.module_supported(old, "p2p_violate") is None
+    with pytest.raises(ModuleUnsupported, match="CONFIG_DEVICE_PRIVATE"):
+        kmod.build_module(old, "test_hmm")
+
+
+def test_holder_builds():
+    if shutil.which("cc") is None:
+        pytest.skip("no host C compiler")
+    holder = kmod.build_holder()
+    assert holder.is_file() and os.access(holder, os.X_OK)
+
+
+# ---------------------------------------------------------------- builds per kernel
+
+
+def _can_build() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("building lab modules needs root")
+    for tool in ("debootstrap", "modinfo"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+
+
+def _kernel(name: str):
+    from drgn_p2p.lab.kernels import ensure_kernel
+
+    return ensure_kernel(name)
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("name", KERNELS)
+def test_p2p_violate_builds(name):
+    """p2p_violate builds for each lab kernel with the kernel's own vermagic."""
+    _can_build()
+    kernel = _kernel(name)
+    timings: Dict[str, float] = {}
+    start = time.monotonic()
+    ko = kmod.build_module(kernel, "p2p_violate", timings)
+    cold = time.monotonic() - start
+    assert kmod.vermagic(ko) == kmod.kernel_vermagic(kernel)
+    start = time.monotonic()
+    assert kmod.build_module(kernel, "p2p_violate") == ko
+    warm = time.monotonic() - start
+    print(f"\np2p_violate {kernel.kver}: first call {cold:.1f} s {timings}, cached {warm:.2f} s")
+    assert warm < 5
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("name", KERNELS)
+def test_test_hmm_builds_where_device_private(name):
+    """test_hmm builds from the kernel's own source where DEVICE_PRIVATE=y, else says why not."""
+    _can_build()
+    kernel = _kernel(name)
+    if kernel.config.get("CONFIG_DEVICE_PRIVATE") != "y":
+        with pytest.raises(ModuleUnsupported, match="CONFIG_DEVICE_PRIVATE"):
+            kmod.build_module(kernel, "test_hmm")
+        return
+    ko = kmod.build_module(kernel, "test_hmm")
+    assert kmod.vermagic(ko) == kmod.kernel_vermagic(kernel)
+
+
+# ---------------------------------------------------------------- in a guest
+
+
+#: Bits of an x86-64 leaf and VMA flags the cases are about.
+_PRESENT, _PSE, _SPECIAL = 1 << 0, 1 << 7, 1 << 9
+_PFNMAP, _IO, _MIXEDMAP = 0x400, 0x4000, 0x10000000
+
+#: case -> (VM_PFNMAP|VM_MIXEDMAP wanted in the VMA, huge leaf, special bit, devmap bit)
+_EXPECT = {
+    "control-remap": (_PFNMAP, False, True, False),
+    "control-fault-pfn": (_PFNMAP, False, True, False),
+    "control-huge-pfn": (_PFNMAP, True, True, False),
+    "nomemmap-no-pfnmap": (0, False, True, False),
+    "pfnmap-not-special": (_PFNMAP, False, False, False),
+    "huge-pfn-not-special": (_PFNMAP, True, False, False),
+    "special-on-ram": (0, False, True, False),
+    "mixedmap-pages": (_MIXEDMAP, False, False, False),
+    "devmap-on-ram": (_MIXEDMAP, False, True, True),
+}
+
+
+def _leaves(guest, held: List[HeldCase]) -> Dict[str, tuple]:
+    """Read each held case's VMA flags and leaves from the guest over QMP."""
+    pytest.importorskip("drgn")
+    from drgn_p2p.layout import read_layout
+    from drgn_p2p.target import open_program
+    from drgn_p2p.walk import PageTableWalker, for_each_process, process_vmas
+
+    prog = open_program(qemu=guest.qmp_path, symbols=[str(guest.kernel.vmlinux)])
+    try:
+        layout = read_layout(prog)
+        (process,) = list(for_each_process(prog, pids=[held[0].pid]))
+        walker = PageTableWalker.for_mm(prog, layout, process.mm)
+        result = {}
+        for h in held:
+            if h.skip:
+                continue
+            (vma,) = list(process_vmas(prog, process, h.addr, h.addr + h.length))
+            leaves = [raw for _, _, raw in walker.walk(h.addr, h.addr + h.length)]
+            result[h.case] = (vma, leaves, layout)
+        return result
+    finally:
+        del prog
+        gc.collect()  # closes the QMP connection
+
+
+def _expected_skips(config: Dict[str, str]) -> set:
+    """Cases a kernel cannot express: no correct huge PFN leaf before 6.12, no devmap bit since 6.17."""
+    skips = set()
+    if config.get("CONFIG_ARCH_SUPPORTS_PMD_PFNMAP") != "y":
+        skips.add("control-huge-pfn")
+    if config.get("CONFIG_ARCH_HAS_PTE_DEVMAP") != "y":
+        skips.add("devmap-on-ram")
+    return skips
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("name", KERNELS)
+def test_violations_in_guest(name):
+    """
+    Boot a lab kernel with an ivshmem BAR (and test_hmm where DEVICE_PRIVATE
+    exists), load p2p_violate, hold every case, and check each case's bits:
+    the wrong ones are wrong in exactly the intended way and the controls are
+    right. Then SIGTERM the holder: its restore leaves no "Bad page map".
+    """
+    _can_build()
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("qemu-system-x86_64 is not installed")
+    from drgn_p2p.lab.vm import boot
+
+    kernel = _kernel(name)
+    scenarios = ["pcibar"]
+    hmm = None
+    if kmod.module_supported(kernel, "test_hmm") is None:
+        hmm = kmod.build_module(kernel, "test_hmm")
+        scenarios.append("device-private")
+    violate = kmod.build_module(kernel, "p2p_violate")
+    holder = kmod.build_holder()
+    with boot(kernel, scenarios=scenarios, test_hmm=hmm) as guest:
+        kinds = {m["kind"] for m in guest.mappings}
+        assert set(scenarios) <= kinds, guest.skipped  # test_hmm loaded and used where built
+        rc, out = guest.run(f"insmod {violate} && cat /sys/module/p2p_violate/parameters/bar_source")
+        assert rc == 0, out
+        assert out.startswith("pci "), out  # found the ivshmem BAR by itself
+        rc, out = guest.run(
+            f"setsid {holder} /out/violate.txt </dev/null >/out/violate.log 2>&1 &"
+            " for i in $(seq 100); do [ -e /out/violate.txt ] && break; sleep 0.1; done;"
+            " cat /out/violate.txt"
+        )
+        assert rc == 0, out
+        print(f"\n{kernel.kver}:\n{out}")
+        held = kmod.parse_manifest((guest.out_dir / "violate.txt").read_text())
+        assert [h.case for h in held] == [c.name for c in kmod.VIOLATE_CASES]
+        skipped = {h.case: h.skip for h in held if h.skip}
+        assert set(skipped) == _expected_skips(kernel.config), skipped
+        assert all("EOPNOTSUPP" in why for why in skipped.values()), skipped
+
+        seen = _leaves(guest, held)
+        for case, (vma, leaves, layout) in seen.items():
+            kind, huge, special, devmap_bit = _EXPECT[case]
+            assert vma.flags & (_PFNMAP | _MIXEDMAP) == kind, (case, hex(vma.flags))
+            assert vma.ops == "p2pv_vm_ops" and "p2p_violate" in (vma.file or ""), (case, vma.ops, vma.file)
+            length = next(h.length for h in held if h.case == case)
+            assert len(leaves) == (1 if huge else length // 4096), (case, [hex(x) for x in leaves])
+            print(f"  {case:22} vm_flags={vma.flags:#x} leaves={' '.join(hex(x) for x in leaves)}")
+            for raw in leaves:
+                assert raw & _PRESENT, (case, hex(raw))
+                assert bool(raw & _PSE) == huge, (case, hex(raw))
+                assert bool(raw & _SPECIAL) == special, (case, hex(raw))
+                if layout.devmap_bit is not None:
+                    assert bool(raw >> layout.devmap_bit & 1) == devmap_bit, (case, hex(raw))
+
+        # The holder restores every mapping on SIGTERM: no "Bad page map" at teardown.
+        pid = held[0].pid
+        rc, out = guest.run(
+            f"kill -TERM {pid}; for i in $(seq 100); do"
+            f" kill -0 {pid} 2>/dev/null || break; sleep 0.1; done;"
+            " dmesg | grep -ci 'bad page map' || true"
+        )
+        assert rc == 0 and out.strip().splitlines()[-1] == "0", out
