@@ -12,7 +12,7 @@ findings at or above ``--fail-on``, 2 usage or target error.
 import functools
 import json
 import sys
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import click
 from rich.console import Console
@@ -23,7 +23,17 @@ from .records import Severity
 
 __all__ = ("main", "cli")
 
-_stdout = Console(highlight=False, soft_wrap=False)
+def _console_width() -> int:
+    # Reports piped to a file or a CI log are read wide, not at 80 columns.
+    import os
+    import shutil
+
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return shutil.get_terminal_size().columns
+    return 160
+
+
+_stdout = Console(highlight=False, soft_wrap=False, width=_console_width())
 _stderr = Console(stderr=True, highlight=False)
 
 
@@ -127,10 +137,11 @@ _SEVERITIES = {"error": Severity.ERROR, "warning": Severity.WARNING, "info": Sev
 @click.option("--rule", "rules", multiple=True, help="Only this rule id; repeatable (see 'drgn-p2p rules').")
 @click.option("--range", "va_range", metavar="START-END", help="Only this virtual address range.")
 @click.option("--json", "as_json", is_flag=True, help="Write the result as JSON (schema drgn-p2p/audit/1) to stdout.")
+@click.option("--runs", "keep_runs", is_flag=True, help="With --json: list every VMA's coalesced runs of leaves (raw entries).")
 @click.option("--fail-on", type=click.Choice(list(_SEVERITIES)), default="error", show_default=True, help="Exit 1 when a finding is at least this severe.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every VMA, not only device and PFN mappings.")
 @_guard
-def audit(open_target, pids, comms, kinds, rules, va_range, as_json, fail_on, verbose) -> None:
+def audit(open_target, pids, comms, kinds, rules, va_range, as_json, keep_runs, fail_on, verbose) -> None:
     """Walk every process's page tables and report rule violations."""
     from .pipeline import audit as run_audit
     from .report import audit_json, print_audit
@@ -139,7 +150,8 @@ def audit(open_target, pids, comms, kinds, rules, va_range, as_json, fail_on, ve
     prog = open_target()
     with _progress() as progress:
         result = run_audit(
-            prog, pids=pids, comms=comms, kinds=kinds, rules=rules, va_range=rng, progress=progress
+            prog, pids=pids, comms=comms, kinds=kinds, rules=rules, va_range=rng, progress=progress,
+            keep_runs=keep_runs,
         )
     if pids and not result.stats.processes:
         raise UsageError(f"no process with pid {', '.join(map(str, pids))}")

@@ -14,7 +14,7 @@ The CLI and the library API (``drgn_p2p.audit(prog)``) share it.
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import drgn
 
@@ -23,7 +23,7 @@ from .classify import Classifier
 from .coalesce import coalesce, merge_findings
 from .errors import UsageError
 from .layout import read_layout
-from .records import EntryKind, Finding, Layout, Leaf, PageKind, PfnInfo, Run, Severity, Vma
+from .records import Finding, Layout, Leaf, PageKind, PfnInfo, Run, Severity, Vma
 from .rules import RULES, Rule, VmaTally, evaluate_run, evaluate_vma
 from .walk import PageTableWalker, Process, TableFault, for_each_process, process_vmas
 
@@ -53,6 +53,8 @@ class VmaReport:
     special: int  # present leaves with the special bit
     devmap: int  # present leaves with the devmap bit
     unreadable_tables: int
+    #: The coalesced runs, kept only when asked for (``keep_runs``).
+    runs: Tuple[Run, ...] = ()
 
     @property
     def kinds(self) -> Tuple[str, ...]:
@@ -126,6 +128,7 @@ def audit_vma(
     rules: Sequence[Rule],
     start: int = 0,
     end: int = 1 << 64,
+    keep_runs: bool = False,
 ) -> Tuple[VmaReport, List[Finding], List[TableFault]]:
     """Walk, classify and judge one VMA."""
     faults: List[TableFault] = []
@@ -135,6 +138,7 @@ def audit_vma(
     special = devmap = 0
     findings: List[Finding] = []
     tally = VmaTally(vma, layout)
+    kept: List[Run] = []
     for run in coalesce(vma, _leaves(walker, vma, layout, classifier, start, end, faults)):
         leaf = run.first
         tally.add(run)
@@ -145,6 +149,8 @@ def audit_vma(
             special += run.count if leaf.special else 0
             devmap += run.count if leaf.devmap else 0
         findings.extend(evaluate_run(run, layout, rules))
+        if keep_runs:
+            kept.append(run)
     findings.extend(evaluate_vma(tally.summary(), layout, rules))
     report = VmaReport(
         vma=vma,
@@ -154,6 +160,7 @@ def audit_vma(
         special=special,
         devmap=devmap,
         unreadable_tables=len(faults),
+        runs=tuple(kept),
     )
     return report, list(merge_findings(findings)), faults
 
@@ -167,6 +174,7 @@ def audit(
     rules: Sequence[str] = (),
     va_range: Optional[Tuple[int, int]] = None,
     progress: Optional[Callable[[Process], None]] = None,
+    keep_runs: bool = False,
 ) -> AuditResult:
     """Audit the page tables of every user process of *prog* (or those selected).
 
@@ -177,6 +185,8 @@ def audit(
     :param rules: rule ids to run (empty: every applicable rule).
     :param va_range: ``(start, end)`` virtual address range to walk.
     :param progress: called with each process before it is walked.
+    :param keep_runs: keep every VMA's coalesced runs in its report (memory
+        grows with the number of runs).
     """
     started = time.monotonic()
     layout = read_layout(prog)
@@ -202,7 +212,7 @@ def audit(
             result.faults.append((None, TableFault(0, 0, 0, f"pid {process.pid}: {e}")))  # type: ignore[arg-type]
             continue
         for vma in vmas:
-            report, findings, faults = audit_vma(walker, vma, layout, classifier, active, start, end)
+            report, findings, faults = audit_vma(walker, vma, layout, classifier, active, start, end, keep_runs)
             result.stats.vmas += 1
             if kinds and not set(kinds) & set(report.kinds):
                 continue

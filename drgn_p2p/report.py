@@ -8,7 +8,7 @@ tables. Rendering is kept apart from the data: every ``*_json`` function
 returns plain dicts, every ``print_*`` function only prints.
 """
 
-from typing import Dict, Iterable, List, Mapping, Optional
+from typing import Dict, List
 
 from rich.console import Console
 from rich.table import Table
@@ -110,6 +110,24 @@ def finding_json(finding: Finding, layout: Layout) -> Dict[str, object]:
     }
 
 
+def run_json(run) -> Dict[str, object]:
+    """One coalesced run of leaves (``audit --runs``)."""
+    leaf = run.first
+    return {
+        "start": hex(run.start),
+        "end": hex(run.end),
+        "count": run.count,
+        "level": leaf.level.label,
+        "entry": leaf.kind.value,
+        "raw": hex(leaf.raw),
+        "pfn": hex(leaf.pfn) if leaf.pfn is not None else None,
+        "special": leaf.special,
+        "devmap": leaf.devmap,
+        "page": run.page.kind.value,
+        "owner": run.page.owner,
+    }
+
+
 def layout_json(layout: Layout) -> Dict[str, object]:
     """The layout, each value with how it was learned."""
     fields = {
@@ -145,6 +163,7 @@ def audit_json(result, layout: Layout) -> Dict[str, object]:
     return {
         "schema": SCHEMA,
         "kernel": {"release": layout.release, "arch": layout.arch},
+        "layout": layout_json(layout)["layout"],
         "summary": {
             "processes": result.stats.processes,
             "vmas": result.stats.vmas,
@@ -162,6 +181,7 @@ def audit_json(result, layout: Layout) -> Dict[str, object]:
                 "special": r.special,
                 "devmap": r.devmap,
                 "unreadable_tables": r.unreadable_tables,
+                **({"runs": [run_json(run) for run in r.runs]} if r.runs else {}),
             }
             for r in result.vmas
         ],
@@ -209,23 +229,9 @@ def print_audit(console: Console, result, layout: Layout, verbose: bool = False)
         )
     console.print(table)
     if result.findings:
-        findings = Table(title="Findings", title_justify="left")
-        for col in ("severity", "rule", "pid", "comm", "range", "count", "level", "raw", "page", "message"):
-            findings.add_column(col, overflow="fold")
+        console.print("[bold]Findings[/]")
         for f in sorted(result.findings, key=lambda f: (-f.severity, f.rule, f.vma.pid, f.start)):
-            findings.add_row(
-                f"[{_SEVERITY_STYLE[f.severity]}]{f.severity.label}[/]",
-                f.rule,
-                str(f.vma.pid),
-                f.vma.comm,
-                f"{f.start:#x}-{f.end:#x}",
-                str(f.count),
-                f.first.level.label if f.first else "vma",
-                f"{f.first.raw:#018x}" if f.first else "",
-                f.page.kind.value if f.page else "",
-                f.message,
-            )
-        console.print(findings)
+            print_finding(console, f, layout)
     else:
         console.print("[green]No findings.[/]")
     s = result.stats
@@ -238,6 +244,30 @@ def print_audit(console: Console, result, layout: Layout, verbose: bool = False)
     if result.not_applicable:
         for rule, reason in result.not_applicable.items():
             console.print(f"[dim]not applicable: {rule}: {reason}[/]")
+
+
+def print_finding(console: Console, f: Finding, layout: Layout) -> None:
+    """One finding as a short block: verdict, where, the entry, the argument."""
+    what = f"{f.count} {f.first.level.label} leaves" if f.first else "whole VMA"
+    console.print(
+        f"[{_SEVERITY_STYLE[f.severity]}]{f.severity.label.upper()}[/] [bold]{f.rule}[/]"
+        f"  pid {f.vma.pid} ({f.vma.comm})  {f.start:#x}-{f.end:#x}  ({what})"
+    )
+    console.print(
+        f"  VMA {f.vma.start:#x}-{f.vma.end:#x} [{vm_flag_mnemonics(f.vma.flags, layout)}]"
+        f" {f.vma.ops or f.vma.file or 'anon'}"
+    )
+    if f.first is not None:
+        bits, cache = describe(f.first.raw, f.first.level, layout)
+        page = ""
+        if f.page is not None:
+            page = f" → {f.page.kind.value}" + (f" ({f.page.owner})" if f.page.owner else "")
+        pfn = f" pfn {f.first.pfn:#x}" if f.first.pfn is not None else ""
+        console.print(
+            f"  {f.first.kind.value} {f.first.raw:#018x} [{' '.join(bits)}]"
+            + (f" {cache}" if cache else "") + pfn + page
+        )
+    console.print(f"  {f.message}", soft_wrap=True)
 
 
 def print_layout(console: Console, layout: Layout) -> None:

@@ -14,14 +14,15 @@ import os
 import stat
 import struct
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 import drgn
 from drgn.helpers.linux.kallsyms import load_module_kallsyms
 
+from .elf import elf_build_id, has_debug_info
 from .errors import TargetError
 
-__all__ = ("open_program", "elf_build_id")
+__all__ = ("open_program",)
 
 #: Size of the smallest file that can hold an ELF header; anything shorter is not a core.
 _ELF_HEADER_SIZE = 64
@@ -153,15 +154,16 @@ def _load_debug_info(
 def _no_debug_info_message(main: drgn.Module, symbols: Sequence[str]) -> str:
     target_id = main.build_id.hex() if main.build_id else None
     for path in symbols:
-        file_id = elf_build_id(path)
-        if file_id is None:
-            continue
-        if target_id and file_id.hex() != target_id:
+        try:
+            file_id = elf_build_id(Path(path))
+        except (OSError, ValueError, struct.error, IndexError):
+            return f"{path} is not an ELF file"
+        if target_id and file_id and file_id != target_id:
             return (
                 f"{path} does not match the target kernel "
-                f"(build ID {file_id.hex()[:16]}… vs target {target_id[:16]}…)"
+                f"(build ID {file_id[:16]}… vs target {target_id[:16]}…)"
             )
-        if not _has_debug_info(path):
+        if not has_debug_info(Path(path)):
             return f"{path} has no debug info (stripped, or a -dbg symlink without its target?)"
     if symbols:
         return f"none of {', '.join(symbols)} provides debug info for the target kernel"
@@ -170,58 +172,3 @@ def _no_debug_info_message(main: drgn.Module, symbols: Sequence[str]) -> str:
         + (f" (build ID {target_id})" if target_id else "")
         + ": pass its vmlinux with -s"
     )
-
-
-def _elf_sections(path: str) -> Iterable[tuple]:
-    """Yield ``(name, type, offset, size)`` of a 64-bit little-endian ELF file's sections."""
-    with open(path, "rb") as f:
-        ident = f.read(64)
-        if len(ident) < 64 or ident[:4] != b"\x7fELF" or ident[4] != 2 or ident[5] != 1:
-            return
-        shoff, = struct.unpack_from("<Q", ident, 0x28)
-        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", ident, 0x3A)
-        f.seek(shoff)
-        table = f.read(shentsize * shnum)
-        headers = [
-            struct.unpack_from("<IIQQQQ", table, i * shentsize) for i in range(shnum)
-        ]
-        if shstrndx >= len(headers):
-            return
-        _, _, _, _, stroff, strsize = headers[shstrndx]
-        f.seek(stroff)
-        strtab = f.read(strsize)
-        for name_off, sh_type, _, _, offset, size in headers:
-            end = strtab.find(b"\0", name_off)
-            yield strtab[name_off:end].decode(errors="replace"), sh_type, offset, size
-
-
-def elf_build_id(path: str) -> Optional[bytes]:
-    """The GNU build ID of ELF file *path*, or ``None`` if it has none or is not ELF."""
-    try:
-        for name, sh_type, offset, size in _elf_sections(path):
-            if name != ".notes" and not name.startswith(".note"):
-                continue
-            with open(path, "rb") as f:
-                f.seek(offset)
-                data = f.read(size)
-            pos = 0
-            while pos + 12 <= len(data):
-                namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
-                pos += 12
-                nname = data[pos : pos + namesz]
-                pos += (namesz + 3) & ~3
-                desc = data[pos : pos + descsz]
-                pos += (descsz + 3) & ~3
-                if ntype == 3 and nname.rstrip(b"\0") == b"GNU":  # NT_GNU_BUILD_ID
-                    return desc
-    except (OSError, struct.error):
-        return None
-    return None
-
-
-def _has_debug_info(path: str) -> bool:
-    try:
-        return any(name == ".debug_info" for name, *_ in _elf_sections(path))
-    except (OSError, struct.error):
-        return False
-

@@ -38,6 +38,7 @@ from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import click
 from rich.console import Console
 
+from drgn_p2p.elf import elf_build_id, elf_sections
 from drgn_p2p.lab import LabError, apt, cache_dir
 
 __all__ = (
@@ -206,57 +207,6 @@ def image_packages(kver: str, available: Sequence[str], image_depends: Sequence[
     if not split:
         raise LabError(f"cannot tell which packages hold the {kver} image")
     return split
-
-
-def elf_sections(path: Path) -> Dict[str, Tuple[int, int]]:
-    """Return ``{name: (offset, size)}`` of the sections of a 64-bit little-endian ELF file."""
-    with open(path, "rb") as f:
-        ident = f.read(64)
-        if ident[:4] != b"\x7fELF" or ident[4] != 2 or ident[5] != 1:
-            raise LabError(f"{path} is not a 64-bit little-endian ELF file")
-        shoff, = struct.unpack_from("<Q", ident, 0x28)
-        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", ident, 0x3A)
-        f.seek(shoff)
-        table = f.read(shentsize * shnum)
-        headers = [struct.unpack_from("<IIQQQQ", table, i * shentsize) for i in range(shnum)]
-        _, _, _, _, stroff, strsize = headers[shstrndx]
-        f.seek(stroff)
-        strtab = f.read(strsize)
-    sections = {}
-    for name_off, _, _, _, offset, size in headers:
-        name = strtab[name_off : strtab.index(b"\0", name_off)].decode()
-        sections[name] = (offset, size)
-    return sections
-
-
-def _notes(data: bytes) -> Iterator[Tuple[bytes, int, bytes]]:
-    """Yield ``(name, type, desc)`` of the ELF notes packed in ``data``."""
-    pos = 0
-    while pos + 12 <= len(data):
-        namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
-        name_at = pos + 12
-        desc_at = name_at + (namesz + 3) // 4 * 4
-        yield data[name_at : name_at + namesz].rstrip(b"\0"), ntype, data[desc_at : desc_at + descsz]
-        pos = desc_at + (descsz + 3) // 4 * 4
-
-
-def elf_build_id(path: Path, sections: Optional[Mapping[str, Tuple[int, int]]] = None) -> Optional[str]:
-    """
-    Return the GNU build ID of an ELF file as hex, or None if it has none.
-    vmlinux keeps it among the other notes of ``.notes``.
-    """
-    sections = elf_sections(path) if sections is None else sections
-    for name in (".note.gnu.build-id", ".notes"):
-        if name not in sections:
-            continue
-        offset, size = sections[name]
-        with open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read(size)
-        for owner, ntype, desc in _notes(data):
-            if owner == b"GNU" and ntype == 3:  # NT_GNU_BUILD_ID
-                return desc.hex()
-    return None
 
 
 def bzimage_version(path: Path) -> str:
@@ -469,7 +419,10 @@ def _save(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> None:
 
 def _verify_vmlinux(path: Path, bzimage: Path) -> Optional[str]:
     """Check that ``path`` is an ELF with DWARF built with ``bzimage``; return its build ID."""
-    sections = elf_sections(path)
+    try:
+        sections = elf_sections(path)
+    except ValueError as e:
+        raise LabError(str(e)) from None
     if ".debug_info" not in sections:
         raise LabError(f"{path} has no .debug_info section")
     if not vmlinux_matches(path, bzimage):

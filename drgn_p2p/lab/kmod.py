@@ -372,11 +372,16 @@ def _header_packages(kver: str, version: str) -> List[str]:
     return [f"{p}={version}" for p in wanted]
 
 
+def _in_chroot_file(root: Path, path: str) -> bool:
+    """Whether ``path`` is a file inside the chroot (its symlinks are absolute, so resolve them there)."""
+    return subprocess.run(["chroot", str(root), "test", "-f", path], env=_CHROOT_ENV).returncode == 0
+
+
 def _ensure_headers(root: Path, kver: str, version: str, log: Path, timings: Dict[str, float]) -> str:
     """Unpack the kernel's headers into the chroot unless there; return the build dir inside it."""
     build = f"/lib/modules/{kver}/build"
     stamp = root / f".drgn-p2p-headers-{kver}"
-    if stamp.exists() and (root / build.lstrip("/") / "Makefile").exists():
+    if stamp.exists() and _in_chroot_file(root, f"{build}/Makefile"):
         return build
     with tempfile.TemporaryDirectory(dir=root / "tmp") as tmp:
         with _step(f"download headers for {kver}", timings):
@@ -386,7 +391,7 @@ def _ensure_headers(root: Path, kver: str, version: str, log: Path, timings: Dic
             # linux-base, which the chroot lacks; nothing in it matters here.
             inside = [f"/tmp/{Path(tmp).name}/{d.name}" for d in debs]
             _chroot(root, ["dpkg", "--force-depends", "--force-unsafe-io", "--unpack", *inside], log=log)
-    if not (root / build.lstrip("/") / "Makefile").exists():
+    if not _in_chroot_file(root, f"{build}/Makefile"):
         raise LabError(f"the headers of {kver} did not provide {build}/Makefile")
     stamp.touch()
     return build

@@ -5,13 +5,11 @@
 # scenario (dashes become underscores).  A function returns 0 once its holder
 # process holds the mapping; otherwise it returns non-zero with the reason in
 # QP_REASON, which is recorded in /out/skipped.json.  Its output goes to
-# /out/logs/<name>.log.
+# /out/logs/<name>.log.  Scenarios run concurrently (see run_scenarios).
 #
 # From /out/config.env: QP_SCENARIOS, QP_HOLDER, QP_TEST_HMM, QP_EXPECT[name].
 
 QP_REASON=
-QP_PIDS=
-QP_MOUNTS=
 
 # Run a command; on failure set QP_REASON to it and its status.
 step() {
@@ -52,10 +50,7 @@ hold() {
 	"$QP_HOLDER" "$f" "$s" "${QP_EXPECT[$s]}" "$@" &
 	pid=$!
 	for ((i = 0; i < 600; i++)); do
-		if [ -e "$f" ]; then
-			QP_PIDS+=" $pid"
-			return 0
-		fi
+		[ -e "$f" ] && return 0
 		if gone "$pid"; then
 			wait "$pid"
 			fail "holder $* exited with status $?"
@@ -167,7 +162,6 @@ scn_fsdax() {
 	step mkfs.ext4 -q -F -b 4096 -E nodiscard "/dev/$dev" || return
 	mnt=$(mktemp -d /tmp/qp-fsdax.XXXXXX)
 	step mount -o dax "/dev/$dev" "$mnt" || return
-	QP_MOUNTS+=" $mnt"
 	hold fsdax file "$mnt/held"
 }
 
@@ -233,31 +227,44 @@ scn_device_private() {
 
 # --- driver --------------------------------------------------------------
 
-# record_skip NAME REASON...: one line per skip, control characters removed.
+# record_skip NAME REASON...: the reason, control characters removed.
 record_skip() {
 	local name=$1
 	shift
-	printf '%s\t%s\n' "$name" "$(printf '%s' "$*" | tr -d '\000-\037')" >> /out/skipped.txt
+	printf '%s' "$*" | tr -d '\000-\037' > "/out/skipped.d/$name"
 }
 
 run_one() {
-	local s=$1 log=/out/logs/$1.log t0
-	t0=$(cut -d' ' -f1 /proc/uptime)
+	local s=$1 log=/out/logs/$1.log
 	QP_REASON=
-	echo "qp: scenario $s at $t0 s"
+	echo "qp: scenario $s at $(cut -d' ' -f1 /proc/uptime) s"
 	if "scn_${s//-/_}" >> "$log" 2>&1; then
+		echo "qp: scenario $s held at $(cut -d' ' -f1 /proc/uptime) s"
 		return 0
 	fi
 	record_skip "$s" "error: ${QP_REASON:-failed}; log: $(tail -n 3 "$log" | tr '\n' ' ')"
 	echo "qp: scenario $s failed: $QP_REASON"
 }
 
+# Set up the scenarios concurrently (the guest has two CPUs), except that the
+# two pmem scenarios share their modules and ndctl, so they run in turn.
 run_scenarios() {
-	local s
-	mkdir -p /out/logs /out/holders
+	local s jobs=() pmem=()
+	mkdir -p /out/logs /out/holders /out/skipped.d
 	for s in $QP_SCENARIOS; do
-		run_one "$s"
+		case $s in
+		fsdax | devdax) pmem+=("$s") ;;
+		*)
+			run_one "$s" &
+			jobs+=($!)
+			;;
+		esac
 	done
+	if ((${#pmem[@]})); then
+		(for s in "${pmem[@]}"; do run_one "$s"; done) &
+		jobs+=($!)
+	fi
+	wait "${jobs[@]}"
 }
 
 json_string() {
@@ -284,17 +291,24 @@ write_results() {
 		while IFS=$'\t' read -r name reason; do
 			printf '%s  %s: %s' "$sep" "$(json_string "$name")" "$(json_string "$reason")"
 			sep=$',\n'
-		done < <(cat /out/skipped.txt 2> /dev/null)
+		done < <(
+			cat /out/skipped.txt 2> /dev/null
+			for f in /out/skipped.d/*; do
+				[ -e "$f" ] && printf '%s\t%s\n' "${f##*/}" "$(cat "$f")"
+			done
+		)
 		printf '\n}\n'
 	} | put /out/skipped.json
 }
 
 # Stop the holders and unmount what the scenarios mounted.
 release_scenarios() {
-	local m
-	# shellcheck disable=SC2086
-	[ -n "$QP_PIDS" ] && kill $QP_PIDS 2> /dev/null && wait $QP_PIDS 2> /dev/null
-	for m in $QP_MOUNTS; do
-		umount "$m" 2> /dev/null
-	done
+	local kind pid rest dev mnt
+	while read -r kind pid rest; do
+		kill "$pid" 2> /dev/null
+	done < /out/manifest.txt
+	sleep 0.2
+	while read -r dev mnt rest; do
+		[[ $mnt == /tmp/qp-* ]] && umount "$mnt"
+	done < /proc/mounts
 }
