@@ -39,9 +39,8 @@ import subprocess
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence
+from typing import Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from rich.console import Console
 
@@ -288,7 +287,7 @@ def _kernel_record(kernel: object) -> Dict[str, object]:
     return json.loads(path.read_text())
 
 
-def _kernel_facts(kernel: object) -> "tuple[str, str, str, str]":
+def _kernel_facts(kernel: object) -> Tuple[str, str, str, str]:
     """Return (kver, suite, cc, package version) of a lab kernel, or raise LabError."""
     kver = str(getattr(kernel, "kver"))
     record = _kernel_record(kernel)
@@ -410,14 +409,12 @@ def _extract_test_hmm(kver: str, suite: str, version: str, dest: Path, timings: 
     linux-source package into ``dest``; return the source package version used.
     """
     package = _source_package(kver)
-    use = version
-    if apt.version_in(package, suite) != version:
-        # The suite moved on; a newer upload of the same major.minor is the next best source.
-        current = apt.version_in(package, suite)
-        if current is None:
-            raise LabError(f"{suite} offers no {package}")
-        _console.print(f"[yellow]{package} {version} is gone from {suite}; using {current}[/]")
-        use = current
+    use = apt.version_in(package, suite)
+    if use is None:
+        raise LabError(f"{suite} offers no {package}")
+    if use != version:
+        # The suite moved on; a later upload of the same major.minor is the next best source.
+        _console.print(f"[yellow]{package} {version} is gone from {suite}; using {use}[/]")
     tarball = f"./usr/src/{package}.tar.xz"
     members = [f"{package}/lib/{name}" for name in _TEST_HMM_FILES]
     with tempfile.TemporaryDirectory(dir=dest) as tmp:

@@ -196,10 +196,17 @@ class Guest:
         tmp = base.with_suffix(".sh.tmp")
         tmp.write_text(cmd + "\n")
         os.replace(tmp, base.with_suffix(".sh"))
-        self._wait_file(base.with_suffix(".rc"), time.monotonic() + timeout + 30,
-                        f"command {self._ncmd} ({cmd[:60]!r})")
-        rc = int(base.with_suffix(".rc").read_text().strip() or "255")
-        return rc, base.with_suffix(".out").read_text(errors="replace")
+        rc_file = base.with_suffix(".rc")
+        deadline = time.monotonic() + timeout + 30
+        what = f"command {self._ncmd} ({cmd[:60]!r})"
+        while True:
+            self._wait_file(rc_file, deadline, what)
+            text = rc_file.read_text()
+            if text.endswith("\n"):  # written in one write(); complete
+                return int(text), base.with_suffix(".out").read_text(errors="replace")
+            if time.monotonic() > deadline:
+                raise self._diagnose(f"timed out reading the status of {what}")
+            time.sleep(0.02)
 
     def qmp(self, command: str, arguments: Optional[Dict[str, Any]] = None,
             timeout: float = 60.0) -> Any:

@@ -9,7 +9,6 @@ import gc
 import os
 import shutil
 import time
-from pathlib import Path
 from typing import Dict, List
 
 import pytest

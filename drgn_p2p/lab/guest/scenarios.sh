@@ -255,8 +255,7 @@ run_scenarios() {
 		case $s in
 		fsdax | devdax) pmem+=("$s") ;;
 		*)
-			run_one "$s" &
-			jobs+=($!)
+			run_one "$s"
 			;;
 		esac
 	done
