@@ -20,7 +20,6 @@ from .classify import Classifier
 from .errors import UsageError
 from .layout import read_layout
 from .records import Level, Run
-from .report import vm_flag_names
 from .rules import evaluate_run
 from .walk import PageTableWalker, for_each_process, process_vmas
 
@@ -58,7 +57,7 @@ def explain(prog: drgn.Program, pid: int, va: int) -> Dict[str, object]:
             "start": hex(vma.start),
             "end": hex(vma.end),
             "flags": hex(vma.flags),
-            "flag_names": vm_flag_names(vma.flags, layout),
+            "flag_names": layout.vm_flag_names(vma.flags),
             "file": vma.file,
             "ops": vma.ops,
         },

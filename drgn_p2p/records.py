@@ -16,7 +16,7 @@ verdict on a run or a VMA.
 
 import enum
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 __all__ = (
     "Level",
@@ -203,6 +203,17 @@ class Layout:
         """The mask of VMA flag *name* (``"PFNMAP"``), 0 if this kernel lacks it."""
         bit = self.vm_flags.get(name)
         return 0 if bit is None else 1 << bit
+
+    def vm_flag_names(self, flags: int) -> List[str]:
+        """Names (without ``VM_``) of the VMA flags set in *flags*, by bit.
+
+        A bit with several names takes the first this kernel declares; a bit
+        with none is ``bitN``.
+        """
+        by_bit: Dict[int, str] = {}
+        for name, bit in self.vm_flags.items():
+            by_bit.setdefault(bit, name)
+        return [by_bit.get(bit, f"bit{bit}") for bit in range(flags.bit_length()) if flags >> bit & 1]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ tables. Rendering is kept apart from the data: every ``*_json`` function
 returns plain dicts, every ``print_*`` function only prints.
 """
 
-from typing import Dict, List
+from typing import Dict
 
 from rich.console import Console
 from rich.table import Table
@@ -18,7 +18,7 @@ from .records import Finding, Layout, Severity, Vma
 
 __all__ = (
     "SCHEMA",
-    "vm_flag_names",
+    "vm_flag_mnemonics",
     "layout_json",
     "audit_json",
     "print_audit",
@@ -43,26 +43,9 @@ _MNEMONICS = {
 }
 
 
-def vm_flag_names(flags: int, layout: Layout) -> List[str]:
-    """Names (without ``VM_``) of the VMA flags set in *flags*, by bit order.
-
-    Bits this kernel does not name are shown as ``bitN``.
-    """
-    by_bit: Dict[int, str] = {}
-    for name, bit in layout.vm_flags.items():
-        by_bit.setdefault(bit, name)
-    names = []
-    bit = 0
-    while flags >> bit:
-        if flags >> bit & 1:
-            names.append(by_bit.get(bit, f"bit{bit}"))
-        bit += 1
-    return names
-
-
 def vm_flag_mnemonics(flags: int, layout: Layout) -> str:
     """smaps-style ``VmFlags`` mnemonics of *flags* (``??`` for unnamed bits)."""
-    return " ".join(_MNEMONICS.get(n, "??") for n in vm_flag_names(flags, layout))
+    return " ".join(_MNEMONICS.get(n, "??") for n in layout.vm_flag_names(flags))
 
 
 def _vma_json(vma: Vma, layout: Layout) -> Dict[str, object]:
@@ -72,7 +55,7 @@ def _vma_json(vma: Vma, layout: Layout) -> Dict[str, object]:
         "start": hex(vma.start),
         "end": hex(vma.end),
         "flags": hex(vma.flags),
-        "flag_names": vm_flag_names(vma.flags, layout),
+        "flag_names": layout.vm_flag_names(vma.flags),
         "pgoff": vma.pgoff,
         "file": vma.file,
         "ops": vma.ops,

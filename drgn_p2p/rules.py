@@ -40,7 +40,6 @@ __all__ = (
     "evaluate_run",
     "evaluate_vma",
     "evaluate_runs",
-    "vm_flag_names",
 )
 
 # Thread files (shared/threads/), cited by file name.
@@ -127,14 +126,9 @@ def _page_desc(run: Run) -> str:
     return f"{kind} ({run.page.owner})" if run.page.owner else kind
 
 
-def vm_flag_names(flags: int, layout: Layout) -> str:
-    """``0x400`` → ``"PFNMAP"``; bits this layout has no name for print as ``bitN``."""
-    by_bit = {bit: name for name, bit in layout.vm_flags.items()}
-    names = []
-    for bit in range(flags.bit_length()):
-        if flags >> bit & 1:
-            names.append(by_bit.get(bit, f"bit{bit}"))
-    return "|".join(names) or "0"
+def _flags_text(flags: int, layout: Layout) -> str:
+    """``0x400`` → ``"PFNMAP"``, for messages and evidence."""
+    return "|".join(layout.vm_flag_names(flags)) or "0"
 
 
 def _pfn_vma(vma: Vma, layout: Layout) -> bool:
@@ -209,7 +203,7 @@ def _check_no_memmap_outside_pfnmap(run: Run, layout: Layout) -> Optional[str]:
         return None
     return (
         f"{_lvl(leaf)} maps a PFN without struct page ({run.page.owner or 'no memmap'}) in a VMA "
-        f"with neither VM_PFNMAP nor VM_MIXEDMAP (flags {vm_flag_names(run.vma.flags, layout)}); "
+        f"with neither VM_PFNMAP nor VM_MIXEDMAP (flags {_flags_text(run.vma.flags, layout)}); "
         f"expected VM_PFNMAP (remap_pfn_range()/vmf_insert_pfn()) or VM_MIXEDMAP"
     )
 
@@ -224,7 +218,7 @@ def _check_special_outside_pfnmap(run: Run, layout: Layout) -> Optional[str]:
         return None  # vm_normal_page() accepts pte_devmap(); devmap-not-dax judges the page
     return (
         f"{_lvl(leaf)} with {arch.special_label(layout)} maps a {_page_desc(run)} page in a VMA with "
-        f"neither VM_PFNMAP nor VM_MIXEDMAP (flags {vm_flag_names(run.vma.flags, layout)}); only the zero "
+        f"neither VM_PFNMAP nor VM_MIXEDMAP (flags {_flags_text(run.vma.flags, layout)}); only the zero "
         f"page, the huge zero page or a devmap DAX PTE may be special there: vm_normal_page() reports "
         f"\"Bad page map\""
     )
@@ -260,7 +254,7 @@ def _check_p2pdma_vma_flags(run: Run, layout: Layout) -> Optional[str]:
     if not missing:
         return None
     return (
-        f"P2PDMA page in a VMA without {' and '.join(missing)} (flags {vm_flag_names(vma.flags, layout)}); "
+        f"P2PDMA page in a VMA without {' and '.join(missing)} (flags {_flags_text(vma.flags, layout)}); "
         f"expected VM_SHARED|VM_MIXEDMAP: p2pmem_alloc_mmap() refuses private mappings and "
         f"vm_insert_page() sets VM_MIXEDMAP"
     )
@@ -727,7 +721,7 @@ def _evidence(leaf: Leaf, run: Run, layout: Layout) -> Tuple[Tuple[str, str], ..
         ev.append(("owner", run.page.owner))
     if not run.page.memmap_readable:
         ev.append(("memmap", "unreadable; kind from the pgmap"))
-    ev.append(("vm_flags", vm_flag_names(run.vma.flags, layout)))
+    ev.append(("vm_flags", _flags_text(run.vma.flags, layout)))
     return tuple(ev)
 
 
@@ -770,7 +764,7 @@ def evaluate_vma(summary: VmaSummary, layout: Layout, rules: Optional[Iterable[R
             found.append(
                 Finding(
                     rule.id, rule.severity, vma, vma.start, vma.end, summary.present, message,
-                    evidence=(("vm_flags", vm_flag_names(vma.flags, layout)),),
+                    evidence=(("vm_flags", _flags_text(vma.flags, layout)),),
                 )
             )
     return found

@@ -190,16 +190,17 @@ def _missing_config(s: Scenario, config: Mapping[str, str]) -> Optional[str]:
 def _find_test_hmm(kernel: Any, test_hmm: Optional[os.PathLike]) -> Tuple[Optional[Path], Optional[str]]:
     """
     Resolve the test_hmm.ko to use: the parameter, else ``$DRGN_P2P_TEST_HMM``,
-    else ``test_hmm.ko`` in the kernel's cache directory. Return (path, None)
-    or (None, reason).
+    else one built from the kernel's own source package (cached per kernel).
+    Return (path, None) or (None, reason).
     """
     value = test_hmm if test_hmm is not None else os.environ.get(TEST_HMM_ENV)
     if not value:
-        cached = Path(kernel.dir) / "test_hmm.ko"
-        if not cached.is_file():
-            return None, (f"no test_hmm.ko supplied (parameter test_hmm, ${TEST_HMM_ENV} "
-                          f"or {cached.name} in the kernel's cache directory)")
-        value = cached
+        from .kmod import build_module
+
+        try:
+            value = build_module(kernel, "test_hmm")
+        except LabError as e:
+            return None, f"cannot build test_hmm: {e}"
     path = Path(value).resolve()
     if not path.is_file():
         return None, f"test_hmm.ko not found: {path}"

@@ -4,23 +4,19 @@ Lab fixtures: one booted guest per kernel, shared by the whole session.
 
 ``lab_guest(name)`` returns the guest of the pinned kernel *name* ("newest",
 "6.12", "6.1"), booted with every scenario its kernel supports, fetching the
-kernel (and test_hmm.ko, for device-private) first if needed. Guests run under TCG and both use the machine's two
-cores, so at most one is alive: asking for another kernel releases the
-previous guest (group tests by kernel). ``guest_newest`` is
+kernel (and, through the scenario plan, test_hmm.ko) first if needed. Guests
+run under TCG on both of the machine's cores, so at most one is alive: asking
+for another kernel releases the previous guest (group tests by kernel). ``guest_newest`` is
 ``lab_guest("newest")``.
 """
 
-import os
 import shutil
 import sys
 import time
-from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Callable, Dict, Iterator
 
 import pytest
 
-from drgn_p2p.lab import LabError
-from drgn_p2p.lab.scenarios import TEST_HMM_ENV
 from drgn_p2p.lab.vm import Guest, start
 
 
@@ -30,31 +26,10 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def _test_hmm(kernel: Any) -> Optional[Path]:
-    """
-    test_hmm.ko for *kernel*, built (or taken from the cache) by
-    :mod:`drgn_p2p.lab.kmod`; None when ``$DRGN_P2P_TEST_HMM`` names one, when
-    the kernel cannot have it, or when the build fails (the guest then records
-    the ``device-private`` skip).
-    """
-    if os.environ.get(TEST_HMM_ENV):
-        return None
-    from drgn_p2p.lab import kmod
-
-    if kmod.module_supported(kernel, "test_hmm") is not None:
-        return None
-    try:
-        return kmod.build_module(kernel, "test_hmm")
-    except LabError as e:
-        print(f"\nlab: no test_hmm for {kernel.kver}: {e}", file=sys.stderr)
-        return None
-
-
 class _Lab:
     """Boots guests on demand, keeping at most one alive."""
 
     def __init__(self) -> None:
-        self.current: Optional[str] = None
         self.guests: Dict[str, Guest] = {}
 
     def get(self, name: str) -> Guest:
@@ -69,7 +44,7 @@ class _Lab:
 
         kernel = ensure_kernel(name)
         t0 = time.monotonic()
-        guest = start(kernel, test_hmm=_test_hmm(kernel))
+        guest = start(kernel)
         print(
             f"\nlab: {kernel.kver} ready in {time.monotonic() - t0:.1f} s "
             f"(stage 2 at {guest.timings['stage2']:.1f} s wall, {guest.timings['uptime_stage2']:.1f} s uptime; "
@@ -78,7 +53,6 @@ class _Lab:
             file=sys.stderr,
         )
         self.guests[name] = guest
-        self.current = name
         return guest
 
     def close(self) -> None:
@@ -86,7 +60,6 @@ class _Lab:
         for guest in self.guests.values():
             guest.close()
         self.guests.clear()
-        self.current = None
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 """The lab itself: boot, scenarios, drgn over QMP, commands, dumps."""
 
 import gc
+import shlex
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -68,6 +70,18 @@ def test_run_in_guest(guest_newest):
     assert guest_newest.run("exit 3")[0] == 3
     rc, out = guest_newest.run("cat /proc/$(awk '$1==\"anon\"{print $2}' /out/manifest.txt)/comm")
     assert (rc, out.strip()) == (0, "holder")
+
+
+@pytest.mark.lab
+def test_live_drgn_in_guest(guest_newest):
+    """The host's Python and drgn run inside the guest, live on /proc/kcore."""
+    script = (
+        "import drgn; prog = drgn.Program(); prog.set_kernel(); "
+        f"prog.load_debug_info([{str(guest_newest.kernel.vmlinux)!r}]); "
+        "print(prog['init_task'].comm.string_().decode())"
+    )
+    rc, out = guest_newest.run(f"{shlex.quote(sys.executable)} -c {shlex.quote(script)}", timeout=120)
+    assert (rc, out.splitlines()[-1:]) == (0, ["swapper/0"]), out
 
 
 @pytest.mark.lab

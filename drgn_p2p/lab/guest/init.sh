@@ -30,7 +30,6 @@ mount_pseudo() {
 	mount -t devpts devpts /dev/pts
 	mount -t tmpfs tmpfs /dev/shm
 	mount -t tmpfs tmpfs /run
-	mount -t tmpfs tmpfs /tmp
 	mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 	ln -sfn /proc/self/fd /dev/fd
 	ln -sfn /proc/self/fd/0 /dev/stdin
