@@ -238,38 +238,33 @@ def maps(open_target, pid, as_json) -> None:
 @_guard
 def pgmaps(open_target, as_json) -> None:
     """List every dev_pagemap: type, range, owner, ops, and who maps its pages."""
+    from .classify import Classifier
     from .pipeline import audit as run_audit
-    from .classify import read_pagemaps
-    from .layout import read_layout
 
     prog = open_target()
-    lay = read_layout(prog)
-    pagemaps = read_pagemaps(prog, lay)
-    rows = []
-    for p in pagemaps:
-        rows.append(
-            {
-                "pgmap": hex(p.address),
-                "type": p.type_name,
-                "start": hex(p.start_pfn << lay.page_shift),
-                "end": hex(p.end_pfn << lay.page_shift),
-                "pages": p.end_pfn - p.start_pfn,
-                "owner": p.owner,
-                "ops": p.ops,
-                "memmap_readable": p.memmap_readable,
-                "mapped_by": {},
-            }
-        )
     result = run_audit(prog)
-    # Count mapped 4 KiB pages per pgmap from the findings-free summaries: the
-    # audit records pages by kind per VMA; attribute a VMA to each pgmap of
-    # the kinds it maps.
+    classifier = Classifier(prog, result.layout)
+    shift = result.layout.page_shift
+    mapped: dict = {}
     for r in result.vmas:
-        for row, p in zip(rows, pagemaps):
-            count = dict(r.pages_by_kind).get(p.kind.value)
-            if count:
-                key = f"{r.vma.pid}/{r.vma.comm}"
-                row["mapped_by"][key] = row["mapped_by"].get(key, 0) + count
+        for pgmap, pages in r.pages_by_pgmap:
+            key = f"{r.vma.pid}/{r.vma.comm}"
+            per = mapped.setdefault(pgmap, {})
+            per[key] = per.get(key, 0) + pages
+    rows = [
+        {
+            "pgmap": hex(p.address),
+            "type": p.type_name,
+            "start": hex(p.start_pfn << shift),
+            "end": hex(p.end_pfn << shift),
+            "pages": p.end_pfn - p.start_pfn,
+            "owner": p.owner or classifier.iomem_owner(p.start_pfn),
+            "ops": p.ops,
+            "memmap_readable": p.memmap_readable,
+            "mapped_by": mapped.get(p.address, {}),
+        }
+        for p in classifier.pagemaps
+    ]
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return

@@ -53,6 +53,9 @@ class VmaReport:
     special: int  # present leaves with the special bit
     devmap: int  # present leaves with the devmap bit
     unreadable_tables: int
+    #: ``struct dev_pagemap *`` → 4 KiB pages of it that this VMA maps or
+    #: holds entries for (device-private entries included).
+    pages_by_pgmap: Tuple[Tuple[int, int], ...] = ()
     #: The coalesced runs, kept only when asked for (``keep_runs``).
     runs: Tuple[Run, ...] = ()
 
@@ -135,6 +138,7 @@ def audit_vma(
     pages: Counter = Counter()
     entries: Counter = Counter()
     levels: Counter = Counter()
+    by_pgmap: Counter = Counter()
     special = devmap = 0
     findings: List[Finding] = []
     tally = VmaTally(vma, layout)
@@ -143,6 +147,8 @@ def audit_vma(
         leaf = run.first
         tally.add(run)
         entries[leaf.kind.value] += run.count
+        if run.page.pgmap:
+            by_pgmap[run.page.pgmap] += run.count * (leaf.size >> 12)
         if leaf.kind.maps_memory:
             pages[run.page.kind.value] += run.count * (leaf.size >> 12)
             levels[leaf.level.label] += run.count
@@ -160,6 +166,7 @@ def audit_vma(
         special=special,
         devmap=devmap,
         unreadable_tables=len(faults),
+        pages_by_pgmap=tuple(sorted(by_pgmap.items())),
         runs=tuple(kept),
     )
     return report, list(merge_findings(findings)), faults

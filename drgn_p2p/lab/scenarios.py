@@ -31,6 +31,7 @@ __all__ = (
     "Plan",
     "Scenario",
     "expect_of",
+    "guest_binary",
     "holder_binary",
     "kernel_config",
     "names",
@@ -245,20 +246,30 @@ def holder_binary() -> Path:
     ``<cache>/bin/<source hash>/`` when no binary for this exact source
     exists yet.
     """
-    src = GUEST_DIR / "holder.c"
+    return guest_binary("holder")
+
+
+def guest_binary(name: str) -> Path:
+    """
+    Return the path of the static guest program ``guest/<name>.c`` (``holder``,
+    ``benchload``), compiled with ``gcc -O2 -static`` into
+    ``<cache>/bin/<source hash>/<name>`` when no binary for this exact source
+    exists yet. The binary keeps the source's name, so its ``comm`` is *name*.
+    """
+    src = GUEST_DIR / f"{name}.c"
     digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
-    dest = cache_dir() / "bin" / digest / "holder"  # comm stays "holder"
+    dest = cache_dir() / "bin" / digest / name
     if dest.exists():
         return dest
     gcc = shutil.which("gcc")
     if gcc is None:
-        raise LabError("gcc not found: the lab compiles guest/holder.c (install gcc libc6-dev)")
+        raise LabError(f"gcc not found: the lab compiles guest/{name}.c (install gcc libc6-dev)")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f"holder.tmp{os.getpid()}")
+    tmp = dest.with_name(f"{name}.tmp{os.getpid()}")
     proc = subprocess.run([gcc, "-O2", "-static", "-Wall", "-o", str(tmp), str(src)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        raise LabError(f"compiling holder.c failed: {proc.stderr.strip()[-500:]}")
+        raise LabError(f"compiling {name}.c failed: {proc.stderr.strip()[-500:]}")
     os.replace(tmp, dest)
     return dest
 
