@@ -21,6 +21,7 @@ import click
 from rich.console import Console
 
 from . import LabError
+from .bench import bench_command
 from .kernels import fetch_command
 
 __all__ = ("lab", "audit_argv", "VIAS")
@@ -31,13 +32,15 @@ _console = Console(stderr=True, highlight=False)
 VIAS = ("qemu", "vmcore", "live")
 
 
-def _kernel(name: Optional[str], bzimage: Optional[str], vmlinux: Optional[str], modules: Optional[str]):
+def _kernel(name: Optional[str], bzimage: Optional[str], vmlinux: Optional[str], modules: Optional[str],
+            config: Optional[str]):
     from .kernels import ensure_kernel, user_kernel
 
     if bzimage or vmlinux:
         if not (bzimage and vmlinux):
             raise click.UsageError("--bzimage and --vmlinux go together")
-        return user_kernel(Path(bzimage), Path(vmlinux), Path(modules) if modules else None)
+        return user_kernel(Path(bzimage), Path(vmlinux), Path(modules) if modules else None,
+                           Path(config) if config else None)
     return ensure_kernel(name or "newest")
 
 
@@ -75,12 +78,14 @@ def lab() -> None:
 
 
 lab.add_command(fetch_command, name="fetch")
+lab.add_command(bench_command, name="bench")
 
 _kernel_options = [
     click.option("--kernel", "kernel_name", default="newest", show_default=True, help="Lab kernel: newest, 6.12 or 6.1."),
     click.option("--bzimage", metavar="PATH", help="Boot your own kernel image instead (with --vmlinux)."),
     click.option("--vmlinux", metavar="PATH", help="vmlinux with debug info of --bzimage."),
     click.option("--modules", metavar="DIR", help="Module tree of --bzimage (lib/modules/KVER)."),
+    click.option("--config", "kconfig", metavar="PATH", help="Kernel config of --bzimage (default: looked for beside it, in --modules, /boot)."),
     click.option("--scenario", "scenarios", multiple=True, help="Scenario to hold (default: every one the kernel supports); repeatable."),
     click.option("--4level", "four_level", is_flag=True, help="4-level paging (-cpu max,-la57) instead of 5-level."),
 ]
@@ -92,10 +97,10 @@ def _with_kernel_options(func):
     return func
 
 
-def _boot(kernel_name, bzimage, vmlinux, modules, scenarios, four_level):
+def _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level):
     from .vm import start
 
-    kernel = _kernel(kernel_name, bzimage, vmlinux, modules)
+    kernel = _kernel(kernel_name, bzimage, vmlinux, modules, kconfig)
     _console.print(f"lab: booting {kernel.kver} ({'4' if four_level else '5'}-level paging)…")
     guest = start(kernel, scenarios or None, la57=not four_level)
     _console.print(f"lab: {len(guest.mappings)} mappings held")
@@ -110,13 +115,13 @@ def _boot(kernel_name, bzimage, vmlinux, modules, scenarios, four_level):
 @_with_kernel_options
 @click.option("--via", "vias", multiple=True, type=click.Choice(VIAS), help="Program source(s) to audit through (default: all three).")
 @click.argument("audit_args", nargs=-1, type=click.UNPROCESSED)
-def run(kernel_name, bzimage, vmlinux, modules, scenarios, four_level, vias, audit_args) -> None:
+def run(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, vias, audit_args) -> None:
     """Boot, hold the mappings, and run 'drgn-p2p audit AUDIT_ARGS' each way.
 
     Exits with the worst exit code of the audits (0 clean, 1 findings, 2 error).
     """
     try:
-        guest = _boot(kernel_name, bzimage, vmlinux, modules, scenarios, four_level)
+        guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level)
     except LabError as e:
         _console.print(f"[bold red]error:[/] {e}")
         sys.exit(2)
@@ -140,10 +145,10 @@ def run(kernel_name, bzimage, vmlinux, modules, scenarios, four_level, vias, aud
 
 @lab.command()
 @_with_kernel_options
-def shell(kernel_name, bzimage, vmlinux, modules, scenarios, four_level) -> None:
+def shell(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level) -> None:
     """Boot with the mappings held and keep the guest up until Ctrl-C."""
     try:
-        guest = _boot(kernel_name, bzimage, vmlinux, modules, scenarios, four_level)
+        guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level)
     except LabError as e:
         _console.print(f"[bold red]error:[/] {e}")
         sys.exit(2)

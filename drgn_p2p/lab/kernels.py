@@ -518,8 +518,12 @@ def ensure_kernel(name: str) -> Kernel:
         return Kernel.from_dir(kdir)
 
 
-def _user_config(kver: str, modules_dir: Optional[Path]) -> Dict[str, str]:
-    candidates = [Path("/boot") / f"config-{kver}"]
+def _user_config(kver: str, bzimage: Path, modules_dir: Optional[Path], config: Optional[Path]) -> Dict[str, str]:
+    if config is not None:
+        if not config.is_file():
+            raise LabError(f"{config} does not exist")
+        return parse_config(config.read_text())
+    candidates = [bzimage.parent / "config", bzimage.parent / ".config", Path("/boot") / f"config-{kver}"]
     if modules_dir is not None:
         candidates[:0] = [modules_dir / "config", modules_dir / "build" / ".config"]
     for path in candidates:
@@ -528,12 +532,15 @@ def _user_config(kver: str, modules_dir: Optional[Path]) -> Dict[str, str]:
     return {}
 
 
-def user_kernel(bzimage: Path, vmlinux: Path, modules_dir: Optional[Path] = None) -> Kernel:
+def user_kernel(
+    bzimage: Path, vmlinux: Path, modules_dir: Optional[Path] = None, config: Optional[Path] = None
+) -> Kernel:
     """
     Describe a kernel the user built or installed: nothing is downloaded. The
     release comes from ``modules_dir``'s name or from the bzImage header; the
-    config from ``modules_dir`` (``config`` or ``build/.config``) or
-    ``/boot/config-<release>``, else it is empty.
+    config from *config*, else ``modules_dir`` (``config`` or ``build/.config``),
+    ``config`` or ``.config`` beside the bzImage, or ``/boot/config-<release>``;
+    else it is empty (and the lab runs only the scenarios that need no option).
     """
     bzimage, vmlinux = Path(bzimage), Path(vmlinux)
     for path in (bzimage, vmlinux):
@@ -543,7 +550,7 @@ def user_kernel(bzimage: Path, vmlinux: Path, modules_dir: Optional[Path] = None
     if modules_dir is not None and not modules_dir.is_dir():
         raise LabError(f"{modules_dir} is not a directory")
     kver = modules_dir.name if modules_dir is not None else bzimage_release(bzimage)
-    config = _user_config(kver, modules_dir)
+    config = _user_config(kver, bzimage, modules_dir, Path(config) if config else None)
     return Kernel(
         name="user",
         kver=kver,

@@ -1,0 +1,546 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+Benchmark
+---------
+
+``scripts/bench`` (also ``drgn-p2p lab bench``): boot one lab guest, hold a
+synthetic load in it, and time, in that one boot, three ways of examining the
+same VMAs:
+
+* drgn-p2p's ``audit()`` — from the host over QMP and live through
+  ``/proc/kcore`` inside the guest;
+* the naive drgn way, ``follow_phys()`` per 4 KiB page — inside the guest and
+  over QMP (sampled and extrapolated: see :mod:`drgn_p2p.lab.bench_measure`);
+* the kernel's own walk, bulk reads of ``/proc/PID/pagemap`` inside the guest;
+
+plus crash's ``vm -p`` when the distribution's crash can read the kernel.
+
+The load (``guest/benchload.c``): anonymous memory of each size with 4 KiB
+pages (``MADV_NOHUGEPAGE``) and with THPs (``MADV_HUGEPAGE``), a sparse
+mapping with one page written per 2 MiB, 200 small processes, and the
+``fsdax``, ``devdax`` and ``pcibar`` scenarios. Every measurement runs in a
+fresh process (its peak RSS is its own) and repeats the timed part
+``--repeat`` times; the tables give medians. drgn's start-up (debug info
+load) is kept out of the timings and reported on its own.
+
+Results go to ``--out`` (default
+``${XDG_CACHE_HOME:-~/.cache}/drgn-p2p/bench/<timestamp>/``): ``results.json``
+(every record), ``results.md`` (the tables) and ``bench.png`` (time and peak
+RSS against mapped size; needs the ``bench`` extra for matplotlib).
+"""
+
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import LabError, cache_dir
+
+__all__ = ("Load", "Measurement", "bench_command", "default_loads", "main")
+
+_console = Console(stderr=True, highlight=False)
+
+#: The package's parent directory: put on PYTHONPATH of every measuring process.
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+#: Scenarios held next to the synthetic load.
+DEVICE_SCENARIOS = ("fsdax", "devdax", "pcibar")
+
+#: (method, target) pairs in the order they are measured, with where they run.
+METHODS: Tuple[Tuple[str, str, str], ...] = (
+    ("pagemap", "pagemap", "guest"),
+    ("audit", "kcore", "guest"),
+    ("follow", "kcore", "guest"),
+    ("audit", "qemu", "host"),
+    ("follow", "qemu", "host"),
+)
+
+_LABELS = {
+    ("pagemap", "pagemap"): "pagemap (guest)",
+    ("audit", "kcore"): "drgn-p2p audit, live /proc/kcore (guest)",
+    ("audit", "qemu"): "drgn-p2p audit, --qemu (host)",
+    ("follow", "kcore"): "follow_phys per page, live (guest)",
+    ("follow", "qemu"): "follow_phys per page, --qemu (host)",
+    ("crash", "kcore"): "crash vm -p, live (guest)",
+}
+
+
+@dataclass(frozen=True)
+class Load:
+    """One process (or swarm) of the synthetic load."""
+
+    name: str  # also the benchload NAME column
+    mode: str  # benchload MODE: 4k, thp, sparse, small
+    size: int  # MiB (a process count for "small")
+
+    @property
+    def mapped_mib(self) -> int:
+        return 0 if self.mode == "small" else self.size
+
+
+def default_loads(sizes: Sequence[int] = (64, 256, 1024), small: int = 200) -> List[Load]:
+    """4K-only and THP anonymous memory of each size, a sparse mapping, small processes."""
+    loads = [Load(f"{mode}-{size}M", mode, size) for mode in ("4k", "thp") for size in sizes]
+    loads.append(Load(f"sparse-{max(sizes)}M", "sparse", max(sizes)))
+    if small:
+        loads.append(Load(f"small-x{small}", "small", small))
+    return loads
+
+
+@dataclass
+class Measurement:
+    """One measuring process's record plus where it ran and what it measured."""
+
+    scope: str  # load name or "system"
+    mapped_mib: int
+    method: str
+    target: str
+    record: Dict[str, Any]
+
+    @property
+    def median_s(self) -> Optional[float]:
+        times = self.record.get("times_s") or []
+        return statistics.median(times) if times else None
+
+    @property
+    def rate(self) -> Optional[float]:
+        """Leaf slots examined per second (median time)."""
+        t = self.median_s
+        return self.record["slots"] / t if t else None
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {
+            "scope": self.scope,
+            "mapped_mib": self.mapped_mib,
+            "method": self.method,
+            "target": self.target,
+            "median_s": self.median_s,
+            "entries_per_s": self.rate,
+            **self.record,
+        }
+
+
+def _measure_argv(method: str, target: str, scope: Sequence[str], vmlinux: str, qmp: str,
+                  repeat: int, sample: int, profile: Optional[str] = None) -> List[str]:
+    argv = [sys.executable, "-m", "drgn_p2p.lab.bench_measure", method, *scope, "--repeat", str(repeat)]
+    if method in ("audit", "follow"):
+        argv += ["-s", vmlinux] + (["--qemu", qmp] if target == "qemu" else ["--kcore"])
+    if method == "follow" and sample:
+        argv += ["--sample", str(sample)]
+    if profile:
+        argv += ["--profile", profile]
+    return argv
+
+
+def _last_json(output: str, what: str) -> Dict[str, Any]:
+    for line in reversed(output.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise LabError(f"{what} printed no record; output tail:\n{output[-2000:]}")
+
+
+class Bench:
+    """One benchmark run: a booted guest, its load, and the measurements so far."""
+
+    def __init__(self, guest: Any, out: Path, repeat: int, sample: int, timeout: float) -> None:
+        self.guest = guest
+        self.out = out
+        self.repeat = repeat
+        self.sample = sample
+        self.timeout = timeout
+        self.vmlinux = str(guest.kernel.vmlinux)
+        self.held: Dict[str, List[int]] = {}  # load name -> pids
+        self.results: List[Measurement] = []
+        self.notes: Dict[str, Any] = {}
+
+    # -- the load ----------------------------------------------------------------
+
+    def hold(self, loads: Sequence[Load]) -> None:
+        """Start every load in the guest, one after the other, and record its pids."""
+        from .scenarios import guest_binary
+
+        binary = shlex.quote(str(guest_binary("benchload")))
+        lines = [
+            "f=/sys/kernel/mm/transparent_hugepage/enabled",
+            'grep -q "\\[never\\]" $f && echo madvise > $f',
+            "mkdir -p /tmp/bench",
+        ]
+        for load in loads:
+            rec = f"/tmp/bench/{load.name}.txt"
+            lines += [
+                f"setsid {binary} {rec} {load.name} {load.mode} {load.size} "
+                f"< /dev/null > /tmp/bench/{load.name}.log 2>&1 &",
+                f"for i in $(seq 1200); do [ -e {rec} ] && break; sleep 0.25; done",
+                f"[ -e {rec} ] || {{ cat /tmp/bench/{load.name}.log; exit 1; }}",
+            ]
+        lines.append("cat /tmp/bench/*.txt; echo ---; grep -H AnonHugePages /proc/[0-9]*/smaps_rollup | grep -v ' 0 kB'")
+        rc, output = self.guest.run("\n".join(lines), timeout=1800)
+        if rc != 0:
+            raise LabError(f"holding the load failed (status {rc}):\n{output[-2000:]}")
+        records, _, thp = output.partition("---")
+        for line in records.split("\n"):
+            parts = line.split()
+            if len(parts) == 4:
+                self.held.setdefault(parts[0], []).append(int(parts[1]))
+        self.notes["anon_huge_pages"] = thp.strip().splitlines()
+        missing = [load.name for load in loads if load.name not in self.held]
+        if missing:
+            raise LabError(f"loads not held: {missing}; output:\n{output[-2000:]}")
+
+    # -- measuring ---------------------------------------------------------------
+
+    def measure(self, scope: str, mapped_mib: int, method: str, target: str, where: str,
+                scope_args: Sequence[str], profile: Optional[str] = None) -> Optional[Measurement]:
+        """Run one measuring process; record and return its measurement (None on failure)."""
+        argv = _measure_argv(method, target, scope_args, self.vmlinux, self.guest.qmp_path,
+                             self.repeat, self.sample, profile)
+        what = f"{method}/{target} on {scope}"
+        _console.print(f"bench: {what} …", end="")
+        started = time.monotonic()
+        try:
+            if where == "guest":
+                cmd = f"cd {shlex.quote(str(_SOURCE_ROOT))} && PYTHONPATH=. {shlex.join(argv)} 2>&1"
+                rc, output = self.guest.run(cmd, timeout=self.timeout)
+            else:
+                env = dict(os.environ, PYTHONPATH=str(_SOURCE_ROOT))
+                proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      env=env, timeout=self.timeout, cwd=str(_SOURCE_ROOT))
+                rc, output = proc.returncode, proc.stdout.decode(errors="replace")
+            if rc != 0:
+                raise LabError(f"status {rc}: {output[-1500:]}")
+            record = _last_json(output, what)
+        except (LabError, subprocess.TimeoutExpired, ValueError) as e:
+            _console.print(f" [red]failed[/] ({e})")
+            self.notes.setdefault("failures", []).append(f"{what}: {e}")
+            return None
+        m = Measurement(scope, mapped_mib, method, target, record)
+        self.results.append(m)
+        wall = time.monotonic() - started
+        rate = m.rate
+        _console.print(
+            f" {m.median_s:.4g} s, {rate / 1e6 if rate else 0:.3g} M entries/s"
+            f" (startup {record.get('startup_s', 0):.3g} s, process {wall:.3g} s)"
+        )
+        return m
+
+    def measure_scope(self, scope: str, mapped_mib: int, scope_args: Sequence[str],
+                      methods: Sequence[Tuple[str, str, str]] = METHODS) -> None:
+        for method, target, where in methods:
+            self.measure(scope, mapped_mib, method, target, where, scope_args)
+
+    # -- crash -------------------------------------------------------------------
+
+    def crash(self, loads: Sequence[Load], max_seconds: float = 600) -> None:
+        """crash's ``vm -p`` on the 4K loads, live in the guest, if crash can read the kernel."""
+        import shutil
+
+        binary = shutil.which("crash")
+        if binary is None:
+            self.notes["crash"] = "crash is not installed on the host (apt-get install crash)"
+            return
+        version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+        base = f"{shlex.quote(binary)} -s {shlex.quote(self.vmlinux)} /proc/kcore"
+        # Start-up alone, then vm -p on each 4K load.
+        started = time.monotonic()
+        rc, output = self.guest.run(
+            f"s=$(date +%s.%N); printf 'sys\\nq\\n' | {base} 2>&1; echo status=$?; "
+            f"echo elapsed=$(echo \"$(date +%s.%N) - $s\" | bc)", timeout=max_seconds)
+        self.notes["crash_version"] = version
+        self.notes["crash_startup_output"] = output[-3000:]
+        ok = rc == 0 and "status=0" in output and "RELEASE" in output
+        if not ok:
+            self.notes["crash"] = f"{version}: cannot read this kernel live; output tail: {output.strip()[-600:]}"
+            return
+        for load in loads:
+            if load.mode != "4k" or time.monotonic() - started > max_seconds:
+                continue
+            pid = self.held[load.name][0]
+            rc, output = self.guest.run(
+                f"s=$(date +%s.%N); printf 'vm -p {pid}\\nq\\n' | {base} > /tmp/bench/crash.out 2>&1; "
+                f"echo status=$?; echo elapsed=$(echo \"$(date +%s.%N) - $s\" | bc); "
+                f"wc -l < /tmp/bench/crash.out; tail -n 3 /tmp/bench/crash.out", timeout=max_seconds)
+            self.notes.setdefault("crash_runs", []).append({"load": load.name, "output": output[-1500:]})
+
+
+# -- summaries -------------------------------------------------------------------
+
+
+def _find(results: Sequence[Measurement], scope: str, method: str, target: str) -> Optional[Measurement]:
+    for m in results:
+        if (m.scope, m.method, m.target) == (scope, method, target):
+            return m
+    return None
+
+
+def _ratio(a: Optional[Measurement], b: Optional[Measurement]) -> Optional[float]:
+    """Throughput of *a* over throughput of *b*."""
+    if a is None or b is None or not a.rate or not b.rate:
+        return None
+    return a.rate / b.rate
+
+
+def ratios(results: Sequence[Measurement]) -> List[Dict[str, Any]]:
+    """Per scope: drgn-p2p over pagemap and over follow_phys (throughput ratios)."""
+    rows = []
+    for scope in dict.fromkeys(m.scope for m in results):
+        live = _find(results, scope, "audit", "kcore")
+        qemu = _find(results, scope, "audit", "qemu")
+        rows.append({
+            "scope": scope,
+            "audit_live_over_pagemap": _ratio(live, _find(results, scope, "pagemap", "pagemap")),
+            "audit_live_over_follow_live": _ratio(live, _find(results, scope, "follow", "kcore")),
+            "audit_qemu_over_follow_qemu": _ratio(qemu, _find(results, scope, "follow", "qemu")),
+        })
+    return rows
+
+
+def startup(results: Sequence[Measurement]) -> Dict[str, Dict[str, float]]:
+    """drgn start-up (open + debug info) per target: median, min, max over all processes."""
+    out: Dict[str, Dict[str, float]] = {}
+    for target in ("kcore", "qemu"):
+        values = [m.record["startup_s"] for m in results if m.target == target and "startup_s" in m.record]
+        if values:
+            out[target] = {"median_s": statistics.median(values), "min_s": min(values),
+                           "max_s": max(values), "n": len(values)}
+    return out
+
+
+def _fmt(x: Optional[float], spec: str = ".3g") -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def _rows(results: Sequence[Measurement]) -> List[List[str]]:
+    rows = []
+    for m in results:
+        r = m.record
+        note = ""
+        if r.get("sampled") and r["sampled"] < r["slots"]:
+            note = f"sampled {r['sampled']} pages, extrapolated"
+        rows.append([
+            m.scope, str(m.mapped_mib), _LABELS.get((m.method, m.target), f"{m.method}/{m.target}"),
+            str(r["slots"]), str(r.get("present", "")), _fmt(m.median_s, ".4g"),
+            _fmt(m.rate / 1e6 if m.rate else None), _fmt(r["hwm_kib"] / 1024, ".0f"),
+            _fmt((r["hwm_kib"] - r["hwm_startup_kib"]) / 1024, ".0f"), note,
+        ])
+    return rows
+
+
+_HEADERS = ["scope", "mapped MiB", "method", "leaf slots", "present", "median s",
+            "M entries/s", "peak RSS MiB", "RSS growth MiB", "note"]
+_RATIO_HEADERS = ["scope", "audit:pagemap (live)", "audit:follow_phys (live)", "audit:follow_phys (qemu)"]
+
+
+def _ratio_rows(rows: Sequence[Dict[str, Any]]) -> List[List[str]]:
+    return [[r["scope"]] + [_fmt(r[k], ".3g") + ("×" if r[k] is not None else "")
+                            for k in ("audit_live_over_pagemap", "audit_live_over_follow_live",
+                                      "audit_qemu_over_follow_qemu")] for r in rows]
+
+
+def markdown(doc: Dict[str, Any], results: Sequence[Measurement]) -> str:
+    """The result tables as Markdown."""
+    def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+        lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+        return "\n".join(lines)
+
+    meta = doc["meta"]
+    parts = [
+        f"# drgn-p2p benchmark, {meta['started']}",
+        "",
+        f"Kernel {meta['kernel']}, guest {meta['memory']} / {meta['smp']} vCPUs under {meta['accel']}, "
+        f"host {meta['host']}. Medians of {meta['repeat']} repeats, each measurement in a fresh process; "
+        "entries/s = leaf slots examined (4 KiB pages covered by the VMAs walked) / median time. "
+        "Ratios are throughput ratios within this one run.",
+        "",
+        "## Ratios",
+        "",
+        table(_RATIO_HEADERS, _ratio_rows(doc["ratios"])),
+        "",
+        "## Measurements",
+        "",
+        table(_HEADERS, _rows(results)),
+        "",
+        "## drgn start-up (open + debug info load), excluded above",
+        "",
+        table(["target", "median s", "min s", "max s", "processes"],
+              [[t, _fmt(v["median_s"]), _fmt(v["min_s"]), _fmt(v["max_s"]), str(v["n"])]
+               for t, v in doc["startup"].items()]),
+        "",
+        "## crash",
+        "",
+        str(doc["notes"].get("crash", "see results.json (notes.crash_runs)")),
+        "",
+    ]
+    if doc["notes"].get("failures"):
+        parts += ["## Failures", ""] + [f"* {f}" for f in doc["notes"]["failures"]] + [""]
+    return "\n".join(parts)
+
+
+def print_tables(doc: Dict[str, Any], results: Sequence[Measurement]) -> None:
+    """The result tables with rich, on stderr."""
+    t = Table(title="drgn-p2p:pagemap and drgn-p2p:follow_phys (throughput ratios)")
+    for h in _RATIO_HEADERS:
+        t.add_column(h, justify="right" if h != "scope" else "left")
+    for row in _ratio_rows(doc["ratios"]):
+        t.add_row(*row)
+    _console.print(t)
+    t = Table(title="Measurements (medians)")
+    for h in _HEADERS:
+        t.add_column(h, justify="left" if h in ("scope", "method", "note") else "right")
+    for row in _rows(results):
+        t.add_row(*row)
+    _console.print(t)
+    for target, v in doc["startup"].items():
+        _console.print(f"drgn start-up via {target}: median {v['median_s']:.3g} s "
+                       f"(min {v['min_s']:.3g}, max {v['max_s']:.3g}, {v['n']} processes)")
+
+
+def plot(results: Sequence[Measurement], path: Path) -> Optional[str]:
+    """Time and RSS growth against mapped size, per method; None when written, else why not."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install 'drgn-p2p[bench]')"
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
+    series = [(k, v) for k, v in _LABELS.items() if k[0] != "crash"]
+    for ax, mode, title in ((axes[0], "4k", "4 KiB pages (MADV_NOHUGEPAGE)"),
+                            (axes[1], "thp", "THP (MADV_HUGEPAGE)")):
+        for (method, target), label in series:
+            pts = sorted((m.mapped_mib, m.median_s) for m in results
+                         if m.scope.startswith(mode + "-") and (m.method, m.target) == (method, target)
+                         and m.median_s)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("mapped MiB (one process)")
+        ax.set_ylabel("median seconds")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    ax = axes[2]
+    for (method, target), label in series:
+        pts = sorted((m.mapped_mib, m.record["hwm_kib"] / 1024) for m in results
+                     if m.scope.startswith(("4k-", "thp-")) and (m.method, m.target) == (method, target))
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", linestyle="", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("mapped MiB (4K and THP loads)")
+    ax.set_ylabel("peak RSS of the measuring process, MiB (VmHWM)")
+    ax.set_title("Peak RSS against mapped size")
+    ax.grid(True, alpha=0.3)
+    fig.suptitle("drgn-p2p audit vs follow_phys vs /proc/PID/pagemap (log-log: slope 1 = linear)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def _default_out() -> Path:
+    return cache_dir() / "bench" / time.strftime("%Y%m%d-%H%M%S")
+
+
+def main(kernel_name: str = "newest", memory: str = "6G", out: Optional[Path] = None,
+         repeat: int = 3, sample: int = 4096, sizes: Sequence[int] = (64, 256, 1024),
+         small: int = 200, system: bool = True, crash: bool = True, timeout: float = 1800,
+         profile: bool = False) -> Path:
+    """Run the benchmark; return the results directory."""
+    from .kernels import ensure_kernel
+    from .vm import accel_args, start
+
+    out = Path(out) if out else _default_out()
+    out.mkdir(parents=True, exist_ok=True)
+    kernel = ensure_kernel(kernel_name)
+    loads = default_loads(sizes, small)
+    accel = "kvm" if "kvm" in accel_args() else "tcg"
+    meta = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"), "kernel": kernel.kver, "memory": memory,
+        "smp": 2, "accel": accel, "repeat": repeat, "sample": sample,
+        "host": f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "loads": [load.__dict__ for load in loads], "scenarios": list(DEVICE_SCENARIOS),
+    }
+    _console.print(f"bench: booting {kernel.kver} ({accel}, {memory}) with {', '.join(DEVICE_SCENARIOS)} …")
+    guest = start(kernel, list(DEVICE_SCENARIOS), memory=memory, timeout=900)
+    bench = Bench(guest, out, repeat, sample, timeout)
+    try:
+        meta["held_scenarios"] = [m["kind"] for m in guest.mappings]
+        meta["skipped_scenarios"] = guest.skipped
+        _console.print(f"bench: holding {len(loads)} loads …")
+        bench.hold(loads)
+        for load in loads:
+            if load.mode == "small":
+                continue
+            bench.measure_scope(load.name, load.mapped_mib, ["--pid", str(bench.held[load.name][0])])
+        if system:
+            bench.measure_scope("system", sum(load.mapped_mib for load in loads), ["--system"])
+        if profile:
+            biggest = max((load for load in loads if load.mode == "4k"), key=lambda load: load.size)
+            for target, where in (("kcore", "guest"), ("qemu", "host")):
+                path = out / f"profile-audit-{target}-{biggest.name}.html"
+                bench.measure(f"{biggest.name} (profiled)", biggest.mapped_mib, "audit", target, where,
+                              ["--pid", str(bench.held[biggest.name][0])], profile=str(path))
+        if crash:
+            bench.crash(loads)
+    finally:
+        guest.close()
+    profiled = [m for m in bench.results if m.scope.endswith("(profiled)")]
+    results = [m for m in bench.results if m not in profiled]
+    doc = {
+        "schema": "drgn-p2p/bench/1",
+        "meta": meta,
+        "ratios": ratios(results),
+        "startup": startup(results),
+        "results": [m.as_dict() for m in results],
+        "profiled": [m.as_dict() for m in profiled],
+        "notes": bench.notes,
+    }
+    why_not = plot(results, out / "bench.png")
+    doc["plot"] = str(out / "bench.png") if why_not is None else why_not
+    (out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out / "results.md").write_text(markdown(doc, results))
+    print_tables(doc, results)
+    _console.print(f"bench: results in {out}" + (f" (no plot: {why_not})" if why_not else ""))
+    return out
+
+
+@click.command("bench")
+@click.option("--kernel", "kernel_name", default="newest", show_default=True, help="Lab kernel: newest, 6.12 or 6.1.")
+@click.option("--memory", default="6G", show_default=True, help="Guest memory (the load needs about 2.7 GiB).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Results directory [default: ${XDG_CACHE_HOME:-~/.cache}/drgn-p2p/bench/<timestamp>].")
+@click.option("--repeat", default=3, show_default=True, help="Timed repeats per measuring process (medians).")
+@click.option("--sample", default=4096, show_default=True,
+              help="follow_phys: translate at most this many pages per scope and extrapolate (0: all).")
+@click.option("--sizes", default="64,256,1024", show_default=True, help="Anonymous mapping sizes in MiB.")
+@click.option("--small", default=200, show_default=True, help="Number of small processes.")
+@click.option("--no-system", is_flag=True, help="Skip the whole-system measurements.")
+@click.option("--no-crash", is_flag=True, help="Skip crash.")
+@click.option("--profile", is_flag=True, help="Also profile one audit per target with pyinstrument (bench extra).")
+@click.option("--timeout", default=1800.0, show_default=True, help="Seconds per measuring process.")
+def bench_command(kernel_name: str, memory: str, out: Optional[Path], repeat: int, sample: int, sizes: str,
+                  small: int, no_system: bool, no_crash: bool, profile: bool, timeout: float) -> None:
+    """Benchmark audit against /proc/PID/pagemap and per-page follow_phys in one lab guest."""
+    try:
+        size_list = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        raise click.UsageError(f"--sizes must be a comma-separated list of MiB, not {sizes!r}") from None
+    try:
+        main(kernel_name, memory, out, repeat, sample, size_list, small, not no_system, not no_crash,
+             timeout, profile)
+    except LabError as e:
+        _console.print(f"[bold red]error:[/] {e}")
+        sys.exit(2)
