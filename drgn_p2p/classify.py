@@ -13,6 +13,7 @@ bisection, not a read of its ``struct page``.
 """
 
 import bisect
+import math
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -168,11 +169,20 @@ def _iomem_leaves(prog: drgn.Program) -> List[Tuple[int, int, str]]:
     return result
 
 
+def _between(breaks: List[int], pfn: int) -> Tuple[int, int]:
+    """The breakpoints around *pfn*: ``(lo, hi)`` with ``lo <= pfn < hi``."""
+    i = bisect.bisect_right(breaks, pfn)
+    lo = breaks[i - 1] if i else 0
+    hi = breaks[i] if i < len(breaks) else math.inf
+    return lo, hi  # type: ignore[return-value]
+
+
 class Classifier:
     """Classifies PFNs of one target by bisection over range tables.
 
-    Build it once per audit: it reads ``pgmap_array``, the valid memmap
-    ranges and the iomem tree.
+    Build it once per audit: it reads ``pgmap_array`` and the valid memmap
+    ranges, and the iomem tree the first time a PFN's owner is needed (a
+    process of plain RAM never needs it).
     """
 
     def __init__(self, prog: drgn.Program, layout: Layout) -> None:
@@ -187,9 +197,81 @@ class Classifier:
                 ranges.append((start, end))
         self._memmap = ranges
         self._memmap_starts = [r[0] for r in ranges]
-        self._iomem = _iomem_leaves(prog)
-        self._iomem_starts = [r[0] for r in self._iomem]
+        self._prog: Optional[drgn.Program] = prog
+        self._iomem_table: Optional[List[Tuple[int, int, str]]] = None
         self._cache: Dict[object, PfnInfo] = {}
+        self._breaks = self._breakpoints()
+
+    @classmethod
+    def from_tables(
+        cls,
+        layout: Layout,
+        pagemaps: List[Pagemap],
+        memmap: List[Tuple[int, int]],
+        iomem: List[Tuple[int, int, str]],
+    ) -> "Classifier":
+        """A classifier over given range tables (sorted), without a kernel: for tests."""
+        self = cls.__new__(cls)
+        self.layout = layout
+        self.pagemaps = pagemaps
+        self._pgmap_starts = [p.start_pfn for p in pagemaps]
+        self._memmap = memmap
+        self._memmap_starts = [r[0] for r in memmap]
+        self._prog = None
+        self._iomem_table = iomem
+        self._cache = {}
+        self._breaks = self._breakpoints()
+        return self
+
+    @property
+    def _iomem(self) -> List[Tuple[int, int, str]]:
+        """The innermost iomem resources (read on first use), and their breakpoints."""
+        if self._iomem_table is None:
+            self._iomem_table = _iomem_leaves(self._prog) if self._prog is not None else []
+        if not hasattr(self, "_iomem_starts"):
+            page = 1 << self.layout.page_shift
+            self._iomem_starts = [r[0] for r in self._iomem_table]
+            # iomem_owner() tests the page's first byte: pfn << page_shift.
+            self._iomem_breaks = sorted({-(-x // page) for start, end, _ in self._iomem_table for x in (start, end)})
+        return self._iomem_table
+
+    def _breakpoints(self) -> List[int]:
+        """Every PFN at which one of :meth:`classify`'s tests other than the
+        iomem owner can change its answer."""
+        layout = self.layout
+        points = {layout.zero_pfn, layout.zero_pfn + 1}
+        if layout.huge_zero_pfn is not None:
+            points.update((layout.huge_zero_pfn, layout.huge_zero_pfn + 512))
+        for p in self.pagemaps:
+            points.update((p.start_pfn, p.end_pfn))
+        for start, end in self._memmap:
+            points.update((start, end))
+        return sorted(points)
+
+    def span(self, pfn: int) -> Tuple[int, int]:
+        """``(lo, hi)`` around *pfn* over which :meth:`classify` returns one and the same object.
+
+        No test in :meth:`classify` changes its answer between two
+        consecutive breakpoints, and its answers are cached by what they
+        depend on, so every PFN of ``[lo, hi)`` gets the :class:`PfnInfo`
+        that *pfn* gets. The iomem owner matters only to PFNs without a
+        struct page outside every pgmap (a pgmap's answer is cached per
+        pgmap), so only there are the iomem breakpoints used. ``hi`` may be
+        :data:`math.inf`.
+        """
+        lo, hi = _between(self._breaks, pfn)
+        layout = self.layout
+        hz = layout.huge_zero_pfn
+        if (
+            pfn != layout.zero_pfn
+            and not (hz is not None and hz <= pfn < hz + 512)
+            and self.pagemap(pfn) is None
+            and not self.has_memmap(pfn)
+        ):
+            self._iomem  # noqa: B018  (loads the iomem breakpoints)
+            io_lo, io_hi = _between(self._iomem_breaks, pfn)
+            lo, hi = max(lo, io_lo), min(hi, io_hi)
+        return lo, hi
 
     def pagemap(self, pfn: int) -> Optional[Pagemap]:
         """The pgmap range holding *pfn*, if any."""
@@ -206,9 +288,10 @@ class Classifier:
     def iomem_owner(self, pfn: int) -> Optional[str]:
         """Name of the innermost iomem resource holding *pfn*."""
         addr = pfn << self.layout.page_shift
+        iomem = self._iomem
         i = bisect.bisect_right(self._iomem_starts, addr) - 1
-        if i >= 0 and addr < self._iomem[i][1]:
-            return self._iomem[i][2]
+        if i >= 0 and addr < iomem[i][1]:
+            return iomem[i][2]
         return None
 
     def classify(self, pfn: Optional[int]) -> PfnInfo:

@@ -11,15 +11,19 @@ findings at or above ``--fail-on``, 2 usage or target error.
 
 import functools
 import json
+import logging
+import os
 import sys
 from typing import Callable, Optional, Sequence, Tuple
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import EXIT_CLEAN, EXIT_ERROR, EXIT_FINDINGS, P2PError, UsageError
 from .records import Severity
+from .report import safe_text
 
 __all__ = ("main", "cli")
 
@@ -37,9 +41,39 @@ _stdout = Console(highlight=False, soft_wrap=False, width=_console_width())
 _stderr = Console(stderr=True, highlight=False)
 
 
+#: Set to a non-empty value to get the traceback of an unexpected error.
+DEBUG_ENV = "DRGN_P2P_DEBUG"
+
+
+def _one_line(text: str) -> str:
+    """*text* on one line, safe to print as rich markup."""
+    return escape(" ".join(text.split()))
+
+
 def _fail(message: str) -> None:
-    _stderr.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    _stderr.print(f"[bold red]error:[/] {_one_line(message)}", markup=True, soft_wrap=True)
     sys.exit(EXIT_ERROR)
+
+
+class _WarningLines(logging.Handler):
+    """Print drgn's and drgn-p2p's log warnings as one ``warning:`` line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001  (a malformed record must not end the run)
+            text = str(record.msg)
+        _stderr.print(f"[yellow]warning:[/] {_one_line(text)}", markup=True, soft_wrap=True)
+
+
+def _route_warnings() -> None:
+    """Send the ``drgn`` and ``drgn_p2p`` loggers' warnings to stderr as single lines."""
+    for name in ("drgn", "drgn_p2p"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _WarningLines) for h in logger.handlers):
+            handler = _WarningLines(logging.WARNING)
+            logger.addHandler(handler)
+            logger.propagate = False
 
 
 def target_options(func: Callable) -> Callable:
@@ -73,7 +107,13 @@ def target_options(func: Callable) -> Callable:
 
 
 def _guard(func: Callable) -> Callable:
-    """Turn every expected failure into a one-line error and exit code 2."""
+    """Turn every failure into a one-line error and exit code 2.
+
+    Expected failures (:class:`P2PError`) print their message; a target that
+    cannot be read (``drgn.FaultError`` and friends) says what could not be
+    read; anything else is a bug, reported on one line too unless
+    ``$DRGN_P2P_DEBUG`` asks for the traceback.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -88,9 +128,14 @@ def _guard(func: Callable) -> Callable:
         except Exception as e:  # drgn.FaultError and friends from a broken target
             import drgn
 
-            if isinstance(e, (drgn.FaultError, drgn.ObjectAbsentError, LookupError, OSError)):
-                _fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-            raise
+            text = str(e).strip()
+            if isinstance(e, drgn.FaultError):
+                _fail(f"cannot read the target's memory: {text}")
+            if isinstance(e, (drgn.ObjectAbsentError, LookupError, OSError)):
+                _fail(f"cannot read the target: {type(e).__name__}: {text}")
+            if os.environ.get(DEBUG_ENV):
+                raise
+            _fail(f"unexpected {type(e).__name__}: {text} (set {DEBUG_ENV}=1 for a traceback)")
 
     return wrapper
 
@@ -124,6 +169,7 @@ def cli() -> None:
     and checks the special/devmap/huge bits and VM_PFNMAP/VM_MIXEDMAP/VM_IO
     flags that the mm maintainers argue device memory must carry.
     """
+    _route_warnings()
 
 
 _SEVERITIES = {"error": Severity.ERROR, "warning": Severity.WARNING, "info": Severity.INFO}
@@ -143,10 +189,11 @@ _SEVERITIES = {"error": Severity.ERROR, "warning": Severity.WARNING, "info": Sev
 @_guard
 def audit(open_target, pids, comms, kinds, rules, va_range, as_json, keep_runs, fail_on, verbose) -> None:
     """Walk every process's page tables and report rule violations."""
-    from .pipeline import audit as run_audit
+    from .pipeline import audit as run_audit, check_selection
     from .report import audit_json, print_audit
 
     rng = _parse_range(va_range)
+    check_selection(rules=rules, kinds=kinds)
     prog = open_target()
     with _progress() as progress:
         result = run_audit(
@@ -175,7 +222,7 @@ class _progress:
 
     def __call__(self, process) -> None:
         if self._status is not None:
-            self._status.update(f"walking pid {process.pid} ({process.comm})")
+            self._status.update(f"walking pid {process.pid} ({safe_text(process.comm)})")
 
     def __exit__(self, *exc) -> None:
         if self._status is not None:
@@ -222,8 +269,8 @@ def maps(open_target, pid, as_json) -> None:
         table.add_row(
             f"{r.vma.start:#x}-{r.vma.end:#x}",
             vm_flag_mnemonics(r.vma.flags, result.layout),
-            r.vma.ops or "",
-            r.vma.file or "",
+            safe_text(r.vma.ops),
+            safe_text(r.vma.file),
             " ".join(f"{k}:{v}" for k, v in r.pages_by_kind),
             " ".join(f"{k}:{v}" for k, v in r.leaves_by_level),
             str(r.special),
@@ -274,8 +321,8 @@ def pgmaps(open_target, as_json) -> None:
     for row in rows:
         table.add_row(
             row["pgmap"], row["type"], f"{row['start']}-{row['end']}", str(row["pages"]),
-            row["owner"] or "", row["ops"] or "", "yes" if row["memmap_readable"] else "unreadable",
-            " ".join(f"{k}:{v}" for k, v in row["mapped_by"].items()),
+            safe_text(row["owner"]), safe_text(row["ops"]), "yes" if row["memmap_readable"] else "unreadable",
+            safe_text(" ".join(f"{k}:{v}" for k, v in row["mapped_by"].items())),
         )
     _stdout.print(table)
 
@@ -287,10 +334,25 @@ def pgmaps(open_target, as_json) -> None:
 @click.option("-s", "--symbols", metavar="PATH", multiple=True)
 @click.option("--architecture", metavar="ARCH")
 @click.option("--json", "as_json", is_flag=True, help="Write JSON.")
+@click.option("--proof", "proof_file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Show a lab proof run's matrix instead: per kernel, which rules fired, stayed silent or do not apply.")
 @_guard
-def rules(live, core, qemu, symbols, architecture, as_json) -> None:
+def rules(live, core, qemu, symbols, architecture, as_json, proof_file) -> None:
     """The rule catalogue, with the arguments they encode."""
     from .rules import RULES
+
+    if proof_file:
+        from .lab import proof
+
+        try:
+            doc = proof.load(proof_file)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"cannot read proof file: {e}") from None
+        if as_json:
+            click.echo(json.dumps(proof.matrix(doc), indent=1))
+        else:
+            proof.render_terminal(_stdout, doc)
+        return
 
     lay = None
     if live or core or qemu:

@@ -20,7 +20,7 @@ from typing import Dict, Iterable, Iterator, Optional, Tuple
 
 from .records import Finding, Leaf, PfnInfo, Run, Vma
 
-__all__ = ("coalesce", "merge_findings")
+__all__ = ("coalesce", "coalesce_segments", "merge_findings")
 
 _PAGE_SHIFT = 12  # linearity is in PAGE_SIZE units; x86-64 and arm64-4K
 
@@ -33,12 +33,23 @@ def _key(leaf: Leaf, vma: Vma) -> Tuple[object, ...]:
 
 def coalesce(vma: Vma, leaves_with_info: Iterable[Tuple[Leaf, PfnInfo]]) -> Iterator[Run]:
     """Group adjacent leaves of *vma* (in ascending VA order) into runs."""
+    return coalesce_segments(vma, ((leaf, page, 1) for leaf, page in leaves_with_info))
+
+
+def coalesce_segments(vma: Vma, segments: Iterable[Tuple[Leaf, PfnInfo, int]]) -> Iterator[Run]:
+    """Like :func:`coalesce`, for ``(leaf, page, count)`` segments in ascending VA order.
+
+    A segment stands for *count* leaves that follow *leaf* contiguously and
+    agree with it in everything :func:`coalesce` compares (as a whole-table
+    scan finds them, :mod:`drgn_p2p.scan`); the runs are those the single
+    leaves would give.
+    """
     first: Optional[Leaf] = None
     info: Optional[PfnInfo] = None
     key: Tuple[object, ...] = ()
     count = 0
     next_va = -1
-    for leaf, page in leaves_with_info:
+    for leaf, page, n in segments:
         k = _key(leaf, vma)
         if (
             first is not None
@@ -46,13 +57,13 @@ def coalesce(vma: Vma, leaves_with_info: Iterable[Tuple[Leaf, PfnInfo]]) -> Iter
             and k == key
             and (page is info or page == info)
         ):
-            count += 1
-            next_va += leaf.size
+            count += n
+            next_va += n * leaf.size
             continue
         if first is not None:
             yield Run(vma, first, count, info)  # type: ignore[arg-type]
-        first, info, key, count = leaf, page, k, 1
-        next_va = leaf.va + leaf.size
+        first, info, key, count = leaf, page, k, n
+        next_va = leaf.va + n * leaf.size
     if first is not None:
         yield Run(vma, first, count, info)  # type: ignore[arg-type]
 

@@ -20,6 +20,7 @@ from .classify import Classifier
 from .errors import UsageError
 from .layout import read_layout
 from .records import Level, Run
+from .report import safe_text
 from .rules import evaluate_run
 from .walk import PageTableWalker, for_each_process, process_vmas
 
@@ -108,9 +109,9 @@ def print_explanation(console: Console, doc: Dict[str, object]) -> None:
     """Render :func:`explain`'s result."""
     vma = doc["vma"]
     console.print(
-        f"[bold]pid {doc['pid']} ({doc['comm']})[/] address {doc['address']}\n"
+        f"[bold]pid {doc['pid']} ({safe_text(doc['comm'])})[/] address {doc['address']}\n"
         f"VMA {vma['start']}-{vma['end']} flags {vma['flags']} ({' '.join(vma['flag_names'])})"
-        f" ops {vma['ops'] or '-'} file {vma['file'] or '-'}"
+        f" ops {safe_text(vma['ops']) or '-'} file {safe_text(vma['file']) or '-'}"
     )
     table = Table(show_header=True)
     for col in ("level", "entry at", "raw", "bits", "cache"):
@@ -126,7 +127,7 @@ def print_explanation(console: Console, doc: Dict[str, object]) -> None:
         f"leaf: {leaf['kind']} {leaf['level']} pfn {leaf['pfn']} special={leaf['special']} "
         f"devmap={leaf['devmap']} → page kind [bold]{leaf['page_kind']}[/]"
         + (f" pgmap {leaf['pgmap']}" if leaf["pgmap"] else "")
-        + (f" owner {leaf['owner']}" if leaf["owner"] else "")
+        + (f" owner {safe_text(leaf['owner'])}" if leaf["owner"] else "")
         + ("" if leaf["memmap_readable"] else " (struct page unreadable: classified from the pgmap)")
     )
     for r in doc["rules"]:

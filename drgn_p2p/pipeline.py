@@ -14,20 +14,26 @@ The CLI and the library API (``drgn_p2p.audit(prog)``) share it.
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import drgn
 
 from .arch import for_layout
 from .classify import Classifier
-from .coalesce import coalesce, merge_findings
+from .coalesce import coalesce_segments, merge_findings
 from .errors import UsageError
 from .layout import read_layout
-from .records import Finding, Layout, Leaf, PageKind, PfnInfo, Run, Severity, Vma
+from .records import Finding, Layout, Leaf, Level, PageKind, PfnInfo, Run, Severity, Vma
 from .rules import RULES, Rule, VmaTally, evaluate_run, evaluate_vma
-from .walk import PageTableWalker, Process, TableFault, for_each_process, process_vmas
+from .scan import PteScanner
+from .walk import PageTableWalker, Process, PteSlice, RawLeaf, share_names, unshare_names, TableFault, for_each_process, process_vmas
 
-__all__ = ("AuditStats", "VmaReport", "AuditResult", "audit", "select_rules")
+__all__ = ("AuditStats", "VmaReport", "AuditResult", "audit", "check_selection", "select_rules")
+
+#: What reading a process's mm, VMAs or files raises when the target is
+#: corrupt, truncated, or (live) changed under the walk: the process exited
+#: and its memory was freed or reused.
+TARGET_CHANGED = (drgn.FaultError, drgn.ObjectAbsentError, ValueError, LookupError, OverflowError)
 
 
 @dataclass
@@ -38,6 +44,8 @@ class AuditStats:
     vmas: int = 0
     tables_read: int = 0
     table_faults: int = 0
+    #: Processes whose mm or VMAs could not be read (exited mid-walk, or a damaged target).
+    process_faults: int = 0
     leaves: int = 0
     seconds: float = 0.0
 
@@ -79,15 +87,29 @@ class AuditResult:
         return max((f.severity for f in self.findings), default=None)
 
 
+def check_selection(rules: Sequence[str] = (), kinds: Sequence[str] = ()) -> None:
+    """Check rule ids and page-kind names before any target is opened.
+
+    :raises UsageError: naming the first rule or kind that does not exist.
+    """
+    known = {r.id for r in RULES}
+    unknown = [i for i in rules if i not in known]
+    if unknown:
+        raise UsageError(f"unknown rule {unknown[0]!r} (see 'drgn-p2p rules')")
+    for kind in kinds:
+        try:
+            PageKind(kind)
+        except ValueError:
+            names = ", ".join(k.value for k in PageKind)
+            raise UsageError(f"unknown page kind {kind!r} (one of: {names})") from None
+
+
 def select_rules(layout: Layout, ids: Sequence[str] = ()) -> Tuple[List[Rule], Dict[str, str]]:
     """The rules to run on *layout*, and the reason each other rule is not applicable.
 
     :raises UsageError: if *ids* names a rule that does not exist.
     """
-    known = {r.id for r in RULES}
-    unknown = [i for i in ids if i not in known]
-    if unknown:
-        raise UsageError(f"unknown rule {unknown[0]!r} (see 'drgn-p2p rules')")
+    check_selection(rules=ids)
     active: List[Rule] = []
     skipped: Dict[str, str] = {}
     for rule in RULES:
@@ -101,7 +123,7 @@ def select_rules(layout: Layout, ids: Sequence[str] = ()) -> Tuple[List[Rule], D
     return active, skipped
 
 
-def _leaves(
+def _segments(
     walker: PageTableWalker,
     vma: Vma,
     layout: Layout,
@@ -109,18 +131,31 @@ def _leaves(
     start: int,
     end: int,
     faults: List[TableFault],
-) -> Iterator[Tuple[Leaf, PfnInfo]]:
+) -> Iterator[Tuple[Leaf, PfnInfo, int]]:
+    """``(leaf, page info, count)`` segments of *vma*'s leaves, for :func:`coalesce_segments`.
+
+    A PTE table whose entries are alike is one segment (:mod:`drgn_p2p.scan`);
+    everything else is decoded and classified one leaf at a time.
+    """
     decode_leaf = for_layout(layout).decode_leaf
     classify = classifier.classify
-    for item in walker.walk(max(start, vma.start), min(end, vma.end)):
-        if isinstance(item, TableFault):
+    uniform_run = PteScanner(layout, classifier, vma).uniform_run
+    for item in walker.walk_tables(max(start, vma.start), min(end, vma.end)):
+        if isinstance(item, PteSlice):
+            segment = uniform_run(item)
+            if segment is not None:
+                yield segment
+                continue
+            leaves: Iterable[RawLeaf] = item.leaves()
+        elif isinstance(item, TableFault):
             faults.append(item)
             continue
-        va, level, raw = item
-        leaf = decode_leaf(raw, va, level, layout)
-        if leaf is None:
-            continue
-        yield leaf, classify(leaf.pfn)
+        else:
+            leaves = (item,)
+        for va, level, raw in leaves:
+            leaf = decode_leaf(raw, va, level, layout)
+            if leaf is not None:
+                yield leaf, classify(leaf.pfn), 1
 
 
 def audit_vma(
@@ -143,7 +178,7 @@ def audit_vma(
     findings: List[Finding] = []
     tally = VmaTally(vma, layout)
     kept: List[Run] = []
-    for run in coalesce(vma, _leaves(walker, vma, layout, classifier, start, end, faults)):
+    for run in coalesce_segments(vma, _segments(walker, vma, layout, classifier, start, end, faults)):
         leaf = run.first
         tally.add(run)
         entries[leaf.kind.value] += run.count
@@ -196,27 +231,29 @@ def audit(
         grows with the number of runs).
     """
     started = time.monotonic()
+    check_selection(rules=rules, kinds=kinds)
     layout = read_layout(prog)
-    for kind in kinds:
-        try:
-            PageKind(kind)
-        except ValueError:
-            names = ", ".join(k.value for k in PageKind)
-            raise UsageError(f"unknown page kind {kind!r} (one of: {names})") from None
     active, skipped = select_rules(layout, rules)
     classifier = Classifier(prog, layout)
     result = AuditResult(layout=layout, not_applicable=skipped)
     start, end = va_range if va_range else (0, 1 << 64)
-    for process in for_each_process(prog, pids, comms):
+    share_names(prog)  # one cache of file paths and vm_ops names for this audit
+
+    def process_fault(message: str, phys: int = 0) -> None:
+        result.stats.process_faults += 1
+        result.faults.append((None, TableFault(Level.PGD, 0, phys, message)))
+
+    for process in for_each_process(prog, pids, comms, on_fault=process_fault):
         if progress is not None:
             progress(process)
         result.stats.processes += 1
         try:
             walker = PageTableWalker.for_mm(prog, layout, process.mm)
             vmas = list(process_vmas(prog, process, start, end))
-        except drgn.FaultError as e:
-            # The process exited (or its mm is unreadable) under a live walk.
-            result.faults.append((None, TableFault(0, 0, 0, f"pid {process.pid}: {e}")))  # type: ignore[arg-type]
+        except TARGET_CHANGED as e:
+            # The process exited (its mm freed or reused) under a live walk,
+            # or the target is damaged: say so, and go on with the others.
+            process_fault(f"pid {process.pid} ({process.comm}): cannot read its mm or VMAs: {type(e).__name__}: {e}")
             continue
         for vma in vmas:
             report, findings, faults = audit_vma(walker, vma, layout, classifier, active, start, end, keep_runs)
@@ -228,5 +265,6 @@ def audit(
             result.faults.extend((vma, f) for f in faults)
         result.stats.tables_read += walker.tables_read
         result.stats.table_faults += walker.faults
+    unshare_names(prog)
     result.stats.seconds = time.monotonic() - started
     return result

@@ -8,9 +8,10 @@ tables. Rendering is kept apart from the data: every ``*_json`` function
 returns plain dicts, every ``print_*`` function only prints.
 """
 
-from typing import Dict
+from typing import Dict, Optional
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .arch import describe
@@ -18,6 +19,7 @@ from .records import Finding, Layout, Severity, Vma
 
 __all__ = (
     "SCHEMA",
+    "safe_text",
     "vm_flag_mnemonics",
     "layout_json",
     "audit_json",
@@ -41,6 +43,20 @@ _MNEMONICS = {
     "HUGEPAGE": "hg", "NOHUGEPAGE": "nh", "MERGEABLE": "mg", "UFFD_MINOR": "ui",
     "SHADOW_STACK": "ss", "DROPPABLE": "dp", "SEALED": "sl",
 }
+
+
+def safe_text(value: Optional[str]) -> str:
+    """A string read from the target (a command name, a path, a symbol), fit for the terminal.
+
+    Non-printable characters (newlines, ESC of a terminal escape sequence, …)
+    become their Python escapes and rich markup is escaped, so a process
+    called ``[/x]\\x1b[2J`` prints as itself instead of breaking the report or
+    the terminal. JSON output needs none of this: it escapes by itself.
+    """
+    if not value:
+        return ""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+    return escape(text)
 
 
 def vm_flag_mnemonics(flags: int, layout: Layout) -> str:
@@ -152,6 +168,7 @@ def audit_json(result, layout: Layout) -> Dict[str, object]:
             "vmas": result.stats.vmas,
             "tables_read": result.stats.tables_read,
             "unreadable_tables": result.stats.table_faults,
+            "unreadable_processes": result.stats.process_faults,
             "seconds": round(result.stats.seconds, 3),
             "findings": counts,
         },
@@ -201,10 +218,10 @@ def print_audit(console: Console, result, layout: Layout, verbose: bool = False)
             continue
         table.add_row(
             str(r.vma.pid),
-            r.vma.comm,
+            safe_text(r.vma.comm),
             f"{r.vma.start:#x}-{r.vma.end:#x}",
             vm_flag_mnemonics(r.vma.flags, layout),
-            r.vma.ops or r.vma.file or "anon",
+            safe_text(r.vma.ops or r.vma.file or "anon"),
             " ".join(f"{k}:{v}" for k, v in r.pages_by_kind) or "-",
             " ".join(f"{k}:{v}" for k, v in r.leaves_by_level) or "-",
             str(r.special),
@@ -221,7 +238,9 @@ def print_audit(console: Console, result, layout: Layout, verbose: bool = False)
     counts = {sev: sum(1 for f in result.findings if f.severity == sev) for sev in Severity}
     console.print(
         f"{s.processes} processes, {s.vmas} VMAs, {s.tables_read} page tables read"
-        f" ({s.table_faults} unreadable) in {s.seconds:.2f}s; "
+        f" ({s.table_faults} unreadable)"
+        + (f", {s.process_faults} processes unreadable" if s.process_faults else "")
+        + f" in {s.seconds:.2f}s; "
         f"{counts[Severity.ERROR]} errors, {counts[Severity.WARNING]} warnings, {counts[Severity.INFO]} info"
     )
     if result.not_applicable:
@@ -234,17 +253,17 @@ def print_finding(console: Console, f: Finding, layout: Layout) -> None:
     what = f"{f.count} {f.first.level.label} leaves" if f.first else "whole VMA"
     console.print(
         f"[{_SEVERITY_STYLE[f.severity]}]{f.severity.label.upper()}[/] [bold]{f.rule}[/]"
-        f"  pid {f.vma.pid} ({f.vma.comm})  {f.start:#x}-{f.end:#x}  ({what})"
+        f"  pid {f.vma.pid} ({safe_text(f.vma.comm)})  {f.start:#x}-{f.end:#x}  ({what})"
     )
     console.print(
         f"  VMA {f.vma.start:#x}-{f.vma.end:#x} [{vm_flag_mnemonics(f.vma.flags, layout)}]"
-        f" {f.vma.ops or f.vma.file or 'anon'}"
+        f" {safe_text(f.vma.ops or f.vma.file or 'anon')}"
     )
     if f.first is not None:
         bits, cache = describe(f.first.raw, f.first.level, layout)
         page = ""
         if f.page is not None:
-            page = f" → {f.page.kind.value}" + (f" ({f.page.owner})" if f.page.owner else "")
+            page = f" → {f.page.kind.value}" + (f" ({safe_text(f.page.owner)})" if f.page.owner else "")
         pfn = f" pfn {f.first.pfn:#x}" if f.first.pfn is not None else ""
         console.print(
             f"  {f.first.kind.value} {f.first.raw:#018x} [{' '.join(bits)}]"

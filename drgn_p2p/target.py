@@ -10,7 +10,9 @@ build ID is not the target's is an error that says so; drgn alone would only
 log "did not match any loaded modules" and continue without symbols.
 """
 
+import logging
 import os
+import socket
 import stat
 import struct
 from pathlib import Path
@@ -26,6 +28,14 @@ __all__ = ("open_program",)
 
 #: Size of the smallest file that can hold an ELF header; anything shorter is not a core.
 _ELF_HEADER_SIZE = 64
+#: Signature of makedumpfile's flattened format (what QEMU 7.2 writes for kdump-*).
+_FLATTENED_MAGIC = b"makedumpfile"
+#: Seconds to wait for QEMU's QMP greeting before calling the socket busy
+#: (``$DRGN_P2P_QMP_TIMEOUT`` overrides it).
+QMP_GREETING_TIMEOUT = 5.0
+QMP_TIMEOUT_ENV = "DRGN_P2P_QMP_TIMEOUT"
+
+_log = logging.getLogger("drgn_p2p")
 
 
 def open_program(
@@ -57,13 +67,24 @@ def open_program(
             platform = drgn.Platform(drgn.Architecture[architecture.upper()])
         except KeyError:
             raise TargetError(f"unknown architecture {architecture!r}") from None
+    if core is None and qemu is None:
+        _check_kcore()  # not root: say so before anything else
+    _check_symbol_files(symbols)
     prog = drgn.Program(platform=platform)
     if core is not None:
         _attach_core(prog, core)
+        what = f"vmcore {core} has no vmcoreinfo (is it a Linux kernel dump?)"
     elif qemu is not None:
         _attach_qemu(prog, qemu)
+        what = (
+            f"the QEMU guest behind {qemu} exposes no vmcoreinfo "
+            "(start QEMU with -device vmcoreinfo and load qemu_fw_cfg in the guest)"
+        )
     else:
         _attach_kcore(prog)
+        what = "/proc/kcore has no vmcoreinfo"
+    if not prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL:
+        raise TargetError(what)
     _load_debug_info(prog, symbols, debug_directories)
     # vm_ops of modules (ext4_dax_vm_ops, vfio_pci_mmap_ops, ...) are named
     # from the target's own kallsyms, so module debug info is not needed.
@@ -76,15 +97,19 @@ def open_program(
     return prog
 
 
-def _attach_kcore(prog: drgn.Program) -> None:
+def _check_kcore() -> None:
     if not os.path.exists("/proc/kcore"):
         raise TargetError("/proc/kcore does not exist (kernel built without CONFIG_PROC_KCORE?)")
     if os.geteuid() != 0:
         raise TargetError("reading the live kernel through /proc/kcore requires root")
+
+
+def _attach_kcore(prog: drgn.Program) -> None:
+    _check_kcore()
     try:
         prog.set_kernel()
-    except (OSError, ValueError) as e:
-        raise TargetError(f"cannot open /proc/kcore: {e}") from None
+    except Exception as e:  # noqa: BLE001  (OSError, ValueError, or drgn's bare Exception)
+        raise TargetError(f"cannot open /proc/kcore: {_first_line(e)}") from None
 
 
 def _attach_core(prog: drgn.Program, path: str) -> None:
@@ -97,12 +122,84 @@ def _attach_core(prog: drgn.Program, path: str) -> None:
     if st.st_size < _ELF_HEADER_SIZE:
         raise TargetError(f"vmcore {path} is empty or truncated ({st.st_size} bytes)")
     try:
+        with open(path, "rb") as f:
+            head = f.read(_ELF_HEADER_SIZE)
+    except OSError as e:
+        raise TargetError(f"cannot read vmcore {path}: {e.strerror}") from None
+    try:
         prog.set_core_dump(path)
-    except (OSError, ValueError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    # libkdumpfile's failures reach Python as a bare Exception.
+    except Exception as e:  # noqa: BLE001
+        msg = _first_line(e)
         if "ARCH_NAME" in msg:
             msg += " (a QEMU kdump file: pass --architecture x86_64)"
+        elif "vmcoreinfo.raw is not set" in msg:
+            msg += " (a dump without vmcoreinfo: QEMU needs -device vmcoreinfo and qemu_fw_cfg loaded in the guest)"
+        elif "vmcoreinfo" in msg:
+            pass  # drgn's message already says what the dump lacks
+        elif head.startswith(_FLATTENED_MAGIC):
+            msg += " (a makedumpfile flattened file that is truncated or corrupt)"
+        elif (head.startswith(b"KDUMP   ") or head.startswith(b"\x7fELF")) and "not an ELF core" not in msg:
+            msg += " (truncated or corrupt?)"
         raise TargetError(f"cannot open vmcore {path}: {msg}") from None
+    if head.startswith(b"\x7fELF"):
+        expected = _elf_core_size(path)
+        if expected is not None and st.st_size < expected:
+            _log.warning(
+                "vmcore %s is truncated: %d of %d bytes (%.0f%%); memory past its end cannot be read",
+                path, st.st_size, expected, 100.0 * st.st_size / expected,
+            )
+
+
+def _elf_core_size(path: str) -> Optional[int]:
+    """The size a 64-bit little-endian ELF core must have to hold all of its segments."""
+    try:
+        with open(path, "rb") as f:
+            ehdr = f.read(64)
+            if ehdr[4] != 2 or ehdr[5] != 1:
+                return None
+            phoff, = struct.unpack_from("<Q", ehdr, 0x20)
+            phentsize, phnum = struct.unpack_from("<HH", ehdr, 0x36)
+            f.seek(phoff)
+            table = f.read(phentsize * phnum)
+    except (OSError, struct.error, IndexError):
+        return None
+    end = 0
+    for i in range(min(phnum, len(table) // max(phentsize, 1))):
+        p_type, _, p_offset, _, _, p_filesz = struct.unpack_from("<IIQQQQ", table, i * phentsize)
+        if p_type in (1, 4):  # PT_LOAD, PT_NOTE
+            end = max(end, p_offset + p_filesz)
+    return end or None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _qmp_greets(path: str, timeout: float) -> Optional[str]:
+    """Connect to QMP socket *path* and wait for QEMU's greeting.
+
+    QEMU serves one client per QMP socket and leaves any other connection
+    waiting, greeting-less, in the listen queue, where drgn would wait
+    forever. Returns None when greeted, else why not.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+        data = sock.recv(4096)
+    except socket.timeout:
+        return "busy"
+    except OSError as e:
+        return e.strerror or str(e)
+    finally:
+        sock.close()
+    if not data:
+        return "closed without a greeting"
+    if b'"QMP"' not in data:
+        return "not a QMP socket"
+    return None
 
 
 def _attach_qemu(prog: drgn.Program, path: str) -> None:
@@ -113,21 +210,55 @@ def _attach_qemu(prog: drgn.Program, path: str) -> None:
     if not stat.S_ISSOCK(st.st_mode):
         raise TargetError(f"{path} is not a unix socket")
     try:
+        timeout = float(os.environ.get(QMP_TIMEOUT_ENV) or QMP_GREETING_TIMEOUT)
+    except ValueError:
+        raise TargetError(f"${QMP_TIMEOUT_ENV} must be a number of seconds") from None
+    problem = _qmp_greets(path, timeout)
+    if problem == "busy":
+        raise TargetError(
+            f"QMP socket {path} is busy: QEMU gave no greeting in {timeout:g} s "
+            "(it serves one client per socket; is drgn or another tool attached?)"
+        )
+    if problem is not None:
+        raise TargetError(f"cannot attach to QEMU over {path}: {problem}")
+    try:
         prog.set_qemu_qmp(path)
-    except (OSError, ValueError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    except Exception as e:  # noqa: BLE001  (drgn raises a bare Exception for some failures)
+        msg = _first_line(e)
+        if "vmcoreinfo" in msg.lower():
+            raise TargetError(
+                f"cannot attach to QEMU over {path}: {msg} (start QEMU with -device vmcoreinfo "
+                "and load qemu_fw_cfg in the guest)"
+            ) from None
         raise TargetError(
             f"cannot attach to QEMU over {path}: {msg} "
             "(is the socket free, and does the guest have -device vmcoreinfo and qemu_fw_cfg loaded?)"
         ) from None
 
 
+def _check_symbol_files(symbols: Sequence[str]) -> None:
+    """Refuse debug info files that cannot be read, before the target is touched."""
+    for path in symbols:
+        if os.path.islink(path) and not os.path.exists(path):
+            raise TargetError(
+                f"debug info file {path} is a symlink to {os.readlink(path)}, which does not exist "
+                "(Debian 7.x -dbg packages link boot/vmlinux-KVER to lib/modules/KVER/vmlinux: "
+                "extract that file too)"
+            )
+        if not os.path.exists(path):
+            raise TargetError(f"debug info file {path} does not exist")
+        if not os.path.isfile(path):
+            raise TargetError(f"debug info file {path} is not a regular file")
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            raise TargetError(f"cannot read debug info file {path}: {e.strerror}") from None
+
+
 def _load_debug_info(
     prog: drgn.Program, symbols: Sequence[str], debug_directories: Sequence[str]
 ) -> None:
-    for path in symbols:
-        if not os.path.exists(path):
-            raise TargetError(f"debug info file {path} does not exist")
     if debug_directories:
         prog.debug_info_options.directories = tuple(debug_directories) + tuple(
             prog.debug_info_options.directories
@@ -141,7 +272,7 @@ def _load_debug_info(
     except drgn.MissingDebugInfoError:
         pass
     except (OSError, ValueError) as e:
-        raise TargetError(f"cannot load debug info: {e}") from None
+        raise TargetError(f"cannot load debug info: {_first_line(e)}") from None
     if main is None:
         try:
             main = prog.main_module()

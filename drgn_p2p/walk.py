@@ -10,11 +10,16 @@ The walk never uses ``follow_phys()``: a table is read once and its 512
 entries are examined in Python, and the last table read at each level is
 kept so that neighbouring VMAs sharing a table do not read it again. Memory
 stays flat: everything is a generator.
+
+:meth:`PageTableWalker.walk_tables` hands over the PTE level a whole table
+slice at a time (:class:`PteSlice`), so that the pipeline can judge a table of
+identical entries with a few whole-table operations (:mod:`drgn_p2p.scan`);
+:meth:`PageTableWalker.walk` expands the slices into single entries.
 """
 
 import functools
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import drgn
@@ -28,6 +33,10 @@ __all__ = (
     "Process",
     "TableFault",
     "RawLeaf",
+    "PteSlice",
+    "NameCache",
+    "share_names",
+    "unshare_names",
     "for_each_process",
     "process_vmas",
     "PageTableWalker",
@@ -60,32 +69,86 @@ class TableFault:
 #: ``(va, level, raw)`` of one non-empty leaf entry.
 RawLeaf = Tuple[int, Level, int]
 
+_ZERO_TABLE = bytes(4096)
+
+
+@dataclass(frozen=True)
+class PteSlice:
+    """Entries ``first..last`` (inclusive) of one PTE table, not all empty.
+
+    ``data`` is the whole 4 KiB table as read; entry *i* maps
+    ``base + i * 4096``.
+    """
+
+    base: int
+    data: bytes
+    first: int
+    last: int
+
+    def leaves(self) -> Iterator[RawLeaf]:
+        """The non-empty entries of the slice, as :data:`RawLeaf`, in address order."""
+        base = self.base
+        entries = _TABLE_FORMAT.unpack(self.data)
+        for i in range(self.first, self.last + 1):
+            raw = entries[i]
+            if raw:
+                yield (base + (i << 12), Level.PTE, raw)
+
+
+#: PID_MAX_LIMIT on 64-bit: a task list longer than this is corrupt (or looping).
+MAX_TASKS = 4 * 1024 * 1024
+#: What reading a task or walking the task list raises on a damaged or
+#: changing target (a live kernel whose tasks exit under the walk).
+_TASK_ERRORS = (drgn.FaultError, drgn.ObjectAbsentError, ValueError, LookupError, OverflowError)
+
 
 def for_each_process(
     prog: drgn.Program,
     pids: Sequence[int] = (),
     comms: Sequence[str] = (),
+    on_fault: Optional[Callable[[str], None]] = None,
 ) -> Iterator[Process]:
     """Yield each user address space once.
 
     Kernel threads (``mm == NULL``) are skipped; threads and processes that
-    share an mm (``CLONE_VM``) are folded into the first task seen.
+    share an mm (``CLONE_VM``) are folded into the first task seen. The task
+    list is read to its end before the first process is yielded; a task that
+    cannot be read is skipped, and a task list that cannot be followed (a
+    task freed under a live walk, a damaged vmcore) or that does not end is
+    cut there, and *on_fault* is told why.
 
     :param pids: only these thread-group ids (empty: all).
     :param comms: only tasks with these names (empty: all).
+    :param on_fault: called with a one-line message when the task list is cut.
     """
+    wanted = set(pids)
     seen: Dict[int, List] = {}
     order: List[int] = []
-    for task in for_each_task(prog):
+    tasks = for_each_task(prog)
+    count = 0
+    while True:
+        try:
+            task = next(tasks)
+        except StopIteration:
+            break
+        except _TASK_ERRORS as e:
+            if on_fault is not None:
+                on_fault(f"task list cut after {count} tasks: {type(e).__name__}: {e}")
+            break
+        count += 1
+        if count > MAX_TASKS:
+            if on_fault is not None:
+                on_fault(f"task list cut after {MAX_TASKS} tasks: longer than PID_MAX_LIMIT (a loop?)")
+            break
         try:
             mm = task.mm.read_()
             if not mm:
                 continue
             tgid = task.tgid.value_()
+            if wanted and tgid not in wanted:
+                continue  # before reading comm: most tasks are not wanted
             comm = task.comm.string_().decode(errors="replace")
-        except drgn.FaultError:
-            continue
-        if pids and tgid not in pids:
+        except _TASK_ERRORS:
             continue
         if comms and comm not in comms:
             continue
@@ -108,34 +171,85 @@ def _vma_flags(vma: drgn.Object) -> int:
     return vma.vm_flags.value_()
 
 
-def _vma_file(vma: drgn.Object) -> Optional[str]:
+@dataclass
+class NameCache:
+    """File paths by ``struct file *`` and symbol names by address, shared by
+    the processes of one audit (forked processes share their files; most
+    VMAs share a few ``vm_operations_struct``). Resolving a path or a symbol
+    costs far more than walking a small process's page tables."""
+
+    files: Dict[int, Optional[str]] = field(default_factory=dict)
+    symbols: Dict[int, Optional[str]] = field(default_factory=dict)
+
+
+_NAMES_KEY = "drgn_p2p_names"
+
+
+def share_names(prog: drgn.Program) -> None:
+    """Start a :class:`NameCache` that :func:`process_vmas` on *prog* uses until :func:`unshare_names`."""
+    cache = getattr(prog, "cache", None)
+    if cache is not None:
+        cache[_NAMES_KEY] = NameCache()
+
+
+def unshare_names(prog: drgn.Program) -> None:
+    """Drop the cache started by :func:`share_names` (paths and modules may change later)."""
+    cache = getattr(prog, "cache", None)
+    if cache is not None:
+        cache.pop(_NAMES_KEY, None)
+
+
+def _vma_file(vma: drgn.Object, names: Optional[Dict[int, Optional[str]]] = None) -> Optional[str]:
     file = vma.vm_file.read_()
     if not file:
         return None
+    key = file.value_()
+    if names is not None and key in names:
+        return names[key]
     try:
         from drgn.helpers.linux.fs import d_path
 
-        return d_path(file.f_path).decode(errors="replace")
+        name: Optional[str] = d_path(file.f_path).decode(errors="replace")
     except (drgn.FaultError, LookupError, ValueError):
         try:
-            return file.f_path.dentry.d_name.name.string_().decode(errors="replace")
+            name = file.f_path.dentry.d_name.name.string_().decode(errors="replace")
         except drgn.FaultError:
-            return "?"
+            name = "?"
+    if names is not None:
+        names[key] = name
+    return name
 
 
-def _symbol_name(prog: drgn.Program, address: int) -> Optional[str]:
+def _symbol_name(
+    prog: drgn.Program, address: int, names: Optional[Dict[int, Optional[str]]] = None
+) -> Optional[str]:
     if not address:
         return None
+    if names is not None and address in names:
+        return names[address]
     try:
-        return prog.symbol(address).name
+        name = prog.symbol(address).name
     except LookupError:
-        return hex(address)
+        name = hex(address)
+    if names is not None:
+        names[address] = name
+    return name
 
 
 def process_vmas(
-    prog: drgn.Program, process: Process, start: int = 0, end: int = 1 << 64
+    prog: drgn.Program,
+    process: Process,
+    start: int = 0,
+    end: int = 1 << 64,
+    names: Optional[NameCache] = None,
 ) -> Iterator[Vma]:
-    """Yield the :class:`Vma` records of *process* that overlap ``[start, end)``."""
+    """Yield the :class:`Vma` records of *process* that overlap ``[start, end)``.
+
+    :param names: a cache to share between the processes of one audit;
+        by default the one :func:`share_names` started on *prog*, if any.
+    """
+    if names is None:
+        names = getattr(prog, "cache", {}).get(_NAMES_KEY)
     for vma in for_each_vma(process.mm):
         vm_start = vma.vm_start.value_()
         vm_end = vma.vm_end.value_()
@@ -150,13 +264,20 @@ def process_vmas(
             end=vm_end,
             flags=_vma_flags(vma),
             pgoff=vma.vm_pgoff.value_(),
-            file=_vma_file(vma),
-            ops=_symbol_name(prog, vma.vm_ops.value_()),
+            file=_vma_file(vma, None if names is None else names.files),
+            ops=_symbol_name(prog, vma.vm_ops.value_(), None if names is None else names.symbols),
         )
 
 
 class PageTableWalker:
     """Walks the page tables of one mm, one whole table per read.
+
+    The walk always terminates and reads a bounded number of tables, whatever
+    the tables hold (a live kernel changing them between reads, an entry
+    pointing back at its own table or an ancestor, PFNs past the end of
+    memory): it goes no deeper than the paging levels, and reads a table
+    only for a table entry that maps part of its range. An unreadable table
+    is a :class:`TableFault`.
 
     :param read: ``read(phys, size) -> bytes`` of physical memory; raises
         :class:`drgn.FaultError` when the memory cannot be read.
@@ -181,7 +302,8 @@ class PageTableWalker:
             # The P4D level is folded: PGD entries point at PUD tables.
             self._levels = (Level.PGD, Level.PUD, Level.PMD, Level.PTE)
             self._shifts = (39, 30, 21, 12)
-        self._cache: Dict[int, Tuple[int, Tuple[int, ...]]] = {}
+        #: Per depth, the last table read: ``(phys, data, unpacked entries or None)``.
+        self._cache: Dict[int, List] = {}
         self.tables_read = 0
         self.faults = 0
 
@@ -195,15 +317,24 @@ class PageTableWalker:
 
         return cls(read, layout, pgd_phys)
 
-    def _table(self, depth: int, phys: int) -> Tuple[int, ...]:
+    def _entry(self, depth: int, phys: int) -> List:
+        """The cache slot ``[phys, data, entries]`` of the table at *phys*, read if needed."""
         cached = self._cache.get(depth)
-        if cached is not None and cached[0] == phys:
-            return cached[1]
-        data = self._read(phys, 4096)
-        self.tables_read += 1
-        entries = _TABLE_FORMAT.unpack(data)
-        self._cache[depth] = (phys, entries)
-        return entries
+        if cached is None or cached[0] != phys:
+            data = self._read(phys, 4096)
+            self.tables_read += 1
+            if len(data) != _TABLE_FORMAT.size:
+                raise drgn.FaultError(f"short read of a page table ({len(data)} bytes)", phys)
+            cached = [phys, data, None]
+            self._cache[depth] = cached
+        return cached
+
+    def _table(self, depth: int, phys: int) -> Tuple[int, ...]:
+        """The 512 entries of the table at *phys* (read once, unpacked once)."""
+        cached = self._entry(depth, phys)
+        if cached[2] is None:
+            cached[2] = _TABLE_FORMAT.unpack(cached[1])
+        return cached[2]
 
     def walk(self, start: int, end: int) -> Iterator[Union[RawLeaf, TableFault]]:
         """Yield every non-empty leaf entry mapping ``[start, end)``, in address order.
@@ -213,28 +344,38 @@ class PageTableWalker:
         entries). An unreadable table yields a :class:`TableFault` and the
         walk continues after it.
         """
-        yield from self._walk(0, self._pgd_phys, start, end, 0)
+        for item in self._walk(0, self._pgd_phys, start, end, 0):
+            if isinstance(item, PteSlice):
+                yield from item.leaves()
+            else:
+                yield item
+
+    def walk_tables(self, start: int, end: int) -> Iterator[Union[RawLeaf, TableFault, PteSlice]]:
+        """Like :meth:`walk`, but the PTEs of each PTE table come as one :class:`PteSlice`.
+
+        Slices whose entries are all empty are not yielded.
+        """
+        return self._walk(0, self._pgd_phys, start, end, 0)
 
     def _walk(
         self, depth: int, phys: int, start: int, end: int, base: int
-    ) -> Iterator[Union[RawLeaf, TableFault]]:
+    ) -> Iterator[Union[RawLeaf, TableFault, PteSlice]]:
         level = self._levels[depth]
         shift = self._shifts[depth]
+        first = (start - base) >> shift if start > base else 0
+        last = min(_TABLE_ENTRIES - 1, (end - 1 - base) >> shift)
         try:
+            if depth == len(self._levels) - 1:
+                data = self._entry(depth, phys)[1]
+                if data[first * 8 : (last + 1) * 8] != _ZERO_TABLE[first * 8 : (last + 1) * 8]:
+                    yield PteSlice(base, data, first, last)
+                return
             entries = self._table(depth, phys)
         except drgn.FaultError as e:
             self.faults += 1
             yield TableFault(level, max(start, base), phys, str(e))
             return
         span = 1 << shift
-        first = (start - base) >> shift if start > base else 0
-        last = min(_TABLE_ENTRIES - 1, (end - 1 - base) >> shift)
-        if depth == len(self._levels) - 1:
-            for i in range(first, last + 1):
-                raw = entries[i]
-                if raw:
-                    yield (base + (i << shift), level, raw)
-            return
         is_table = self._is_table
         for i in range(first, last + 1):
             raw = entries[i]

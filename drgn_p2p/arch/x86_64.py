@@ -29,6 +29,7 @@ __all__ = (
     "table_phys",
     "describe",
     "cache_mode",
+    "pte_run_bits",
     "SPECIAL_BIT",
     "PAT_CACHE_MODES",
 )
@@ -128,6 +129,22 @@ def decode_leaf(raw: int, va: int, level: Level, layout: Layout) -> Optional[Lea
         devmap=devmap_bit is not None and bool(raw >> devmap_bit & 1),
         writable=bool(raw & _RW),
     )
+
+
+def pte_run_bits(layout: Layout) -> Tuple[int, int, int]:
+    """``(signature mask, present bit, PFN mask)`` for judging whole PTE tables.
+
+    Two PTEs with ``_PAGE_PRESENT`` set that agree under the signature mask
+    decode (:func:`decode_leaf`) to the same kind, special, devmap and
+    writable; their PFN is ``(raw & PFN mask) >> page_shift``. The PFN mask
+    lies below bit 52. Used by :mod:`drgn_p2p.scan`.
+    """
+    signature = _PRESENT | _RW | _SPECIAL
+    if layout.devmap_bit is not None:
+        signature |= 1 << layout.devmap_bit
+    pfn_mask = _pfn_mask(Level.PTE, layout)
+    assert pfn_mask < 1 << 52, "PFN field above bit 51"
+    return signature, _PRESENT, pfn_mask
 
 
 def _decode_swap(raw: int, va: int, level: Level, layout: Layout) -> Leaf:

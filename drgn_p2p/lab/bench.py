@@ -184,7 +184,7 @@ class Bench:
                 f"for i in $(seq 1200); do [ -e {rec} ] && break; sleep 0.25; done",
                 f"[ -e {rec} ] || {{ cat /tmp/bench/{load.name}.log; exit 1; }}",
             ]
-        lines.append("cat /tmp/bench/*.txt; echo ---; grep -H AnonHugePages /proc/[0-9]*/smaps_rollup | grep -v ' 0 kB'")
+        lines.append("cat /tmp/bench/*.txt; echo ---; grep -H AnonHugePages /proc/[0-9]*/smaps_rollup 2> /dev/null | grep -v ' 0 kB'")
         rc, output = self.guest.run("\n".join(lines), timeout=1800)
         if rc != 0:
             raise LabError(f"holding the load failed (status {rc}):\n{output[-2000:]}")
@@ -249,7 +249,8 @@ class Bench:
         if binary is None:
             self.notes["crash"] = "crash is not installed on the host (apt-get install crash)"
             return
-        version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+        version = next((line for line in subprocess.run([binary, "--version"], capture_output=True,
+                                                         text=True).stdout.splitlines() if line.strip()), "crash")
         base = f"{shlex.quote(binary)} -s {shlex.quote(self.vmlinux)} /proc/kcore"
         # Start-up alone, then vm -p on each 4K load.
         started = time.monotonic()
@@ -490,7 +491,7 @@ def main(kernel_name: str = "newest", memory: str = "6G", out: Optional[Path] = 
         if profile:
             biggest = max((load for load in loads if load.mode == "4k"), key=lambda load: load.size)
             for target, where in (("kcore", "guest"), ("qemu", "host")):
-                path = out / f"profile-audit-{target}-{biggest.name}.html"
+                path = out / f"profile-audit-{target}-{biggest.name}.txt"
                 bench.measure(f"{biggest.name} (profiled)", biggest.mapped_mib, "audit", target, where,
                               ["--pid", str(bench.held[biggest.name][0])], profile=str(path))
         if crash:

@@ -13,7 +13,8 @@ pagemap) so that its peak RSS is its own::
 
 It prints one JSON object on its last line of output:
 
-``method``, ``target``, ``scope``; ``startup_s`` (drgn: opening the program
+``method``, ``target``, ``scope`` (``--system`` live leaves out the measuring
+process itself); ``startup_s`` (drgn: opening the program
 and loading debug info, kept out of the timings); ``times_s`` (one per
 repeat); ``slots`` (leaf slots examined: 4 KiB pages covered by the VMAs
 walked); ``vmas``; ``present`` (pages found mapped, where the method tells);
@@ -244,7 +245,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     scope.add_argument("--system", action="store_true")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--sample", type=int, default=0, help="follow: translate at most N pages")
-    parser.add_argument("--profile", metavar="FILE", help="write a pyinstrument HTML profile of the last repeat")
+    parser.add_argument("--profile", metavar="FILE", help="write a pyinstrument profile of all repeats (text if FILE ends in .txt, else HTML)")
     args = parser.parse_args(argv)
 
     record: Dict[str, object] = {
@@ -253,12 +254,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "scope": "system" if args.system else ",".join(map(str, args.pids)),
     }
     prog = None
+    pids: List[int] = args.pids
     if args.method in ("audit", "follow", "startup"):
         t = time.perf_counter()
         import drgn  # noqa: F401  (import time is part of start-up)
 
         prog = _open(args)
         record["startup_s"] = time.perf_counter() - t
+        if args.system and not args.qemu:
+            # Live: the whole system but this measuring process (pagemap skips itself too).
+            from drgn_p2p.walk import for_each_process
+
+            pids = [p.pid for p in for_each_process(prog) if p.pid != os.getpid()]
     record["hwm_startup_kib"] = vm_hwm_kib()
 
     profiler = None
@@ -268,9 +275,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         profiler = Profiler(interval=0.0005)
         profiler.start()
     if args.method == "audit":
-        record.update(_measure_audit(prog, args.pids, args.repeat))
+        record.update(_measure_audit(prog, pids, args.repeat))
     elif args.method == "follow":
-        record.update(_measure_follow(prog, args.pids, args.repeat, args.sample))
+        record.update(_measure_follow(prog, pids, args.repeat, args.sample))
     elif args.method == "pagemap":
         record.update(_measure_pagemap(args.pids, args.repeat))
     else:
@@ -278,7 +285,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if profiler is not None:
         profiler.stop()
         with open(args.profile, "w") as f:
-            f.write(profiler.output_html())
+            if args.profile.endswith(".txt"):
+                f.write(profiler.output_text(unicode=True, show_all=False))
+            else:
+                f.write(profiler.output_html())
         record["profile"] = args.profile
 
     record["hwm_kib"] = vm_hwm_kib()

@@ -10,7 +10,9 @@ kernel's own Debian headers and with the gcc that built it:
     Our own module (sources in ``drgn_p2p/lab/kmod/``): ``/dev/p2p_violate``
     builds, per mmap offset, a wrong mapping that a rule must report next to
     correct controls (see :data:`VIOLATE_CASES`). ``violate_holder`` (built
-    by :func:`build_holder`) maps every case in a guest and holds them.
+    by :func:`build_holder`) maps every case in a guest and holds them; given
+    test_hmm's device as well, it also holds legitimate device-exclusive
+    entries (:data:`HMM_EXCLUSIVE_CASE`).
 ``test_hmm``
     The kernel's ``lib/test_hmm.c`` (DEVICE_PRIVATE pages), taken at build
     time from the kernel's own ``linux-source-<major.minor>`` package. Only for
@@ -52,6 +54,7 @@ __all__ = (
     "ModuleUnsupported",
     "ViolateCase",
     "VIOLATE_CASES",
+    "HMM_EXCLUSIVE_CASE",
     "HeldCase",
     "chroots_dir",
     "kmods_dir",
@@ -99,33 +102,90 @@ class ViolateCase(NamedTuple):
     pgoff: int
     length: int
     huge: bool
-    #: What the auditor must say about it: "" for a control (nothing), else the broken rule.
-    trips: str
+    #: The rule ids the auditor must report on the case's mapping, exactly
+    #: (every one of them, no other); empty for a control, on which no rule
+    #: may report at warning or error level.
+    trips: Tuple[str, ...]
+    #: Whether the holder touches every page (False for cases built as
+    #: non-present entries, which a fault would wait on or reject).
+    touch: bool = True
+    #: Kernel options (``=y``) the case needs; without them mmap() fails with
+    #: EOPNOTSUPP. Python-side knowledge, for reasons and expectations.
+    needs: Tuple[str, ...] = ()
+    #: What the mapping is, in words.
+    what: str = ""
 
     @property
     def control(self) -> bool:
         return not self.trips
 
+    def unsupported(self, config: Mapping[str, str]) -> Optional[str]:
+        """Why a kernel with *config* cannot express this case, or None if it can."""
+        missing = [opt for opt in self.needs if config.get(opt) != "y"]
+        return f"kernel lacks {', '.join(missing)}" if missing else None
+
+
+_PMD_PFNMAP = ("CONFIG_TRANSPARENT_HUGEPAGE", "CONFIG_ARCH_SUPPORTS_PMD_PFNMAP")
+_DEVMAP = ("CONFIG_ARCH_HAS_PTE_DEVMAP",)
 
 #: The cases, as in ``kmod/p2p_violate.h`` (a unit test keeps the two equal).
+#: ZONE_DEVICE pages of the later cases are the module's own (memremap_pages()
+#: on 2 MiB chunks of the memmap-less BAR), mapped without a reference.
 VIOLATE_CASES = (
-    ViolateCase("control-remap", 0, 0x4000, False, ""),
-    ViolateCase("control-fault-pfn", 1, 0x4000, False, ""),
-    ViolateCase("control-huge-pfn", 2, 0x200000, True, ""),
-    ViolateCase("nomemmap-no-pfnmap", 3, 0x4000, False, "no-memmap PFN outside PFNMAP/MIXEDMAP"),
-    ViolateCase("pfnmap-not-special", 4, 0x4000, False, "PFNMAP leaf (no memmap) without special"),
-    ViolateCase("huge-pfn-not-special", 5, 0x200000, True, "huge PFN leaf without special"),
-    ViolateCase("special-on-ram", 6, 0x4000, False, "special leaf outside PFNMAP/MIXEDMAP (bad page map)"),
-    ViolateCase("mixedmap-pages", 7, 0x4000, False, "VM_MIXEDMAP of plain pages (info)"),
-    ViolateCase("devmap-on-ram", 8, 0x4000, False, "devmap bit on a non-DAX page"),
+    ViolateCase("control-remap", 0, 0x4000, False, (), what="BAR PFNs by remap_pfn_range(): special PTEs, VM_PFNMAP|VM_IO"),
+    ViolateCase("control-fault-pfn", 1, 0x4000, False, (), what="RAM pages by vmf_insert_pfn() at fault time: special PTEs, VM_PFNMAP"),
+    ViolateCase("control-huge-pfn", 2, 0x200000, True, (), needs=_PMD_PFNMAP,
+                what="a BAR PMD leaf by vmf_insert_pfn_pmd(): special PMD, VM_PFNMAP|VM_IO"),
+    ViolateCase("nomemmap-no-pfnmap", 3, 0x4000, False, ("no-memmap-outside-pfnmap",),
+                what="BAR PFNs (no struct page) in a VMA without VM_PFNMAP/VM_MIXEDMAP"),
+    ViolateCase("pfnmap-not-special", 4, 0x4000, False, ("no-memmap-not-special",),
+                what="BAR PFNs (no struct page) in a VM_PFNMAP VMA, special bit cleared"),
+    ViolateCase("huge-pfn-not-special", 5, 0x200000, True, ("huge-pfn-not-special",), needs=("CONFIG_TRANSPARENT_HUGEPAGE",),
+                what="a BAR PMD leaf without the special bit (before 6.12 no PMD can be special)"),
+    ViolateCase("special-on-ram", 6, 0x4000, False, ("special-outside-pfnmap",),
+                what="special PTEs on RAM pages in a VMA without VM_PFNMAP/VM_MIXEDMAP"),
+    ViolateCase("mixedmap-pages", 7, 0x4000, False, ("mixedmap-all-struct-pages",),
+                what="RAM pages by vm_insert_page(): a VM_MIXEDMAP VMA of struct pages only (info)"),
+    ViolateCase("devmap-on-ram", 8, 0x4000, False, ("devmap-not-dax", "mixedmap-all-struct-pages"), needs=_DEVMAP,
+                what="pte_mkdevmap() bits (devmap+special) on RAM pages in a VM_MIXEDMAP VMA"),
+    ViolateCase("pfnmap-ram-not-special", 9, 0x4000, False, ("pfnmap-not-special",),
+                what="RAM pages in a shared VM_PFNMAP VMA, special bit cleared"),
+    ViolateCase("devmap-not-special", 10, 0x4000, False, ("devmap-not-dax", "devmap-pte-not-special"), needs=_DEVMAP,
+                what="devmap bit without the special bit on RAM pages, VM_MIXEDMAP cleared"),
+    ViolateCase("p2pdma-special", 11, 0x4000, False, ("p2pdma-leaf",), needs=("CONFIG_ZONE_DEVICE",),
+                what="P2PDMA pages under special PTEs in a VM_PFNMAP|VM_IO VMA"),
+    ViolateCase("p2pdma-no-mixedmap", 12, 0x4000, False, ("p2pdma-vma-flags",), needs=("CONFIG_ZONE_DEVICE",),
+                what="P2PDMA pages under plain PTEs in a VM_SHARED VMA without VM_MIXEDMAP"),
+    ViolateCase("devdax-special", 13, 0x4000, False, ("dax-leaf-bits",), needs=("CONFIG_ZONE_DEVICE",),
+                what="device-dax pages under special-only PTEs in a VMA without VM_PFNMAP/VM_MIXEDMAP"),
+    ViolateCase("devdax-in-pfnmap", 14, 0x4000, False, ("dax-in-pfnmap",), needs=("CONFIG_ZONE_DEVICE",),
+                what="device-dax pages with this kernel's DAX PTE bits, in a VM_PFNMAP|VM_IO VMA"),
+    ViolateCase("coherent-in-pfnmap", 15, 0x4000, False, ("device-coherent-mapping",), needs=("CONFIG_ZONE_DEVICE",),
+                what="DEVICE_COHERENT pages under special PTEs in a VM_PFNMAP|VM_IO VMA"),
+    ViolateCase("private-present", 16, 0x4000, False, ("device-private-present",),
+                needs=("CONFIG_ZONE_DEVICE", "CONFIG_DEVICE_PRIVATE"),
+                what="DEVICE_PRIVATE pages (backed by the BAR) under present special PTEs"),
+    ViolateCase("migration-to-p2pdma", 17, 0x4000, False, ("migration-target",), touch=False,
+                needs=("CONFIG_ZONE_DEVICE", "CONFIG_MIGRATION"),
+                what="migration entries whose PFNs are (locked) P2PDMA pages"),
+    ViolateCase("unknown-marker", 18, 0x4000, False, ("garbage-entry",), touch=False,
+                what="PTE markers with a bit no kernel defines (bit 6)"),
 )
 
-_CASE_RE = re.compile(r'X\((\w+),\s*(\d+),\s*"([^"]+)",\s*(P2PV_\w+_LEN),\s*([01])\)')
+#: The case name of the legitimate device-exclusive entries the holder makes
+#: through test_hmm when given its device (four pages of private anonymous
+#: memory; a control for ``device-exclusive-target``).
+HMM_EXCLUSIVE_CASE = "hmm-exclusive"
+
+_CASE_RE = re.compile(r'X\((\w+),\s*(\d+),\s*"([^"]+)",\s*(P2PV_\w+_LEN),\s*([01]),\s*([01])\)')
 _LEN_RE = re.compile(r"#define\s+(P2PV_\w+_LEN)\s+\((\d+)UL\s*\*\s*(\d+)(?:\s*\*\s*(\d+))?\)")
 
 
 def parse_case_table(header: str) -> List[ViolateCase]:
-    """Read the case table (name, pgoff, length, huge) from the text of ``p2p_violate.h``."""
+    """
+    Read the case table (name, pgoff, length, huge, touch) from the text of
+    ``p2p_violate.h``; trips, needs and what come from :data:`VIOLATE_CASES`.
+    """
     lengths = {}
     for m in _LEN_RE.finditer(header):
         value = 1
@@ -133,11 +193,18 @@ def parse_case_table(header: str) -> List[ViolateCase]:
             if factor:
                 value *= int(factor)
         lengths[m.group(1)] = value
-    trips = {c.name: c.trips for c in VIOLATE_CASES}
-    return [
-        ViolateCase(m.group(3), int(m.group(2)), lengths[m.group(4)], m.group(5) == "1", trips.get(m.group(3), ""))
-        for m in _CASE_RE.finditer(header)
-    ]
+    known = {c.name: c for c in VIOLATE_CASES}
+    cases = []
+    for m in _CASE_RE.finditer(header):
+        py = known.get(m.group(3))
+        cases.append(
+            ViolateCase(
+                m.group(3), int(m.group(2)), lengths[m.group(4)], m.group(5) == "1",
+                py.trips if py else (), m.group(6) == "1",
+                py.needs if py else (), py.what if py else "",
+            )
+        )
+    return cases
 
 
 class HeldCase(NamedTuple):

@@ -7,7 +7,8 @@ Lab fixtures: one booted guest per kernel, shared by the whole session.
 kernel (and, through the scenario plan, test_hmm.ko) first if needed. Guests
 run under TCG on both of the machine's cores, so at most one is alive: asking
 for another kernel releases the previous guest (group tests by kernel). ``guest_newest`` is
-``lab_guest("newest")``.
+``lab_guest("newest")``. A test that changes its guest (loads a module)
+takes it out of the pool with ``lab_session.take(name)`` and closes it itself.
 """
 
 import shutil
@@ -55,6 +56,15 @@ class _Lab:
         self.guests[name] = guest
         return guest
 
+    def take(self, name: str) -> Guest:
+        """
+        The guest for kernel *name* (the live one, else a fresh boot), removed
+        from the pool: the caller may change it and must close it.
+        """
+        guest = self.get(name)
+        del self.guests[name]
+        return guest
+
     def close(self) -> None:
         """Release every guest."""
         for guest in self.guests.values():
@@ -63,16 +73,26 @@ class _Lab:
 
 
 @pytest.fixture(scope="session")
-def lab_guest() -> Iterator[Callable[[str], Guest]]:
-    """Factory: ``lab_guest("newest")`` → a ready :class:`Guest` for that kernel."""
+def lab_session() -> Iterator[_Lab]:
+    """The session's guests; a test module that boots a guest of its own calls
+    ``lab_session.close()`` first, so that at most one guest is alive."""
     lab = _Lab()
     try:
-        yield lab.get
+        yield lab
     finally:
         lab.close()
 
 
 @pytest.fixture(scope="session")
+def lab_guest(lab_session: _Lab) -> Callable[[str], Guest]:
+    """Factory: ``lab_guest("newest")`` → a ready :class:`Guest` for that kernel."""
+    return lab_session.get
+
+
+@pytest.fixture
 def guest_newest(lab_guest: Callable[[str], Guest]) -> Guest:
-    """The newest pinned kernel, booted with every supported scenario held."""
+    """
+    The newest pinned kernel, booted with every supported scenario held (per
+    test, from the pool: a guest another test took or closed is not handed out again).
+    """
     return lab_guest("newest")

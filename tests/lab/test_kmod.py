@@ -117,10 +117,11 @@ def test_test_hmm_builds_where_device_private(name):
 
 
 #: Bits of an x86-64 leaf and VMA flags the cases are about.
-_PRESENT, _PSE, _SPECIAL = 1 << 0, 1 << 7, 1 << 9
+_PRESENT, _PSE, _PROTNONE, _SPECIAL = 1 << 0, 1 << 7, 1 << 8, 1 << 9
 _PFNMAP, _IO, _MIXEDMAP = 0x400, 0x4000, 0x10000000
 
-#: case -> (VM_PFNMAP|VM_MIXEDMAP wanted in the VMA, huge leaf, special bit, devmap bit)
+#: case -> (VM_PFNMAP|VM_MIXEDMAP wanted in the VMA, huge leaf, special bit, devmap bit).
+#: "dax": the bit as this kernel's DAX PTEs carry it (set with a devmap bit, clear without).
 _EXPECT = {
     "control-remap": (_PFNMAP, False, True, False),
     "control-fault-pfn": (_PFNMAP, False, True, False),
@@ -131,7 +132,27 @@ _EXPECT = {
     "special-on-ram": (0, False, True, False),
     "mixedmap-pages": (_MIXEDMAP, False, False, False),
     "devmap-on-ram": (_MIXEDMAP, False, True, True),
+    "pfnmap-ram-not-special": (_PFNMAP, False, False, False),
+    "devmap-not-special": (0, False, False, True),
+    "p2pdma-special": (_PFNMAP, False, True, False),
+    "p2pdma-no-mixedmap": (0, False, False, False),
+    "devdax-special": (0, False, True, False),
+    "devdax-in-pfnmap": (_PFNMAP, False, "dax", "dax"),
+    "coherent-in-pfnmap": (_PFNMAP, False, True, False),
+    "private-present": (_PFNMAP, False, True, False),
 }
+
+#: Cases held as non-present PTEs: case -> (VM_PFNMAP|VM_MIXEDMAP wanted, the
+#: SwapTypes field naming the entry's type, the swap offset wanted or None).
+_NONPRESENT = {
+    "migration-to-p2pdma": (_PFNMAP, "migration_read", None),
+    "unknown-marker": (_PFNMAP, "pte_marker", 0x40),
+}
+
+
+def _swap_fields(raw: int) -> tuple:
+    """(type, offset) of an x86-64 swap-format PTE: type in bits 59-63, offset inverted in bits 9-58."""
+    return raw >> 59, (~raw >> 9) & ((1 << 50) - 1)
 
 
 def _leaves(guest, held: List[HeldCase]) -> Dict[str, tuple]:
@@ -160,13 +181,12 @@ def _leaves(guest, held: List[HeldCase]) -> Dict[str, tuple]:
 
 
 def _expected_skips(config: Dict[str, str]) -> set:
-    """Cases a kernel cannot express: no correct huge PFN leaf before 6.12, no devmap bit since 6.17."""
-    skips = set()
-    if config.get("CONFIG_ARCH_SUPPORTS_PMD_PFNMAP") != "y":
-        skips.add("control-huge-pfn")
-    if config.get("CONFIG_ARCH_HAS_PTE_DEVMAP") != "y":
-        skips.add("devmap-on-ram")
-    return skips
+    """
+    Cases a kernel cannot express (:meth:`kmod.ViolateCase.unsupported`): no
+    correct huge PFN leaf before 6.12, no devmap bit since 6.17, no
+    device-private page without CONFIG_DEVICE_PRIVATE.
+    """
+    return {c.name for c in kmod.VIOLATE_CASES if c.unsupported(config)}
 
 
 @pytest.mark.lab
@@ -212,7 +232,22 @@ def test_violations_in_guest(name):
 
         seen = _leaves(guest, held)
         for case, (vma, leaves, layout) in seen.items():
+            if case in _NONPRESENT:
+                kind, type_field, offset = _NONPRESENT[case]
+                assert vma.flags & (_PFNMAP | _MIXEDMAP) == kind, (case, hex(vma.flags))
+                assert vma.ops == "p2pv_vm_ops", (case, vma.ops)
+                length = next(h.length for h in held if h.case == case)
+                assert len(leaves) == length // 4096, (case, [hex(x) for x in leaves])
+                print(f"  {case:22} vm_flags={vma.flags:#x} entries={' '.join(hex(x) for x in leaves)}")
+                for raw in leaves:
+                    assert not raw & (_PRESENT | _PROTNONE), (case, hex(raw))
+                    stype, soff = _swap_fields(raw)
+                    assert stype == getattr(layout.swap, type_field), (case, hex(raw), stype)
+                    assert offset is None or soff == offset, (case, hex(raw), hex(soff))
+                continue
             kind, huge, special, devmap_bit = _EXPECT[case]
+            if special == "dax":
+                special = devmap_bit = layout.devmap_bit is not None
             assert vma.flags & (_PFNMAP | _MIXEDMAP) == kind, (case, hex(vma.flags))
             assert vma.ops == "p2pv_vm_ops" and "p2p_violate" in (vma.file or ""), (case, vma.ops, vma.file)
             length = next(h.length for h in held if h.case == case)

@@ -16,15 +16,40 @@
  *   special-on-ram        a special PTE on a RAM page outside PFNMAP/MIXEDMAP
  *   mixedmap-pages        plain pages mapped through VM_MIXEDMAP
  *   devmap-on-ram         the devmap bit on an ordinary RAM page's PTE
+ *   pfnmap-ram-not-special  RAM pages in a VM_PFNMAP VMA without the special bit
+ *   devmap-not-special    a devmap PTE without the special bit (on RAM)
+ *   p2pdma-special        a P2PDMA page under a special PTE in a VM_PFNMAP VMA
+ *   p2pdma-no-mixedmap    a P2PDMA page in a VMA without VM_MIXEDMAP
+ *   devdax-special        a device-dax page under a PTE with the wrong bits
+ *   devdax-in-pfnmap      a device-dax page in a VM_PFNMAP VMA
+ *   coherent-in-pfnmap    a DEVICE_COHERENT page under a special PTE in a
+ *                         VM_PFNMAP VMA
+ *   private-present       a DEVICE_PRIVATE page under a present PTE
+ *   migration-to-p2pdma   a migration entry whose PFN is a P2PDMA page
+ *   unknown-marker        a PTE marker with a bit no kernel defines
  *
  * The PFNs without memmap come from a prefetchable PCI memory BAR (by default
  * an unbound ivshmem BAR, else any prefetchable BAR whose PFNs have no memmap),
  * or from the bar_phys=/bar_size= module parameters.
  *
+ * ZONE_DEVICE pages: when that range is large enough, the module turns its
+ * first 2 MiB chunks into ZONE_DEVICE memory of its own with memremap_pages()
+ * (one chunk each of MEMORY_DEVICE_PCI_P2PDMA, _GENERIC (device-dax),
+ * _COHERENT and, with CONFIG_DEVICE_PRIVATE, _PRIVATE) and keeps the next
+ * chunk memmap-less for the cases above. The pages are never handed out: the
+ * cases map them with remap_pfn_range() (special PTEs, no reference taken)
+ * and then change bits and VMA flags, exactly like the memmap-less cases. The
+ * ZONE_DEVICE chunks sit below the memmap-less one, so highest_memmap_pfn stays
+ * below the memmap-less PFNs.
+ *
  * Teardown: some shapes would make the kernel print "Bad page map" (or worse,
  * dereference a struct page that does not exist) when the mapping is zapped.
  * The ioctl P2PV_IOC_RESTORE puts every mapping of the calling process back
  * into a shape the kernel can tear down; the holder calls it on SIGTERM.
+ * The migration entries point to P2PDMA pages the module keeps locked while
+ * the entries exist (every kernel path that meets a migration entry expects
+ * its page locked: it waits for the lock, or BUGs on an unlocked page), and
+ * no fault ever resolves them: the holder does not touch those cases.
  *
  * x86-64 only: the bit helpers (pte_clear_flags, _PAGE_SPECIAL, ...) are the
  * x86 ones.
@@ -40,7 +65,10 @@
 #include <linux/mutex.h>
 #include <linux/pci.h>
 #include <linux/pgtable.h>
+#include <linux/pagemap.h>
 #include <linux/slab.h>
+#include <linux/swap.h>
+#include <linux/swapops.h>	/* after swap.h, which defines the types */
 #include <linux/version.h>
 
 /*
@@ -77,6 +105,10 @@ static unsigned long huge_phys;
 module_param(huge_phys, ulong, 0444);
 MODULE_PARM_DESC(huge_phys, "read only: the 2 MiB aligned memmap-less chunk used for PMD cases (0: none)");
 
+static unsigned long devmem_phys;
+module_param(devmem_phys, ulong, 0444);
+MODULE_PARM_DESC(devmem_phys, "read only: start of the ZONE_DEVICE chunks the module created (0: none)");
+
 static char bar_source[64] = "none";
 module_param_string(bar_source, bar_source, sizeof(bar_source), 0444);
 MODULE_PARM_DESC(bar_source, "read only: where the memmap-less range came from");
@@ -85,13 +117,13 @@ MODULE_PARM_DESC(bar_source, "read only: where the memmap-less range came from")
 static unsigned long nm_pfn;
 static unsigned long huge_pfn;
 
-#define P2PV_LEN(e, n, name, len, huge) [n] = len,
+#define P2PV_LEN(e, n, name, len, huge, touch) [n] = len,
 static const unsigned long case_len[P2PV_NR_CASES] = { P2PV_CASES(P2PV_LEN) };
 #undef P2PV_LEN
-#define P2PV_HUGE(e, n, name, len, huge) [n] = huge,
+#define P2PV_HUGE(e, n, name, len, huge, touch) [n] = huge,
 static const bool case_huge[P2PV_NR_CASES] = { P2PV_CASES(P2PV_HUGE) };
 #undef P2PV_HUGE
-#define P2PV_STR(e, n, name, len, huge) [n] = name,
+#define P2PV_STR(e, n, name, len, huge, touch) [n] = name,
 static const char *const case_name[P2PV_NR_CASES] = { P2PV_CASES(P2PV_STR) };
 #undef P2PV_STR
 
@@ -133,6 +165,9 @@ struct p2pv_map {
 	unsigned int kase;
 	unsigned long start;
 	bool restored;
+	/* Pages kept locked while migration entries point to them. */
+	unsigned long locked_pfn;
+	unsigned int nlocked;
 	unsigned int npages;
 	struct page *pages[];
 };
@@ -160,18 +195,41 @@ static bool p2pv_above_ram(unsigned long pfn)
 	return pfn > PHYS_PFN(__pa(high_memory) - 1);
 }
 
-/* Use [start, start + len) if it has no memmap; set nm_pfn and huge_pfn. */
+/* The kinds of ZONE_DEVICE memory the module creates, one 2 MiB chunk each. */
+enum p2pv_devmem {
+	P2PV_DM_P2PDMA,
+	P2PV_DM_GENERIC,
+	P2PV_DM_COHERENT,
+	P2PV_DM_PRIVATE,
+	P2PV_NR_DEVMEM
+};
+
+/*
+ * Use [start, start + len) if it has no memmap; set nm_pfn, huge_pfn and
+ * devmem_phys. With room for it, the first P2PV_NR_DEVMEM 2 MiB chunks are
+ * left for ZONE_DEVICE memory and the next chunk is the memmap-less one
+ * (small cases in its first pages, PMD cases over all of it); otherwise the
+ * memmap-less cases start at the start of the range and there is no
+ * ZONE_DEVICE memory.
+ */
 static bool p2pv_use_range(phys_addr_t start, resource_size_t len, const char *source)
 {
-	phys_addr_t huge = ALIGN(start, (phys_addr_t)P2PV_HUGE_LEN);
+	phys_addr_t end = start + len;
+	phys_addr_t dev = ALIGN(start, (phys_addr_t)P2PV_HUGE_LEN);
+	phys_addr_t nm = start, huge = dev;
+	unsigned long span = (P2PV_NR_DEVMEM + 1) * P2PV_HUGE_LEN;
 
 	if (len < P2PV_SMALL_LEN || !p2pv_above_ram(PHYS_PFN(start)) ||
 	    !p2pv_no_memmap(PHYS_PFN(start), P2PV_SMALL_LEN >> PAGE_SHIFT))
 		return false;
-	nm_pfn = PHYS_PFN(start);
+	if (dev + span <= end && p2pv_no_memmap(PHYS_PFN(dev), span >> PAGE_SHIFT)) {
+		devmem_phys = dev;
+		huge = nm = dev + P2PV_NR_DEVMEM * P2PV_HUGE_LEN;
+	}
+	nm_pfn = PHYS_PFN(nm);
 	bar_phys = start;
 	bar_size = len;
-	if (huge + P2PV_HUGE_LEN <= start + len &&
+	if (huge + P2PV_HUGE_LEN <= end &&
 	    p2pv_no_memmap(PHYS_PFN(huge), P2PV_HUGE_LEN >> PAGE_SHIFT)) {
 		huge_pfn = PHYS_PFN(huge);
 		huge_phys = huge;
@@ -237,6 +295,172 @@ static void p2pv_pick_range(void)
 		p2pv_use_range(best_start, best_len, source);
 }
 
+/* ------------------------------------------------------------ ZONE_DEVICE memory of our own */
+
+#ifdef CONFIG_ZONE_DEVICE
+/*
+ * One chunk of memremap_pages() memory. The words after the pgmap stay zero:
+ * a tool that takes a P2PDMA pgmap for the struct pci_p2pdma_pagemap it
+ * normally sits in reads a NULL provider there.
+ */
+struct p2pv_devmem_chunk {
+	struct dev_pagemap pgmap;
+	void *zero[4];
+	unsigned long pfn;
+};
+
+static struct p2pv_devmem_chunk *devmem[P2PV_NR_DEVMEM];
+static int p2pv_owner;	/* dev_pagemap.owner: any unique pointer */
+
+static const enum memory_type devmem_type[P2PV_NR_DEVMEM] = {
+	[P2PV_DM_P2PDMA] = MEMORY_DEVICE_PCI_P2PDMA,
+	[P2PV_DM_GENERIC] = MEMORY_DEVICE_GENERIC,
+	[P2PV_DM_COHERENT] = MEMORY_DEVICE_COHERENT,
+	[P2PV_DM_PRIVATE] = MEMORY_DEVICE_PRIVATE,
+};
+
+static const char *const devmem_name[P2PV_NR_DEVMEM] = {
+	[P2PV_DM_P2PDMA] = "pci-p2pdma",
+	[P2PV_DM_GENERIC] = "generic",
+	[P2PV_DM_COHERENT] = "coherent",
+	[P2PV_DM_PRIVATE] = "private",
+};
+
+/*
+ * No page of ours is ever handed out (the cases map them without taking a
+ * reference), so none is ever freed. dev_pagemap_ops.page_free became
+ * folio_free in v6.19 (large device-private folios).
+ */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 19, 0)
+static void p2pv_folio_free(struct folio *folio)
+{
+	WARN_ONCE(1, P2PV_NAME ": pfn %#lx freed, but no page is ever handed out\n", folio_pfn(folio));
+}
+#else
+static void p2pv_page_free(struct page *page)
+{
+	WARN_ONCE(1, P2PV_NAME ": pfn %#lx freed, but no page is ever handed out\n", page_to_pfn(page));
+}
+#endif
+
+/* Required for DEVICE_PRIVATE; no device-private entry to our pages is ever made. */
+static vm_fault_t p2pv_migrate_to_ram(struct vm_fault *vmf)
+{
+	return VM_FAULT_SIGBUS;
+}
+
+static const struct dev_pagemap_ops p2pv_pgmap_ops = {
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 19, 0)
+	.folio_free = p2pv_folio_free,
+#else
+	.page_free = p2pv_page_free,
+#endif
+	.migrate_to_ram = p2pv_migrate_to_ram,
+};
+
+/* memremap_pages() one 2 MiB chunk per kind at base (DEVICE_PRIVATE only where configured). */
+static void p2pv_devmem_create(phys_addr_t base)
+{
+	int i;
+
+	for (i = 0; i < P2PV_NR_DEVMEM; i++) {
+		phys_addr_t start = base + (phys_addr_t)i * P2PV_HUGE_LEN;
+		struct p2pv_devmem_chunk *c;
+		void *va;
+
+		if (devmem_type[i] == MEMORY_DEVICE_PRIVATE && !IS_ENABLED(CONFIG_DEVICE_PRIVATE))
+			continue;
+		c = kzalloc(sizeof(*c), GFP_KERNEL);
+		if (!c)
+			return;
+		c->pgmap.type = devmem_type[i];
+		c->pgmap.range.start = start;
+		c->pgmap.range.end = start + P2PV_HUGE_LEN - 1;
+		c->pgmap.nr_range = 1;
+		c->pgmap.ops = &p2pv_pgmap_ops;
+		c->pgmap.owner = &p2pv_owner;
+		va = memremap_pages(&c->pgmap, NUMA_NO_NODE);
+		if (IS_ERR(va)) {
+			pr_warn(P2PV_NAME ": memremap_pages(%s, %pa) failed: %ld\n",
+				devmem_name[i], &start, PTR_ERR(va));
+			kfree(c);
+			continue;
+		}
+		c->pfn = PHYS_PFN(start);
+		devmem[i] = c;
+		pr_info(P2PV_NAME ": ZONE_DEVICE %s pages at pfn %#lx+512\n", devmem_name[i], c->pfn);
+	}
+}
+
+static void p2pv_devmem_destroy(void)
+{
+	int i;
+
+	for (i = 0; i < P2PV_NR_DEVMEM; i++) {
+		if (!devmem[i])
+			continue;
+		memunmap_pages(&devmem[i]->pgmap);
+		kfree(devmem[i]);
+		devmem[i] = NULL;
+	}
+}
+
+/* 0 if the chunk of kind i exists, else -ENODEV. */
+static int p2pv_devmem_ready(enum p2pv_devmem i)
+{
+	return devmem[i] ? 0 : -ENODEV;
+}
+
+static unsigned long p2pv_devmem_pfn(enum p2pv_devmem i)
+{
+	return devmem[i] ? devmem[i]->pfn : 0;
+}
+#else /* !CONFIG_ZONE_DEVICE */
+static void p2pv_devmem_create(phys_addr_t base)
+{
+}
+
+static void p2pv_devmem_destroy(void)
+{
+}
+
+static int p2pv_devmem_ready(enum p2pv_devmem i)
+{
+	return -EOPNOTSUPP;
+}
+
+static unsigned long p2pv_devmem_pfn(enum p2pv_devmem i)
+{
+	return 0;
+}
+#endif /* CONFIG_ZONE_DEVICE */
+
+/*
+ * The ZONE_DEVICE PFNs a case maps: its kind's chunk, at an offset of its
+ * own so that no two cases share a page.
+ */
+static unsigned long p2pv_case_pfn(unsigned int kase)
+{
+	switch (kase) {
+	case P2PV_P2PDMA_SPECIAL:
+		return p2pv_devmem_pfn(P2PV_DM_P2PDMA);
+	case P2PV_P2PDMA_NO_MIXEDMAP:
+		return p2pv_devmem_pfn(P2PV_DM_P2PDMA) + 4;
+	case P2PV_MIGRATION_TO_P2PDMA:
+		return p2pv_devmem_pfn(P2PV_DM_P2PDMA) + 8;
+	case P2PV_DEVDAX_SPECIAL:
+		return p2pv_devmem_pfn(P2PV_DM_GENERIC);
+	case P2PV_DEVDAX_IN_PFNMAP:
+		return p2pv_devmem_pfn(P2PV_DM_GENERIC) + 4;
+	case P2PV_COHERENT_IN_PFNMAP:
+		return p2pv_devmem_pfn(P2PV_DM_COHERENT);
+	case P2PV_PRIVATE_PRESENT:
+		return p2pv_devmem_pfn(P2PV_DM_PRIVATE);
+	default:
+		return 0;
+	}
+}
+
 /* ------------------------------------------------------------ PTE and PMD bits */
 
 struct p2pv_bits {
@@ -265,6 +489,65 @@ static int p2pv_change_ptes(struct vm_area_struct *vma, unsigned long start,
 	struct p2pv_bits bits = { .mm = vma->vm_mm, .set = set, .clear = clear };
 
 	return apply_to_page_range(vma->vm_mm, start, end - start, p2pv_pte_bits, &bits);
+}
+
+/*
+ * A PTE-marker bit that no kernel defines (uffd-wp is bit 0, poisoned bit 1,
+ * guard bit 2 up to v7.2): such a marker matches no entry format.
+ */
+#define P2PV_MARKER_UNKNOWN	BIT(6)
+
+enum p2pv_fill_what {
+	P2PV_FILL_NONE,		/* pte_clear() */
+	P2PV_FILL_MIGRATION,	/* a readable migration entry to pfn + index */
+	P2PV_FILL_MARKER,	/* a PTE marker with P2PV_MARKER_UNKNOWN */
+};
+
+struct p2pv_fill {
+	struct mm_struct *mm;
+	unsigned long start;
+	enum p2pv_fill_what what;
+	unsigned long pfn;
+};
+
+static int p2pv_fill_pte(pte_t *ptep, unsigned long addr, void *data)
+{
+	struct p2pv_fill *fill = data;
+	pte_t pte;
+
+	if (pte_present(ptep_get(ptep)))
+		return -EEXIST;	/* only empty or our non-present entries are replaced */
+	switch (fill->what) {
+	case P2PV_FILL_NONE:
+		pte_clear(fill->mm, addr, ptep);
+		return 0;
+	case P2PV_FILL_MIGRATION:
+		pte = swp_entry_to_pte(make_readable_migration_entry(
+			fill->pfn + ((addr - fill->start) >> PAGE_SHIFT)));
+		break;
+#ifdef SWP_PTE_MARKER
+	case P2PV_FILL_MARKER:
+		pte = make_pte_marker(P2PV_MARKER_UNKNOWN);
+		break;
+#endif
+	default:
+		return -EINVAL;
+	}
+	set_pte_at(fill->mm, addr, ptep, pte);
+	return 0;
+}
+
+/*
+ * Write non-present entries over [start, end) (allocating page tables as
+ * needed), or clear them again. No rss counter or reference changes: none
+ * of these entries is counted, and cleared ones were never mapped.
+ */
+static int p2pv_fill_ptes(struct vm_area_struct *vma, unsigned long start, unsigned long end,
+			  enum p2pv_fill_what what, unsigned long pfn)
+{
+	struct p2pv_fill fill = { .mm = vma->vm_mm, .start = start, .what = what, .pfn = pfn };
+
+	return apply_to_page_range(vma->vm_mm, start, end - start, p2pv_fill_pte, &fill);
 }
 
 /*
@@ -315,6 +598,8 @@ static void p2pv_map_release(struct kref *ref)
 	mutex_lock(&map->file->lock);
 	list_del(&map->node);
 	mutex_unlock(&map->file->lock);
+	for (i = 0; i < map->nlocked; i++)
+		unlock_page(pfn_to_page(map->locked_pfn + i));
 	for (i = 0; i < map->npages; i++)
 		if (map->pages[i])
 			__free_page(map->pages[i]);
@@ -418,8 +703,33 @@ static int p2pv_can_build(unsigned int kase)
 #endif
 		return huge_pfn ? 0 : -ENODEV;
 	case P2PV_DEVMAP_ON_RAM:
+	case P2PV_DEVMAP_NOT_SPECIAL:
 		/* The devmap PTE bit is gone since v6.17 (with pte_devmap()). */
 #ifndef CONFIG_ARCH_HAS_PTE_DEVMAP
+		return -EOPNOTSUPP;
+#endif
+		return 0;
+	case P2PV_P2PDMA_SPECIAL:
+	case P2PV_P2PDMA_NO_MIXEDMAP:
+		return p2pv_devmem_ready(P2PV_DM_P2PDMA);
+	case P2PV_MIGRATION_TO_P2PDMA:
+#ifndef CONFIG_MIGRATION
+		return -EOPNOTSUPP;
+#endif
+		return p2pv_devmem_ready(P2PV_DM_P2PDMA);
+	case P2PV_DEVDAX_SPECIAL:
+	case P2PV_DEVDAX_IN_PFNMAP:
+		return p2pv_devmem_ready(P2PV_DM_GENERIC);
+	case P2PV_COHERENT_IN_PFNMAP:
+		return p2pv_devmem_ready(P2PV_DM_COHERENT);
+	case P2PV_PRIVATE_PRESENT:
+		/* Without CONFIG_DEVICE_PRIVATE no device-private page can exist. */
+		if (!IS_ENABLED(CONFIG_DEVICE_PRIVATE))
+			return -EOPNOTSUPP;
+		return p2pv_devmem_ready(P2PV_DM_PRIVATE);
+	case P2PV_UNKNOWN_MARKER:
+		/* PTE markers: CONFIG_PTE_MARKER in 6.1, always there later. */
+#ifndef SWP_PTE_MARKER
 		return -EOPNOTSUPP;
 #endif
 		return 0;
@@ -431,7 +741,8 @@ static int p2pv_can_build(unsigned int kase)
 static bool p2pv_needs_pages(unsigned int kase)
 {
 	return kase == P2PV_CONTROL_FAULT_PFN || kase == P2PV_SPECIAL_ON_RAM ||
-	       kase == P2PV_MIXEDMAP_PAGES || kase == P2PV_DEVMAP_ON_RAM;
+	       kase == P2PV_MIXEDMAP_PAGES || kase == P2PV_DEVMAP_ON_RAM ||
+	       kase == P2PV_PFNMAP_RAM_NOT_SPECIAL || kase == P2PV_DEVMAP_NOT_SPECIAL;
 }
 
 static int p2pv_insert_pages(struct vm_area_struct *vma, struct p2pv_map *map)
@@ -445,6 +756,58 @@ static int p2pv_insert_pages(struct vm_area_struct *vma, struct p2pv_map *map)
 			return ret;
 	}
 	return 0;
+}
+
+/* What vmf_insert_pfn() does at fault time for control-fault-pfn, for every page now. */
+static int p2pv_insert_pfns(struct vm_area_struct *vma, struct p2pv_map *map)
+{
+	unsigned int i;
+
+	for (i = 0; i < map->npages; i++) {
+		vm_fault_t ret = vmf_insert_pfn(vma, vma->vm_start + i * PAGE_SIZE,
+						page_to_pfn(map->pages[i]));
+
+		if (ret != VM_FAULT_NOPAGE)
+			return -EFAULT;
+	}
+	return 0;
+}
+
+/*
+ * Map the case's ZONE_DEVICE pages as a PCI BAR mmap would map them:
+ * VM_IO|VM_PFNMAP and special PTEs (no reference on the pages). The
+ * default cache mode is asked for; PAT keeps the one memremap_pages() or an
+ * earlier mapping of the range reserved.
+ */
+static int p2pv_remap_devmem(struct vm_area_struct *vma, struct p2pv_map *map)
+{
+	return remap_pfn_range(vma, vma->vm_start, p2pv_case_pfn(map->kase),
+			       vma->vm_end - vma->vm_start, vma->vm_page_prot);
+}
+
+static void p2pv_unlock_pages(struct p2pv_map *map)
+{
+	while (map->nlocked)
+		unlock_page(pfn_to_page(map->locked_pfn + --map->nlocked));
+}
+
+/*
+ * Migration entries to P2PDMA pages. The pages are locked first, as
+ * migration holds the source page locked for as long as its entries exist.
+ */
+static int p2pv_build_migration(struct vm_area_struct *vma, struct p2pv_map *map)
+{
+	unsigned long pfn = p2pv_case_pfn(map->kase);
+	unsigned int i, n = (vma->vm_end - vma->vm_start) >> PAGE_SHIFT;
+
+	p2pv_flags_set(vma, VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP);
+	map->locked_pfn = pfn;
+	for (i = 0; i < n; i++) {
+		if (!trylock_page(pfn_to_page(pfn + i)))
+			return -EBUSY;
+		map->nlocked++;
+	}
+	return p2pv_fill_ptes(vma, vma->vm_start, vma->vm_end, P2PV_FILL_MIGRATION, pfn);
 }
 
 /* Build the case's mapping in a new VMA; the mmap lock is held for writing. */
@@ -492,6 +855,57 @@ static int p2pv_build(struct vm_area_struct *vma, struct p2pv_map *map)
 			return ret;
 		/* What pte_mkdevmap() sets (devmap + special), on a RAM page. */
 		return p2pv_change_ptes(vma, start, end, _PAGE_DEVMAP | _PAGE_SPECIAL, 0);
+	case P2PV_DEVMAP_NOT_SPECIAL:
+		/* Devmap without special: no pte_mkdevmap() ever made that. */
+		ret = p2pv_insert_pages(vma, map);
+		if (ret)
+			return ret;
+		p2pv_flags_clear(vma, VM_MIXEDMAP);
+		return p2pv_change_ptes(vma, start, end, _PAGE_DEVMAP, 0);
+#endif
+	case P2PV_PFNMAP_RAM_NOT_SPECIAL:
+		/* control-fault-pfn's mapping, filled now, with the special bit cleared. */
+		p2pv_flags_set(vma, VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP);
+		ret = p2pv_insert_pfns(vma, map);
+		if (ret)
+			return ret;
+		return p2pv_change_ptes(vma, start, end, 0, _PAGE_SPECIAL);
+	case P2PV_P2PDMA_SPECIAL:
+	case P2PV_COHERENT_IN_PFNMAP:
+	case P2PV_PRIVATE_PRESENT:
+		/* ZONE_DEVICE pages as if they were a BAR: special PTEs in VM_PFNMAP. */
+		return p2pv_remap_devmem(vma, map);
+	case P2PV_P2PDMA_NO_MIXEDMAP:
+		/* P2PDMA's plain PTEs, but in a VMA with neither VM_MIXEDMAP nor VM_PFNMAP. */
+		ret = p2pv_remap_devmem(vma, map);
+		if (ret)
+			return ret;
+		p2pv_flags_clear(vma, VM_PFNMAP | VM_IO);
+		return p2pv_change_ptes(vma, start, end, 0, _PAGE_SPECIAL);
+	case P2PV_DEVDAX_SPECIAL:
+		/* Special-only PTEs in a plain VMA: devmap missing (<= 6.16), special extra (7.x). */
+		ret = p2pv_remap_devmem(vma, map);
+		if (ret)
+			return ret;
+		p2pv_flags_clear(vma, VM_PFNMAP | VM_IO);
+		return 0;
+	case P2PV_DEVDAX_IN_PFNMAP:
+		ret = p2pv_remap_devmem(vma, map);
+		if (ret)
+			return ret;
+#ifdef CONFIG_ARCH_HAS_PTE_DEVMAP
+		/* Right bits for this kernel's DAX PTEs (pte_mkdevmap()), wrong VMA. */
+		return p2pv_change_ptes(vma, start, end, _PAGE_DEVMAP, 0);
+#else
+		/* Right bits for refcounted DAX folios (plain PTEs), wrong VMA. */
+		return p2pv_change_ptes(vma, start, end, 0, _PAGE_SPECIAL);
+#endif
+	case P2PV_MIGRATION_TO_P2PDMA:
+		return p2pv_build_migration(vma, map);
+#ifdef SWP_PTE_MARKER
+	case P2PV_UNKNOWN_MARKER:
+		p2pv_flags_set(vma, VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP);
+		return p2pv_fill_ptes(vma, start, end, P2PV_FILL_MARKER, 0);
 #endif
 	default:
 		return -EOPNOTSUPP;
@@ -532,7 +946,34 @@ static void p2pv_restore(struct vm_area_struct *vma, struct p2pv_map *map)
 	case P2PV_DEVMAP_ON_RAM:
 		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, 0, _PAGE_DEVMAP | _PAGE_SPECIAL);
 		break;
+	case P2PV_DEVMAP_NOT_SPECIAL:
+		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, 0, _PAGE_DEVMAP);
+		p2pv_flags_set(vma, VM_MIXEDMAP);
+		break;
 #endif
+	case P2PV_PFNMAP_RAM_NOT_SPECIAL:
+		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, _PAGE_SPECIAL, 0);
+		break;
+	case P2PV_P2PDMA_NO_MIXEDMAP:
+		p2pv_flags_set(vma, VM_PFNMAP | VM_IO);
+		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, _PAGE_SPECIAL, 0);
+		break;
+	case P2PV_DEVDAX_SPECIAL:
+		p2pv_flags_set(vma, VM_PFNMAP | VM_IO);
+		break;
+	case P2PV_DEVDAX_IN_PFNMAP:
+#ifdef CONFIG_ARCH_HAS_PTE_DEVMAP
+		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, 0, _PAGE_DEVMAP);
+#else
+		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, _PAGE_SPECIAL, 0);
+#endif
+		break;
+	case P2PV_MIGRATION_TO_P2PDMA:
+	case P2PV_UNKNOWN_MARKER:
+		/* Empty PTEs in a VM_PFNMAP VMA; then the pages may be unlocked. */
+		p2pv_fill_ptes(vma, vma->vm_start, vma->vm_end, P2PV_FILL_NONE, 0);
+		p2pv_unlock_pages(map);
+		break;
 	default:
 		break;
 	}
@@ -671,18 +1112,29 @@ static struct miscdevice p2pv_dev = {
 
 static int __init p2pv_init(void)
 {
+	int ret;
+
 	p2pv_pick_range();
 	if (nm_pfn)
-		pr_info(P2PV_NAME ": memmap-less range %#lx+%#lx (%s), PMD chunk %#lx\n",
-			bar_phys, bar_size, bar_source, huge_phys);
+		pr_info(P2PV_NAME ": memmap-less range %#lx+%#lx (%s), small cases at pfn %#lx, PMD chunk %#lx\n",
+			bar_phys, bar_size, bar_source, nm_pfn, huge_phys);
 	else
 		pr_info(P2PV_NAME ": no memmap-less range: BAR cases will fail with ENODEV\n");
-	return misc_register(&p2pv_dev);
+	if (devmem_phys)
+		p2pv_devmem_create(devmem_phys);
+	else
+		pr_info(P2PV_NAME ": no room for ZONE_DEVICE chunks: their cases will fail with ENODEV\n");
+	ret = misc_register(&p2pv_dev);
+	if (ret)
+		p2pv_devmem_destroy();
+	return ret;
 }
 
+/* Unloading needs every mapping gone (each holds the file, hence the module). */
 static void __exit p2pv_exit(void)
 {
 	misc_deregister(&p2pv_dev);
+	p2pv_devmem_destroy();
 }
 
 module_init(p2pv_init);

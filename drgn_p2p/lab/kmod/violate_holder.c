@@ -2,14 +2,18 @@
 /*
  * violate_holder - map every case of /dev/p2p_violate and hold the mappings.
  *
- *   violate_holder MANIFEST [DEVICE]
+ *   violate_holder MANIFEST [DEVICE [HMM_DEVICE]]
  *
  * For each case (p2p_violate.h) it mmaps the device at offset
- * "case * page size", touches every page so the fault-time cases fault in,
- * and writes one manifest line:
+ * "case * page size", touches every page of the cases marked for it so the
+ * fault-time cases fault in, and writes one manifest line:
  *
  *   <case> <pid> <addr hex> <len>          a held mapping
  *   <case> <pid> skip <reason...>          a case this kernel cannot build
+ *
+ * With HMM_DEVICE (test_hmm's /dev/hmm_dmirrorN) it also holds the legitimate
+ * device-exclusive entries test_hmm makes (HMM_DMIRROR_EXCLUSIVE on four
+ * pages of private anonymous memory), as the case "hmm-exclusive".
  *
  * The manifest appears complete (written to MANIFEST.tmp, then renamed).
  * Then it waits. On SIGTERM, SIGINT or SIGHUP it asks the module to put
@@ -36,11 +40,25 @@ struct holder_case {
 	const char *name;
 	unsigned long len;
 	int huge;
+	int touch;
 };
 
-#define HOLDER_CASE(e, n, name, len, huge) { n, name, len, huge },
+#define HOLDER_CASE(e, n, name, len, huge, touch) { n, name, len, huge, touch },
 static const struct holder_case cases[] = { P2PV_CASES(HOLDER_CASE) };
 #undef HOLDER_CASE
+
+/* test_hmm's ioctl (lib/test_hmm_uapi.h), declared here so no kernel header is needed. */
+struct hmm_dmirror_cmd {
+	uint64_t addr;
+	uint64_t ptr;
+	uint64_t npages;
+	uint64_t cpages;
+	uint64_t faults;
+};
+#define HMM_DMIRROR_EXCLUSIVE _IOWR('H', 0x05, struct hmm_dmirror_cmd)
+
+/* The length of the hmm-exclusive case: four pages. */
+#define HMM_EXCLUSIVE_PAGES 4
 
 static volatile sig_atomic_t stop;
 
@@ -90,9 +108,49 @@ static void *map_case(int fd, const struct holder_case *c, long page)
 	return mmap(hint, c->len, PROT_READ | PROT_WRITE, flags, fd, (off_t)c->pgoff * page);
 }
 
+/*
+ * Make four pages of private anonymous memory device-exclusive through
+ * test_hmm and write the manifest line. The device stays open (its mirror
+ * holds the entries) until the holder exits.
+ */
+static void hold_hmm_exclusive(FILE *out, const char *hmm_device, long page)
+{
+	size_t len = HMM_EXCLUSIVE_PAGES * page;
+	struct hmm_dmirror_cmd cmd;
+	unsigned char *p, *bounce;
+	size_t off;
+	int fd;
+
+	fd = open(hmm_device, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(out, "hmm-exclusive %d skip open %s: %s\n", (int)getpid(), hmm_device, strerror(errno));
+		return;
+	}
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	bounce = malloc(len);
+	if (p == MAP_FAILED || !bounce) {
+		fprintf(out, "hmm-exclusive %d skip out of memory\n", (int)getpid());
+		return;
+	}
+	madvise(p, len, MADV_NOHUGEPAGE);
+	for (off = 0; off < len; off += page)
+		p[off] = (unsigned char)(off / page + 1);
+	memset(&cmd, 0, sizeof(cmd));
+	cmd.addr = (uintptr_t)p;
+	cmd.ptr = (uintptr_t)bounce;
+	cmd.npages = HMM_EXCLUSIVE_PAGES;
+	if (ioctl(fd, HMM_DMIRROR_EXCLUSIVE, &cmd) < 0) {
+		fprintf(out, "hmm-exclusive %d skip HMM_DMIRROR_EXCLUSIVE: %s\n", (int)getpid(), strerror(errno));
+		return;
+	}
+	/* From here on the CPU must not touch p: that would restore the entries. */
+	fprintf(out, "hmm-exclusive %d 0x%lx %zu\n", (int)getpid(), (unsigned long)(uintptr_t)p, len);
+}
+
 int main(int argc, char **argv)
 {
 	const char *device = argc > 2 ? argv[2] : "/dev/p2p_violate";
+	const char *hmm_device = argc > 3 ? argv[3] : NULL;
 	long page = sysconf(_SC_PAGESIZE);
 	struct sigaction sa;
 	sigset_t block, old;
@@ -101,8 +159,8 @@ int main(int argc, char **argv)
 	size_t i;
 	int fd;
 
-	if (argc < 2 || argc > 3) {
-		fprintf(stderr, "usage: %s MANIFEST [DEVICE]\n", argv[0]);
+	if (argc < 2 || argc > 4) {
+		fprintf(stderr, "usage: %s MANIFEST [DEVICE [HMM_DEVICE]]\n", argv[0]);
 		return 2;
 	}
 	memset(&sa, 0, sizeof(sa));
@@ -138,10 +196,12 @@ int main(int argc, char **argv)
 			continue;
 		}
 		/* Fault in the cases that are filled at fault time. */
-		for (off = 0; off < c->len; off += page)
+		for (off = 0; c->touch && off < c->len; off += page)
 			(void)p[off];
 		fprintf(out, "%s %d 0x%lx %lu\n", c->name, (int)getpid(), (unsigned long)(uintptr_t)p, c->len);
 	}
+	if (hmm_device)
+		hold_hmm_exclusive(out, hmm_device, page);
 	if (fflush(out) || fsync(fileno(out)) || fclose(out) || rename(tmp, argv[1])) {
 		fprintf(stderr, "write %s: %s\n", argv[1], strerror(errno));
 		return 1;

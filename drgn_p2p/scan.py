@@ -1,0 +1,124 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+Scan
+----
+
+Judge a whole PTE table at once when its entries are alike.
+
+Most PTE tables of a real process hold up to 512 present entries that differ
+only in their PFN and in bits no rule reads (accessed, dirty): anonymous
+memory, page cache, a PCI BAR. Decoding, classifying and coalescing them one
+by one would produce a single run. :func:`uniform_run` proves that with a
+handful of operations on the table as one 32768-bit integer, one 64-bit lane
+per entry (SWAR: "SIMD within a register"), and returns the run's first leaf,
+its page info and its length; it returns ``None`` whenever the proof fails,
+and the caller then takes the entry-by-entry path. So the fast path never
+changes a result: it only skips work whose outcome it has shown.
+
+A slice of entries ``first..last`` is one run when
+
+1. every entry is present (``_PAGE_PRESENT``) — hence non-empty, so the
+   entries are contiguous in virtual address space — and all agree in the
+   bits that decide the decoded kind, special, devmap and writable
+   (``arch.pte_run_bits``);
+2. every PFN lies in one interval of :meth:`Classifier.span`, over which
+   ``classify()`` returns one and the same :class:`PfnInfo`;
+3. either no PFN can be the VMA's linear PFN (``vm_pgoff + (va - vm_start) >>
+   PAGE_SHIFT``: the linear range misses the interval of step 2), or every
+   PFN is (the table is an exact arithmetic progression).
+
+Lane arithmetic stays exact because a PFN field (PFN << 12) is below 2**52
+(``pfn_mask``), so adding a constant below 2**52 to a lane never carries into
+the next one; bit 52 of the sum tells whether the lane reached the constant's
+complement.
+"""
+
+import functools
+from typing import Callable, Dict, Optional, Tuple
+
+from .arch import for_layout
+from .classify import Classifier
+from .records import Layout, Leaf, Level, PfnInfo, Vma
+from .walk import PteSlice
+
+__all__ = ("PteScanner",)
+
+_LANE_BITS = 64
+_TOP = 1 << 52  # above every PFN field: lane comparisons carry into bit 52
+
+
+@functools.lru_cache(maxsize=None)
+def _ones(n: int) -> int:
+    """1 in each of *n* 64-bit lanes."""
+    return ((1 << (_LANE_BITS * n)) - 1) // ((1 << _LANE_BITS) - 1)
+
+
+@functools.lru_cache(maxsize=None)
+def _steps(n: int) -> int:
+    """``j`` in lane ``j``, for ``j < n``."""
+    return sum(j << (_LANE_BITS * j) for j in range(n))
+
+
+class PteScanner:
+    """The whole-table fast path for the PTE slices of one VMA (see the module doc).
+
+    Lane constants (a value repeated in every lane) are built once per
+    distinct value and slice length and kept in :attr:`_lanes`: a process has
+    few distinct entry signatures and classification spans.
+    """
+
+    def __init__(self, layout: Layout, classifier: Classifier, vma: Vma) -> None:
+        arch = for_layout(layout)
+        self._decode_leaf: Callable[..., Optional[Leaf]] = arch.decode_leaf
+        self._sig_mask, self._present, self._pfn_mask = arch.pte_run_bits(layout)
+        self._layout = layout
+        self._classifier = classifier
+        self._shift = layout.page_shift
+        # The linear PFN of the page at va is va >> shift plus this.
+        self._linear_delta = vma.pgoff - (vma.start >> layout.page_shift)
+        self._lanes: Dict[Tuple[int, int], int] = {}
+
+    def _rep(self, value: int, n: int) -> int:
+        """*value* in each of *n* lanes (cached)."""
+        key = (value, n)
+        rep = self._lanes.get(key)
+        if rep is None:
+            if len(self._lanes) > 4096:  # a pathological table mix: stay bounded
+                self._lanes.clear()
+            rep = self._lanes[key] = value * _ones(n)
+        return rep
+
+    def uniform_run(self, piece: PteSlice) -> Optional[Tuple[Leaf, PfnInfo, int]]:
+        """``(first leaf, page info, count)`` if the slice is one run, else ``None``."""
+        first, n = piece.first, piece.last - piece.first + 1
+        data = piece.data
+        if first or n != 512:
+            data = data[first * 8 : (first + n) * 8]
+        raw = int.from_bytes(data[:8], "little")
+        if not raw & self._present:
+            return None
+        rep = self._rep
+        table = int.from_bytes(data, "little")
+        # 1. One decoded kind/special/devmap/writable, every entry present.
+        sig_mask = self._sig_mask
+        if table & rep(sig_mask, n) != rep(raw & sig_mask, n):
+            return None
+        # 2. One page info: every PFN field within [lo, hi) of the first PFN's span.
+        shift = self._shift
+        pfns = table & rep(self._pfn_mask, n)  # PFN << shift in each lane
+        pfn = (raw & self._pfn_mask) >> shift
+        lo, hi = self._classifier.span(pfn)
+        hi = min(hi, _TOP >> shift)
+        top = rep(_TOP, n)
+        if (pfns + rep(_TOP - (lo << shift), n)) & top != top:
+            return None  # some PFN below lo
+        if (pfns + rep(_TOP - (hi << shift), n)) & top:
+            return None  # some PFN at or above hi
+        # 3. The linear test agrees on every entry.
+        va = piece.base + (first << 12)
+        linear = (va >> shift) + self._linear_delta  # linear PFN of the first entry
+        if linear < hi and linear + n > lo:
+            if pfns != ((linear * _ones(n) + _steps(n)) << shift):
+                return None
+        leaf = self._decode_leaf(raw, va, Level.PTE, self._layout)
+        return leaf, self._classifier.classify(pfn), n

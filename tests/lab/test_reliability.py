@@ -1,0 +1,476 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+Reliability on a real kernel: every bad input gets a one-line answer, the
+vmcores a user meets (QEMU's ELF, QEMU's flattened kdump-zlib, and the
+reassembled kdump-compressed file makedumpfile and kdump write) work whole
+and fail or degrade clearly when cut short, and a live kernel that forks,
+exits, maps and unmaps under the walk never crashes it.
+
+Everything runs the real command line. One small guest (the newest kernel,
+the ``anon`` scenario, 512 MiB) serves most tests; a second boots without
+``qemu_fw_cfg`` for the guest-without-vmcoreinfo case. Each closes the
+session's shared guests first, so at most one guest is alive.
+
+``$DRGN_P2P_LIVE_AUDITS`` sets how many live audits run under the churn
+workload (default 10; the issue asks for 50, about 40 s each under TCG on a
+busy 2-core host).
+"""
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence
+
+import pytest
+
+from drgn_p2p.lab import cache_dir
+from drgn_p2p.lab.vm import Guest, start
+
+pytestmark = pytest.mark.lab
+
+REPO = Path(__file__).resolve().parents[2]
+PY = sys.executable
+#: Run as uid/gid 65534; CAP_DAC_READ_SEARCH alone lets it read the interpreter
+#: and packages wherever they are installed (e.g. under a 0700 /root).
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+          "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+LIVE_AUDITS = int(os.environ.get("DRGN_P2P_LIVE_AUDITS") or 10)
+#: A command name with rich markup, an escape sequence, a quote, a backslash, a newline and a tab.
+HOSTILE_COMM = b'[/x]\x1b[2J"\\\n\tq'
+
+
+class Result(NamedTuple):
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Dict:
+        return json.loads(self.stdout)
+
+
+def cli(args: Sequence[str], timeout: float = 600, prefix: Sequence[str] = ()) -> Result:
+    """Run ``python -m drgn_p2p ARGS`` on the host."""
+    proc = subprocess.run([*prefix, PY, "-m", "drgn_p2p", *args], capture_output=True, timeout=timeout,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)), stdin=subprocess.DEVNULL)
+    return Result(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
+
+
+def guest_cli(guest: Guest, args: Sequence[str], name: str, prefix: Sequence[str] = (), timeout: float = 600) -> Result:
+    """Run ``python -m drgn_p2p ARGS`` inside *guest*; stdout and stderr come back apart through /out."""
+    argv = [*prefix, PY, "-m", "drgn_p2p", *args]
+    out = f"/out/{name}"
+    rc, console = guest.run(
+        f"cd {shlex.quote(str(REPO))} && {shlex.join(argv)} >{out}.stdout 2>{out}.stderr; echo $? >{out}.rc",
+        timeout=timeout,
+    )
+    assert rc == 0, console
+    read = lambda ext: (guest.out_dir / f"{name}.{ext}").read_text(errors="replace")  # noqa: E731
+    return Result(int(read("rc")), read("stdout"), read("stderr"))
+
+
+def check_one_error(r: Result, pattern: str) -> str:
+    """Exit code 2, nothing on stdout, no traceback, and one ``error:`` line
+    matching *pattern* on stderr, after nothing but one-line warnings."""
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.code == 2, (r.code, r.stderr[-2000:])
+    assert r.stdout == ""
+    lines = r.stderr.splitlines()
+    assert lines and lines[-1].startswith("error: "), r.stderr
+    assert all(line.startswith("warning: ") for line in lines[:-1]), r.stderr
+    assert re.search(pattern, lines[-1][len("error: "):]), (pattern, lines[-1])
+    return lines[-1]
+
+
+def check_audit(r: Result) -> Dict:
+    """An audit that ran: exit 0 or 1, no traceback, a JSON document."""
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.code in (0, 1), (r.code, r.stderr[-3000:])
+    doc = r.json()
+    assert doc["schema"] == "drgn-p2p/audit/1"
+    return doc
+
+
+# -- vmcore surgery ---------------------------------------------------------------
+
+
+def reassemble(flattened: Path, dest: Path) -> Path:
+    """``makedumpfile -R``: turn makedumpfile's flattened format (what QEMU 7.2
+    writes for kdump-*) into the ordinary kdump-compressed file."""
+    with open(flattened, "rb") as src, open(dest, "wb") as out:
+        header = src.read(4096)
+        assert header.startswith(b"makedumpfile"), header[:16]
+        while True:
+            offset, size = struct.unpack(">qq", src.read(16))
+            if offset < 0:
+                break
+            out.seek(offset)
+            out.write(src.read(size))
+    return dest
+
+
+def truncated(src: Path, dest: Path, percent: int) -> Path:
+    """The first *percent* % of *src*."""
+    size = src.stat().st_size * percent // 100
+    with open(src, "rb") as f, open(dest, "wb") as out:
+        while size:
+            chunk = f.read(min(size, 16 << 20))
+            out.write(chunk)
+            size -= len(chunk)
+    return dest
+
+
+def punch_hole(elf: Path, dest: Path, phys: int) -> Path:
+    """A copy of ELF vmcore *elf* without the 4 KiB page at *phys*: its PT_LOAD
+    is split in two around it (the new program header table goes at the end)."""
+    shutil.copyfile(elf, dest)
+    with open(dest, "r+b") as f:
+        ehdr = bytearray(f.read(64))
+        phoff, = struct.unpack_from("<Q", ehdr, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", ehdr, 0x36)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+        headers = [list(struct.unpack_from("<IIQQQQQQ", table, i * phentsize)) for i in range(phnum)]
+        out = []
+        for h in headers:
+            p_type, flags, offset, vaddr, paddr, filesz, memsz, align = h
+            if p_type == 1 and paddr <= phys < paddr + filesz:
+                cut = phys - paddr
+                out.append([p_type, flags, offset, vaddr, paddr, cut, cut, align])
+                rest = cut + 4096
+                out.append([p_type, flags, offset + rest, vaddr + rest if vaddr else 0, paddr + rest,
+                            filesz - rest, memsz - rest, align])
+            else:
+                out.append(h)
+        assert len(out) == phnum + 1, f"no PT_LOAD holds {phys:#x}"
+        f.seek(0, os.SEEK_END)
+        end = (f.tell() + 7) & ~7
+        f.seek(end)
+        for h in out:
+            f.write(struct.pack("<IIQQQQQQ", *h).ljust(phentsize, b"\0"))
+        struct.pack_into("<Q", ehdr, 0x20, end)
+        struct.pack_into("<H", ehdr, 0x38, len(out))
+        f.seek(0)
+        f.write(ehdr)
+    return dest
+
+
+# -- guests -----------------------------------------------------------------------
+
+
+@dataclass
+class Small:
+    """The small guest, its dumps, and the vmlinux files to try on it."""
+
+    guest: Guest
+    vmlinux: str
+    dumps: Dict[str, Path]  # "elf", "flattened", "kdump"
+    holder: Dict  # the anon mapping: pid, addr
+    tmp: Path
+
+    def core_args(self, fmt: str) -> List[str]:
+        return ["-c", str(self.dumps[fmt]), "--architecture", "x86_64", "-s", self.vmlinux]
+
+
+def _compile(name: str) -> Path:
+    """tests/lab/NAME.c as a static binary in the cache (the guest sees it there)."""
+    src = Path(__file__).with_name(f"{name}.c")
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+    dest = cache_dir() / "bin" / digest / name
+    if not dest.exists():
+        gcc = shutil.which("gcc")
+        if gcc is None:
+            pytest.skip("gcc is needed to build the churn workload")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f"{name}.tmp{os.getpid()}")
+        subprocess.run([gcc, "-O2", "-static", "-Wall", "-o", str(tmp), str(src)], check=True)
+        os.replace(tmp, dest)
+    return dest
+
+
+def _boot(lab_session, **kwargs) -> Guest:
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("qemu-system-x86_64 is not installed")
+    from drgn_p2p.lab.kernels import ensure_kernel
+
+    kernel = ensure_kernel("newest")
+    lab_session.close()  # at most one guest alive
+    t0 = time.monotonic()
+    guest = start(kernel, scenarios=["anon"], memory="512M", **kwargs)
+    print(f"\nlab: small {kernel.kver} guest ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    return guest
+
+
+@pytest.fixture(scope="module")
+def small(lab_session, tmp_path_factory) -> Iterator[Small]:
+    guest = _boot(lab_session)
+    try:
+        tmp = tmp_path_factory.mktemp("reliability")
+        flattened = guest.dump(tmp / "vmcore.flattened", fmt="kdump-zlib")
+        dumps = {
+            "elf": guest.dump(tmp / "vmcore.elf", fmt="elf"),
+            "flattened": flattened,
+            "kdump": reassemble(flattened, tmp / "vmcore.kdump"),
+        }
+        (holder,) = [m for m in guest.mappings if m["kind"] == "anon"]
+        yield Small(guest, str(guest.kernel.vmlinux), dumps, holder, tmp)
+    finally:
+        guest.close()
+
+
+# -- whole vmcores of every kind, and cut short -------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["elf", "flattened", "kdump"])
+def test_whole_vmcores_of_every_kind_work(small: Small, fmt: str) -> None:
+    doc = check_audit(cli(["audit", "--json", *small.core_args(fmt)]))
+    assert doc["summary"]["processes"] >= 2
+    assert doc["summary"]["unreadable_tables"] == 0 and doc["faults"] == []
+    assert any(v["pid"] == int(small.holder["pid"]) for v in doc["vmas"])
+
+
+@pytest.mark.parametrize("percent", [10, 50, 99])
+@pytest.mark.parametrize("fmt", ["elf", "flattened", "kdump"])
+def test_truncated_vmcore_is_a_clear_error_or_a_marked_audit(small: Small, fmt: str, percent: int, tmp_path: Path) -> None:
+    cut = truncated(small.dumps[fmt], tmp_path / f"vmcore.{percent}", percent)
+    args = ["audit", "--json", "-c", str(cut), "--architecture", "x86_64", "-s", small.vmlinux]
+    r = cli(args)
+    if fmt == "elf":
+        # drgn opens a cut ELF core; drgn-p2p warns with what is missing
+        assert re.search(rf"warning: vmcore {re.escape(str(cut))} is truncated: \d+ of \d+ bytes", r.stderr), r.stderr
+    if r.code == 2:
+        line = check_one_error(r, r"cannot (open vmcore|read the target's memory)")
+        print(f"{fmt} {percent}%: {line}")
+        return
+    doc = check_audit(r)
+    print(f"{fmt} {percent}%: audited, summary {doc['summary']}")
+    assert doc["summary"]["processes"] >= 1
+
+
+def test_a_page_table_missing_from_the_vmcore_is_marked_unreadable(small: Small, tmp_path: Path) -> None:
+    """Cut the page of the holder's PTE table out of the ELF dump: the audit
+    still runs, and says which table of which process it could not read."""
+    import drgn
+
+    from drgn_p2p.arch import x86_64
+    from drgn_p2p.layout import read_layout
+    from drgn_p2p.records import Level
+    from drgn_p2p.target import open_program
+    from drgn_p2p.walk import PageTableWalker, for_each_process
+
+    pid, addr = int(small.holder["pid"]), int(small.holder["addr"])
+    prog = open_program(core=str(small.dumps["elf"]), symbols=[small.vmlinux])
+    layout = read_layout(prog)
+    (proc,) = for_each_process(prog, pids=[pid])
+    path = PageTableWalker.for_mm(prog, layout, proc.mm).path(addr)
+    assert [level for level, _, _ in path][-2:] == [Level.PMD, Level.PTE], path
+    pte_table = x86_64.table_phys(path[-2][2], layout)
+    del prog
+
+    holey = punch_hole(small.dumps["elf"], tmp_path / "vmcore.holey", pte_table)
+    doc = check_audit(cli(["audit", "--json", "--pid", str(pid), "-c", str(holey), "-s", small.vmlinux]))
+    assert doc["summary"]["unreadable_tables"] >= 1
+    faults = [f for f in doc["faults"] if f["phys"] == hex(pte_table)]
+    assert faults and faults[0]["pid"] == pid and faults[0]["level"] == "pte", doc["faults"]
+    # and the text report says so too
+    r = cli(["audit", "--pid", str(pid), "-c", str(holey), "-s", small.vmlinux])
+    assert r.code in (0, 1) and re.search(r"page tables read \([1-9]\d* unreadable\)", r.stdout), r.stdout
+
+
+# -- debug info ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stripped_vmlinux(small: Small) -> Path:
+    objcopy = shutil.which("objcopy")
+    if objcopy is None:
+        pytest.skip("objcopy (binutils) is not installed")
+    dest = small.tmp / "stripped" / "vmlinux"
+    dest.parent.mkdir()
+    subprocess.run([objcopy, "--strip-debug", small.vmlinux, str(dest)], check=True)
+    return dest
+
+
+@pytest.mark.parametrize("source", ["vmcore", "qemu"])
+def test_vmlinux_of_another_kernel_is_a_build_id_mismatch(small: Small, source: str) -> None:
+    from drgn_p2p.lab.kernels import ensure_kernel
+
+    other = str(ensure_kernel("6.1").vmlinux)
+    where = ["-c", str(small.dumps["kdump"]), "--architecture", "x86_64"] if source == "vmcore" else ["--qemu", small.guest.qmp_path]
+    check_one_error(cli(["audit", *where, "-s", other]),
+                    rf"{re.escape(other)} does not match the target kernel \(build ID [0-9a-f]{{16}}… vs target [0-9a-f]{{16}}…\)")
+
+
+def test_vmlinux_without_debug_info(small: Small, stripped_vmlinux: Path) -> None:
+    check_one_error(cli(["audit", "-c", str(small.dumps["kdump"]), "--architecture", "x86_64", "-s", str(stripped_vmlinux)]),
+                    rf"{re.escape(str(stripped_vmlinux))} has no debug info")
+
+
+def test_dbg_symlink_trap(small: Small, tmp_path: Path) -> None:
+    """Debian 7.x: boot/vmlinux-KVER is a symlink into lib/modules/KVER/; without its target it is an error,
+    with it the audit runs."""
+    link = tmp_path / "usr/lib/debug/boot/vmlinux-7.x"
+    link.parent.mkdir(parents=True)
+    target = tmp_path / "usr/lib/debug/lib/modules/7.x/vmlinux"
+    link.symlink_to(target)
+    args = ["audit", "--json", "-c", str(small.dumps["kdump"]), "--architecture", "x86_64", "-s", str(link)]
+    check_one_error(cli(args), rf"{re.escape(str(link))} is a symlink to {re.escape(str(target))}, which does not exist")
+    target.parent.mkdir(parents=True)
+    target.symlink_to(small.vmlinux)
+    check_audit(cli(args))
+
+
+# -- QMP ----------------------------------------------------------------------------
+
+
+def test_busy_qmp_socket(small: Small) -> None:
+    """QEMU serves one client per QMP socket: while another holds it, drgn would wait forever."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as holder:
+        holder.connect(small.guest.qmp_path)
+        assert b'"QMP"' in holder.recv(4096)
+        t0 = time.monotonic()
+        check_one_error(cli(["audit", "--qemu", small.guest.qmp_path, "-s", small.vmlinux], timeout=120),
+                        rf"QMP socket {re.escape(small.guest.qmp_path)} is busy")
+        assert time.monotonic() - t0 < 60
+    doc = check_audit(cli(["audit", "--json", "--qemu", small.guest.qmp_path, "-s", small.vmlinux]))
+    assert doc["summary"]["processes"] >= 2
+
+
+def test_run_dir_and_qmp_sockets_are_private(small: Small) -> None:
+    run_dir = small.guest.run_dir
+    assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700
+    for path in (small.guest.qmp_path, small.guest.ctl_path):
+        st = os.stat(path)
+        assert stat.S_ISSOCK(st.st_mode) and Path(path).parent == run_dir
+        assert st.st_uid == os.geteuid()
+        assert not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH), oct(st.st_mode)
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv is not installed")
+    plain_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    assert subprocess.run([*plain_nobody, "test", "-e", small.guest.qmp_path]).returncode == 1
+    assert subprocess.run([*plain_nobody, "test", "-e", str(run_dir)]).returncode == 0
+
+
+# -- processes and addresses that are not there ------------------------------------
+
+
+def test_no_such_pid_and_address_outside_any_vma(small: Small) -> None:
+    q = ["--qemu", small.guest.qmp_path, "-s", small.vmlinux]
+    check_one_error(cli(["audit", *q, "--pid", "4000000"]), r"no process with pid 4000000")
+    check_one_error(cli(["maps", *q, "4000000"]), r"no process with pid 4000000")
+    check_one_error(cli(["explain", *q, "4000000", "0x1000"]), r"no process with pid 4000000")
+    check_one_error(cli(["explain", *q, str(small.holder["pid"]), "0x10"]),
+                    rf"address 0x10 is not in any VMA of pid {small.holder['pid']}")
+    check_one_error(cli(["audit", *q, "--rule", "no-such-rule"]), r"unknown rule 'no-such-rule'")
+    check_one_error(cli(["audit", *q, "--kind", "no-such-kind"]), r"unknown page kind 'no-such-kind'")
+    # a kernel thread has no mm: no process to audit either
+    check_one_error(cli(["audit", *q, "--pid", "2"]), r"no process with pid 2")
+
+
+# -- names read from the target ------------------------------------------------------
+
+
+def test_hostile_command_name_round_trips_through_json_and_prints_as_text(small: Small) -> None:
+    guest = small.guest
+    script = (
+        "import ctypes, sys, time\n"
+        f"assert ctypes.CDLL(None).prctl(15, {HOSTILE_COMM!r}) == 0\n"
+        "open('/out/hostile.pid', 'w').write(str(__import__('os').getpid()))\n"
+        "time.sleep(3600)\n"
+    )
+    (guest.out_dir / "hostile.py").write_text(script)
+    rc, out = guest.run(f"(setsid {shlex.quote(PY)} /out/hostile.py </dev/null >/dev/null 2>&1 &); "
+                        "for i in $(seq 100); do [ -s /out/hostile.pid ] && break; sleep 0.2; done; "
+                        "cat /proc/$(cat /out/hostile.pid)/comm | od -c")
+    assert rc == 0, out
+    pid = int((guest.out_dir / "hostile.pid").read_text())
+    try:
+        name = HOSTILE_COMM[:15].decode()
+        q = ["--qemu", guest.qmp_path, "-s", small.vmlinux, "--pid", str(pid)]
+        doc = check_audit(cli(["audit", "--json", "-v", *q]))
+        assert doc["vmas"] and {v["comm"] for v in doc["vmas"]} == {name}
+        r = cli(["audit", "-v", *q])
+        assert r.code in (0, 1) and "Traceback" not in r.stderr, r.stderr
+        assert "[/x]\\x1b[2J\"\\\\n\\tq" in r.stdout, r.stdout  # printed as text, not as markup or escapes
+        assert "\x1b[2J" not in r.stdout
+        r = cli(["maps", "--json", "--qemu", guest.qmp_path, "-s", small.vmlinux, str(pid)])
+        assert r.code == 0 and {v["comm"] for v in json.loads(r.stdout)} == {name}
+        r = cli(["explain", "--qemu", guest.qmp_path, "-s", small.vmlinux, str(pid), hex(int(doc["vmas"][0]["start"], 16))])
+        assert r.code == 0 and "Traceback" not in r.stderr and "[/x]\\x1b[2J" in r.stdout, r.stdout + r.stderr
+    finally:
+        guest.run(f"kill {pid}")
+
+
+# -- live, as root and as nobody ------------------------------------------------------
+
+
+def test_live_kcore_as_root_and_as_nobody(small: Small) -> None:
+    doc = check_audit(guest_cli(small.guest, ["audit", "-k", "-s", small.vmlinux, "--json"], "live-root"))
+    assert doc["summary"]["processes"] >= 2
+    r = guest_cli(small.guest, ["audit", "-k", "-s", small.vmlinux], "live-nobody", prefix=NOBODY)
+    check_one_error(r, r"reading the live kernel through /proc/kcore requires root")
+
+
+def test_live_audits_while_processes_fork_exit_map_and_unmap(small: Small) -> None:
+    """The churn workload forks, exits, maps, touches, mprotects and unmaps all
+    the time; every live audit must end normally with a valid document and no
+    error-level finding."""
+    guest = small.guest
+    churn = _compile("churn")
+    rc, out = guest.run(f"(setsid {shlex.quote(str(churn))} 3600 </dev/null >/dev/null 2>&1 & echo $! >/out/churn.pid); "
+                        "sleep 1; pgrep -c -x churn")
+    assert rc == 0 and int(out.split()[-1]) >= 1, out
+    argv = shlex.join([PY, "-m", "drgn_p2p", "audit", "-k", "-s", small.vmlinux, "--json"])
+    t0 = time.monotonic()
+    try:
+        rc, out = guest.run(
+            f"mkdir -p /out/live && cd {shlex.quote(str(REPO))} && for i in $(seq {LIVE_AUDITS}); do "
+            f"{argv} >/out/live/$i.json 2>/out/live/$i.err; echo $? >/out/live/$i.rc; done",
+            timeout=LIVE_AUDITS * 240,
+        )
+        assert rc == 0, out
+    finally:
+        guest.run("pkill -x churn; pkill -x churn-child; true")
+    seconds = time.monotonic() - t0
+    churned = 0
+    for i in range(1, LIVE_AUDITS + 1):
+        base = guest.out_dir / "live" / str(i)
+        r = Result(int((base.with_suffix(".rc")).read_text()), base.with_suffix(".json").read_text(),
+                   base.with_suffix(".err").read_text())
+        doc = check_audit(r)
+        assert doc["summary"]["findings"]["error"] == 0, [f for f in doc["findings"] if f["severity"] == "error"]
+        churned += any(v["comm"].startswith("churn") for v in doc["vmas"])
+    assert churned >= LIVE_AUDITS // 2, "the churn workload was not seen by the audits"
+    print(f"\n{LIVE_AUDITS} live audits under churn in {seconds:.0f} s", file=sys.stderr)
+
+
+# -- a guest without vmcoreinfo --------------------------------------------------------
+
+
+def test_qemu_guest_without_vmcoreinfo(small: Small, lab_session, tmp_path: Path) -> None:
+    """``qemu_fw_cfg`` kept out of the guest (module_blacklist=): QEMU has
+    ``-device vmcoreinfo`` but the guest never fills it, exactly as when the
+    device is missing."""
+    small.guest.close()
+    guest = _boot(lab_session, extra_cmdline=["module_blacklist=qemu_fw_cfg"])
+    try:
+        check_one_error(cli(["audit", "--qemu", guest.qmp_path, "-s", small.vmlinux]),
+                        rf"the QEMU guest behind {re.escape(guest.qmp_path)} exposes no vmcoreinfo \(start QEMU with "
+                        r"-device vmcoreinfo and load qemu_fw_cfg in the guest\)")
+        elf = guest.dump(tmp_path / "vmcore.elf", fmt="elf")
+        check_one_error(cli(["audit", "-c", str(elf), "-s", small.vmlinux]), r"cannot open vmcore .*vmcoreinfo")
+        kdump = guest.dump(tmp_path / "vmcore.kdump", fmt="kdump-zlib")
+        check_one_error(cli(["audit", "-c", str(kdump), "--architecture", "x86_64", "-s", small.vmlinux]),
+                        r"linux\.vmcoreinfo\.raw is not set \(a dump without vmcoreinfo")
+    finally:
+        guest.close()

@@ -1,0 +1,134 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The whole-table fast path (drgn_p2p.scan) gives exactly the runs of the
+entry-by-entry path, and is taken for the tables it exists for."""
+
+import struct
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from drgn_p2p.arch import x86_64 as X
+from drgn_p2p.classify import Classifier, Pagemap
+from drgn_p2p.coalesce import coalesce, coalesce_segments
+from drgn_p2p.records import Level
+from drgn_p2p.scan import PteScanner
+from drgn_p2p.walk import PteSlice
+
+from .layouts import L61, L72, VM_FLAGS_ANON, VM_FLAGS_PCIBAR, ZERO_PFN, make_vma
+
+BASE = 0x7F00_0020_0000  # 2 MiB aligned: entry i maps BASE + i * 4096
+NX = 1 << 63
+ANON = 0x67 | NX  # PRESENT RW USER ACCESSED DIRTY
+LAYOUTS = [L61, L72]
+
+# RAM 0x1000-0x80000 with an fsdax pgmap at 0x40000-0x48000; a BAR at 0xC0000.
+PGMAP = Pagemap(0xFFFF_8880_0100_0000, "FS_DAX", 0x40000, 0x48000, None, None, True)
+MEMMAP = [(0x1000, 0x80000)]
+IOMEM = [(0x1000 << 12, 0x80000 << 12, "System RAM"), (0xC0000 << 12, 0xC1000 << 12, "0000:00:04.0")]
+
+
+def classifier(layout):
+    return Classifier.from_tables(layout, [PGMAP], list(MEMMAP), list(IOMEM))
+
+
+def table(entries, first=0, last=511):
+    data = struct.pack("<512Q", *entries)
+    return PteSlice(BASE, data, first, last)
+
+
+def slow_runs(piece, vma, layout):
+    cls = classifier(layout)
+    items = []
+    for va, level, raw in piece.leaves():
+        leaf = X.decode_leaf(raw, va, level, layout)
+        items.append((leaf, cls.classify(leaf.pfn)))
+    return [(r.first, r.count, r.page) for r in coalesce(vma, items)]
+
+
+def fast_runs(piece, vma, layout):
+    cls = classifier(layout)
+    segment = PteScanner(layout, cls, vma).uniform_run(piece)
+    if segment is None:
+        return None
+    return [(r.first, r.count, r.page) for r in coalesce_segments(vma, [segment])]
+
+
+def check(entries, vma, layout, first=0, last=511):
+    """The fast path, when it answers, answers like the slow path."""
+    piece = table(entries, first, last)
+    if not any(entries[first:last + 1]):
+        return None
+    fast = fast_runs(piece, vma, layout)
+    if fast is not None:
+        assert fast == slow_runs(piece, vma, layout)
+    return fast
+
+
+def test_anonymous_table_is_one_run():
+    vma = make_vma(VM_FLAGS_ANON, pgoff=0x7F00_0000_0000 >> 12)
+    entries = [ANON | ((0x5000 + 7 * i) << 12) for i in range(512)]
+    for layout in LAYOUTS:
+        runs = check(entries, vma, layout)
+        assert runs is not None and runs[0][1] == 512
+
+
+def test_accessed_and_dirty_do_not_split():
+    vma = make_vma(VM_FLAGS_ANON, pgoff=0x7F00_0000_0000 >> 12)
+    entries = [(ANON & ~(0x60 if i % 3 else 0)) | ((0x5000 + i) << 12) for i in range(512)]
+    assert check(entries, vma, L72)[0][1] == 512
+
+
+def test_linear_pfnmap_table_is_one_run():
+    # pgoff makes the BAR PFNs exactly linear.
+    vma = make_vma(VM_FLAGS_PCIBAR, start=BASE, end=BASE + (2 << 20), pgoff=0xC0000)
+    entries = [0x27B | (1 << 9) | ((0xC0000 + i) << 12) for i in range(512)]
+    runs = check(entries, vma, L72)
+    assert runs is not None and runs[0][1] == 512
+
+
+def test_mixed_tables_fall_back():
+    vma = make_vma(VM_FLAGS_ANON)
+    straddle = [ANON | ((0x47F00 + i) << 12) for i in range(512)]  # crosses the pgmap end
+    assert check(straddle, vma, L72) is None
+    holes = [ANON | ((0x5000 + i) << 12) if i % 2 else 0 for i in range(512)]
+    assert check(holes, vma, L72) is None
+    special = [ANON | ((0x5000 + i) << 12) | ((i == 300) << 9) for i in range(512)]
+    assert check(special, vma, L72) is None
+    zero = [ANON | (ZERO_PFN << 12)] * 511 + [ANON | (0x5000 << 12)]
+    assert check(zero, vma, L72) is None
+
+
+def test_partly_linear_table_falls_back():
+    vma = make_vma(VM_FLAGS_PCIBAR, start=BASE, end=BASE + (2 << 20), pgoff=0xC0000)
+    entries = [0x27B | ((0xC0000 + i + (i >= 256)) << 12) for i in range(512)]
+    assert check(entries, vma, L72) is None
+
+
+# PFN regimes that put entries near every classification boundary.
+_PFNS = st.sampled_from([0x1000, 0x3FFFF, 0x40000, 0x47FFF, 0x48000, 0x7FFFF, 0x80000,
+                         0xC0000, ZERO_PFN, 0x5000])
+_FLAGS = st.sampled_from([ANON, ANON & ~0x60, ANON & ~0x2, ANON | (1 << 9), ANON | (1 << 57),
+                          ANON | (1 << 58), 0x100 | 0x66, 0])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    base_pfn=_PFNS,
+    step=st.sampled_from([0, 1, 2]),
+    flags=_FLAGS,
+    flips=st.lists(st.tuples(st.integers(0, 511), _FLAGS, _PFNS), max_size=3),
+    first=st.integers(0, 511),
+    length=st.integers(1, 512),
+    linear_at=st.sampled_from([None, 0, 5]),
+    layout=st.sampled_from(LAYOUTS),
+)
+def test_fast_path_equals_slow_path(base_pfn, step, flags, flips, first, length, linear_at, layout):
+    last = min(511, first + length - 1)
+    entries = [flags | ((base_pfn + step * i) << 12) if flags else 0 for i in range(512)]
+    for i, f, pfn in flips:
+        entries[i] = f | (pfn << 12) if f else 0
+    # pgoff such that entry linear_at is at its linear PFN (when step is 1, all are).
+    pgoff = 0x7F00_0000_0000 >> 12 if linear_at is None else base_pfn + step * linear_at - linear_at
+    pgoff = max(pgoff, 0)
+    vma = make_vma(VM_FLAGS_PCIBAR, start=BASE, end=BASE + (2 << 20), pgoff=pgoff)
+    check(entries, vma, layout, first, last)
