@@ -35,6 +35,7 @@ import os
 import shlex
 import shutil
 import signal
+import sys
 import subprocess
 import tempfile
 import time
@@ -108,6 +109,20 @@ def _reap_all() -> None:
 
 
 atexit.register(_reap_all)
+
+
+def _exit_on_sigterm() -> None:
+    """Make SIGTERM run the atexit clean-up (guests, run directories).
+
+    Python's default action for SIGTERM skips atexit handlers; QEMU would still
+    die (PDEATHSIG) but its private run directory would be left behind. Only
+    installed where nobody has set a handler of their own.
+    """
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        try:
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+        except ValueError:  # not the main thread
+            pass
 
 
 class Guest:
@@ -378,6 +393,7 @@ def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = T
         raise
     guest = Guest(kernel, run_dir, proc, plan_, started)
     _live.add(guest)
+    _exit_on_sigterm()
     try:
         guest._wait_ready(timeout)
     except BaseException:
