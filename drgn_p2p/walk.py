@@ -97,6 +97,8 @@ class PteSlice:
 
 #: PID_MAX_LIMIT on 64-bit: a task list longer than this is corrupt (or looping).
 MAX_TASKS = 4 * 1024 * 1024
+#: More VMAs than one mm can have (vm.max_map_count is an int; 4 Mi is far above any real use).
+MAX_VMAS = 4 * 1024 * 1024
 #: What reading a task or walking the task list raises on a damaged or
 #: changing target (a live kernel whose tasks exit under the walk).
 _TASK_ERRORS = (drgn.FaultError, drgn.ObjectAbsentError, ValueError, LookupError, OverflowError)
@@ -250,7 +252,10 @@ def process_vmas(
     """
     if names is None:
         names = getattr(prog, "cache", {}).get(_NAMES_KEY)
-    for vma in for_each_vma(process.mm):
+    for count, vma in enumerate(for_each_vma(process.mm)):
+        if count >= MAX_VMAS:
+            # A maple tree read while it changes (or a damaged vmcore) can loop.
+            raise ValueError(f"more than {MAX_VMAS} VMAs: the VMA tree is corrupt or changing")
         vm_start = vma.vm_start.value_()
         vm_end = vma.vm_end.value_()
         if vm_end <= start or vm_start >= end:

@@ -26,7 +26,8 @@ Methods:
 
 ``audit``
     ``drgn_p2p.audit(prog, pids=...)`` end to end (layout, classifier, walk,
-    decode, classify, coalesce, rules).
+    decode, classify, coalesce, rules). ``setup_s``: the same call selecting
+    no process (layout, classifier, task-list walk), the per-call fixed cost.
 ``follow``
     drgn's ``follow_phys(mm, addr)`` for every 4 KiB page of the same VMAs
     (``FaultError`` = not mapped). With ``--sample N`` only N evenly spaced
@@ -83,6 +84,13 @@ def _measure_audit(prog, pids: Sequence[int], repeat: int) -> Dict[str, object]:
         result = audit(prog, pids=pids)
         times.append(time.perf_counter() - t)
     assert result is not None
+    # The per-call fixed cost: layout, classifier and the task-list walk, with no
+    # process selected (no tgid is -1).
+    setup: List[float] = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        audit(prog, pids=[-1])
+        setup.append(time.perf_counter() - t)
     slots = sum((v.vma.end - v.vma.start) // _PAGE for v in result.vmas)
     present = sum(n for v in result.vmas for _, n in v.pages_by_kind)
     return {
@@ -90,6 +98,7 @@ def _measure_audit(prog, pids: Sequence[int], repeat: int) -> Dict[str, object]:
         "slots": slots,
         "vmas": len(result.vmas),
         "present": present,
+        "setup_s": setup,
         "tables_read": result.stats.tables_read,
         "findings": len(result.findings),
     }
@@ -260,6 +269,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         import drgn  # noqa: F401  (import time is part of start-up)
 
         prog = _open(args)
+        import drgn_p2p.pipeline  # noqa: F401  (so is importing the engine)
+
         record["startup_s"] = time.perf_counter() - t
         if args.system and not args.qemu:
             # Live: the whole system but this measuring process (pagemap skips itself too).

@@ -170,6 +170,12 @@ VIOLATE_CASES = (
                 what="migration entries whose PFNs are (locked) P2PDMA pages"),
     ViolateCase("unknown-marker", 18, 0x4000, False, ("garbage-entry",), touch=False,
                 what="PTE markers with a bit no kernel defines (bit 6)"),
+    ViolateCase("private-entry-to-ram", 19, 0x4000, False, ("device-private-entry-target",), touch=False,
+                needs=("CONFIG_DEVICE_PRIVATE",),
+                what="writable device-private entries whose PFNs are (pinned) RAM pages, in a VM_PFNMAP|VM_IO VMA"),
+    ViolateCase("exclusive-to-p2pdma", 20, 0x4000, False, ("device-exclusive-target",), touch=False,
+                needs=("CONFIG_ZONE_DEVICE", "CONFIG_DEVICE_PRIVATE"),
+                what="device-exclusive entries whose PFNs are P2PDMA pages, in a VM_PFNMAP|VM_IO VMA"),
 )
 
 #: The case name of the legitimate device-exclusive entries the holder makes

@@ -7,6 +7,7 @@ page-table bits of each case are then read back over QMP.
 
 import gc
 import os
+import re
 import shutil
 import time
 from typing import Dict, List
@@ -143,11 +144,22 @@ _EXPECT = {
 }
 
 #: Cases held as non-present PTEs: case -> (VM_PFNMAP|VM_MIXEDMAP wanted, the
-#: SwapTypes field naming the entry's type, the swap offset wanted or None).
+#: SwapTypes field naming the entry's type, the swap offset wanted or None,
+#: what the PFN in the offset must be: the page kind, or None for an entry
+#: without a PFN; "p2pdma+N": the module's P2PDMA chunk's page N + index).
 _NONPRESENT = {
-    "migration-to-p2pdma": (_PFNMAP, "migration_read", None),
-    "unknown-marker": (_PFNMAP, "pte_marker", 0x40),
+    "migration-to-p2pdma": (_PFNMAP, "migration_read", None, "p2pdma+8"),
+    "unknown-marker": (_PFNMAP, "pte_marker", 0x40, None),
+    "private-entry-to-ram": (_PFNMAP, "device_write", None, "ram"),
+    "exclusive-to-p2pdma": (_PFNMAP, "device_exclusive_write", None, "p2pdma+12"),
 }
+
+
+#: Kernel messages that mean a mapping was met or torn down in a bad state.
+_COMPLAINT = re.compile(
+    r"bad page|bad rss|BUG|WARNING|Oops|general protection|unrecognized swap entry|leaking",
+    re.IGNORECASE,
+)
 
 
 def _swap_fields(raw: int) -> tuple:
@@ -155,9 +167,15 @@ def _swap_fields(raw: int) -> tuple:
     return raw >> 59, (~raw >> 9) & ((1 << 50) - 1)
 
 
+def _swap_pfn(raw: int, layout) -> int:
+    """The PFN of a PFN-carrying swap entry: the offset's low SWP_PFN_BITS."""
+    return _swap_fields(raw)[1] & ((1 << layout.swap.pfn_bits) - 1)
+
+
 def _leaves(guest, held: List[HeldCase]) -> Dict[str, tuple]:
     """Read each held case's VMA flags and leaves from the guest over QMP."""
     pytest.importorskip("drgn")
+    from drgn_p2p.classify import Classifier
     from drgn_p2p.layout import read_layout
     from drgn_p2p.target import open_program
     from drgn_p2p.walk import PageTableWalker, for_each_process, process_vmas
@@ -165,6 +183,7 @@ def _leaves(guest, held: List[HeldCase]) -> Dict[str, tuple]:
     prog = open_program(qemu=guest.qmp_path, symbols=[str(guest.kernel.vmlinux)])
     try:
         layout = read_layout(prog)
+        classifier = Classifier(prog, layout)
         (process,) = list(for_each_process(prog, pids=[held[0].pid]))
         walker = PageTableWalker.for_mm(prog, layout, process.mm)
         result = {}
@@ -173,7 +192,10 @@ def _leaves(guest, held: List[HeldCase]) -> Dict[str, tuple]:
                 continue
             (vma,) = list(process_vmas(prog, process, h.addr, h.addr + h.length))
             leaves = [raw for _, _, raw in walker.walk(h.addr, h.addr + h.length)]
-            result[h.case] = (vma, leaves, layout)
+            # What the PFN of each PFN-carrying non-present entry is.
+            carries_pfn = h.case in _NONPRESENT and _NONPRESENT[h.case][3] is not None
+            kinds = [classifier.classify(_swap_pfn(raw, layout)).kind.value for raw in leaves if carries_pfn]
+            result[h.case] = (vma, leaves, layout, kinds)
         return result
     finally:
         del prog
@@ -214,9 +236,14 @@ def test_violations_in_guest(name):
     with boot(kernel, scenarios=scenarios, test_hmm=hmm) as guest:
         kinds = {m["kind"] for m in guest.mappings}
         assert set(scenarios) <= kinds, guest.skipped  # test_hmm loaded and used where built
-        rc, out = guest.run(f"insmod {violate} && cat /sys/module/p2p_violate/parameters/bar_source")
+        rc, out = guest.run("dmesg | wc -l")
+        assert rc == 0, out
+        before = int(out.split()[-1])
+        params = "/sys/module/p2p_violate/parameters"
+        rc, out = guest.run(f"insmod {violate} && cat {params}/bar_source {params}/devmem_phys")
         assert rc == 0, out
         assert out.startswith("pci "), out  # found the ivshmem BAR by itself
+        devmem_pfn = int(out.split()[-1]) >> 12  # the P2PDMA chunk is the first
         rc, out = guest.run(
             f"setsid {holder} /out/violate.txt </dev/null >/out/violate.log 2>&1 &"
             " for i in $(seq 100); do [ -e /out/violate.txt ] && break; sleep 0.1; done;"
@@ -231,21 +258,34 @@ def test_violations_in_guest(name):
         assert all("EOPNOTSUPP" in why for why in skipped.values()), skipped
 
         seen = _leaves(guest, held)
-        for case, (vma, leaves, layout) in seen.items():
+        for case, (vma, leaves, layout, kinds) in seen.items():
             if case in _NONPRESENT:
-                kind, type_field, offset = _NONPRESENT[case]
+                kind, type_field, offset, target = _NONPRESENT[case]
                 assert vma.flags & (_PFNMAP | _MIXEDMAP) == kind, (case, hex(vma.flags))
+                assert vma.flags & _IO, (case, hex(vma.flags))
                 assert vma.ops == "p2pv_vm_ops", (case, vma.ops)
                 length = next(h.length for h in held if h.case == case)
                 assert len(leaves) == length // 4096, (case, [hex(x) for x in leaves])
-                print(f"  {case:22} vm_flags={vma.flags:#x} entries={' '.join(hex(x) for x in leaves)}")
-                for raw in leaves:
+                print(f"  {case:22} vm_flags={vma.flags:#x} entries={' '.join(hex(x) for x in leaves)} {kinds}")
+                pfns = [_swap_pfn(raw, layout) for raw in leaves]
+                for i, raw in enumerate(leaves):
                     assert not raw & (_PRESENT | _PROTNONE), (case, hex(raw))
                     stype, soff = _swap_fields(raw)
+                    assert getattr(layout.swap, type_field) is not None, (case, type_field)
                     assert stype == getattr(layout.swap, type_field), (case, hex(raw), stype)
                     assert offset is None or soff == offset, (case, hex(raw), hex(soff))
+                    if target is None:
+                        continue
+                    assert soff == pfns[i], (case, hex(raw))  # nothing above the PFN bits
+                    if target.startswith("p2pdma+"):
+                        assert kinds[i] == "p2pdma", (case, hex(raw), kinds[i])
+                        assert pfns[i] == devmem_pfn + int(target[7:]) + i, (case, hex(raw), hex(devmem_pfn))
+                    else:
+                        assert kinds[i] == target, (case, hex(raw), kinds[i])
+                assert target is None or len(set(pfns)) == len(pfns), (case, [hex(p) for p in pfns])
                 continue
             kind, huge, special, devmap_bit = _EXPECT[case]
+            assert not kinds, (case, kinds)
             if special == "dax":
                 special = devmap_bit = layout.devmap_bit is not None
             assert vma.flags & (_PFNMAP | _MIXEDMAP) == kind, (case, hex(vma.flags))
@@ -260,7 +300,9 @@ def test_violations_in_guest(name):
                 if layout.devmap_bit is not None:
                     assert bool(raw >> layout.devmap_bit & 1) == devmap_bit, (case, hex(raw))
 
-        # The holder restores every mapping on SIGTERM: no "Bad page map" at teardown.
+        # The holder restores every mapping on SIGTERM: no "Bad page map" at
+        # teardown, and nothing else from the kernel since insmod; then the
+        # module unloads.
         pid = held[0].pid
         rc, out = guest.run(
             f"kill -TERM {pid}; for i in $(seq 100); do"
@@ -268,3 +310,8 @@ def test_violations_in_guest(name):
             " dmesg | grep -ci 'bad page map' || true"
         )
         assert rc == 0 and out.strip().splitlines()[-1] == "0", out
+        rc, out = guest.run(f"rmmod p2p_violate && dmesg | tail -n +{before + 1}")
+        assert rc == 0, out
+        print(f"  dmesg from insmod to rmmod:\n{out}")
+        complaints = [line for line in out.splitlines() if _COMPLAINT.search(line)]
+        assert not complaints, out

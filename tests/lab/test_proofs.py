@@ -58,7 +58,7 @@ HMM_SPEC = proof.CaseSpec(
 #: Kernel messages that mean a mapping was torn down (or met) in a bad state.
 _COMPLAINT = re.compile(
     r"bad page|bad rss|BUG|WARNING|Oops|general protection|unrecognized swap entry"
-    r"|p2p_violate: .*(building the mapping failed|memremap_pages)",
+    r"|p2p_violate: .*(building the mapping failed|memremap_pages|never cleared)",
     re.IGNORECASE,
 )
 

@@ -46,8 +46,13 @@ PY = sys.executable
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
           "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
 LIVE_AUDITS = int(os.environ.get("DRGN_P2P_LIVE_AUDITS") or 10)
-#: A command name with rich markup, an escape sequence, a quote, a backslash, a newline and a tab.
+#: A command name with rich markup, an escape sequence, a quote, a backslash, a newline and a tab,
+#: and how the text report must print it.
 HOSTILE_COMM = b'[/x]\x1b[2J"\\\n\tq'
+SHOWN_COMM = '[/x]\\x1b[2J"\\\\n\\tq'
+#: A file name likewise (no slash), and how it prints.
+HOSTILE_FILE = '[red]\x1b[2J"\\\n\t.map'
+SHOWN_FILE = '[red]\\x1b[2J"\\\\n\\t.map'
 
 
 class Result(NamedTuple):
@@ -380,35 +385,47 @@ def test_no_such_pid_and_address_outside_any_vma(small: Small) -> None:
 # -- names read from the target ------------------------------------------------------
 
 
-def test_hostile_command_name_round_trips_through_json_and_prints_as_text(small: Small) -> None:
+def test_hostile_names_round_trip_through_json_and_print_as_text(small: Small) -> None:
+    """A process whose command name, and a file it maps, hold rich markup, an
+    escape sequence, quotes, a backslash, a newline and a tab."""
     guest = small.guest
+    comm = HOSTILE_COMM.decode()
+    path = "/run/" + HOSTILE_FILE
     script = (
-        "import ctypes, sys, time\n"
+        "import ctypes, mmap, os, time\n"
         f"assert ctypes.CDLL(None).prctl(15, {HOSTILE_COMM!r}) == 0\n"
-        "open('/out/hostile.pid', 'w').write(str(__import__('os').getpid()))\n"
+        f"fd = os.open({path!r}, os.O_RDWR | os.O_CREAT, 0o600)\n"
+        "os.ftruncate(fd, 4096)\n"
+        "m = mmap.mmap(fd, 4096)\n"
+        "m[0] = 1\n"
+        "addr = ctypes.addressof(ctypes.c_char.from_buffer(m))\n"
+        "open('/out/hostile.pid', 'w').write(f'{os.getpid()} {addr}')\n"
         "time.sleep(3600)\n"
     )
     (guest.out_dir / "hostile.py").write_text(script)
     rc, out = guest.run(f"(setsid {shlex.quote(PY)} /out/hostile.py </dev/null >/dev/null 2>&1 &); "
-                        "for i in $(seq 100); do [ -s /out/hostile.pid ] && break; sleep 0.2; done; "
-                        "cat /proc/$(cat /out/hostile.pid)/comm | od -c")
+                        "for i in $(seq 150); do [ -s /out/hostile.pid ] && break; sleep 0.2; done; "
+                        "cat /proc/$(cut -d' ' -f1 /out/hostile.pid)/comm | od -c")
     assert rc == 0, out
-    pid = int((guest.out_dir / "hostile.pid").read_text())
+    pid, addr = map(int, (guest.out_dir / "hostile.pid").read_text().split())
     try:
-        name = HOSTILE_COMM[:15].decode()
-        q = ["--qemu", guest.qmp_path, "-s", small.vmlinux, "--pid", str(pid)]
-        doc = check_audit(cli(["audit", "--json", "-v", *q]))
-        assert doc["vmas"] and {v["comm"] for v in doc["vmas"]} == {name}
-        r = cli(["audit", "-v", *q])
+        q = ["--qemu", guest.qmp_path, "-s", small.vmlinux]
+        doc = check_audit(cli(["audit", "--json", "-v", *q, "--pid", str(pid)]))
+        assert doc["vmas"] and {v["comm"] for v in doc["vmas"]} == {comm}
+        assert path in {v["file"] for v in doc["vmas"]}, [v["file"] for v in doc["vmas"]]
+        r = cli(["audit", "-v", *q, "--pid", str(pid)])
         assert r.code in (0, 1) and "Traceback" not in r.stderr, r.stderr
-        assert "[/x]\\x1b[2J\"\\\\n\\tq" in r.stdout, r.stdout  # printed as text, not as markup or escapes
+        assert SHOWN_COMM in r.stdout, r.stdout  # printed as text, not as markup or escapes
         assert "\x1b[2J" not in r.stdout
-        r = cli(["maps", "--json", "--qemu", guest.qmp_path, "-s", small.vmlinux, str(pid)])
-        assert r.code == 0 and {v["comm"] for v in json.loads(r.stdout)} == {name}
-        r = cli(["explain", "--qemu", guest.qmp_path, "-s", small.vmlinux, str(pid), hex(int(doc["vmas"][0]["start"], 16))])
-        assert r.code == 0 and "Traceback" not in r.stderr and "[/x]\\x1b[2J" in r.stdout, r.stdout + r.stderr
+        r = cli(["maps", "--json", *q, str(pid)])
+        assert r.code == 0 and {v["comm"] for v in json.loads(r.stdout)} == {comm}
+        r = cli(["explain", *q, str(pid), hex(addr)])
+        assert r.code == 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
+        assert SHOWN_COMM in r.stdout and SHOWN_FILE in r.stdout and "\x1b[2J" not in r.stdout, r.stdout
+        doc = json.loads(cli(["explain", "--json", *q, str(pid), hex(addr)]).stdout)
+        assert (doc["comm"], doc["vma"]["file"]) == (comm, path)
     finally:
-        guest.run(f"kill {pid}")
+        guest.run(f"kill {pid}; rm -f {shlex.quote(path)}")
 
 
 # -- live, as root and as nobody ------------------------------------------------------

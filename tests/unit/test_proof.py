@@ -78,7 +78,7 @@ def _kernel(cases, controls=(), findings=None, na=None, clean=()):
     )
 
 
-def test_rule_statuses():
+def test_rule_statuses(monkeypatch):
     cases = [record(("garbage-entry",), [hit("garbage-entry")])]
     cases[0]["case"] = "unknown-marker"
     skipped = record(("device-private-present",), [], skip="EOPNOTSUPP", expected_skip="kernel lacks CONFIG_DEVICE_PRIVATE")
@@ -89,12 +89,22 @@ def test_rule_statuses():
     assert rules["devmap-not-dax"] == {**rules["devmap-not-dax"], "status": "n/a", "reason": "no devmap bit"}
     assert rules["device-private-present"]["status"] == "n/a"
     assert "kernel lacks CONFIG_DEVICE_PRIVATE" in rules["device-private-present"]["reason"]
-    assert rules["device-exclusive-target"]["status"] == "silent"
+    # Silence on a legitimate mapping proves nothing for a rule that has a case.
+    assert rules["device-exclusive-target"]["status"] == "failed"
     assert rules["device-exclusive-target"]["silent_on"] == ["hmm-exclusive"]
     # Neither a case nor a legitimate mapping held: failed, and said so.
     assert rules["device-private-entry-target"]["status"] == "failed"
     assert rules["pfnmap-not-special"]["status"] == "failed"
     assert any(p.startswith("rule pfnmap-not-special") for p in k["problems"])
+
+    # A rule that cannot be proven: silent on a legitimate mapping, else failed.
+    monkeypatch.setattr(proof, "NOT_PROVABLE", {"device-exclusive-target": "cannot be held", "p2pdma-leaf": "no"})
+    rules = _kernel(cases, [exclusive])["rules"]
+    assert rules["device-exclusive-target"]["status"] == "silent"
+    assert rules["device-exclusive-target"]["reason"] == "cannot be held"
+    assert rules["device-exclusive-target"]["silent_on"] == ["hmm-exclusive"]
+    assert rules["p2pdma-leaf"]["status"] == "failed"
+    assert "no legitimate mapping of its kind was held" in rules["p2pdma-leaf"]["reason"]
 
 
 def test_noisy_control_and_clean_errors_are_problems():

@@ -263,3 +263,75 @@ def test_path_stops_at_the_leaf_and_faults_on_unreadable_tables() -> None:
 
     with pytest.raises(drgn.FaultError):
         fresh.path(VA)
+
+
+# -- process and VMA enumeration on a changing or damaged kernel -----------------------
+
+
+class _Value:
+    def __init__(self, value: int) -> None:
+        self._value = value
+
+    def value_(self) -> int:
+        return self._value
+
+    def read_(self) -> "_Value":
+        return self
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+class _Task:
+    def __init__(self, pid: int, mm: int) -> None:
+        self.tgid, self.mm = _Value(pid), _Value(mm)
+        self.comm = type("Comm", (), {"string_": lambda _self: b"task%d" % pid})()
+
+
+def test_task_list_cut_mid_walk_keeps_the_tasks_before_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import drgn
+
+    from drgn_p2p import walk
+
+    def tasks(prog):
+        yield _Task(1, 0x1000)
+        yield _Task(2, 0)  # a kernel thread
+        yield _Task(3, 0x3000)
+        raise drgn.FaultError("could not read memory", 0xDEAD000)  # a task freed under the walk
+
+    monkeypatch.setattr(walk, "for_each_task", tasks)
+    faults: List[str] = []
+    procs = list(walk.for_each_process(object(), on_fault=faults.append))
+    assert [(p.pid, p.comm) for p in procs] == [(1, "task1"), (3, "task3")]
+    assert faults == ["task list cut after 3 tasks: FaultError: could not read memory: 0xdead000"]
+
+
+def test_a_task_list_that_never_ends_is_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    from drgn_p2p import walk
+
+    def tasks(prog):
+        while True:  # a loop in a corrupt list
+            yield _Task(7, 0x7000)
+
+    monkeypatch.setattr(walk, "for_each_task", tasks)
+    monkeypatch.setattr(walk, "MAX_TASKS", 1000)
+    faults: List[str] = []
+    procs = list(walk.for_each_process(object(), on_fault=faults.append))
+    assert [(p.pid, p.threads) for p in procs] == [(7, 1000)]
+    assert faults == ["task list cut after 1000 tasks: longer than PID_MAX_LIMIT (a loop?)"]
+
+
+def test_a_vma_tree_that_never_ends_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from drgn_p2p import walk
+
+    def vmas(mm):
+        while True:
+            yield SimpleNamespace(vm_start=_Value(0x1000), vm_end=_Value(0x2000))
+
+    monkeypatch.setattr(walk, "for_each_vma", vmas)
+    monkeypatch.setattr(walk, "MAX_VMAS", 500)
+    process = walk.Process(9, "loop", _Value(0x9000), 1)
+    with pytest.raises(ValueError, match="more than 500 VMAs: the VMA tree is corrupt or changing"):
+        list(walk.process_vmas(SimpleNamespace(cache={}), process, start=1 << 40))

@@ -27,6 +27,9 @@
  *   private-present       a DEVICE_PRIVATE page under a present PTE
  *   migration-to-p2pdma   a migration entry whose PFN is a P2PDMA page
  *   unknown-marker        a PTE marker with a bit no kernel defines
+ *   private-entry-to-ram  a device-private (write) entry whose PFN is a RAM
+ *                         page the module allocated and pins
+ *   exclusive-to-p2pdma   a device-exclusive entry whose PFN is a P2PDMA page
  *
  * The PFNs without memmap come from a prefetchable PCI memory BAR (by default
  * an unbound ivshmem BAR, else any prefetchable BAR whose PFNs have no memmap),
@@ -50,6 +53,21 @@
  * the entries exist (every kernel path that meets a migration entry expects
  * its page locked: it waits for the lock, or BUGs on an unlocked page), and
  * no fault ever resolves them: the holder does not touch those cases.
+ *
+ * The wrong device-private and device-exclusive entries (CONFIG_DEVICE_PRIVATE
+ * only) are held the same way, and no kernel path may meet them while they
+ * exist: every path that does takes the PFN for the page such an entry must
+ * name (a CPU fault calls migrate_to_ram() of the page's pgmap or
+ * remove_device_exclusive_entry(); zap drops an rmap and a reference). So
+ * they live only in a VM_PFNMAP|VM_IO|VM_DONTCOPY VMA of ours: GUP refuses
+ * it (and /proc/PID/mem with it: the VMA has no ->access), page walks
+ * (smaps, pagemap, madvise, mempolicy, MGLRU) skip VM_PFNMAP, NUMA balancing
+ * and khugepaged skip VM_IO|VM_PFNMAP, fork does not copy it, and no rmap
+ * walk can reach it (the pages named have no mapping or anon_vma). The
+ * holder never touches them, and P2PV_IOC_RESTORE clears them (pte_clear
+ * under the PTE lock) before the VMA can be unmapped, so zap only ever sees
+ * empty PTEs. The RAM pages of private-entry-to-ram carry an extra reference
+ * while entries name them.
  *
  * x86-64 only: the bit helpers (pte_clear_flags, _PAGE_SPECIAL, ...) are the
  * x86 ones.
@@ -168,6 +186,8 @@ struct p2pv_map {
 	/* Pages kept locked while migration entries point to them. */
 	unsigned long locked_pfn;
 	unsigned int nlocked;
+	/* pages[] carry an extra reference while device-private entries name them. */
+	bool pinned;
 	unsigned int npages;
 	struct page *pages[];
 };
@@ -448,6 +468,8 @@ static unsigned long p2pv_case_pfn(unsigned int kase)
 		return p2pv_devmem_pfn(P2PV_DM_P2PDMA) + 4;
 	case P2PV_MIGRATION_TO_P2PDMA:
 		return p2pv_devmem_pfn(P2PV_DM_P2PDMA) + 8;
+	case P2PV_EXCLUSIVE_TO_P2PDMA:
+		return p2pv_devmem_pfn(P2PV_DM_P2PDMA) + 12;
 	case P2PV_DEVDAX_SPECIAL:
 		return p2pv_devmem_pfn(P2PV_DM_GENERIC);
 	case P2PV_DEVDAX_IN_PFNMAP:
@@ -497,10 +519,30 @@ static int p2pv_change_ptes(struct vm_area_struct *vma, unsigned long start,
  */
 #define P2PV_MARKER_UNKNOWN	BIT(6)
 
+/*
+ * Device-private and device-exclusive entries exist only with
+ * CONFIG_DEVICE_PRIVATE. v6.15 ("mm: use single SWP_DEVICE_EXCLUSIVE entry
+ * type") merged SWP_DEVICE_EXCLUSIVE_WRITE and _READ into one type.
+ */
+#ifdef CONFIG_DEVICE_PRIVATE
+#define P2PV_DEVICE_ENTRIES 1
+
+static swp_entry_t p2pv_exclusive_entry(unsigned long pfn)
+{
+#ifdef SWP_DEVICE_EXCLUSIVE
+	return make_device_exclusive_entry(pfn);
+#else
+	return make_writable_device_exclusive_entry(pfn);
+#endif
+}
+#endif
+
 enum p2pv_fill_what {
 	P2PV_FILL_NONE,		/* pte_clear() */
 	P2PV_FILL_MIGRATION,	/* a readable migration entry to pfn + index */
 	P2PV_FILL_MARKER,	/* a PTE marker with P2PV_MARKER_UNKNOWN */
+	P2PV_FILL_PRIVATE,	/* a writable device-private entry to pages[index] */
+	P2PV_FILL_EXCLUSIVE,	/* a device-exclusive entry to pfn + index */
 };
 
 struct p2pv_fill {
@@ -508,11 +550,13 @@ struct p2pv_fill {
 	unsigned long start;
 	enum p2pv_fill_what what;
 	unsigned long pfn;
+	struct page *const *pages;
 };
 
 static int p2pv_fill_pte(pte_t *ptep, unsigned long addr, void *data)
 {
 	struct p2pv_fill *fill = data;
+	unsigned long idx = (addr - fill->start) >> PAGE_SHIFT;
 	pte_t pte;
 
 	if (pte_present(ptep_get(ptep)))
@@ -522,12 +566,19 @@ static int p2pv_fill_pte(pte_t *ptep, unsigned long addr, void *data)
 		pte_clear(fill->mm, addr, ptep);
 		return 0;
 	case P2PV_FILL_MIGRATION:
-		pte = swp_entry_to_pte(make_readable_migration_entry(
-			fill->pfn + ((addr - fill->start) >> PAGE_SHIFT)));
+		pte = swp_entry_to_pte(make_readable_migration_entry(fill->pfn + idx));
 		break;
 #ifdef SWP_PTE_MARKER
 	case P2PV_FILL_MARKER:
 		pte = make_pte_marker(P2PV_MARKER_UNKNOWN);
+		break;
+#endif
+#ifdef P2PV_DEVICE_ENTRIES
+	case P2PV_FILL_PRIVATE:
+		pte = swp_entry_to_pte(make_writable_device_private_entry(page_to_pfn(fill->pages[idx])));
+		break;
+	case P2PV_FILL_EXCLUSIVE:
+		pte = swp_entry_to_pte(p2pv_exclusive_entry(fill->pfn + idx));
 		break;
 #endif
 	default:
@@ -543,9 +594,11 @@ static int p2pv_fill_pte(pte_t *ptep, unsigned long addr, void *data)
  * of these entries is counted, and cleared ones were never mapped.
  */
 static int p2pv_fill_ptes(struct vm_area_struct *vma, unsigned long start, unsigned long end,
-			  enum p2pv_fill_what what, unsigned long pfn)
+			  enum p2pv_fill_what what, unsigned long pfn, struct page *const *pages)
 {
-	struct p2pv_fill fill = { .mm = vma->vm_mm, .start = start, .what = what, .pfn = pfn };
+	struct p2pv_fill fill = {
+		.mm = vma->vm_mm, .start = start, .what = what, .pfn = pfn, .pages = pages,
+	};
 
 	return apply_to_page_range(vma->vm_mm, start, end - start, p2pv_fill_pte, &fill);
 }
@@ -600,6 +653,16 @@ static void p2pv_map_release(struct kref *ref)
 	mutex_unlock(&map->file->lock);
 	for (i = 0; i < map->nlocked; i++)
 		unlock_page(pfn_to_page(map->locked_pfn + i));
+	if (map->pinned) {
+		/*
+		 * Never restored (the holder was killed): zap met device-private
+		 * entries to these pages and dropped references and rmaps they
+		 * never had. Leak the pages rather than free them in that state.
+		 */
+		pr_warn(P2PV_NAME ": %s: entries were never cleared; leaking %u pages\n",
+			case_name[map->kase], map->npages);
+		map->npages = 0;
+	}
 	for (i = 0; i < map->npages; i++)
 		if (map->pages[i])
 			__free_page(map->pages[i]);
@@ -733,6 +796,17 @@ static int p2pv_can_build(unsigned int kase)
 		return -EOPNOTSUPP;
 #endif
 		return 0;
+	case P2PV_PRIVATE_ENTRY_TO_RAM:
+		/* No device-private or device-exclusive swap type without CONFIG_DEVICE_PRIVATE. */
+#ifndef P2PV_DEVICE_ENTRIES
+		return -EOPNOTSUPP;
+#endif
+		return 0;
+	case P2PV_EXCLUSIVE_TO_P2PDMA:
+#ifndef P2PV_DEVICE_ENTRIES
+		return -EOPNOTSUPP;
+#endif
+		return p2pv_devmem_ready(P2PV_DM_P2PDMA);
 	default:
 		return 0;
 	}
@@ -742,7 +816,8 @@ static bool p2pv_needs_pages(unsigned int kase)
 {
 	return kase == P2PV_CONTROL_FAULT_PFN || kase == P2PV_SPECIAL_ON_RAM ||
 	       kase == P2PV_MIXEDMAP_PAGES || kase == P2PV_DEVMAP_ON_RAM ||
-	       kase == P2PV_PFNMAP_RAM_NOT_SPECIAL || kase == P2PV_DEVMAP_NOT_SPECIAL;
+	       kase == P2PV_PFNMAP_RAM_NOT_SPECIAL || kase == P2PV_DEVMAP_NOT_SPECIAL ||
+	       kase == P2PV_PRIVATE_ENTRY_TO_RAM;
 }
 
 static int p2pv_insert_pages(struct vm_area_struct *vma, struct p2pv_map *map)
@@ -807,8 +882,49 @@ static int p2pv_build_migration(struct vm_area_struct *vma, struct p2pv_map *map
 			return -EBUSY;
 		map->nlocked++;
 	}
-	return p2pv_fill_ptes(vma, vma->vm_start, vma->vm_end, P2PV_FILL_MIGRATION, pfn);
+	return p2pv_fill_ptes(vma, vma->vm_start, vma->vm_end, P2PV_FILL_MIGRATION, pfn, NULL);
 }
+
+/* Drop the extra reference each page of map holds while entries name it. */
+static void p2pv_unpin_pages(struct p2pv_map *map)
+{
+	unsigned int i;
+
+	if (!map->pinned)
+		return;
+	for (i = 0; i < map->npages; i++)
+		put_page(map->pages[i]);
+	map->pinned = false;
+}
+
+#ifdef P2PV_DEVICE_ENTRIES
+/* Take that reference, before any entry names the pages. */
+static void p2pv_pin_pages(struct p2pv_map *map)
+{
+	unsigned int i;
+
+	for (i = 0; i < map->npages; i++)
+		get_page(map->pages[i]);
+	map->pinned = true;
+}
+
+/*
+ * Device-private entries to RAM pages of ours (pinned first), or
+ * device-exclusive entries to P2PDMA pages, in a VM_PFNMAP|VM_IO VMA that
+ * nothing but this module and the auditor's reads ever walks (see the top
+ * of this file).
+ */
+static int p2pv_build_device_entries(struct vm_area_struct *vma, struct p2pv_map *map)
+{
+	p2pv_flags_set(vma, VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP);
+	if (map->kase == P2PV_PRIVATE_ENTRY_TO_RAM) {
+		p2pv_pin_pages(map);
+		return p2pv_fill_ptes(vma, vma->vm_start, vma->vm_end, P2PV_FILL_PRIVATE, 0, map->pages);
+	}
+	return p2pv_fill_ptes(vma, vma->vm_start, vma->vm_end, P2PV_FILL_EXCLUSIVE,
+			      p2pv_case_pfn(map->kase), NULL);
+}
+#endif
 
 /* Build the case's mapping in a new VMA; the mmap lock is held for writing. */
 static int p2pv_build(struct vm_area_struct *vma, struct p2pv_map *map)
@@ -905,7 +1021,12 @@ static int p2pv_build(struct vm_area_struct *vma, struct p2pv_map *map)
 #ifdef SWP_PTE_MARKER
 	case P2PV_UNKNOWN_MARKER:
 		p2pv_flags_set(vma, VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP);
-		return p2pv_fill_ptes(vma, start, end, P2PV_FILL_MARKER, 0);
+		return p2pv_fill_ptes(vma, start, end, P2PV_FILL_MARKER, 0, NULL);
+#endif
+#ifdef P2PV_DEVICE_ENTRIES
+	case P2PV_PRIVATE_ENTRY_TO_RAM:
+	case P2PV_EXCLUSIVE_TO_P2PDMA:
+		return p2pv_build_device_entries(vma, map);
 #endif
 	default:
 		return -EOPNOTSUPP;
@@ -971,8 +1092,14 @@ static void p2pv_restore(struct vm_area_struct *vma, struct p2pv_map *map)
 	case P2PV_MIGRATION_TO_P2PDMA:
 	case P2PV_UNKNOWN_MARKER:
 		/* Empty PTEs in a VM_PFNMAP VMA; then the pages may be unlocked. */
-		p2pv_fill_ptes(vma, vma->vm_start, vma->vm_end, P2PV_FILL_NONE, 0);
+		p2pv_fill_ptes(vma, vma->vm_start, vma->vm_end, P2PV_FILL_NONE, 0, NULL);
 		p2pv_unlock_pages(map);
+		break;
+	case P2PV_PRIVATE_ENTRY_TO_RAM:
+	case P2PV_EXCLUSIVE_TO_P2PDMA:
+		/* Empty PTEs before any unmap: zap never sees the wrong entries. */
+		p2pv_fill_ptes(vma, vma->vm_start, vma->vm_end, P2PV_FILL_NONE, 0, NULL);
+		p2pv_unpin_pages(map);
 		break;
 	default:
 		break;

@@ -12,8 +12,9 @@
  *	  the holder touches every page)
  *
  * Cases built as non-present entries (a migration entry, an unknown PTE
- * marker) must not be touched: a fault on them would wait for the migration
- * or raise SIGBUS.
+ * marker, a device-private or device-exclusive entry) must not be touched:
+ * a fault on them would wait for the migration, raise SIGBUS, or hand the
+ * wrong page to the device-private/device-exclusive fault path.
  *
  * A case the running kernel cannot express fails mmap() with EOPNOTSUPP; a
  * case that needs a memmap-less PFN range, or ZONE_DEVICE memory the module
@@ -45,7 +46,9 @@
 	X(P2PV_COHERENT_IN_PFNMAP,	15, "coherent-in-pfnmap",	P2PV_SMALL_LEN, 0, 1) \
 	X(P2PV_PRIVATE_PRESENT,		16, "private-present",		P2PV_SMALL_LEN, 0, 1) \
 	X(P2PV_MIGRATION_TO_P2PDMA,	17, "migration-to-p2pdma",	P2PV_SMALL_LEN, 0, 0) \
-	X(P2PV_UNKNOWN_MARKER,		18, "unknown-marker",		P2PV_SMALL_LEN, 0, 0)
+	X(P2PV_UNKNOWN_MARKER,		18, "unknown-marker",		P2PV_SMALL_LEN, 0, 0) \
+	X(P2PV_PRIVATE_ENTRY_TO_RAM,	19, "private-entry-to-ram",	P2PV_SMALL_LEN, 0, 0) \
+	X(P2PV_EXCLUSIVE_TO_P2PDMA,	20, "exclusive-to-p2pdma",	P2PV_SMALL_LEN, 0, 0)
 
 #define P2PV_ENUM(e, n, name, len, huge, touch) e = n,
 enum p2pv_case { P2PV_CASES(P2PV_ENUM) P2PV_NR_CASES };
