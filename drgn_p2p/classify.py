@@ -23,7 +23,7 @@ from drgn.helpers.linux.xarray import xa_for_each
 
 from .records import Layout, PageKind, PfnInfo
 
-__all__ = ("Pagemap", "Classifier", "read_pagemaps")
+__all__ = ("Pagemap", "Classifier", "read_pagemaps", "zone_spans", "zone_of")
 
 _NONE_INFO = PfnInfo(PageKind.NONE)
 
@@ -175,6 +175,39 @@ def _between(breaks: List[int], pfn: int) -> Tuple[int, int]:
     lo = breaks[i - 1] if i else 0
     hi = breaks[i] if i < len(breaks) else math.inf
     return lo, hi  # type: ignore[return-value]
+
+
+def zone_spans(prog: drgn.Program) -> List[Tuple[int, int, str]]:
+    """``(start_pfn, end_pfn, "node N ZONE")`` of every populated zone span.
+
+    Spans come from each ``struct zone``'s ``zone_start_pfn`` and
+    ``spanned_pages``; memremap_pages() grows ZONE_DEVICE's span over each
+    device range it adds, so device PFNs fall in it. Spans may overlap
+    (interleaved hotplugged memory): :func:`zone_of` returns the first.
+    """
+    from drgn.helpers.linux.mmzone import for_each_online_pgdat
+
+    spans: List[Tuple[int, int, str]] = []
+    try:
+        for pgdat in for_each_online_pgdat(prog):
+            nid = pgdat.node_id.value_()
+            for zone in pgdat.node_zones:
+                spanned = zone.spanned_pages.value_()
+                if spanned:
+                    start = zone.zone_start_pfn.value_()
+                    name = zone.name.string_().decode(errors="replace")
+                    spans.append((start, start + spanned, f"node {nid} {name}"))
+    except (drgn.FaultError, LookupError):
+        pass
+    return sorted(spans)
+
+
+def zone_of(spans: List[Tuple[int, int, str]], pfn: int) -> Optional[str]:
+    """The zone whose span holds *pfn*, from :func:`zone_spans`."""
+    for start, end, name in spans:
+        if start <= pfn < end:
+            return name
+    return None
 
 
 class Classifier:

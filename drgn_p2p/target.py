@@ -30,6 +30,8 @@ __all__ = ("open_program",)
 _ELF_HEADER_SIZE = 64
 #: Signature of makedumpfile's flattened format (what QEMU 7.2 writes for kdump-*).
 _FLATTENED_MAGIC = b"makedumpfile"
+#: Signature of a kdump-compressed file (``struct disk_dump_header``).
+_KDUMP_MAGIC = b"KDUMP   "
 #: Seconds to wait for QEMU's QMP greeting before calling the socket busy
 #: (``$DRGN_P2P_QMP_TIMEOUT`` overrides it).
 QMP_GREETING_TIMEOUT = 5.0
@@ -139,16 +141,19 @@ def _attach_core(prog: drgn.Program, path: str) -> None:
             pass  # drgn's message already says what the dump lacks
         elif head.startswith(_FLATTENED_MAGIC):
             msg += " (a makedumpfile flattened file that is truncated or corrupt)"
-        elif (head.startswith(b"KDUMP   ") or head.startswith(b"\x7fELF")) and "not an ELF core" not in msg:
+        elif (head.startswith(_KDUMP_MAGIC) or head.startswith(b"\x7fELF")) and "not an ELF core" not in msg:
             msg += " (truncated or corrupt?)"
         raise TargetError(f"cannot open vmcore {path}: {msg}") from None
+    expected = None
     if head.startswith(b"\x7fELF"):
         expected = _elf_core_size(path)
-        if expected is not None and st.st_size < expected:
-            _log.warning(
-                "vmcore %s is truncated: %d of %d bytes (%.0f%%); memory past its end cannot be read",
-                path, st.st_size, expected, 100.0 * st.st_size / expected,
-            )
+    elif head.startswith(_KDUMP_MAGIC):
+        expected = _kdump_size(path)
+    if expected is not None and st.st_size < expected:
+        _log.warning(
+            "vmcore %s is truncated: %d of %d bytes (%.0f%%); memory past its end cannot be read",
+            path, st.st_size, expected, 100.0 * st.st_size / expected,
+        )
 
 
 def _elf_core_size(path: str) -> Optional[int]:
@@ -170,6 +175,36 @@ def _elf_core_size(path: str) -> Optional[int]:
         if p_type in (1, 4):  # PT_LOAD, PT_NOTE
             end = max(end, p_offset + p_filesz)
     return end or None
+
+
+def _kdump_size(path: str) -> Optional[int]:
+    """The size a kdump-compressed file must have: the end of its last page's data.
+
+    Layout (makedumpfile's ``diskdump_mod.h``): the header block, the
+    sub-header blocks, the two bitmaps (the second marks the pages dumped),
+    then one 24-byte ``struct page_desc {offset, size, flags, page_flags}``
+    per dumped page, whose data makedumpfile writes in order.
+    """
+    try:
+        with open(path, "rb") as f:
+            header = f.read(440)
+            block_size, sub_hdr_size, bitmap_blocks = struct.unpack_from("<iiI", header, 428)
+            if block_size <= 0 or sub_hdr_size < 0 or not bitmap_blocks:
+                return None
+            half = bitmap_blocks * block_size // 2
+            f.seek((1 + sub_hdr_size) * block_size + half)
+            dumped = bin(int.from_bytes(f.read(half), "little")).count("1")
+            descs = (1 + sub_hdr_size + bitmap_blocks) * block_size
+            if not dumped:
+                return descs
+            f.seek(descs + (dumped - 1) * 24)
+            last = f.read(24)
+            if len(last) < 24:
+                return descs + dumped * 24
+            offset, size = struct.unpack_from("<qI", last)
+    except (OSError, struct.error):
+        return None
+    return max(descs + dumped * 24, offset + size)
 
 
 def _first_line(e: BaseException) -> str:

@@ -56,6 +56,7 @@ def test_explain_fsdax(guest) -> None:
     assert [w["level"] for w in doc["walk"]] == ["pgd", "p4d", "pud", "pmd", "pte"]
     assert doc["leaf"]["page_kind"] == "fsdax" and doc["leaf"]["kind"] == "present"
     assert doc["vma"]["ops"] == "ext4_dax_vm_ops"
+    assert doc["leaf"]["zone"].endswith(" Device")  # memremap_pages() grew ZONE_DEVICE over the namespace
     verdicts = {r["rule"]: r["verdict"] for r in doc["rules"]}
     assert verdicts["dax-leaf-bits"] == "ok" and "error" not in verdicts.values()
 

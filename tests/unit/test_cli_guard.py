@@ -16,6 +16,17 @@ from drgn_p2p import target
 from drgn_p2p.errors import TargetError
 
 
+@pytest.fixture(autouse=True)
+def _restore_loggers():
+    """The CLI routes drgn's loggers to its stderr; undo that for the tests that follow."""
+    saved = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate) for n in ("drgn", "drgn_p2p")}
+    yield
+    for name, (handlers, propagate) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
+
+
 def run(args: List[str], capsys: pytest.CaptureFixture) -> tuple:
     with pytest.raises(SystemExit) as exit_:
         cli_mod.cli.main(args=args, prog_name="drgn-p2p", standalone_mode=False)
