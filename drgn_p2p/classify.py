@@ -23,7 +23,7 @@ from drgn.helpers.linux.xarray import xa_for_each
 
 from .records import Layout, PageKind, PfnInfo
 
-__all__ = ("Pagemap", "Classifier", "read_pagemaps", "zone_spans", "zone_of")
+__all__ = ("Pagemap", "Classifier", "read_pagemaps", "page_zone")
 
 _NONE_INFO = PfnInfo(PageKind.NONE)
 
@@ -177,37 +177,22 @@ def _between(breaks: List[int], pfn: int) -> Tuple[int, int]:
     return lo, hi  # type: ignore[return-value]
 
 
-def zone_spans(prog: drgn.Program) -> List[Tuple[int, int, str]]:
-    """``(start_pfn, end_pfn, "node N ZONE")`` of every populated zone span.
+def page_zone(prog: drgn.Program, layout: Layout, pfn: int) -> Optional[str]:
+    """``page_zonenum()`` of *pfn*'s struct page as a name (``"ZONE_DEVICE"``).
 
-    Spans come from each ``struct zone``'s ``zone_start_pfn`` and
-    ``spanned_pages``; memremap_pages() grows ZONE_DEVICE's span over each
-    device range it adds, so device PFNs fall in it. Spans may overlap
-    (interleaved hotplugged memory): :func:`zone_of` returns the first.
+    ``None`` when the layout could not learn the zone field or the struct
+    page cannot be read (an altmap memmap through /proc/kcore).
     """
-    from drgn.helpers.linux.mmzone import for_each_online_pgdat
+    from drgn.helpers.linux.mm import page_flags
 
-    spans: List[Tuple[int, int, str]] = []
+    if layout.zone_shift is None:
+        return None
     try:
-        for pgdat in for_each_online_pgdat(prog):
-            nid = pgdat.node_id.value_()
-            for zone in pgdat.node_zones:
-                spanned = zone.spanned_pages.value_()
-                if spanned:
-                    start = zone.zone_start_pfn.value_()
-                    name = zone.name.string_().decode(errors="replace")
-                    spans.append((start, start + spanned, f"node {nid} {name}"))
-    except (drgn.FaultError, LookupError):
-        pass
-    return sorted(spans)
-
-
-def zone_of(spans: List[Tuple[int, int, str]], pfn: int) -> Optional[str]:
-    """The zone whose span holds *pfn*, from :func:`zone_spans`."""
-    for start, end, name in spans:
-        if start <= pfn < end:
-            return name
-    return None
+        flags = page_flags(pfn_to_page(prog, pfn)).value_()
+    except drgn.FaultError:
+        return None
+    zone = (flags >> layout.zone_shift) & ((1 << layout.zone_bits) - 1)
+    return layout.zone_names.get(zone, str(zone))
 
 
 class Classifier:

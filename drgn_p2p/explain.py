@@ -16,7 +16,7 @@ from rich.table import Table
 
 from .arch import decode_leaf, describe
 from .pipeline import select_rules
-from .classify import Classifier, zone_of, zone_spans
+from .classify import Classifier, page_zone
 from .errors import UsageError
 from .layout import read_layout
 from .records import Level, Run
@@ -85,7 +85,7 @@ def explain(prog: drgn.Program, pid: int, va: int) -> Dict[str, object]:
         "pgmap": hex(page.pgmap) if page.pgmap else None,
         "owner": page.owner,
         "memmap_readable": page.memmap_readable,
-        "zone": zone_of(zone_spans(prog), leaf.pfn) if leaf.pfn is not None else None,
+        "zone": page_zone(prog, layout, leaf.pfn) if page.kind.has_memmap else None,
     }
     active, skipped = select_rules(layout)
     run = Run(vma=vma, first=leaf, count=1, page=page)

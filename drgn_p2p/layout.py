@@ -57,6 +57,7 @@ def read_layout(prog: drgn.Program) -> Layout:
     pgmap_in = _pgmap_location(prog, learned)
     zone_device = _zone_device(prog, learned)
     zero_pfn, huge_zero_pfn = _zero_pfns(prog, learned)
+    zone_shift, zone_bits, zone_names = _zone_field(prog, learned)
 
     layout = Layout(
         arch="x86_64",
@@ -77,6 +78,9 @@ def read_layout(prog: drgn.Program) -> Layout:
         zone_device=zone_device,
         zero_pfn=zero_pfn,
         huge_zero_pfn=huge_zero_pfn,
+        zone_shift=zone_shift,
+        zone_bits=zone_bits,
+        zone_names=zone_names,
         learned=learned,
     )
     prog.cache["drgn_p2p_layout"] = layout
@@ -338,3 +342,49 @@ def _zero_pfns(prog: drgn.Program, learned: Dict[str, Learned]) -> Tuple[int, Op
     except (KeyError, LookupError, drgn.FaultError):
         learned["huge_zero_pfn"] = Learned(None, "variable", "no huge_zero_pfn")
     return zero_pfn, huge_zero_pfn
+
+
+def _zone_field(
+    prog: drgn.Program, learned: Dict[str, Learned]
+) -> Tuple[Optional[int], int, Mapping[int, str]]:
+    """Where ``page_zonenum()`` finds the zone in ``page->flags``.
+
+    include/linux/page-flags-layout.h packs | SECTION | NODE | ZONE | ... from
+    bit 63 down. The widths are macros, but their sources are array lengths
+    in the debug info: ``ZONES_SHIFT`` = order_base_2(MAX_NR_ZONES), the
+    length of ``pglist_data::node_zones``; ``NODES_SHIFT`` = log2 of the
+    length of ``node_data[MAX_NUMNODES]``; SECTIONS_WIDTH is 0 with
+    SPARSEMEM_VMEMMAP (``vmemmap`` exists). The result is then checked
+    against the first page of every populated zone.
+    """
+    from drgn.helpers.linux.mm import page_flags, pfn_to_page
+    from drgn.helpers.linux.mmzone import for_each_online_pgdat
+
+    try:
+        names = {value: name for name, value in prog.type("enum zone_type").enumerators or ()}
+        max_nr_zones = prog.type("struct pglist_data").member("node_zones").type.length
+        nodes = prog["node_data"].type_.length if _symbol_exists(prog, "node_data") else 1
+        prog["vmemmap"]
+    except (KeyError, LookupError):
+        learned["zone_shift"] = Learned(None, "type", "no vmemmap/node_zones: zone not decoded")
+        return None, 0, {}
+    zone_bits = max(1, (max_nr_zones - 1).bit_length())
+    nodes_bits = (nodes - 1).bit_length()
+    shift = 64 - nodes_bits - zone_bits
+    checked = 0
+    try:
+        for pgdat in for_each_online_pgdat(prog):
+            for index, zone in enumerate(pgdat.node_zones):
+                if not zone.present_pages.value_():
+                    continue
+                flags = page_flags(pfn_to_page(prog, zone.zone_start_pfn.value_())).value_()
+                if (flags >> shift) & ((1 << zone_bits) - 1) != index:
+                    learned["zone_shift"] = Learned(None, "type", f"ZONES_PGSHIFT {shift} disagrees with {names.get(index)}")
+                    return None, 0, {}
+                checked += 1
+    except drgn.FaultError:
+        pass
+    learned["zone_shift"] = Learned(
+        shift, "type", f"64 - log2(len(node_data)) {nodes_bits} - order(MAX_NR_ZONES {max_nr_zones}); checked on {checked} zones"
+    )
+    return shift, zone_bits, names

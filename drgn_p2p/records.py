@@ -197,6 +197,12 @@ class Layout:
     zone_device: Optional[int]
     zero_pfn: int
     huge_zero_pfn: Optional[int]
+    #: ``ZONES_PGSHIFT``: where the zone number sits in ``page->flags``
+    #: (``None`` when it could not be learned); the field is ``zone_bits`` wide.
+    zone_shift: Optional[int] = None
+    zone_bits: int = 0
+    #: ``enum zone_type`` value → name (``4`` → ``"ZONE_DEVICE"``).
+    zone_names: Mapping[int, str] = field(default_factory=dict)
     learned: Mapping[str, Learned] = field(default_factory=dict, compare=False)
 
     def vm_flag(self, name: str) -> int:

@@ -147,6 +147,8 @@ def layout_json(layout: Layout) -> Dict[str, object]:
         "zone_device": layout.zone_device,
         "zero_pfn": hex(layout.zero_pfn),
         "huge_zero_pfn": hex(layout.huge_zero_pfn) if layout.huge_zero_pfn is not None else None,
+        "zone_shift": layout.zone_shift,
+        "zone_bits": layout.zone_bits,
     }
     learned = {
         name: {"how": l.how, "detail": l.detail} for name, l in layout.learned.items()
