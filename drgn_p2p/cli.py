@@ -211,22 +211,31 @@ def audit(open_target, pids, comms, kinds, rules, va_range, as_json, keep_runs, 
 
 
 class _progress:
-    """A spinner on stderr naming the process being walked (only on a terminal)."""
+    """A progress bar on stderr over the processes walked (only on a terminal)."""
 
     def __enter__(self) -> Callable:
-        self._status = None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = None
         if _stderr.is_terminal:
-            self._status = _stderr.status("opening target…")
-            self._status.__enter__()
+            self._bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=_stderr, transient=True,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task("opening target…", total=None)
         return self
 
-    def __call__(self, process) -> None:
-        if self._status is not None:
-            self._status.update(f"walking pid {process.pid} ({safe_text(process.comm)})")
+    def __call__(self, index: int, total: int, process) -> None:
+        if self._bar is not None:
+            self._bar.update(
+                self._task, completed=index, total=total,
+                description=f"walking pid {process.pid} ({safe_text(process.comm)})",
+            )
 
     def __exit__(self, *exc) -> None:
-        if self._status is not None:
-            self._status.__exit__(*exc)
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
 
 
 @cli.command()

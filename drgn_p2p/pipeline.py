@@ -215,7 +215,7 @@ def audit(
     kinds: Sequence[str] = (),
     rules: Sequence[str] = (),
     va_range: Optional[Tuple[int, int]] = None,
-    progress: Optional[Callable[[Process], None]] = None,
+    progress: Optional[Callable[[int, int, Process], None]] = None,
     keep_runs: bool = False,
 ) -> AuditResult:
     """Audit the page tables of every user process of *prog* (or those selected).
@@ -226,7 +226,8 @@ def audit(
         findings on them.
     :param rules: rule ids to run (empty: every applicable rule).
     :param va_range: ``(start, end)`` virtual address range to walk.
-    :param progress: called with each process before it is walked.
+    :param progress: called as ``progress(index, total, process)`` before
+        each process is walked.
     :param keep_runs: keep every VMA's coalesced runs in its report (memory
         grows with the number of runs).
     """
@@ -243,9 +244,12 @@ def audit(
         result.stats.process_faults += 1
         result.faults.append((None, TableFault(Level.PGD, 0, phys, message)))
 
-    for process in for_each_process(prog, pids, comms, on_fault=process_fault):
+    # The address spaces are listed first (a few records each) so that a
+    # progress bar knows the total.
+    processes = list(for_each_process(prog, pids, comms, on_fault=process_fault))
+    for index, process in enumerate(processes):
         if progress is not None:
-            progress(process)
+            progress(index, len(processes), process)
         result.stats.processes += 1
         try:
             walker = PageTableWalker.for_mm(prog, layout, process.mm)
