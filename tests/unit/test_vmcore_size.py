@@ -65,7 +65,7 @@ def test_kdump_size_of_garbage_is_unknown(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["elf", "kdump"])
-def test_truncated_vmcore_is_reported_when_it_opens(kind: str, tmp_path: Path, caplog) -> None:
+def test_truncated_vmcore_is_reported_when_it_opens(kind: str, tmp_path: Path) -> None:
     """drgn opens the file (faked here); the size check then warns with what is missing."""
     from types import SimpleNamespace
 
@@ -76,6 +76,13 @@ def test_truncated_vmcore_is_reported_when_it_opens(kind: str, tmp_path: Path, c
     with open(f, "r+b") as fh:
         fh.truncate(full - 50)
     prog = SimpleNamespace(set_core_dump=lambda path: None)
-    with caplog.at_level(logging.WARNING, logger="drgn_p2p"):
+    messages = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[assignment]
+    logger = logging.getLogger("drgn_p2p")
+    logger.addHandler(handler)  # directly: the CLI, run in process by other tests, stops propagation
+    try:
         target._attach_core(prog, str(f))
-    assert caplog.messages == [f"vmcore {f} is truncated: {full - 50} of {full} bytes (100%); memory past its end cannot be read"]
+    finally:
+        logger.removeHandler(handler)
+    assert messages == [f"vmcore {f} is truncated: {full - 50} of {full} bytes (100%); memory past its end cannot be read"]
