@@ -310,7 +310,10 @@ class PageTableWalker:
         #: Per depth, the last table read: ``(phys, data, unpacked entries or None)``.
         self._cache: Dict[int, List] = {}
         self.tables_read = 0
+        #: Distinct page-table pages that could not be read (a table shared
+        #: by several VMAs counts once; each VMA still gets its TableFault).
         self.faults = 0
+        self._unreadable: Dict[int, str] = {}
 
     @classmethod
     def for_mm(cls, prog: drgn.Program, layout: Layout, mm: drgn.Object) -> "PageTableWalker":
@@ -326,6 +329,8 @@ class PageTableWalker:
         """The cache slot ``[phys, data, entries]`` of the table at *phys*, read if needed."""
         cached = self._cache.get(depth)
         if cached is None or cached[0] != phys:
+            if phys in self._unreadable:
+                raise drgn.FaultError(self._unreadable[phys], phys)
             data = self._read(phys, 4096)
             self.tables_read += 1
             if len(data) != _TABLE_FORMAT.size:
@@ -377,7 +382,9 @@ class PageTableWalker:
                 return
             entries = self._table(depth, phys)
         except drgn.FaultError as e:
-            self.faults += 1
+            if phys not in self._unreadable:
+                self._unreadable[phys] = str(e)
+                self.faults += 1
             yield TableFault(level, max(start, base), phys, str(e))
             return
         span = 1 << shift

@@ -335,3 +335,17 @@ def test_a_vma_tree_that_never_ends_is_an_error(monkeypatch: pytest.MonkeyPatch)
     process = walk.Process(9, "loop", _Value(0x9000), 1)
     with pytest.raises(ValueError, match="more than 500 VMAs: the VMA tree is corrupt or changing"):
         list(walk.process_vmas(SimpleNamespace(cache={}), process, start=1 << 40))
+
+
+def test_a_shared_unreadable_table_counts_once_but_faults_every_range() -> None:
+    """Two VMAs in one PTE table: each walk reports the fault, the walker counts one table and reads it once."""
+    t, _ = sample()
+    mem = t.memory()
+    leaf_table = next(p for p, entries in t.tables.items() if pte(0x1000) in entries.values())
+    del mem.pages[leaf_table]
+    walker = t.walker(mem)
+    _, first = split(walker.walk(VA, VA + 0x2000))
+    _, second = split(walker.walk(VA + 0x2000, VA + 0x6000))
+    assert [f.phys for f in first] == [leaf_table] and [f.phys for f in second] == [leaf_table]
+    assert walker.faults == 1
+    assert mem.faults == [leaf_table]  # not read again after it faulted
