@@ -124,6 +124,9 @@ def run_json(run) -> Dict[str, object]:
         "devmap": leaf.devmap,
         "page": run.page.kind.value,
         "owner": run.page.owner,
+        # False where the struct pages could not be read (a memmap on the
+        # device, outside a vmcore or /proc/kcore): the kind came from the pgmap.
+        "memmap_readable": run.page.memmap_readable,
     }
 
 

@@ -242,7 +242,7 @@ def crash_and_capture(guest: Any, dest: "os.PathLike[str] | str", timeout: float
     kdir = guest.out_dir / "kdump"
     t0 = time.monotonic()
     # The command returns before the panic, so the agent's status file is written.
-    rc, out = guest.run("sync; (sleep 1; echo c > /proc/sysrq-trigger) >/dev/null 2>&1 &", timeout=30)
+    rc, out = guest.run("(sleep 1; echo c > /proc/sysrq-trigger) >/dev/null 2>&1 &", timeout=30)
     if rc != 0:
         raise LabError(f"could not start the crash: {out.strip()}")
     try:

@@ -8,7 +8,7 @@ report. The kernel is faked: the stages that read it are replaced."""
 
 import io
 import json
-from typing import Iterator, List
+from typing import Iterator
 
 import drgn
 import pytest

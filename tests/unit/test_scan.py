@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from drgn_p2p.arch import x86_64 as X
 from drgn_p2p.classify import Classifier, Pagemap
 from drgn_p2p.coalesce import coalesce, coalesce_segments
-from drgn_p2p.records import Level
 from drgn_p2p.scan import PteScanner
 from drgn_p2p.walk import PteSlice
 

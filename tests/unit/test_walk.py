@@ -5,11 +5,11 @@ process that exits mid-walk (its tables freed from some read on) and tables
 that change between reads, and terminates on tables that point back at
 themselves or an ancestor, reading no more tables than the range allows."""
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import pytest
 
-from drgn_p2p.records import Layout, Level
+from drgn_p2p.records import Level
 from drgn_p2p.walk import PageTableWalker, TableFault
 
 from .fakephys import HUGE_BITS, PAGE, FakePhys, pte, table_entry

@@ -43,6 +43,7 @@ step() {
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+ln -sfn /proc/self/fd /dev/fd
 mkdir -p /out
 if ! mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /out; then
 	echo "kdump: cannot mount the out share"
