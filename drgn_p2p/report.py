@@ -214,13 +214,20 @@ _INTERESTING = ("fsdax", "devdax", "p2pdma", "device-private", "device-coherent"
 def print_audit(console: Console, result, layout: Layout, verbose: bool = False) -> None:
     """Print the per-VMA summary and the findings by rule."""
     table = Table(title=f"Device and PFN mappings — {layout.release}", title_justify="left")
-    for col in ("pid", "comm", "range", "flags", "ops/file", "pages by kind", "leaves", "S", "D"):
+    for col in ("pid", "comm", "range", "flags", "ops/file", "pages by kind", "leaves", "other entries", "S", "D"):
         table.add_column(col, overflow="fold")
     for r in result.vmas:
         kinds = dict(r.pages_by_kind)
-        interesting = any(k in kinds for k in _INTERESTING) or r.vma.has(layout, "PFNMAP", "MIXEDMAP", "IO")
+        # Device memory (mapped, or held in device-private entries), or any
+        # page behind a PFNMAP/MIXEDMAP/IO VMA; empty VMAs only with -v.
+        interesting = (
+            any(k in kinds for k in _INTERESTING)
+            or r.pages_by_pgmap
+            or (kinds and r.vma.has(layout, "PFNMAP", "MIXEDMAP", "IO"))
+        )
         if not (verbose or interesting):
             continue
+        other = " ".join(f"{k}:{v}" for k, v in r.entries_by_kind if k not in ("present", "protnone"))
         table.add_row(
             str(r.vma.pid),
             safe_text(r.vma.comm),
@@ -229,6 +236,7 @@ def print_audit(console: Console, result, layout: Layout, verbose: bool = False)
             safe_text(r.vma.ops or r.vma.file or "anon"),
             " ".join(f"{k}:{v}" for k, v in r.pages_by_kind) or "-",
             " ".join(f"{k}:{v}" for k, v in r.leaves_by_level) or "-",
+            other or "-",
             str(r.special),
             str(r.devmap),
         )
