@@ -269,8 +269,8 @@ def print_finding(console: Console, f: Finding, layout: Layout) -> None:
         f"  pid {f.vma.pid} ({safe_text(f.vma.comm)})  {f.start:#x}-{f.end:#x}  ({what})"
     )
     console.print(
-        f"  VMA {f.vma.start:#x}-{f.vma.end:#x} [{vm_flag_mnemonics(f.vma.flags, layout)}]"
-        f" {safe_text(f.vma.ops or f.vma.file or 'anon')}"
+        f"  VMA {f.vma.start:#x}-{f.vma.end:#x} " + escape(f"[{vm_flag_mnemonics(f.vma.flags, layout)}]")
+        + f" {safe_text(f.vma.ops or f.vma.file or 'anon')}"
     )
     if f.first is not None:
         bits, cache = describe(f.first.raw, f.first.level, layout)
@@ -279,10 +279,10 @@ def print_finding(console: Console, f: Finding, layout: Layout) -> None:
             page = f" → {f.page.kind.value}" + (f" ({safe_text(f.page.owner)})" if f.page.owner else "")
         pfn = f" pfn {f.first.pfn:#x}" if f.first.pfn is not None else ""
         console.print(
-            f"  {f.first.kind.value} {f.first.raw:#018x} [{' '.join(bits)}]"
+            f"  {f.first.kind.value} {f.first.raw:#018x} " + escape(f"[{' '.join(bits)}]")
             + (f" {cache}" if cache else "") + pfn + page
         )
-    console.print(f"  {f.message}", soft_wrap=True)
+    console.print(f"  {escape(f.message)}", soft_wrap=True)
 
 
 def print_layout(console: Console, layout: Layout) -> None:

@@ -76,6 +76,7 @@ def test_text_report_names_rule_range_and_bits():
     f = result.findings[0]
     assert f.rule in text and f"{f.start:#x}-{f.end:#x}" in text
     assert "PRESENT" in text and "no-memmap (0000:00:03.0)" in text
+    assert "[rd wr sh pf io]" in text  # the VMA's flags, not eaten as markup
     assert "1 processes, 1 VMAs" in text
 
 
