@@ -8,8 +8,10 @@ exits, maps and unmaps under the walk never crashes it.
 
 Everything runs the real command line. One small guest (the newest kernel,
 the ``anon`` scenario, 512 MiB) serves most tests; a second boots without
-``qemu_fw_cfg`` for the guest-without-vmcoreinfo case. Each closes the
-session's shared guests first, so at most one guest is alive.
+``qemu_fw_cfg`` for the guest-without-vmcoreinfo case; a third (1 GiB, two
+fake NUMA nodes, test_hmm's ``device-private`` scenario where the kernel has
+it) runs the live audits under a churn workload that also migrates pages.
+Each closes the guests before it first, so at most one guest is alive.
 
 ``$DRGN_P2P_LIVE_AUDITS`` sets how many CLI live audits (one drgn start-up
 each, ~15-40 s under TCG) run under the churn workload (default 3); the
@@ -230,7 +232,7 @@ def _compile(name: str) -> Path:
     return dest
 
 
-def _boot(lab_session, **kwargs) -> Guest:
+def _boot(lab_session, scenarios: Sequence[str] = ("anon",), memory: str = "512M", **kwargs) -> Guest:
     if shutil.which("qemu-system-x86_64") is None:
         pytest.skip("qemu-system-x86_64 is not installed")
     from drgn_p2p.lab.kernels import ensure_kernel
@@ -238,9 +240,13 @@ def _boot(lab_session, **kwargs) -> Guest:
     kernel = ensure_kernel("newest")
     lab_session.close()  # at most one guest alive
     t0 = time.monotonic()
-    guest = start(kernel, scenarios=["anon"], memory="512M", **kwargs)
+    guest = start(kernel, scenarios=list(scenarios), memory=memory, **kwargs)
     print(f"\nlab: small {kernel.kver} guest ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
     return guest
+
+
+#: The small guests booted in this module, so that a later fixture can close them first.
+_smalls: List[Small] = []
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +261,8 @@ def small(lab_session, tmp_path_factory) -> Iterator[Small]:
             "kdump": reassemble(flattened, tmp / "vmcore.kdump"),
         }
         (holder,) = [m for m in guest.mappings if m["kind"] == "anon"]
-        yield Small(guest, str(guest.kernel.vmlinux), dumps, holder, tmp)
+        _smalls.append(Small(guest, str(guest.kernel.vmlinux), dumps, holder, tmp))
+        yield _smalls[-1]
     finally:
         guest.close()
 
@@ -478,39 +485,6 @@ def test_live_kcore_as_root_and_as_nobody(small: Small) -> None:
     check_one_error(r, r"reading the live kernel through /proc/kcore requires root")
 
 
-def test_live_audits_while_processes_fork_exit_map_and_unmap(small: Small) -> None:
-    """The churn workload forks, exits, maps, touches, mprotects and unmaps all
-    the time; every live audit must end normally with a valid document and no
-    error-level finding."""
-    guest = small.guest
-    churn = _compile("churn")
-    rc, out = guest.run(f"(setsid {shlex.quote(str(churn))} 3600 </dev/null >/dev/null 2>&1 & echo $! >/out/churn.pid); "
-                        "sleep 1; pgrep -c -x churn")
-    assert rc == 0 and int(out.split()[-1]) >= 1, out
-    argv = shlex.join([PY, "-m", "drgn_p2p", "audit", "-k", "-s", small.vmlinux, "--json"])
-    t0 = time.monotonic()
-    try:
-        rc, out = guest.run(
-            f"mkdir -p /out/live && cd {shlex.quote(str(REPO))} && for i in $(seq {LIVE_AUDITS}); do "
-            f"{argv} >/out/live/$i.json 2>/out/live/$i.err; echo $? >/out/live/$i.rc; done",
-            timeout=LIVE_AUDITS * 240,
-        )
-        assert rc == 0, out
-    finally:
-        guest.run("pkill -x churn; pkill -x churn-child; true")
-    seconds = time.monotonic() - t0
-    churned = 0
-    for i in range(1, LIVE_AUDITS + 1):
-        base = guest.out_dir / "live" / str(i)
-        r = Result(int((base.with_suffix(".rc")).read_text()), base.with_suffix(".json").read_text(),
-                   base.with_suffix(".err").read_text())
-        doc = check_audit(r)
-        assert doc["summary"]["findings"]["error"] == 0, [f for f in doc["findings"] if f["severity"] == "error"]
-        churned += any(v["comm"].startswith("churn") for v in doc["vmas"])
-    assert churned >= LIVE_AUDITS // 2, "the churn workload was not seen by the audits"
-    print(f"\n{LIVE_AUDITS} live audits under churn in {seconds:.0f} s", file=sys.stderr)
-
-
 # -- a guest without vmcoreinfo --------------------------------------------------------
 
 
@@ -532,6 +506,94 @@ def test_qemu_guest_without_vmcoreinfo(small: Small, lab_session, tmp_path: Path
     finally:
         guest.close()
 
+# -- live audits under churn that also migrates ----------------------------------------
+
+
+@dataclass
+class ChurnGuest:
+    """The guest the churn tests audit live: the newest kernel, two NUMA nodes
+    (``numa=fake=2``) so that move_pages/migrate_pages really migrate, and the
+    ``device-private`` scenario (test_hmm loaded) where the kernel supports it,
+    so that churn also migrates to the device and back."""
+
+    guest: Guest
+    vmlinux: str
+    hmm: bool  # /dev/hmm_dmirror0 exists
+
+
+@pytest.fixture(scope="module")
+def churn_guest(lab_session) -> Iterator[ChurnGuest]:
+    for s in _smalls:  # at most one guest alive: the small guest is done by now
+        s.guest.close()
+    guest = _boot(lab_session, scenarios=["anon", "device-private"], memory="1G",
+                  extra_cmdline=["numa=fake=2"])
+    try:
+        hmm = any(m["kind"] == "device-private" for m in guest.mappings)
+        if not hmm:
+            print(f"\nlab: churn without test_hmm: {guest.skipped}", file=sys.stderr)
+        yield ChurnGuest(guest, str(guest.kernel.vmlinux), hmm)
+    finally:
+        guest.close()
+
+
+def _start_churn(guest: Guest) -> None:
+    churn = _compile("churn")
+    rc, out = guest.run(f"rm -f /out/churn.stats; (setsid {shlex.quote(str(churn))} 3600 /out/churn.stats "
+                        "</dev/null >/dev/null 2>&1 &); sleep 1; pgrep -c -x churn")
+    assert rc == 0 and int(out.split()[-1]) >= 1, out
+
+
+def _stop_churn(guest: Guest) -> Dict[str, int]:
+    """SIGTERM churn, which writes its counters; kill its children; the counters."""
+    guest.run("pkill -x churn; for i in $(seq 100); do [ -s /out/churn.stats ] && break; sleep 0.1; done; "
+              "pkill -x churn-child; pkill -x churn-migrate; true")
+    stats_file = guest.out_dir / "churn.stats"
+    assert stats_file.exists(), "churn wrote no counters"
+    return {k: int(v) for k, v in (line.split() for line in stats_file.read_text().splitlines())}
+
+
+def _check_migrated(stats: Dict[str, int], hmm: bool) -> None:
+    """Pages really moved while the audits ran: THP faulted, split and collapsed,
+    pages moved between the NUMA nodes, and (with test_hmm) to the device and back."""
+    print(f"\nchurn counters: {stats}", file=sys.stderr)
+    for key in ("collapses", "moved_pages", "migrate_pages_calls", "vmstat_thp_fault_alloc",
+                "vmstat_thp_split_pmd", "vmstat_thp_collapse_alloc", "vmstat_pgmigrate_success"):
+        assert stats[key] > 0, (key, stats)
+    if hmm:
+        assert stats["hmm_to_dev"] > 0 and stats["hmm_to_sys"] > 0 and stats["hmm_cpu_faults"] > 0, stats
+
+
+def test_live_audits_while_processes_fork_exit_map_and_unmap(churn_guest: ChurnGuest) -> None:
+    """The churn workload forks, exits, maps, touches, mprotects and unmaps all
+    the time, and migrates pages (THP split/collapse, NUMA moves, test_hmm's
+    device); every live audit must end normally with a valid document and no
+    error-level finding."""
+    guest = churn_guest.guest
+    _start_churn(guest)
+    argv = shlex.join([PY, "-m", "drgn_p2p", "audit", "-k", "-s", churn_guest.vmlinux, "--json"])
+    t0 = time.monotonic()
+    try:
+        rc, out = guest.run(
+            f"mkdir -p /out/live && cd {shlex.quote(str(REPO))} && for i in $(seq {LIVE_AUDITS}); do "
+            f"{argv} >/out/live/$i.json 2>/out/live/$i.err; echo $? >/out/live/$i.rc; done",
+            timeout=LIVE_AUDITS * 240,
+        )
+        assert rc == 0, out
+    finally:
+        stats = _stop_churn(guest)
+    seconds = time.monotonic() - t0
+    churned = 0
+    for i in range(1, LIVE_AUDITS + 1):
+        base = guest.out_dir / "live" / str(i)
+        r = Result(int((base.with_suffix(".rc")).read_text()), base.with_suffix(".json").read_text(),
+                   base.with_suffix(".err").read_text())
+        doc = check_audit(r)
+        assert doc["summary"]["findings"]["error"] == 0, [f for f in doc["findings"] if f["severity"] == "error"]
+        churned += any(v["comm"].startswith("churn") for v in doc["vmas"])
+    assert churned >= LIVE_AUDITS // 2, "the churn workload was not seen by the audits"
+    _check_migrated(stats, churn_guest.hmm)
+    print(f"\n{LIVE_AUDITS} live audits under churn in {seconds:.0f} s", file=sys.stderr)
+
 
 #: The issue's number of audits of a live kernel in motion. One drgn program
 #: runs them all (debug info loads once), so 50 fit in CI under TCG.
@@ -552,24 +614,24 @@ for i in range(int(sys.argv[2])):
 """
 
 
-def test_fifty_live_audits_in_one_session_under_churn(small: Small) -> None:
-    """50 whole-system audits of the live kernel while the churn workload runs:
-    no exception escapes, every document is valid, no error-level finding comes
-    from tearing, and the summary counts what could not be read."""
-    guest = small.guest
-    churn = _compile("churn")
-    rc, out = guest.run(f"(setsid {shlex.quote(str(churn))} 3600 </dev/null >/dev/null 2>&1 &); sleep 1; pgrep -c -x churn")
-    assert rc == 0 and int(out.split()[-1]) >= 1, out
+def test_fifty_live_audits_in_one_session_under_churn(churn_guest: ChurnGuest) -> None:
+    """50 whole-system audits of the live kernel while the churn workload runs
+    and migrates: no exception escapes, every document is valid, no error-level
+    finding comes from tearing or from pages mid-migration (migration entries,
+    device-private entries), the summary counts what could not be read, and
+    pages did migrate while the audits ran."""
+    guest = churn_guest.guest
+    _start_churn(guest)
     driver = guest.out_dir / "session_driver.py"
     driver.write_text(_SESSION_DRIVER)
     try:
         rc, out = guest.run(
             f"cd {shlex.quote(str(REPO))} && {shlex.quote(PY)} /out/session_driver.py "
-            f"{shlex.quote(small.vmlinux)} {SESSION_AUDITS} 2>/out/session.err",
+            f"{shlex.quote(churn_guest.vmlinux)} {SESSION_AUDITS} 2>/out/session.err",
             timeout=1800,
         )
     finally:
-        guest.run("pkill -x churn; pkill -x churn-child; true")
+        stats = _stop_churn(guest)
     err = (guest.out_dir / "session.err").read_text()
     assert rc == 0, f"{out[-2000:]}\n{err[-2000:]}"
     runs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
@@ -580,5 +642,6 @@ def test_fifty_live_audits_in_one_session_under_churn(small: Small) -> None:
         s = r["summary"]
         assert s["processes"] > 0 and s["tables_read"] > 0
         assert s["unreadable_tables"] >= 0 and "unreadable_processes" in s
+    _check_migrated(stats, churn_guest.hmm)
     faults = sum(r["summary"]["unreadable_tables"] + r["summary"]["unreadable_processes"] for r in runs)
     print(f"\n{SESSION_AUDITS} live audits in one session; {faults} tables/processes unreadable mid-walk", file=sys.stderr)
