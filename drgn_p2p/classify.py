@@ -86,11 +86,16 @@ def _memmap_readable(prog: drgn.Program, pfn: int) -> bool:
         return False
 
 
-def read_pagemaps(prog: drgn.Program, layout: Layout) -> List[Pagemap]:
+def read_pagemaps(
+    prog: drgn.Program, layout: Layout, faults: Optional[List[str]] = None
+) -> List[Pagemap]:
     """Every range of every ``struct dev_pagemap`` in ``pgmap_array``, sorted by PFN.
 
     ``pgmap_array`` (mm/memremap.c) maps each PFN range to its pgmap with
-    multi-index entries; one pgmap may appear for several ranges.
+    multi-index entries; one pgmap may appear for several ranges. Parts of
+    the xarray or of a pgmap that cannot be read (a filtered vmcore) are
+    skipped and described in *faults* when given, else the FaultError is
+    raised.
     """
     try:
         xa = prog["pgmap_array"].address_of_()
@@ -99,38 +104,54 @@ def read_pagemaps(prog: drgn.Program, layout: Layout) -> List[Pagemap]:
     names = {value: name for name, value in layout.memory_types.items()}
     seen = set()
     result: List[Pagemap] = []
-    for _, entry in xa_for_each(xa):
-        address = entry.value_()
-        if address in seen:
-            continue
-        seen.add(address)
-        pgmap = drgn.Object(prog, "struct dev_pagemap *", address)
-        type_name = names.get(pgmap.type.value_(), str(pgmap.type.value_()))
-        owner = _p2pdma_provider(prog, pgmap) if type_name == "PCI_P2PDMA" else None
-        ops = pgmap.ops.value_()
-        ops_name = None
-        if ops:
+    try:
+        for _, entry in xa_for_each(xa):
+            address = entry.value_()
+            if address in seen:
+                continue
+            seen.add(address)
             try:
-                ops_name = prog.symbol(ops).name
-            except LookupError:
-                ops_name = hex(ops)
-        for i in range(pgmap.nr_range.value_()):
-            rng = pgmap.ranges[i]
-            start_pfn = rng.start.value_() >> layout.page_shift
-            end_pfn = (rng.end.value_() + 1) >> layout.page_shift
-            result.append(
-                Pagemap(
-                    address=address,
-                    type_name=type_name,
-                    start_pfn=start_pfn,
-                    end_pfn=end_pfn,
-                    owner=owner,
-                    ops=ops_name,
-                    memmap_readable=_memmap_readable(prog, start_pfn),
-                )
-            )
+                result.extend(_pagemap_ranges(prog, layout, names, address))
+            except drgn.FaultError as e:
+                if faults is None:
+                    raise
+                faults.append(f"struct dev_pagemap at {address:#x}: {e}")
+    except drgn.FaultError as e:
+        if faults is None:
+            raise
+        faults.append(f"pgmap_array: {e}")
     result.sort(key=lambda p: p.start_pfn)
     return result
+
+
+def _pagemap_ranges(prog: drgn.Program, layout: Layout, names: Dict[int, str], address: int) -> List[Pagemap]:
+    pgmap = drgn.Object(prog, "struct dev_pagemap *", address)
+    type_name = names.get(pgmap.type.value_(), str(pgmap.type.value_()))
+    owner = _p2pdma_provider(prog, pgmap) if type_name == "PCI_P2PDMA" else None
+    ops = pgmap.ops.value_()
+    ops_name = None
+    if ops:
+        try:
+            ops_name = prog.symbol(ops).name
+        except LookupError:
+            ops_name = hex(ops)
+    ranges = []
+    for i in range(pgmap.nr_range.value_()):
+        rng = pgmap.ranges[i]
+        start_pfn = rng.start.value_() >> layout.page_shift
+        end_pfn = (rng.end.value_() + 1) >> layout.page_shift
+        ranges.append(
+            Pagemap(
+                address=address,
+                type_name=type_name,
+                start_pfn=start_pfn,
+                end_pfn=end_pfn,
+                owner=owner,
+                ops=ops_name,
+                memmap_readable=_memmap_readable(prog, start_pfn),
+            )
+        )
+    return ranges
 
 
 def _iomem_leaves(prog: drgn.Program) -> List[Tuple[int, int, str]]:
@@ -205,7 +226,10 @@ class Classifier:
 
     def __init__(self, prog: drgn.Program, layout: Layout) -> None:
         self.layout = layout
-        self.pagemaps = read_pagemaps(prog, layout)
+        #: What could not be read of the pgmap table: ZONE_DEVICE pages of
+        #: the pgmaps it names may be classified as RAM or no-memmap.
+        self.faults: List[str] = []
+        self.pagemaps = read_pagemaps(prog, layout, self.faults)
         self._pgmap_starts = [p.start_pfn for p in self.pagemaps]
         ranges: List[Tuple[int, int]] = []
         for start, end, _ in for_each_valid_page_range(prog):
@@ -231,6 +255,7 @@ class Classifier:
         """A classifier over given range tables (sorted), without a kernel: for tests."""
         self = cls.__new__(cls)
         self.layout = layout
+        self.faults = []
         self.pagemaps = pagemaps
         self._pgmap_starts = [p.start_pfn for p in pagemaps]
         self._memmap = memmap

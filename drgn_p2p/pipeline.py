@@ -46,6 +46,9 @@ class AuditStats:
     table_faults: int = 0
     #: Processes whose mm or VMAs could not be read (exited mid-walk, or a damaged target).
     process_faults: int = 0
+    #: Parts of the pgmap table (pgmap_array, a struct dev_pagemap) that
+    #: could not be read: device pages there may be classified as RAM.
+    pgmap_faults: int = 0
     leaves: int = 0
     seconds: float = 0.0
 
@@ -239,6 +242,11 @@ def audit(
     result = AuditResult(layout=layout, not_applicable=skipped)
     start, end = va_range if va_range else (0, 1 << 64)
     share_names(prog)  # one cache of file paths and vm_ops names for this audit
+    for message in classifier.faults:
+        result.stats.pgmap_faults += 1
+        result.faults.append(
+            (None, TableFault(None, 0, 0, f"{message} (device pages of unread pgmaps may be classified as RAM)"))  # type: ignore[arg-type]
+        )
 
     def process_fault(message: str, phys: int = 0) -> None:
         result.stats.process_faults += 1

@@ -174,6 +174,7 @@ def audit_json(result, layout: Layout) -> Dict[str, object]:
             "tables_read": result.stats.tables_read,
             "unreadable_tables": result.stats.table_faults,
             "unreadable_processes": result.stats.process_faults,
+            "unreadable_pgmaps": result.stats.pgmap_faults,
             "seconds": round(result.stats.seconds, 3),
             "findings": counts,
         },
@@ -253,6 +254,7 @@ def print_audit(console: Console, result, layout: Layout, verbose: bool = False)
         f"{s.processes} processes, {s.vmas} VMAs, {s.tables_read} page tables read"
         f" ({s.table_faults} unreadable)"
         + (f", {s.process_faults} processes unreadable" if s.process_faults else "")
+        + (f", pgmap table incomplete ({s.pgmap_faults} unreadable parts)" if s.pgmap_faults else "")
         + f" in {s.seconds:.2f}s; "
         f"{counts[Severity.ERROR]} errors, {counts[Severity.WARNING]} warnings, {counts[Severity.INFO]} info"
     )

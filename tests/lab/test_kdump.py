@@ -235,7 +235,9 @@ def check_faults_counted(doc: Dict) -> None:
     """The summary counts exactly the faults the document lists."""
     s = doc["summary"]
     tables = [f for f in doc["faults"] if f["pid"] is not None]
-    assert len(doc["faults"]) >= s["unreadable_tables"] + s["unreadable_processes"] >= 0
+    pgmap_faults = [f for f in doc["faults"] if f["pid"] is None and "may be classified as RAM" in f["message"]]
+    assert len(pgmap_faults) == s["unreadable_pgmaps"], (s, doc["faults"][:5])
+    assert len(doc["faults"]) >= s["unreadable_tables"] + s["unreadable_processes"] + s["unreadable_pgmaps"] >= 0
     assert sum(v["unreadable_tables"] for v in doc["vmas"]) == len(tables), doc["faults"][:5]
     assert bool(tables) == bool(s["unreadable_tables"]), (s, doc["faults"][:5])
 

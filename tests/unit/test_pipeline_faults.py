@@ -30,7 +30,7 @@ class StubClassifier:
     """Every PFN is RAM."""
 
     def __init__(self, prog: object, layout: object) -> None:
-        pass
+        self.faults = []
 
     def classify(self, pfn):
         return PfnInfo(PageKind.RAM)
