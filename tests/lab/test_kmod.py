@@ -135,7 +135,7 @@ _EXPECT = {
     "devmap-on-ram": (_MIXEDMAP, False, True, True),
     "pfnmap-ram-not-special": (_PFNMAP, False, False, False),
     "devmap-not-special": (0, False, False, True),
-    "p2pdma-special": (_PFNMAP, False, True, False),
+    "p2pdma-special": (_MIXEDMAP, False, True, False),
     "p2pdma-no-mixedmap": (0, False, False, False),
     "devdax-special": (0, False, True, False),
     "devdax-in-pfnmap": (_PFNMAP, False, "dax", "dax"),

@@ -77,6 +77,7 @@ PFNMAP_SHARED = vm(L72, "READ", "WRITE", "SHARED", "MAYSHARE", "MAYWRITE", "PFNM
 PFNMAP_PRIVATE = vm(L72, "READ", "WRITE", "MAYREAD", "MAYWRITE", "PFNMAP", "IO")
 IO_MIXED = vm(L72, "READ", "SHARED", "MAYSHARE", "IO", "MIXEDMAP")
 MIXED_PRIVATE = vm(L72, "READ", "WRITE", "MAYWRITE", "MIXEDMAP")
+P2P_SHARED_RDONLY = vm(L72, "READ", "MAYREAD", "MAYSHARE", "MIXEDMAP")
 P = EntryKind.PRESENT
 
 # (rule id, fires?, layout, run, substring expected in the message when it fires)
@@ -122,12 +123,21 @@ CASES = [
     ("p2pdma-leaf", True, L72, run(make_vma(VM_FLAGS_P2P), leaf(special=True), PageKind.P2PDMA), "special (bit 9) is set"),
     ("p2pdma-leaf", True, L612, run(make_vma(VM_FLAGS_P2P), leaf(special=True, devmap=True), PageKind.P2PDMA), "devmap (bit 57) is set"),
     ("p2pdma-leaf", True, L72, run(make_vma(VM_FLAGS_P2P), leaf(level=Level.PMD, pfn=0x200), PageKind.P2PDMA), "huge PMD leaf"),
-    ("p2pdma-leaf", True, L72, run(make_vma(PFNMAP_SHARED), leaf(), PageKind.P2PDMA), "the VMA has VM_PFNMAP"),
+    ("p2pdma-leaf", True, L72, run(make_vma(PFNMAP_SHARED), leaf(), PageKind.P2PDMA), "in a VM_PFNMAP VMA mapped wrongly: special (bit 9) is clear"),
+    ("p2pdma-leaf", True, L612, run(make_vma(PFNMAP_SHARED), leaf(special=True, devmap=True), PageKind.P2PDMA), "devmap (bit 57) is set"),
+    ("p2pdma-leaf", True, L61, run(make_vma(PFNMAP_SHARED), leaf(level=Level.PMD, pfn=0x200, special=True), PageKind.P2PDMA),
+     "kernel without pmd_special()"),
     ("p2pdma-leaf", False, L72, run(make_vma(VM_FLAGS_P2P), leaf(), PageKind.P2PDMA), None),
+    # sysfs resourceN mmap of a BAR that also hosts p2pmem: io_remap_pfn_range()'s special PTEs.
+    ("p2pdma-leaf", False, L72, run(make_vma(VM_FLAGS_PCIBAR), leaf(special=True), PageKind.P2PDMA), None),
+    ("p2pdma-leaf", False, L61, run(make_vma(VM_FLAGS_PCIBAR), leaf(special=True), PageKind.P2PDMA), None),
     # p2pdma-vma-flags
-    ("p2pdma-vma-flags", True, L72, run(make_vma(MIXED_PRIVATE), leaf(), PageKind.P2PDMA), "without VM_SHARED"),
+    ("p2pdma-vma-flags", True, L72, run(make_vma(MIXED_PRIVATE), leaf(), PageKind.P2PDMA), "without VM_MAYSHARE"),
     ("p2pdma-vma-flags", True, L72, run(make_vma(vm(L72, "SHARED", "MAYSHARE")), leaf(), PageKind.P2PDMA), "without VM_MIXEDMAP"),
     ("p2pdma-vma-flags", False, L72, run(make_vma(VM_FLAGS_P2P), leaf(), PageKind.P2PDMA), None),
+    # MAP_SHARED of p2pmem/allocate opened O_RDONLY: do_mmap() drops VM_SHARED and
+    # keeps VM_MAYSHARE; p2pmem_alloc_mmap() accepts it.
+    ("p2pdma-vma-flags", False, L72, run(make_vma(P2P_SHARED_RDONLY), leaf(writable=False), PageKind.P2PDMA), None),
     # dax-leaf-bits
     ("dax-leaf-bits", True, L61, run(make_vma(VM_FLAGS_FSDAX), leaf(special=True), PageKind.FSDAX), "lacks devmap (bit 58)"),
     ("dax-leaf-bits", True, L612, run(make_vma(VM_FLAGS_FSDAX), leaf(), PageKind.FSDAX),
@@ -169,12 +179,19 @@ CASES = [
     ("migration-target", False, L72, run(make_vma(VM_FLAGS_ANON), leaf(kind=EntryKind.MIGRATION, swap_type=25), PageKind.DEVICE_PRIVATE), None),
     # device-exclusive-target
     ("device-exclusive-target", True, L612_DP,
-     run(make_vma(VM_FLAGS_ANON), leaf(kind=EntryKind.DEVICE_EXCLUSIVE, swap_type=29), PageKind.DEVICE_COHERENT), "expected an ordinary"),
+     run(make_vma(VM_FLAGS_ANON), leaf(kind=EntryKind.DEVICE_EXCLUSIVE, swap_type=29), PageKind.P2PDMA), "expected an anonymous"),
+    ("device-exclusive-target", True, L72,
+     run(make_vma(VM_FLAGS_ANON), leaf(kind=EntryKind.DEVICE_EXCLUSIVE, swap_type=29), PageKind.FSDAX), "fsdax"),
+    # An anonymous device-coherent folio: GUP returns it, make_device_exclusive() takes it.
+    ("device-exclusive-target", False, L612_DP,
+     run(make_vma(VM_FLAGS_ANON), leaf(kind=EntryKind.DEVICE_EXCLUSIVE, swap_type=29), PageKind.DEVICE_COHERENT), None),
     ("device-exclusive-target", False, L612_DP,
      run(make_vma(VM_FLAGS_ANON), leaf(kind=EntryKind.DEVICE_EXCLUSIVE, swap_type=29), PageKind.RAM), None),
     # device-coherent-mapping
-    ("device-coherent-mapping", True, L72, run(make_vma(VM_FLAGS_ANON, file="/memfd:x (deleted)"), leaf(), PageKind.DEVICE_COHERENT),
-     "file-backed"),
+    ("device-coherent-mapping", True, L72, run(make_vma(vm(L72, "READ", "WRITE", "SHARED", "MAYSHARE"), file="/memfd:x (deleted)"), leaf(),
+                                                PageKind.DEVICE_COHERENT), "the VMA is shared (/memfd:x (deleted))"),
+    # A COWed anonymous page of a MAP_PRIVATE file mapping (a program's .data) migrates legitimately.
+    ("device-coherent-mapping", False, L72, run(make_vma(VM_FLAGS_ANON, file="/usr/bin/prog"), leaf(), PageKind.DEVICE_COHERENT), None),
     ("device-coherent-mapping", True, L72, run(make_vma(MIXED_PRIVATE), leaf(special=True), PageKind.DEVICE_COHERENT),
      "special (bit 9) is set, the VMA has VM_MIXEDMAP"),
     ("device-coherent-mapping", False, L72, run(make_vma(VM_FLAGS_ANON), leaf(), PageKind.DEVICE_COHERENT), None),

@@ -987,6 +987,18 @@ static int p2pv_build(struct vm_area_struct *vma, struct p2pv_map *map)
 			return ret;
 		return p2pv_change_ptes(vma, start, end, 0, _PAGE_SPECIAL);
 	case P2PV_P2PDMA_SPECIAL:
+		/*
+		 * Special PTEs on P2PDMA pages in the VMA shape p2pmem_alloc_mmap()
+		 * makes (VM_MIXEDMAP, no VM_PFNMAP). The PFNMAP form, a sysfs
+		 * resourceN mmap of a BAR that also hosts p2pmem, is legitimate;
+		 * this one no kernel path makes.
+		 */
+		ret = p2pv_remap_devmem(vma, map);
+		if (ret)
+			return ret;
+		p2pv_flags_clear(vma, VM_PFNMAP | VM_IO);
+		p2pv_flags_set(vma, VM_MIXEDMAP);
+		return 0;
 	case P2PV_COHERENT_IN_PFNMAP:
 	case P2PV_PRIVATE_PRESENT:
 		/* ZONE_DEVICE pages as if they were a BAR: special PTEs in VM_PFNMAP. */
@@ -1074,6 +1086,10 @@ static void p2pv_restore(struct vm_area_struct *vma, struct p2pv_map *map)
 #endif
 	case P2PV_PFNMAP_RAM_NOT_SPECIAL:
 		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, _PAGE_SPECIAL, 0);
+		break;
+	case P2PV_P2PDMA_SPECIAL:
+		p2pv_flags_clear(vma, VM_MIXEDMAP);
+		p2pv_flags_set(vma, VM_PFNMAP | VM_IO);
 		break;
 	case P2PV_P2PDMA_NO_MIXEDMAP:
 		p2pv_flags_set(vma, VM_PFNMAP | VM_IO);
