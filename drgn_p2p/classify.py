@@ -39,10 +39,8 @@ class Pagemap:
     owner: Optional[str]
     ops: Optional[str]
     memmap_readable: bool
-
-    @property
-    def kind(self) -> PageKind:
-        return _KIND_BY_TYPE.get(self.type_name, PageKind.RAM)
+    #: What its pages are (:func:`pagemap_kind`).
+    kind: PageKind
 
 
 _KIND_BY_TYPE = {
@@ -52,6 +50,30 @@ _KIND_BY_TYPE = {
     "PRIVATE": PageKind.DEVICE_PRIVATE,
     "COHERENT": PageKind.DEVICE_COHERENT,
 }
+
+
+def pagemap_kind(type_name: str, ops: int, owner: int) -> PageKind:
+    """The page kind of a ``struct dev_pagemap`` of type *type_name* with the
+    ``ops`` and ``owner`` pointers *ops* and *owner*.
+
+    MEMORY_DEVICE_GENERIC is not only device-dax: Xen's unpopulated-alloc
+    (gntdev, privcmd) makes GENERIC pgmaps too, with ``owner`` set to its
+    resource, and maps their pages with plain PTEs. ``dev_dax_probe()``
+    (drivers/dax/device.c, v6.1 to v7.2) sets neither ``ops`` nor ``owner``.
+    """
+    if type_name == "GENERIC" and (ops or owner):
+        return PageKind.DEVICE_GENERIC
+    return _KIND_BY_TYPE.get(type_name, PageKind.RAM)
+
+
+def _generic_owner(prog: drgn.Program, owner: int) -> Optional[str]:
+    """Name the ``struct resource *`` Xen's unpopulated-alloc stores as a
+    GENERIC pgmap's owner (``"Xen scratch"``); ``None`` when it is not one."""
+    try:
+        res = drgn.Object(prog, "struct resource *", owner)
+        return res.name.string_().decode(errors="replace")
+    except (drgn.FaultError, LookupError, ValueError):
+        return None
 
 
 def _p2pdma_provider(prog: drgn.Program, pgmap: drgn.Object) -> Optional[str]:
@@ -127,8 +149,15 @@ def read_pagemaps(
 def _pagemap_ranges(prog: drgn.Program, layout: Layout, names: Dict[int, str], address: int) -> List[Pagemap]:
     pgmap = drgn.Object(prog, "struct dev_pagemap *", address)
     type_name = names.get(pgmap.type.value_(), str(pgmap.type.value_()))
-    owner = _p2pdma_provider(prog, pgmap) if type_name == "PCI_P2PDMA" else None
     ops = pgmap.ops.value_()
+    owner_ptr = pgmap.owner.value_()
+    kind = pagemap_kind(type_name, ops, owner_ptr)
+    if type_name == "PCI_P2PDMA":
+        owner = _p2pdma_provider(prog, pgmap)
+    elif kind == PageKind.DEVICE_GENERIC and owner_ptr:
+        owner = _generic_owner(prog, owner_ptr)
+    else:
+        owner = None
     ops_name = None
     if ops:
         try:
@@ -149,6 +178,7 @@ def _pagemap_ranges(prog: drgn.Program, layout: Layout, names: Dict[int, str], a
                 owner=owner,
                 ops=ops_name,
                 memmap_readable=_memmap_readable(prog, start_pfn),
+                kind=kind,
             )
         )
     return ranges

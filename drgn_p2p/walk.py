@@ -307,6 +307,12 @@ class PageTableWalker:
             # The P4D level is folded: PGD entries point at PUD tables.
             self._levels = (Level.PGD, Level.PUD, Level.PMD, Level.PTE)
             self._shifts = (39, 30, 21, 12)
+        #: The level a leaf found at each depth is reported at. With the P4D
+        #: folded a top-level entry spans 2^39 bytes, what a P4D entry spans
+        #: (the kernel's p4d_offset() returns the PGD entry itself), so it is
+        #: a P4D leaf: Leaf.size then gives its true range.
+        self._leaf_levels = tuple(Level.P4D if (lvl, sh) == (Level.PGD, 39) else lvl
+                                  for lvl, sh in zip(self._levels, self._shifts))
         #: Per depth, the last table read: ``(phys, data, unpacked entries or None)``.
         self._cache: Dict[int, List] = {}
         self.tables_read = 0
@@ -402,7 +408,7 @@ class PageTableWalker:
                 # A huge leaf, a swap-format entry, or (at PGD/P4D level,
                 # never valid for user space) something the decoder will
                 # report as garbage rather than have it skipped.
-                yield (va, level, raw)
+                yield (va, self._leaf_levels[depth], raw)
 
     def path(self, va: int) -> List[Tuple[Level, int, int]]:
         """The entries translating *va*, top level first: ``(level, entry_phys, raw)``.

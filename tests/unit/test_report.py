@@ -97,3 +97,14 @@ def test_layout_rendering_lists_how_each_value_was_learned():
     assert doc["layout"]["devmap_bit"] == 58
     text = _render(print_layout, L61)
     assert "devmap_bit" in text and "swap.max_swapfiles" in text
+
+
+def test_vm_flag_mnemonics_name_every_bit():
+    from drgn_p2p.report import vm_flag_mnemonics
+
+    from .layouts import L72, vm
+
+    # smaps mnemonics where smaps has one, the flag's name where it has none
+    # (the protection-key bits), and the bit number for a bit without a name.
+    flags = vm(L72, "READ", "PFNMAP", "PKEY_BIT0") | 1 << 55
+    assert vm_flag_mnemonics(flags, L72) == "rd pf pkey_bit0 bit55"

@@ -361,3 +361,27 @@ def test_vm_flag_names():
     assert L72.vm_flag_names(0x400 | 0x4000 | 1 << 39) == ["PFNMAP", "IO", "ALLOW_ANY_UNCACHED"]
     assert L61.vm_flag_names(1 << 50) == ["bit50"]
     assert L61.vm_flag_names(0) == []
+
+
+# --- MEMORY_DEVICE_GENERIC beyond device-dax ---------------------------------------
+
+
+def test_generic_pgmap_kinds():
+    from drgn_p2p.classify import pagemap_kind
+
+    # dev_dax_probe() sets neither ops nor owner; Xen's unpopulated-alloc sets owner.
+    assert pagemap_kind("GENERIC", 0, 0) == PageKind.DEVDAX
+    assert pagemap_kind("GENERIC", 0, 0xFFFF_8880_0200_0000) == PageKind.DEVICE_GENERIC
+    assert pagemap_kind("FS_DAX", 0xFFFF_FFFF_8200_0000, 0xFFFF_8880_0200_0000) == PageKind.FSDAX
+    assert PageKind.DEVICE_GENERIC.is_zone_device
+
+
+def test_xen_gntdev_mapping_is_clean():
+    # gntdev maps Xen's unpopulated GENERIC pages with plain refcounted PTEs
+    # (vm_insert_page) in a VM_MIXEDMAP VMA: no DAX rule judges them.
+    gntdev = vm(L72, "READ", "WRITE", "SHARED", "MAYSHARE", "DONTEXPAND", "DONTDUMP", "MIXEDMAP")
+    for layout in (L61, L612, L72):
+        r = run(make_vma(gntdev, file="/dev/xen/gntdev"), leaf(), PageKind.DEVICE_GENERIC, owner="Xen scratch")
+        assert {f.rule: f.severity for f in R.evaluate_run(r, layout)} == {}
+        # The same leaf on a device-dax page would be a DAX defect before v6.15.
+    assert "dax-leaf-bits" in fired(run(make_vma(gntdev), leaf(), PageKind.DEVDAX), L61)

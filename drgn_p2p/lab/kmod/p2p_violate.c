@@ -397,8 +397,16 @@ static void p2pv_devmem_create(phys_addr_t base)
 		c->pgmap.range.start = start;
 		c->pgmap.range.end = start + P2PV_HUGE_LEN - 1;
 		c->pgmap.nr_range = 1;
-		c->pgmap.ops = &p2pv_pgmap_ops;
-		c->pgmap.owner = &p2pv_owner;
+		/*
+		 * Device-dax (dev_dax_probe()) leaves ops and owner NULL, and that
+		 * is how an auditor tells it from other MEMORY_DEVICE_GENERIC
+		 * users (Xen's unpopulated-alloc sets owner): the GENERIC chunk
+		 * stands for device-dax, so it has neither.
+		 */
+		if (devmem_type[i] != MEMORY_DEVICE_GENERIC) {
+			c->pgmap.ops = &p2pv_pgmap_ops;
+			c->pgmap.owner = &p2pv_owner;
+		}
 		va = memremap_pages(&c->pgmap, NUMA_NO_NODE);
 		if (IS_ERR(va)) {
 			pr_warn(P2PV_NAME ": memremap_pages(%s, %pa) failed: %ld\n",

@@ -1,0 +1,74 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""What the layout stage learns from a kernel's symbols and types, on a drgn
+Program that has only the symbols and objects a configuration would have:
+facts that differ with the kernel's configuration, not its version."""
+
+from typing import Dict, Iterable, Optional
+
+import drgn
+import pytest
+
+from drgn_p2p import layout
+from drgn_p2p.records import Learned
+
+
+def _program(symbols: Iterable[str], swap_info_len: Optional[int] = None) -> drgn.Program:
+    """An x86-64 Program whose only symbols are *symbols* and whose only object
+    is ``swap_info[swap_info_len]`` (the length is MAX_SWAPFILES)."""
+    prog = drgn.Program(drgn.Platform(drgn.Architecture.X86_64, drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN))
+    names = set(symbols)
+
+    def find_symbol(prog, name, address, one):
+        if name in names:
+            return [drgn.Symbol(name, 0xFFFFFFFF81000000, 8, drgn.SymbolBinding.GLOBAL, drgn.SymbolKind.FUNC)]
+        return []
+
+    def find_object(prog, name, flags, filename):
+        if name == "swap_info" and swap_info_len is not None:
+            ptr = prog.pointer_type(prog.void_type())
+            return drgn.Object(prog, prog.array_type(ptr, swap_info_len), address=0xFFFFFFFF82000000)
+        return None
+
+    prog.register_symbol_finder("test", find_symbol, enable_index=0)
+    prog.register_object_finder("test", find_object, enable_index=0)
+    return prog
+
+
+@pytest.mark.parametrize(
+    "symbols,expected",
+    [
+        (["follow_pfnmap_start", "transparent_hugepage_flags"], True),  # 6.12+, THP=y
+        (["follow_pfnmap_start"], False),  # 6.12+, THP=n: no ARCH_SUPPORTS_PMD/PUD_PFNMAP
+        (["transparent_hugepage_flags"], False),  # before the huge pfnmap series
+    ],
+)
+def test_pmd_pud_special_needs_huge_pfnmap_and_thp(symbols, expected):
+    learned: Dict[str, Learned] = {}
+    assert layout._pxx_special(_program(symbols), learned) == (expected, expected)
+    assert learned["has_pmd_special"].value is expected
+
+
+_ALL = ("migration_entry_wait", "memory_failure")
+
+
+@pytest.mark.parametrize(
+    "version,symbols,max_swapfiles,expected",
+    [
+        # Debian 6.1 (MIGRATION, MEMORY_FAILURE, PTE_MARKER; no DEVICE_PRIVATE).
+        ((6, 1), _ALL, 26, dict(hwpoison=26, migration_read=27, pte_marker=30, swapin_error=31)),
+        # 6.1 without CONFIG_PTE_MARKER: SWP_SWAPIN_ERROR regardless.
+        ((6, 1), _ALL, 27, dict(hwpoison=27, migration_read=28, pte_marker=None, swapin_error=31)),
+        # 7.2 with DEVICE_PRIVATE but neither MIGRATION nor MEMORY_FAILURE.
+        ((7, 2), ("make_device_exclusive",), 28,
+         dict(hwpoison=None, migration_read=None, device_write=28, device_exclusive_write=30, pte_marker=31)),
+        # 6.12 without MEMORY_FAILURE.
+        ((6, 12), ("migration_entry_wait",), 28, dict(hwpoison=None, migration_read=28, migration_write=30, pte_marker=31)),
+    ],
+)
+def test_swap_types_follow_the_configuration(version, symbols, max_swapfiles, expected):
+    learned: Dict[str, Learned] = {}
+    swap = layout._swap_types(_program(symbols, max_swapfiles), version, 46, learned)
+    assert swap.max_swapfiles == max_swapfiles
+    for name, value in expected.items():
+        assert getattr(swap, name) == value, name
+    assert learned["swap.migration"].value is ("migration_entry_wait" in symbols)
