@@ -13,6 +13,7 @@ info does not carry. Downstream stages ask the :class:`~drgn_p2p.records.Layout`
 never a version number.
 """
 
+import dataclasses
 from typing import Dict, Mapping, Optional, Tuple
 
 import drgn
@@ -30,7 +31,7 @@ def read_layout(prog: drgn.Program) -> Layout:
     The result is cached in ``prog.cache``.
     """
     try:
-        return prog.cache["drgn_p2p_layout"]
+        return _current(prog, prog.cache["drgn_p2p_layout"])
     except KeyError:
         pass
     if prog.platform is None or prog.platform.arch != drgn.Architecture.X86_64:
@@ -82,6 +83,25 @@ def read_layout(prog: drgn.Program) -> Layout:
         zone_bits=zone_bits,
         zone_names=zone_names,
         learned=learned,
+    )
+    prog.cache["drgn_p2p_layout"] = layout
+    return layout
+
+
+def _current(prog: drgn.Program, layout: Layout) -> Layout:
+    """*layout* with the facts that change while the kernel runs read again.
+
+    The huge zero folio is allocated on first use and freed by its shrinker
+    when unused, then allocated anew: ``huge_zero_pfn`` moves. Everything
+    else in a layout is fixed at boot. A long-lived session (the library,
+    repeated audits of a live or QMP target) must not judge with a stale one.
+    """
+    learned: Dict[str, Learned] = {}
+    _, huge_zero_pfn = _zero_pfns(prog, learned)
+    if huge_zero_pfn == layout.huge_zero_pfn:
+        return layout
+    layout = dataclasses.replace(
+        layout, huge_zero_pfn=huge_zero_pfn, learned={**layout.learned, "huge_zero_pfn": learned["huge_zero_pfn"]}
     )
     prog.cache["drgn_p2p_layout"] = layout
     return layout

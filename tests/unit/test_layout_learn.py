@@ -72,3 +72,30 @@ def test_swap_types_follow_the_configuration(version, symbols, max_swapfiles, ex
     for name, value in expected.items():
         assert getattr(swap, name) == value, name
     assert learned["swap.migration"].value is ("migration_entry_wait" in symbols)
+
+
+def test_huge_zero_pfn_is_read_again_on_each_audit():
+    """The huge zero folio is freed by its shrinker and allocated anew: a
+    cached layout must follow huge_zero_pfn, never keep a stale one."""
+    import dataclasses
+
+    from .layouts import L72
+
+    prog = drgn.Program(drgn.Platform(drgn.Architecture.X86_64, drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN))
+    values = {"zero_page_pfn": L72.zero_pfn, "huge_zero_pfn": 0x3E000}
+
+    def find_object(prog, name, flags, filename):
+        if name in values:
+            return drgn.Object(prog, prog.int_type("unsigned long", 8, False), value=values[name])
+        return None
+
+    prog.register_object_finder("test", find_object, enable_index=0)
+    prog.cache["drgn_p2p_layout"] = dataclasses.replace(L72, huge_zero_pfn=0x3E000)
+    first = layout.read_layout(prog)
+    assert first.huge_zero_pfn == 0x3E000
+    values["huge_zero_pfn"] = 0x5E200  # shrunk and allocated again elsewhere
+    assert layout.read_layout(prog).huge_zero_pfn == 0x5E200
+    values["huge_zero_pfn"] = (1 << 64) - 1  # freed, not yet allocated again
+    again = layout.read_layout(prog)
+    assert again.huge_zero_pfn is None and again.learned["huge_zero_pfn"].value is None
+    assert dataclasses.replace(again, huge_zero_pfn=0x3E000) == first
