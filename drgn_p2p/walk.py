@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import drgn
+from drgn import sizeof
 from drgn.helpers.linux.mm import for_each_vma, virt_to_phys
 from drgn.helpers.linux.pid import for_each_task
 
@@ -167,10 +168,21 @@ def for_each_process(
 
 
 def _vma_flags(vma: drgn.Object) -> int:
-    # vm_flags became a const member of a union with __vm_flags in v6.3
-    # (commit bc292ab00f6c, "mm: introduce vma->vm_flags wrapper functions");
-    # reading vm_flags works on every version.
-    return vma.vm_flags.value_()
+    """The VMA's flags as one integer, bit N for flag bit N.
+
+    vm_flags became a const member of a union with __vm_flags in v6.3
+    (bc292ab00f6c, "mm: introduce vma->vm_flags wrapper functions"); 7.x
+    puts it in a union with ``vma_flags_t flags``, a bitmap of
+    NUM_VMA_FLAG_BITS (one word in 7.2, which vm_flags aliases). The bitmap
+    is read whole where it exists, so flags past the first word, once a
+    kernel has them, are not lost.
+    """
+    try:
+        words = vma.flags.__vma_flags
+    except AttributeError:
+        return vma.vm_flags.value_()
+    bits = sizeof(words[0]) * 8
+    return sum(words[i].value_() << (bits * i) for i in range(len(words)))
 
 
 @dataclass

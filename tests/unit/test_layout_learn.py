@@ -99,3 +99,17 @@ def test_huge_zero_pfn_is_read_again_on_each_audit():
     again = layout.read_layout(prog)
     assert again.huge_zero_pfn is None and again.learned["huge_zero_pfn"].value is None
     assert dataclasses.replace(again, huge_zero_pfn=0x3E000) == first
+
+
+def test_vma_flags_from_the_bitmap_or_the_word():
+    """7.x keeps VMA flags in ``vma_flags_t flags`` (a bitmap vm_flags aliases);
+    earlier kernels only in ``vm_flags``. Both read as one integer."""
+    from drgn_p2p.walk import _vma_flags
+
+    prog = drgn.Program(drgn.Platform(drgn.Architecture.X86_64, drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN))
+    ul = prog.int_type("unsigned long", 8, False)
+    bitmap = prog.struct_type("vma_flags_t", 16, (drgn.TypeMember(prog.array_type(ul, 2), "__vma_flags", 0),))
+    new = prog.struct_type("vm_area_struct", 16, (drgn.TypeMember(ul, "vm_flags", 0), drgn.TypeMember(bitmap, "flags", 0)))
+    old = prog.struct_type("vm_area_struct", 8, (drgn.TypeMember(ul, "vm_flags", 0),))
+    assert _vma_flags(drgn.Object(prog, old, value={"vm_flags": 0x10000400})) == 0x10000400
+    assert _vma_flags(drgn.Object(prog, new, value={"flags": {"__vma_flags": [0x10000400, 0x3]}})) == 0x3 << 64 | 0x10000400
