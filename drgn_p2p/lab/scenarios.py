@@ -69,6 +69,12 @@ class Scenario:
 
 _PMEM = ("CONFIG_ZONE_DEVICE", "CONFIG_X86_PMEM_LEGACY", "CONFIG_LIBNVDIMM")
 
+#: Physical address of the memory test_hmm's coherent device 2 uses.
+COHERENT_BASE = 0x7000_0000
+
+#: Scenarios that load test_hmm.
+_TEST_HMM_SCENARIOS = ("device-private", "device-coherent")
+
 #: Every scenario the lab knows, in the order the guest sets them up.
 SCENARIOS: Tuple[Scenario, ...] = (
     Scenario("anon", "anon"),
@@ -123,6 +129,16 @@ SCENARIOS: Tuple[Scenario, ...] = (
         requires=("CONFIG_DEVICE_PRIVATE",),
         note="test_hmm needs DEVICE_PRIVATE memory",
     ),
+    Scenario(
+        # test_hmm's devices 2 and 3 are DEVICE_COHERENT when it is given
+        # "special purpose memory" (spm_addr_dev0/1): 256 MiB (its chunk size)
+        # of real memory that is not System RAM, here the top of the guest's
+        # 2 GiB reserved with memmap=$. Only device 2 is used.
+        "device-coherent", "device-coherent",
+        requires=("CONFIG_DEVICE_PRIVATE",),
+        cmdline=(f"memmap=256M${COHERENT_BASE >> 20}M",),
+        note="test_hmm (and with it its coherent devices) needs DEVICE_PRIVATE",
+    ),
 )
 
 _BY_NAME: Dict[str, Scenario] = {s.name: s for s in SCENARIOS}
@@ -147,6 +163,17 @@ class Plan:
             early += s.early_qemu_args
             devices += s.qemu_args
         return early, devices
+
+    def test_hmm_args(self) -> List[str]:
+        """Module parameters for test_hmm.ko: coherent devices when ``device-coherent`` runs.
+
+        test_hmm makes devices 2 and 3 coherent only when both addresses are
+        set; device 3, which the lab never opens, gets the second half of the
+        same range (its chunk is never allocated).
+        """
+        if not any(s.name == "device-coherent" for s in self.scenarios):
+            return []
+        return [f"spm_addr_dev0={COHERENT_BASE:#x}", f"spm_addr_dev1={COHERENT_BASE + (128 << 20):#x}"]
 
     def cmdline(self) -> List[str]:
         """Return the kernel command line words the scenarios need."""
@@ -230,8 +257,9 @@ def plan(kernel: Any, names: Optional[Iterable[str]] = None,
         if s.name not in wanted:
             continue
         reason = _missing_config(s, config)
-        if reason is None and s.name == "device-private":
-            hmm, reason = _find_test_hmm(kernel, test_hmm)
+        if reason is None and s.name in _TEST_HMM_SCENARIOS:
+            if hmm is None:
+                hmm, reason = _find_test_hmm(kernel, test_hmm)
         if reason is None:
             run.append(s)
         else:

@@ -316,6 +316,7 @@ def _config_env(kernel: Any, plan_: Plan, holder: Path) -> str:
         f"QP_MODDIR={shlex.quote(str(_modules_dir(kernel) or ''))}",
         f"QP_HOLDER={shlex.quote(str(holder))}",
         f"QP_TEST_HMM={shlex.quote(str(plan_.test_hmm or ''))}",
+        f"QP_TEST_HMM_ARGS={shlex.quote(' '.join(plan_.test_hmm_args()))}",
         f"QP_SCENARIOS={shlex.quote(names)}",
         "declare -A QP_EXPECT=(" + " ".join(
             f"[{shlex.quote(s.name)}]={shlex.quote(s.expect)}" for s in plan_.scenarios) + ")",

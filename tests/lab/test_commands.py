@@ -91,7 +91,8 @@ def test_pgmaps(guest) -> None:
     by_type: Dict[str, List[Dict]] = {}
     for row in rows:
         by_type.setdefault(row["type"], []).append(row)
-    expected = {"fsdax": "FS_DAX", "devdax": "GENERIC", "p2pdma": "PCI_P2PDMA", "device-private": "PRIVATE"}
+    expected = {"fsdax": "FS_DAX", "devdax": "GENERIC", "p2pdma": "PCI_P2PDMA", "device-private": "PRIVATE",
+                "device-coherent": "COHERENT"}
     for kind, type_name in expected.items():
         for m in [x for x in guest.mappings if x["kind"] == kind]:
             users = {user for row in by_type.get(type_name, []) for user in row["mapped_by"]}

@@ -54,7 +54,7 @@ UNSUPPORTED = "The kernel version is not supported"
 #: _PAGE_ACCESSED: LRU aging may clear it between the QMP audit and the crash.
 _ACCESSED = 1 << 5
 #: Page kinds whose PFNs have a struct page.
-_MEMMAP_KINDS = {"ram", "zero-page", "huge-zero-page", "fsdax", "devdax", "p2pdma", "device-private",
+_MEMMAP_KINDS = {"ram", "zero-page", "huge-zero", "fsdax", "devdax", "device-generic", "p2pdma", "device-private",
                  "device-coherent"}
 
 

@@ -115,3 +115,24 @@ def test_no_shell_strings_in_the_lab() -> None:
             if isinstance(node, ast.Attribute) and node.attr in ("system", "popen") and getattr(node.value, "id", "") == "os":
                 problems.append(f"{path.name}:{node.lineno}: os.{node.attr}")
     assert problems == []
+
+
+def test_coherent_scenario_gives_test_hmm_its_memory(tmp_path):
+    """device-coherent reserves real memory below the guest's top and hands test_hmm
+    its address; without it test_hmm is loaded plain (devices 0 and 1 only)."""
+    from types import SimpleNamespace
+
+    from drgn_p2p.lab import scenarios
+
+    hmm = tmp_path / "test_hmm.ko"
+    hmm.write_bytes(b"\0")
+    kernel = SimpleNamespace(dir=tmp_path, config={"CONFIG_DEVICE_PRIVATE": "y", "CONFIG_PCI": "y"})
+    both = scenarios.plan(kernel, ["device-private", "device-coherent"], test_hmm=hmm)
+    assert [s.name for s in both.scenarios] == ["device-private", "device-coherent"] and both.test_hmm == hmm
+    base = scenarios.COHERENT_BASE
+    assert f"memmap=256M${base >> 20}M" in both.cmdline()
+    assert both.test_hmm_args() == [f"spm_addr_dev0={base:#x}", f"spm_addr_dev1={base + (128 << 20):#x}"]
+    assert base + (256 << 20) <= 2 << 30  # inside the lab guest's 2 GiB
+    assert scenarios.plan(kernel, ["device-private"], test_hmm=hmm).test_hmm_args() == []
+    without = scenarios.plan(SimpleNamespace(dir=tmp_path, config={}), ["device-coherent"], test_hmm=hmm)
+    assert "CONFIG_DEVICE_PRIVATE" in without.skipped["device-coherent"]
