@@ -17,6 +17,7 @@ import time
 from typing import Callable, Dict, Iterator
 
 import pytest
+from lab_prereq import missing
 
 from drgn_p2p.lab.vm import Guest, start
 
@@ -40,7 +41,7 @@ class _Lab:
             return guest
         self.close()
         if shutil.which("qemu-system-x86_64") is None:
-            pytest.skip("qemu-system-x86_64 is not installed")
+            missing("qemu-system-x86_64 is not installed")
         from drgn_p2p.lab.kernels import ensure_kernel
 
         kernel = ensure_kernel(name)

@@ -13,6 +13,7 @@ import time
 from typing import Dict, List
 
 import pytest
+from lab_prereq import missing
 
 from drgn_p2p.lab import kmod
 from drgn_p2p.lab.kmod import HeldCase, ModuleUnsupported
@@ -60,7 +61,7 @@ def test_module_supported_follows_config():
 
 def test_holder_builds():
     if shutil.which("cc") is None:
-        pytest.skip("no host C compiler")
+        missing("no host C compiler")
     holder = kmod.build_holder()
     assert holder.is_file() and os.access(holder, os.X_OK)
 
@@ -70,10 +71,10 @@ def test_holder_builds():
 
 def _can_build() -> None:
     if os.geteuid() != 0:
-        pytest.skip("building lab modules needs root")
+        missing("building lab modules needs root")
     for tool in ("debootstrap", "modinfo"):
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
+            missing(f"{tool} is not installed")
 
 
 def _kernel(name: str):
@@ -222,7 +223,7 @@ def test_violations_in_guest(name):
     """
     _can_build()
     if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("qemu-system-x86_64 is not installed")
+        missing("qemu-system-x86_64 is not installed")
     from drgn_p2p.lab.vm import boot
 
     kernel = _kernel(name)

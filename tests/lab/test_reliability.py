@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, NamedTuple, Sequence
 
 import pytest
+from lab_prereq import missing
 
 from drgn_p2p.lab import cache_dir
 from drgn_p2p.lab.vm import Guest, start
@@ -224,7 +225,7 @@ def _compile(name: str) -> Path:
     if not dest.exists():
         gcc = shutil.which("gcc")
         if gcc is None:
-            pytest.skip("gcc is needed to build the churn workload")
+            missing("gcc is needed to build the churn workload")
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f"{name}.tmp{os.getpid()}")
         subprocess.run([gcc, "-O2", "-static", "-Wall", "-o", str(tmp), str(src)], check=True)
@@ -234,7 +235,7 @@ def _compile(name: str) -> Path:
 
 def _boot(lab_session, scenarios: Sequence[str] = ("anon",), memory: str = "512M", **kwargs) -> Guest:
     if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("qemu-system-x86_64 is not installed")
+        missing("qemu-system-x86_64 is not installed")
     from drgn_p2p.lab.kernels import ensure_kernel
 
     kernel = ensure_kernel("newest")
@@ -346,7 +347,7 @@ def test_a_page_table_missing_from_the_vmcore_is_marked_unreadable(small: Small,
 def stripped_vmlinux(small: Small) -> Path:
     objcopy = shutil.which("objcopy")
     if objcopy is None:
-        pytest.skip("objcopy (binutils) is not installed")
+        missing("objcopy (binutils) is not installed")
     dest = small.tmp / "stripped" / "vmlinux"
     dest.parent.mkdir()
     subprocess.run([objcopy, "--strip-debug", small.vmlinux, str(dest)], check=True)
@@ -407,7 +408,7 @@ def test_run_dir_and_qmp_sockets_are_private(small: Small) -> None:
         assert st.st_uid == os.geteuid()
         assert not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH), oct(st.st_mode)
     if shutil.which("setpriv") is None:
-        pytest.skip("setpriv is not installed")
+        missing("setpriv is not installed")
     plain_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     assert subprocess.run([*plain_nobody, "test", "-e", small.guest.qmp_path]).returncode == 1
     assert subprocess.run([*plain_nobody, "test", "-e", str(run_dir)]).returncode == 0

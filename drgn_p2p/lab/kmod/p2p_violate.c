@@ -1261,10 +1261,66 @@ static struct miscdevice p2pv_dev = {
 	.mode = 0600,
 };
 
+/*
+ * Facts of this kernel as its own headers and configuration define them,
+ * for the lab to hold against what drgn-p2p learns from debug info and
+ * version tables (-1: the kernel has no such thing).
+ */
+#ifdef SWP_HWPOISON
+#define P2PV_SWP_HWPOISON	SWP_HWPOISON
+#else
+#define P2PV_SWP_HWPOISON	-1
+#endif
+#ifdef SWP_MIGRATION_READ
+#define P2PV_SWP_MIGRATION_READ	SWP_MIGRATION_READ
+#else
+#define P2PV_SWP_MIGRATION_READ	-1
+#endif
+#ifdef SWP_DEVICE_WRITE
+#define P2PV_SWP_DEVICE_WRITE	SWP_DEVICE_WRITE
+#else
+#define P2PV_SWP_DEVICE_WRITE	-1
+#endif
+#if defined(SWP_DEVICE_EXCLUSIVE)
+#define P2PV_SWP_DEVICE_EXCLUSIVE	SWP_DEVICE_EXCLUSIVE
+#elif defined(SWP_DEVICE_EXCLUSIVE_WRITE)
+#define P2PV_SWP_DEVICE_EXCLUSIVE	SWP_DEVICE_EXCLUSIVE_WRITE
+#else
+#define P2PV_SWP_DEVICE_EXCLUSIVE	-1
+#endif
+#ifdef SWP_PTE_MARKER
+#define P2PV_SWP_PTE_MARKER	SWP_PTE_MARKER
+#else
+#define P2PV_SWP_PTE_MARKER	-1
+#endif
+#ifdef SWP_SWAPIN_ERROR
+#define P2PV_SWP_SWAPIN_ERROR	SWP_SWAPIN_ERROR
+#else
+#define P2PV_SWP_SWAPIN_ERROR	-1
+#endif
+#ifdef _PAGE_BIT_DEVMAP
+#define P2PV_DEVMAP_BIT		_PAGE_BIT_DEVMAP
+#else
+#define P2PV_DEVMAP_BIT		-1
+#endif
+
+static void p2pv_report_facts(void)
+{
+	pr_info(P2PV_NAME ": facts max_swapfiles=%d hwpoison=%d migration_read=%d device_write=%d"
+		" device_exclusive=%d pte_marker=%d swapin_error=%d devmap_bit=%d"
+		" pmd_special=%d pud_special=%d uffd_minor_bit=%d pfnmap_bit=%d mixedmap_bit=%d\n",
+		(int)MAX_SWAPFILES, (int)P2PV_SWP_HWPOISON, (int)P2PV_SWP_MIGRATION_READ,
+		(int)P2PV_SWP_DEVICE_WRITE, (int)P2PV_SWP_DEVICE_EXCLUSIVE, (int)P2PV_SWP_PTE_MARKER,
+		(int)P2PV_SWP_SWAPIN_ERROR, (int)P2PV_DEVMAP_BIT,
+		IS_ENABLED(CONFIG_ARCH_SUPPORTS_PMD_PFNMAP), IS_ENABLED(CONFIG_ARCH_SUPPORTS_PUD_PFNMAP),
+		VM_UFFD_MINOR ? (int)ilog2(VM_UFFD_MINOR) : -1, (int)ilog2(VM_PFNMAP), (int)ilog2(VM_MIXEDMAP));
+}
+
 static int __init p2pv_init(void)
 {
 	int ret;
 
+	p2pv_report_facts();
 	p2pv_pick_range();
 	if (nm_pfn)
 		pr_info(P2PV_NAME ": memmap-less range %#lx+%#lx (%s), small cases at pfn %#lx, PMD chunk %#lx\n",
