@@ -69,8 +69,10 @@ class Scenario:
 
 _PMEM = ("CONFIG_ZONE_DEVICE", "CONFIG_X86_PMEM_LEGACY", "CONFIG_LIBNVDIMM")
 
-#: Physical address of the memory test_hmm's coherent device 2 uses.
-COHERENT_BASE = 0x7000_0000
+#: Physical addresses of the memory test_hmm's coherent devices 2 and 3 use:
+#: 256 MiB each (its chunk size, allocated for both devices when it loads),
+#: in the guest's low RAM between the pmem ranges, reserved with memmap=$.
+COHERENT_BASES = (0x5000_0000, 0x7000_0000)
 
 #: Scenarios that load test_hmm.
 _TEST_HMM_SCENARIOS = ("device-private", "device-coherent")
@@ -131,12 +133,11 @@ SCENARIOS: Tuple[Scenario, ...] = (
     ),
     Scenario(
         # test_hmm's devices 2 and 3 are DEVICE_COHERENT when it is given
-        # "special purpose memory" (spm_addr_dev0/1): 256 MiB (its chunk size)
-        # of real memory that is not System RAM, here the top of the guest's
-        # 2 GiB reserved with memmap=$. Only device 2 is used.
+        # "special purpose memory" (spm_addr_dev0/1): real memory that is not
+        # System RAM. Only device 2 is used.
         "device-coherent", "device-coherent",
         requires=("CONFIG_DEVICE_PRIVATE",),
-        cmdline=(f"memmap=256M${COHERENT_BASE >> 20}M",),
+        cmdline=tuple(f"memmap=256M${base >> 20}M" for base in COHERENT_BASES),
         note="test_hmm (and with it its coherent devices) needs DEVICE_PRIVATE",
     ),
 )
@@ -165,15 +166,11 @@ class Plan:
         return early, devices
 
     def test_hmm_args(self) -> List[str]:
-        """Module parameters for test_hmm.ko: coherent devices when ``device-coherent`` runs.
-
-        test_hmm makes devices 2 and 3 coherent only when both addresses are
-        set; device 3, which the lab never opens, gets the second half of the
-        same range (its chunk is never allocated).
-        """
+        """Module parameters for test_hmm.ko: coherent devices when ``device-coherent`` runs
+        (test_hmm makes devices 2 and 3 coherent only when both addresses are set)."""
         if not any(s.name == "device-coherent" for s in self.scenarios):
             return []
-        return [f"spm_addr_dev0={COHERENT_BASE:#x}", f"spm_addr_dev1={COHERENT_BASE + (128 << 20):#x}"]
+        return [f"spm_addr_dev{i}={base:#x}" for i, base in enumerate(COHERENT_BASES)]
 
     def cmdline(self) -> List[str]:
         """Return the kernel command line words the scenarios need."""

@@ -19,3 +19,16 @@ def missing(reason: str) -> None:
         pytest.skip(reason)
     pytest.fail(f"{reason} (the lab needs it; scripts/setup installs it, or set {SKIP_MISSING_ENV}=1 to skip)",
                 pytrace=False)
+
+
+def check_setup(guest) -> None:
+    """Fail unless every scenario the guest's kernel supports was set up.
+
+    A scenario is either held or skipped with a reason: a kernel that lacks a
+    config option is a skip, but a setup that failed in the guest (a reason
+    starting ``error:``) is a regression of the lab or the kernel, never a
+    skip: the tests that would have used the mapping cannot run.
+    """
+    failed = {name: reason for name, reason in guest.skipped.items() if reason.startswith("error:")}
+    if failed:
+        pytest.fail(f"{guest.kernel.kver}: scenarios failed to set up: {failed}", pytrace=False)

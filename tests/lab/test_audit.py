@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
+from lab_prereq import check_setup
 
 from drgn_p2p.lab.cli import run_audit
 from drgn_p2p.lab.scenarios import SCENARIOS
@@ -198,6 +199,7 @@ def test_four_level_paging() -> None:
 
     kernel = ensure_kernel("newest")
     with boot(kernel, scenarios=["anon", "thp", "fsdax", "devdax", "pcibar"], la57=False) as guest:
+        check_setup(guest)
         with tempfile.TemporaryDirectory(prefix="drgn-p2p-test-") as tmp:
             code, output = run_audit(guest, "qemu", ["--json", "--runs", "-v"], Path(tmp))
         assert code == 0, output[-3000:]

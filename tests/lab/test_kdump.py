@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import pytest
-from lab_prereq import missing
+from lab_prereq import check_setup, missing
 
 pytestmark = pytest.mark.lab
 
@@ -151,6 +151,7 @@ def crash(request, lab_session, tmp_path_factory) -> Iterator[Crash]:
     guest = start(kernel, scenarios=SCENARIOS, extra_cmdline=CRASHKERNEL_CMDLINE)
     timings = {"ready": time.monotonic() - t0}
     try:
+        check_setup(guest)
         qemu = ["--qemu", guest.qmp_path, "-s", vmlinux]
         docs = {"qmp": audited(cli(["audit", *qemu, "--json", "--runs", "-v"]))}
         pgmaps = {"qmp": json.loads(cli(["pgmaps", *qemu, "--json"]).stdout)}

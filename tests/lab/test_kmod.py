@@ -13,7 +13,7 @@ import time
 from typing import Dict, List
 
 import pytest
-from lab_prereq import missing
+from lab_prereq import check_setup, missing
 
 from drgn_p2p.lab import kmod
 from drgn_p2p.lab.kmod import HeldCase, ModuleUnsupported
@@ -235,6 +235,7 @@ def test_violations_in_guest(name):
     violate = kmod.build_module(kernel, "p2p_violate")
     holder = kmod.build_holder()
     with boot(kernel, scenarios=scenarios, test_hmm=hmm) as guest:
+        check_setup(guest)
         kinds = {m["kind"] for m in guest.mappings}
         assert set(scenarios) <= kinds, guest.skipped  # test_hmm loaded and used where built
         rc, out = guest.run("dmesg | wc -l")

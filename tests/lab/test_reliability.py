@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, NamedTuple, Sequence
 
 import pytest
-from lab_prereq import missing
+from lab_prereq import check_setup, missing
 
 from drgn_p2p.lab import cache_dir
 from drgn_p2p.lab.vm import Guest, start
@@ -242,6 +242,11 @@ def _boot(lab_session, scenarios: Sequence[str] = ("anon",), memory: str = "512M
     lab_session.close()  # at most one guest alive
     t0 = time.monotonic()
     guest = start(kernel, scenarios=list(scenarios), memory=memory, **kwargs)
+    try:
+        check_setup(guest)
+    except BaseException:
+        guest.close()
+        raise
     print(f"\nlab: small {kernel.kver} guest ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
     return guest
 
@@ -589,7 +594,9 @@ def test_live_audits_while_processes_fork_exit_map_and_unmap(churn_guest: ChurnG
         r = Result(int((base.with_suffix(".rc")).read_text()), base.with_suffix(".json").read_text(),
                    base.with_suffix(".err").read_text())
         doc = check_audit(r)
-        assert doc["summary"]["findings"]["error"] == 0, [f for f in doc["findings"] if f["severity"] == "error"]
+        noisy = [f for f in doc["findings"] if f["severity"] in ("error", "warning")]
+        assert not noisy, noisy[:3]
+        assert not [f for f in doc["faults"] if f["pid"] == 1], doc["faults"][:3]
         churned += any(v["comm"].startswith("churn") for v in doc["vmas"])
     assert churned >= LIVE_AUDITS // 2, "the churn workload was not seen by the audits"
     _check_migrated(stats, churn_guest.hmm)
@@ -609,8 +616,14 @@ prog = open_program(symbols=[sys.argv[1]])
 for i in range(int(sys.argv[2])):
     result = audit(prog)
     doc = json.loads(json.dumps(audit_json(result, result.layout)))
+    entries = {}
+    for v in doc["vmas"]:
+        for kind, n in v["entries"].items():
+            entries[kind] = entries.get(kind, 0) + n
     print(json.dumps({"i": i, "summary": doc["summary"],
-                      "errors": [f for f in doc["findings"] if f["severity"] == "error"],
+                      "errors": [f for f in doc["findings"] if f["severity"] in ("error", "warning")],
+                      "init_faults": [f for f in doc["faults"] if f["pid"] == 1],
+                      "entries": entries,
                       "churn": sum(v["comm"].startswith("churn") for v in doc["vmas"])}), flush=True)
 """
 
@@ -637,12 +650,20 @@ def test_fifty_live_audits_in_one_session_under_churn(churn_guest: ChurnGuest) -
     assert rc == 0, f"{out[-2000:]}\n{err[-2000:]}"
     runs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert [r["i"] for r in runs] == list(range(SESSION_AUDITS))
+    # No warning either: garbage-entry (a misdecoded entry) is one.
     assert all(not r["errors"] for r in runs), [r["errors"] for r in runs if r["errors"]][:3]
+    assert all(not r["init_faults"] for r in runs), [r["init_faults"] for r in runs if r["init_faults"]][:3]
     assert sum(r["churn"] > 0 for r in runs) >= SESSION_AUDITS // 2, "the churn workload was not seen"
     for r in runs:
         s = r["summary"]
         assert s["processes"] > 0 and s["tables_read"] > 0
-        assert s["unreadable_tables"] >= 0 and "unreadable_processes" in s
+        assert s["unreadable_tables"] <= s["tables_read"] and "unreadable_processes" in s
     _check_migrated(stats, churn_guest.hmm)
+    seen = {kind: sum(r["entries"].get(kind, 0) for r in runs) for kind in ("migration", "device-private", "swap")}
+    print(f"\nentries met mid-churn over {SESSION_AUDITS} audits: {seen}", file=sys.stderr)
+    if churn_guest.hmm:
+        # Pages sat on test_hmm's device while audits ran: their entries were
+        # decoded as device-private (a wrong swap-type table would say swap or garbage).
+        assert seen["device-private"] > 0, seen
     faults = sum(r["summary"]["unreadable_tables"] + r["summary"]["unreadable_processes"] for r in runs)
     print(f"\n{SESSION_AUDITS} live audits in one session; {faults} tables/processes unreadable mid-walk", file=sys.stderr)

@@ -129,10 +129,14 @@ def test_coherent_scenario_gives_test_hmm_its_memory(tmp_path):
     kernel = SimpleNamespace(dir=tmp_path, config={"CONFIG_DEVICE_PRIVATE": "y", "CONFIG_PCI": "y"})
     both = scenarios.plan(kernel, ["device-private", "device-coherent"], test_hmm=hmm)
     assert [s.name for s in both.scenarios] == ["device-private", "device-coherent"] and both.test_hmm == hmm
-    base = scenarios.COHERENT_BASE
-    assert f"memmap=256M${base >> 20}M" in both.cmdline()
-    assert both.test_hmm_args() == [f"spm_addr_dev0={base:#x}", f"spm_addr_dev1={base + (128 << 20):#x}"]
-    assert base + (256 << 20) <= 2 << 30  # inside the lab guest's 2 GiB
+    base0, base1 = scenarios.COHERENT_BASES
+    assert {f"memmap=256M${base0 >> 20}M", f"memmap=256M${base1 >> 20}M"} <= set(both.cmdline())
+    assert both.test_hmm_args() == [f"spm_addr_dev0={base0:#x}", f"spm_addr_dev1={base1:#x}"]
+    # Both inside the guest's low 2 GiB of RAM, clear of the fsdax and devdax pmem ranges.
+    pmem = [(1 << 30, (1 << 30) + (256 << 20)), (1536 << 20, 1792 << 20)]
+    for base in (base0, base1):
+        assert base + (256 << 20) <= 2 << 30
+        assert all(base + (256 << 20) <= lo or base >= hi for lo, hi in pmem)
     assert scenarios.plan(kernel, ["device-private"], test_hmm=hmm).test_hmm_args() == []
     without = scenarios.plan(SimpleNamespace(dir=tmp_path, config={}), ["device-coherent"], test_hmm=hmm)
     assert "CONFIG_DEVICE_PRIVATE" in without.skipped["device-coherent"]
