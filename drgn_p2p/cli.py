@@ -182,16 +182,24 @@ _SEVERITIES = {"error": Severity.ERROR, "warning": Severity.WARNING, "info": Sev
 @click.option("--kind", "kinds", multiple=True, help="Only VMAs mapping this page kind (fsdax, devdax, p2pdma, device-private, device-coherent, no-memmap, ram, …); repeatable.")
 @click.option("--rule", "rules", multiple=True, help="Only this rule id; repeatable (see 'drgn-p2p rules').")
 @click.option("--range", "va_range", metavar="START-END", help="Only this virtual address range.")
-@click.option("--json", "as_json", is_flag=True, help="Write the result as JSON (schema drgn-p2p/audit/1) to stdout.")
+@click.option("--format", "fmt", metavar="FORMAT", help="text (default), json (schema drgn-p2p/audit/1), ktap (KTAP version 1: a test per rule) or junit (JUnit XML).")
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
+@click.option("-o", "--output", metavar="FILE", help="Write the report to FILE instead of stdout.")
 @click.option("--runs", "keep_runs", is_flag=True, help="With --json: list every VMA's coalesced runs of leaves (raw entries).")
-@click.option("--fail-on", type=click.Choice(list(_SEVERITIES)), default="error", show_default=True, help="Exit 1 when a finding is at least this severe.")
+@click.option("--fail-on", type=click.Choice(list(_SEVERITIES)), default="error", show_default=True, help="Exit 1 when a finding is at least this severe (KTAP and JUnit fail the same findings).")
 @click.option("-v", "--verbose", is_flag=True, help="Show every VMA, not only device and PFN mappings.")
 @_guard
-def audit(open_target, pids, comms, kinds, rules, va_range, as_json, keep_runs, fail_on, verbose) -> None:
+def audit(open_target, pids, comms, kinds, rules, va_range, fmt, as_json, output, keep_runs, fail_on, verbose) -> None:
     """Walk every process's page tables and report rule violations."""
+    from .formats import check_format, render
     from .pipeline import audit as run_audit, check_selection
-    from .report import audit_json, print_audit
+    from .report import print_audit
 
+    if as_json and fmt not in (None, "json"):
+        raise UsageError(f"--json is --format json: give one of --json and --format {fmt}")
+    fmt = check_format("json" if as_json else fmt or "text")
+    if output:
+        _check_output(output)
     rng = _parse_range(va_range)
     check_selection(rules=rules, kinds=kinds)
     prog = open_target()
@@ -202,12 +210,35 @@ def audit(open_target, pids, comms, kinds, rules, va_range, as_json, keep_runs, 
         )
     if pids and not result.stats.processes:
         raise UsageError(f"no process with pid {', '.join(map(str, pids))}")
-    if as_json:
-        click.echo(json.dumps(audit_json(result, result.layout), indent=1))
-    else:
+    if fmt == "text" and not output:
         print_audit(_stdout, result, result.layout, verbose=verbose)
+    else:
+        _write(output, render(result, fmt, fail_on=_SEVERITIES[fail_on], verbose=verbose))
     worst = result.worst()
     sys.exit(EXIT_FINDINGS if worst is not None and worst >= _SEVERITIES[fail_on] else EXIT_CLEAN)
+
+
+def _check_output(path: str) -> None:
+    """Fail before the audit when *path* cannot be written."""
+    parent = os.path.dirname(path) or "."
+    if os.path.isdir(path):
+        raise UsageError(f"cannot write {path}: it is a directory")
+    if not os.path.isdir(parent):
+        raise UsageError(f"cannot write {path}: no directory {parent}")
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise UsageError(f"cannot write {path}: permission denied")
+
+
+def _write(path: Optional[str], text: str) -> None:
+    """*text* to the file *path*, or to stdout."""
+    if not path:
+        click.echo(text, nl=False)
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 class _progress:

@@ -6,7 +6,8 @@ Coalesce
 Turn a VMA's stream of (leaf, page info) pairs into :class:`~drgn_p2p.records.Run`
 records, and a stream of findings into merged findings. Both stream with O(1)
 memory: a run (or a finding per rule) is held only until the next item shows
-it cannot grow.
+it cannot grow. :func:`group_findings` then gathers the info findings that
+every process repeats (the vDSO of each shell) into one group for reports.
 
 Leaves join a run when they continue it in virtual address space and agree in
 everything a rule reads: level, entry kind, special/devmap/writable bits, swap
@@ -16,11 +17,12 @@ memmap readability) and whether the PFN is the VMA's linear PFN
 reads). So a rule that judges ``run.first`` judges every leaf of the run.
 """
 
-from typing import Dict, Iterable, Iterator, Optional, Tuple
+from dataclasses import dataclass
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
-from .records import Finding, Leaf, PfnInfo, Run, Vma
+from .records import Finding, Leaf, PfnInfo, Run, Severity, Vma
 
-__all__ = ("coalesce", "coalesce_segments", "merge_findings")
+__all__ = ("coalesce", "coalesce_segments", "merge_findings", "FindingGroup", "group_findings")
 
 _PAGE_SHIFT = 12  # linearity is in PAGE_SIZE units; x86-64 and arm64-4K
 
@@ -100,3 +102,59 @@ def merge_findings(findings: Iterable[Finding]) -> Iterator[Finding]:
             yield prev
         pending[f.rule] = f
     yield from sorted(pending.values(), key=lambda p: (p.start, p.rule))
+
+
+@dataclass(frozen=True)
+class FindingGroup:
+    """Findings that are one observation repeated across processes, or a single finding.
+
+    ``findings`` keeps every member in input order; ``first`` stands for the group.
+    """
+
+    findings: Tuple[Finding, ...]
+
+    @property
+    def first(self) -> Finding:
+        return self.findings[0]
+
+    @property
+    def pids(self) -> Tuple[int, ...]:
+        """The members' processes, each once, in order."""
+        return tuple(dict.fromkeys(f.vma.pid for f in self.findings))
+
+
+def _group_key(f: Finding) -> Tuple[object, ...]:
+    # What makes two processes' VMAs "the same mapping": never the address
+    # (ASLR) nor the message (it counts the pages each process touched).
+    vma = f.vma
+    return (
+        f.rule, vma.ops, vma.file, vma.flags,
+        f.first.level if f.first else None, f.first.kind if f.first else None,
+        f.page.kind if f.page else None, f.page.owner if f.page else None,
+    )
+
+
+def group_findings(findings: Iterable[Finding]) -> List[FindingGroup]:
+    """*findings* as groups, in order of each group's first member.
+
+    Info findings of one rule on the same kind of VMA (same ``vm_ops``, file
+    and flags, same entry level and page kind) in two or more processes form
+    one group; every other finding, and all errors and warnings, is a group
+    of its own, so that each keeps its address.
+    """
+    order: List[object] = []
+    members: Dict[object, List[Finding]] = {}
+    for index, f in enumerate(findings):
+        key: object = ("info", _group_key(f)) if f.severity == Severity.INFO else index
+        if key not in members:
+            order.append(key)
+            members[key] = []
+        members[key].append(f)
+    groups: List[FindingGroup] = []
+    for key in order:
+        found = members[key]
+        if len({f.vma.pid for f in found}) > 1:
+            groups.append(FindingGroup(tuple(found)))
+        else:
+            groups.extend(FindingGroup((f,)) for f in found)
+    return groups

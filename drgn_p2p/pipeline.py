@@ -85,6 +85,9 @@ class AuditResult:
     faults: List[Tuple[Vma, TableFault]] = field(default_factory=list)
     not_applicable: Dict[str, str] = field(default_factory=dict)
     stats: AuditStats = field(default_factory=AuditStats)
+    #: Ids of the rules that were run, in catalogue order: a rule here without
+    #: a finding passed.
+    rules: List[str] = field(default_factory=list)
 
     def worst(self) -> Optional[Severity]:
         return max((f.severity for f in self.findings), default=None)
@@ -239,7 +242,7 @@ def audit(
     layout = read_layout(prog)
     active, skipped = select_rules(layout, rules)
     classifier = Classifier(prog, layout)
-    result = AuditResult(layout=layout, not_applicable=skipped)
+    result = AuditResult(layout=layout, not_applicable=skipped, rules=[r.id for r in active])
     start, end = va_range if va_range else (0, 1 << 64)
     share_names(prog)  # one cache of file paths and vm_ops names for this audit
     for message in classifier.faults:

@@ -15,11 +15,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from .arch import describe
+from .coalesce import group_findings
 from .records import Finding, Layout, Severity, Vma
 
 __all__ = (
     "SCHEMA",
     "safe_text",
+    "printable",
+    "summary_text",
     "vm_flag_mnemonics",
     "layout_json",
     "audit_json",
@@ -53,10 +56,15 @@ def safe_text(value: Optional[str]) -> str:
     called ``[/x]\\x1b[2J`` prints as itself instead of breaking the report or
     the terminal. JSON output needs none of this: it escapes by itself.
     """
+    return escape(printable(value))
+
+
+def printable(value: Optional[str]) -> str:
+    """*value* on one line of printable characters: the others become their
+    Python escapes (``\\n``, ``\\x1b``). For plain-text reports (KTAP, JUnit XML)."""
     if not value:
         return ""
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
-    return escape(text)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
 
 
 def vm_flag_mnemonics(flags: int, layout: Layout) -> str:
@@ -194,6 +202,8 @@ def audit_json(result, layout: Layout) -> Dict[str, object]:
             for r in result.vmas
         ],
         "findings": [finding_json(f, layout) for f in result.findings],
+        "groups": _groups_json(result.findings),
+        "rules": list(result.rules),
         "not_applicable": dict(result.not_applicable),
         "faults": [
             {
@@ -206,6 +216,35 @@ def audit_json(result, layout: Layout) -> Dict[str, object]:
             for vma, fault in result.faults
         ],
     }
+
+
+def summary_text(result) -> str:
+    """The audit's one-line summary: what was read, what could not be, what was found."""
+    s = result.stats
+    counts = {sev: sum(1 for f in result.findings if f.severity == sev) for sev in Severity}
+    return (
+        f"{s.processes} processes, {s.vmas} VMAs, {s.tables_read} page tables read"
+        f" ({s.table_faults} unreadable)"
+        + (f", {s.process_faults} processes unreadable" if s.process_faults else "")
+        + (f", pgmap table incomplete ({s.pgmap_faults} unreadable parts)" if s.pgmap_faults else "")
+        + f" in {s.seconds:.2f}s; "
+        f"{counts[Severity.ERROR]} errors, {counts[Severity.WARNING]} warnings, {counts[Severity.INFO]} info"
+    )
+
+
+def _groups_json(findings) -> list:
+    """The findings grouped as the text report shows them: indexes into ``findings``."""
+    index = {id(f): i for i, f in enumerate(findings)}
+    return [
+        {
+            "rule": g.first.rule,
+            "severity": g.first.severity.label,
+            "processes": len(g.pids),
+            "pids": list(g.pids),
+            "findings": [index[id(f)] for f in g.findings],
+        }
+        for g in group_findings(findings)
+    ]
 
 
 _SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
@@ -246,20 +285,13 @@ def print_audit(console: Console, result, layout: Layout, verbose: bool = False)
     console.print(table)
     if result.findings:
         console.print("[bold]Findings[/]")
-        for f in sorted(result.findings, key=lambda f: (-f.severity, f.rule, f.vma.pid, f.start)):
-            print_finding(console, f, layout)
+        for group in group_findings(sorted(result.findings, key=lambda f: (-f.severity, f.rule, f.vma.pid, f.start))):
+            print_finding(console, group.first, layout)
+            if len(group.pids) > 1:
+                _print_repeats(console, group)
     else:
         console.print("[green]No findings.[/]")
-    s = result.stats
-    counts = {sev: sum(1 for f in result.findings if f.severity == sev) for sev in Severity}
-    console.print(
-        f"{s.processes} processes, {s.vmas} VMAs, {s.tables_read} page tables read"
-        f" ({s.table_faults} unreadable)"
-        + (f", {s.process_faults} processes unreadable" if s.process_faults else "")
-        + (f", pgmap table incomplete ({s.pgmap_faults} unreadable parts)" if s.pgmap_faults else "")
-        + f" in {s.seconds:.2f}s; "
-        f"{counts[Severity.ERROR]} errors, {counts[Severity.WARNING]} warnings, {counts[Severity.INFO]} info"
-    )
+    console.print(escape(summary_text(result)))
     if result.not_applicable:
         for rule, reason in result.not_applicable.items():
             console.print(f"[dim]not applicable: {rule}: {reason}[/]")
@@ -287,6 +319,18 @@ def print_finding(console: Console, f: Finding, layout: Layout) -> None:
             + (f" {cache}" if cache else "") + pfn + page
         )
     console.print(f"  {escape(f.message)}", soft_wrap=True)
+
+
+def _print_repeats(console: Console, group, shown: int = 8) -> None:
+    """The other processes of a group: how many, and the first few by pid."""
+    others = [f for f in group.findings[1:] if f.vma.pid != group.first.vma.pid]
+    pids = list(dict.fromkeys((f.vma.pid, f.vma.comm) for f in others))
+    names = ", ".join(f"{pid} ({safe_text(comm)})" for pid, comm in pids[:shown])
+    more = f", … {len(pids) - shown} more" if len(pids) > shown else ""
+    console.print(
+        f"  [dim]the same in {len(group.pids)} processes ({len(group.findings)} findings), also pid {names}{more}[/]",
+        soft_wrap=True,
+    )
 
 
 def print_layout(console: Console, layout: Layout) -> None:

@@ -131,6 +131,11 @@ def cases(d: Path) -> Dict[str, Case]:
         "unknown-kind": Case(["audit", "--kind", "gpu"], r"unknown page kind 'gpu' \(one of: ram, .*\)"),
         "bad-range": Case(["audit", "--range", "0x2000-0x1000"], r"--range '0x2000-0x1000' is empty"),
         "bad-address": Case(["explain", "1", "0xzz"], r"address '0xzz' is not a number"),
+        "unknown-format": Case(["audit", "--format", "xml"], r"unknown format 'xml' \(one of: text, json, ktap, junit\)"),
+        "json-and-other-format": Case(["audit", "--json", "--format", "junit"], r"--json is --format json: give one of"),
+        "output-no-directory": Case(["audit", "-o", str(d / "nope" / "out.xml")], r"cannot write .*/nope/out\.xml: no directory .*/nope$"),
+        "output-is-directory": Case(["audit", "-o", str(d / "a dir")], r"cannot write .*/a dir: it is a directory"),
+        "output-not-writable": Case(["audit", "-o", str(d / "out.xml")], r"cannot write .*/out\.xml: permission denied", prefix=NOBODY),
         "unknown-architecture": Case(["audit", "--architecture", "vax", "-c", str(d / "text")], r"unknown architecture 'vax'"),
     }
 

@@ -12,6 +12,7 @@ from typing import Iterator
 
 import drgn
 import pytest
+from report_checkers import check_audit_json
 from rich.console import Console
 
 from drgn_p2p import pipeline
@@ -113,6 +114,7 @@ def test_audit_records_what_it_could_not_read_and_goes_on(fake_kernel) -> None:
     assert broken.unreadable_tables == 1 and dict(broken.leaves_by_level) == {"pte": 1}
 
     doc = json.loads(json.dumps(audit_json(result, result.layout)))
+    check_audit_json(doc)
     assert doc["summary"]["unreadable_tables"] == 1
     assert doc["summary"]["unreadable_processes"] == 3
     assert len(doc["faults"]) == 4

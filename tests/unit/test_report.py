@@ -4,6 +4,7 @@
 import io
 import json
 
+from report_checkers import check_audit_json
 from rich.console import Console
 
 from drgn_p2p.pipeline import AuditResult, VmaReport
@@ -41,6 +42,7 @@ def _result(layout):
 def test_json_document_shape():
     result = _result(L72)
     doc = json.loads(json.dumps(audit_json(result, L72)))
+    check_audit_json(doc)
     assert doc["schema"] == SCHEMA == "drgn-p2p/audit/1"
     assert set(doc) >= {"schema", "kernel", "layout", "summary", "vmas", "findings", "not_applicable", "faults"}
     assert doc["summary"]["findings"]["error"] == len([f for f in result.findings if f.severity == Severity.ERROR])
@@ -61,6 +63,7 @@ def test_json_escapes_names_from_the_target():
     result.vmas[0] = result.vmas[0].__class__(**{**result.vmas[0].__dict__, "vma": weird})
     text = json.dumps(audit_json(result, L72))
     back = json.loads(text)
+    check_audit_json(back)
     assert back["vmas"][0]["comm"] == 'a"b\n\x1b[31m'
     assert "\n" not in text.split('"comm": ')[1].split(",")[0]
 
