@@ -35,6 +35,7 @@ import os
 import shlex
 import shutil
 import signal
+import struct
 import sys
 import subprocess
 import tempfile
@@ -48,11 +49,17 @@ from drgn_p2p.lab.initramfs import build_initramfs
 from drgn_p2p.lab.qmp import Qmp
 from drgn_p2p.lab.scenarios import GUEST_DIR, Plan, holder_binary, plan
 
-__all__ = ("DUMP_FORMATS", "Guest", "accel_args", "boot", "kvm_usable")
+__all__ = ("DUMP_FORMATS", "Guest", "accel_args", "boot", "kvm_usable", "reassemble")
 
 #: Formats accepted by :meth:`Guest.dump` (QEMU 7.2 writes kdump in the
-#: makedumpfile *flattened* format; drgn reads it, with ``--architecture x86_64``).
+#: makedumpfile *flattened* format, which :meth:`Guest.dump` reassembles).
 DUMP_FORMATS = ("elf", "kdump-zlib", "kdump-lzo", "kdump-snappy")
+
+#: Signature at the start of makedumpfile's flattened format.
+_FLATTENED_SIGNATURE = b"makedumpfile"
+#: Size of its header (``MAX_SIZE_MDF_HEADER``).
+_FLATTENED_HEADER_SIZE = 4096
+_FLAT_RECORD = struct.Struct(">qq")
 
 #: Set to ``tcg`` or ``kvm`` to override the accelerator choice.
 ACCEL_ENV = "DRGN_P2P_LAB_ACCEL"
@@ -91,6 +98,34 @@ def accel_args(la57: bool = True) -> List[str]:
     if choice != "tcg":
         raise LabError(f"${ACCEL_ENV} must be tcg or kvm, not {choice!r}")
     return ["-accel", "tcg,thread=multi,tb-size=256", "-cpu", "max" + suffix]
+
+
+def reassemble(flattened: Path, dest: Path) -> Path:
+    """
+    Turn makedumpfile's flattened format (what QEMU 7.2 writes for kdump-*)
+    into the ordinary kdump-compressed file, as ``makedumpfile -R`` does.
+
+    The flattened file is a 4 KiB ``struct makedumpfile_header`` followed by
+    records of ``struct makedumpfile_data_header {int64_t offset, buf_size;}``
+    (big-endian) and their data, ended by an offset of -1.
+    """
+    with open(flattened, "rb") as src, open(dest, "wb") as out:
+        if not src.read(_FLATTENED_HEADER_SIZE).startswith(_FLATTENED_SIGNATURE):
+            raise LabError(f"{flattened} is not in makedumpfile's flattened format")
+        while True:
+            record = src.read(_FLAT_RECORD.size)
+            if len(record) < _FLAT_RECORD.size:
+                raise LabError(f"{flattened} ends before its end marker")
+            offset, size = _FLAT_RECORD.unpack(record)
+            if offset < 0:
+                return dest
+            out.seek(offset)
+            while size > 0:
+                chunk = src.read(min(size, 16 << 20))
+                if not chunk:
+                    raise LabError(f"{flattened} ends inside a record")
+                out.write(chunk)
+                size -= len(chunk)
 
 
 def _set_pdeathsig() -> None:
@@ -230,17 +265,28 @@ class Guest:
             return q.execute(command, arguments, timeout=timeout)
 
     def dump(self, path: "os.PathLike[str] | str", fmt: str = "kdump-zlib",
-             timeout: float = 600.0) -> Path:
+             timeout: float = 600.0, flattened: bool = False) -> Path:
         """
         Write a vmcore of the guest to *path* with ``dump-guest-memory``
-        (``paging: false``) and return its absolute path. ``kdump-*`` files
-        are in makedumpfile's flattened format with QEMU 7.2.
+        (``paging: false``) and return its absolute path. QEMU 7.2 writes
+        ``kdump-*`` files in makedumpfile's flattened format, which drgn
+        opens only with a warning: they are reassembled into ordinary
+        kdump-compressed files unless *flattened* is true.
         """
         if fmt not in DUMP_FORMATS:
             raise LabError(f"dump format must be one of {DUMP_FORMATS}, not {fmt!r}")
         dest = Path(path).resolve()
-        args = {"paging": False, "protocol": f"file:{dest}", "format": fmt}
+        raw = dest.with_name(dest.name + ".flat") if fmt.startswith("kdump") and not flattened else dest
+        args = {"paging": False, "protocol": f"file:{raw}", "format": fmt}
         self.qmp("dump-guest-memory", args, timeout=timeout)
+        if raw != dest:
+            with open(raw, "rb") as f:
+                is_flat = f.read(len(_FLATTENED_SIGNATURE)) == _FLATTENED_SIGNATURE
+            if is_flat:
+                reassemble(raw, dest)
+                raw.unlink()
+            else:
+                raw.replace(dest)
         return dest
 
     # -- shutdown -----------------------------------------------------------

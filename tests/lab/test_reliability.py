@@ -38,7 +38,7 @@ from typing import Dict, Iterator, List, NamedTuple, Sequence
 import pytest
 
 from drgn_p2p.lab import cache_dir
-from drgn_p2p.lab.vm import Guest, start
+from drgn_p2p.lab.vm import Guest, reassemble, start
 
 pytestmark = pytest.mark.lab
 
@@ -110,21 +110,6 @@ def check_audit(r: Result) -> Dict:
 
 
 # -- vmcore surgery ---------------------------------------------------------------
-
-
-def reassemble(flattened: Path, dest: Path) -> Path:
-    """``makedumpfile -R``: turn makedumpfile's flattened format (what QEMU 7.2
-    writes for kdump-*) into the ordinary kdump-compressed file."""
-    with open(flattened, "rb") as src, open(dest, "wb") as out:
-        header = src.read(4096)
-        assert header.startswith(b"makedumpfile"), header[:16]
-        while True:
-            offset, size = struct.unpack(">qq", src.read(16))
-            if offset < 0:
-                break
-            out.seek(offset)
-            out.write(src.read(size))
-    return dest
 
 
 def truncated(src: Path, dest: Path, percent: int) -> Path:
@@ -254,7 +239,7 @@ def small(lab_session, tmp_path_factory) -> Iterator[Small]:
     guest = _boot(lab_session)
     try:
         tmp = tmp_path_factory.mktemp("reliability")
-        flattened = guest.dump(tmp / "vmcore.flattened", fmt="kdump-zlib")
+        flattened = guest.dump(tmp / "vmcore.flattened", fmt="kdump-zlib", flattened=True)
         dumps = {
             "elf": guest.dump(tmp / "vmcore.elf", fmt="elf"),
             "flattened": flattened,
