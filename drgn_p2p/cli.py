@@ -19,7 +19,6 @@ from typing import Callable, Optional, Sequence, Tuple
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from .errors import EXIT_CLEAN, EXIT_ERROR, EXIT_FINDINGS, P2PError, UsageError
 from .records import Severity
@@ -262,7 +261,7 @@ def layout(open_target, as_json) -> None:
 def maps(open_target, pid, as_json) -> None:
     """List PID's VMAs with flag mnemonics and page-kind counts."""
     from .pipeline import audit as run_audit
-    from .report import audit_json, vm_flag_mnemonics
+    from .report import audit_json, print_maps
 
     prog = open_target()
     result = run_audit(prog, pids=[pid])
@@ -271,21 +270,7 @@ def maps(open_target, pid, as_json) -> None:
     if as_json:
         click.echo(json.dumps(audit_json(result, result.layout)["vmas"], indent=1))
         return
-    table = Table(title=f"pid {pid}", title_justify="left")
-    for col in ("range", "VmFlags", "ops", "file", "pages by kind", "leaves", "S", "D"):
-        table.add_column(col, overflow="fold")
-    for r in result.vmas:
-        table.add_row(
-            f"{r.vma.start:#x}-{r.vma.end:#x}",
-            vm_flag_mnemonics(r.vma.flags, result.layout),
-            safe_text(r.vma.ops),
-            safe_text(r.vma.file),
-            " ".join(f"{k}:{v}" for k, v in r.pages_by_kind),
-            " ".join(f"{k}:{v}" for k, v in r.leaves_by_level),
-            str(r.special),
-            str(r.devmap),
-        )
-    _stdout.print(table)
+    print_maps(_stdout, result, pid)
 
 
 @cli.command()
@@ -296,6 +281,7 @@ def pgmaps(open_target, as_json) -> None:
     """List every dev_pagemap: type, range, owner, ops, and who maps its pages."""
     from .classify import Classifier
     from .pipeline import audit as run_audit
+    from .report import print_pgmaps
 
     prog = open_target()
     result = run_audit(prog)
@@ -324,16 +310,7 @@ def pgmaps(open_target, as_json) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
-    table = Table(title="dev_pagemaps", title_justify="left")
-    for col in ("pgmap", "type", "range", "pages", "owner", "ops", "memmap", "mapped by (pages)"):
-        table.add_column(col, overflow="fold")
-    for row in rows:
-        table.add_row(
-            row["pgmap"], row["type"], f"{row['start']}-{row['end']}", str(row["pages"]),
-            safe_text(row["owner"]), safe_text(row["ops"]), "yes" if row["memmap_readable"] else "unreadable",
-            safe_text(" ".join(f"{k}:{v}" for k, v in row["mapped_by"].items())),
-        )
-    _stdout.print(table)
+    print_pgmaps(_stdout, rows)
 
 
 @cli.command()
