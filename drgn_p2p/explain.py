@@ -23,7 +23,8 @@ from .layout import read_layout
 from .records import Level, Run
 from .report import safe_text, table
 from .rules import evaluate_run
-from .walk import PageTableWalker, for_each_process, process_vmas
+from .tasks import find_process
+from .walk import PageTableWalker, process_vmas
 
 __all__ = ("explain", "print_explanation")
 
@@ -37,9 +38,10 @@ def explain(prog: drgn.Program, pid: int, va: int) -> Dict[str, object]:
     :raises UsageError: if there is no such process or *va* is in no VMA.
     """
     layout = read_layout(prog)
-    process = next(iter(for_each_process(prog, pids=[pid])), None)
+    faults: List[str] = []
+    process = find_process(prog, pid, on_fault=faults.append)
     if process is None:
-        raise UsageError(f"no process with pid {pid}")
+        raise UsageError(f"no process with pid {pid}" + (f" ({faults[0]})" if faults else ""))
     vma = next(iter(process_vmas(prog, process, va, va + 1)), None)
     if vma is None:
         raise UsageError(f"address {va:#x} is not in any VMA of pid {pid}")
