@@ -20,6 +20,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from . import LabError
 from .bench import bench_command
@@ -136,8 +137,16 @@ def _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level
     for m in guest.mappings:
         _console.print(f"  {m['kind']:<16} pid {m['pid']:<5} {int(m['addr']):#x} +{int(m['len']):#x}  expect {m['expect']}")
     for name, reason in sorted(guest.skipped.items()):
-        _console.print(f"  [dim]skipped {name}: {reason}[/]")
+        if name not in guest.failed:
+            _console.print(f"  [dim]skipped {name}: {reason}[/]")
+    _report_failed(guest)
     return guest
+
+
+def _report_failed(guest) -> None:
+    """One ``error:`` line per scenario that failed to set up in the guest."""
+    for name, reason in sorted(guest.failed.items()):
+        _console.print(f"[bold red]error:[/] scenario {name} failed to set up: {escape(reason)}", soft_wrap=True)
 
 
 @lab.command(context_settings={"ignore_unknown_options": True})
@@ -149,7 +158,8 @@ def run(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, 
 
     With --json among AUDIT_ARGS, stdout carries one JSON line per program
     source (schema drgn-p2p/lab-run/1); everything else goes to stderr.
-    Exits with the worst exit code of the audits (0 clean, 1 findings, 2 error).
+    Exits with the worst exit code of the audits (0 clean, 1 findings, 2 error),
+    and 2 when a scenario failed to set up.
     """
     try:
         guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level)
@@ -171,6 +181,9 @@ def run(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, 
                 click.echo(json_line(via, code, output) if as_json else output, nl=as_json)
                 _console.print(f"lab: audit via {via} exited {code}")
                 worst = max(worst, code)
+        if guest.failed:
+            _report_failed(guest)  # again, after the audits' output
+            worst = 2
     finally:
         guest.close()
     sys.exit(worst)

@@ -68,6 +68,10 @@ KEEP_ENV = "DRGN_P2P_LAB_KEEP"
 
 _live: Set["Guest"] = set()
 
+#: How the guest's scenario script (``run_one``) starts the reason of a
+#: scenario that failed to set up.
+_FAILED = "error: "
+
 
 def kvm_usable() -> bool:
     """
@@ -227,6 +231,12 @@ class Guest:
         self.timings["uptime_ready"] = float((self.out_dir / "ready").read_text())
         self.mappings = json.loads((self.out_dir / "mappings.json").read_text())
         self.skipped = json.loads((self.out_dir / "skipped.json").read_text())
+
+    @property
+    def failed(self) -> Dict[str, str]:
+        """Scenario name → why it failed to set up in the guest (an error, unlike
+        a scenario the kernel's config rules out)."""
+        return {name: reason[len(_FAILED):] for name, reason in self.skipped.items() if reason.startswith(_FAILED)}
 
     # -- commands -----------------------------------------------------------
 

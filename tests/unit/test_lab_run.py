@@ -13,12 +13,13 @@ import pytest
 from click.testing import CliRunner
 
 from drgn_p2p.lab import cli as lab_cli
+from drgn_p2p.lab.vm import Guest
 
 WARNING = "warning: something drgn says about the dump\n"
 
 
-class FakeGuest:
-    def __init__(self, out_dir: Path) -> None:
+class FakeGuest(Guest):
+    def __init__(self, out_dir: Path) -> None:  # noqa: super() not called: nothing is booted
         self.kernel = SimpleNamespace(vmlinux="/k/vmlinux", kver="7.2.13+deb14-amd64")
         self.qmp_path = "/run/qmp.sock"
         self.out_dir = out_dir
@@ -47,8 +48,13 @@ def _fake_audit(argv, stdout=None, stderr=None, timeout=None):
 
 
 @pytest.fixture
-def lab_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(lab_cli, "_boot", lambda *args: FakeGuest(tmp_path))
+def guest(tmp_path: Path) -> FakeGuest:
+    return FakeGuest(tmp_path)
+
+
+@pytest.fixture
+def lab_run(guest: FakeGuest, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(lab_cli, "_boot", lambda *args: guest)
     monkeypatch.setattr(lab_cli.subprocess, "run", _fake_audit)
 
     def run(*args: str):
@@ -85,3 +91,23 @@ def test_text_output_keeps_warnings_off_stdout(lab_run) -> None:
     result = lab_run()
     assert result.exit_code == 0
     assert "warning:" not in result.stdout and WARNING.strip() in result.stderr
+
+
+def test_a_scenario_that_failed_to_set_up_is_an_error(lab_run, guest: FakeGuest) -> None:
+    guest.skipped = {
+        "anon": "error: holder anon failed; log: holder: madvise(14): Invalid argument",
+        "p2pdma": "kernel lacks CONFIG_PCI_P2PDMA",
+    }
+    result = lab_run("--", "--json")
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors and all(line.startswith("error: scenario anon failed to set up: holder anon failed; "
+                                          "log: holder: madvise(14): Invalid argument") for line in errors)
+    assert errors[-1] == result.stderr.splitlines()[-1]  # the last word
+    assert len(result.stdout.splitlines()) == 2  # the audits still ran
+
+
+def test_a_scenario_the_kernel_rules_out_is_no_error(lab_run, guest: FakeGuest) -> None:
+    guest.skipped = {"p2pdma": "kernel lacks CONFIG_PCI_P2PDMA"}
+    result = lab_run()
+    assert result.exit_code == 0 and "error:" not in result.stderr
