@@ -133,7 +133,7 @@ def _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level
     kernel = _kernel(kernel_name, bzimage, vmlinux, modules, kconfig)
     _console.print(f"lab: booting {kernel.kver} ({'4' if four_level else '5'}-level paging)…")
     guest = start(kernel, scenarios or None, la57=not four_level)
-    _console.print(f"lab: {len(guest.mappings)} mappings held")
+    _console.print(f"lab: {len(guest.mappings)} mappings held; boot retries: {len(guest.boot_retries)}")
     for m in guest.mappings:
         _console.print(f"  {m['kind']:<16} pid {m['pid']:<5} {int(m['addr']):#x} +{int(m['len']):#x}  expect {m['expect']}")
     for name, reason in sorted(guest.skipped.items()):

@@ -32,6 +32,7 @@ import atexit
 import ctypes
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -49,7 +50,8 @@ from drgn_p2p.lab.initramfs import build_initramfs
 from drgn_p2p.lab.qmp import Qmp
 from drgn_p2p.lab.scenarios import GUEST_DIR, Plan, holder_binary, plan
 
-__all__ = ("DUMP_FORMATS", "Guest", "accel_args", "boot", "kvm_usable", "reassemble")
+__all__ = ("BOOT_RETRIES", "DUMP_FORMATS", "EarlyDeath", "Guest", "accel_args", "boot", "explaining_lines",
+           "kvm_usable", "reassemble")
 
 #: Formats accepted by :meth:`Guest.dump` (QEMU 7.2 writes kdump in the
 #: makedumpfile *flattened* format, which :meth:`Guest.dump` reassembles).
@@ -67,6 +69,25 @@ ACCEL_ENV = "DRGN_P2P_LAB_ACCEL"
 KEEP_ENV = "DRGN_P2P_LAB_KEEP"
 
 _live: Set["Guest"] = set()
+
+#: How many times a guest that dies before its stage 2 is booted again.
+BOOT_RETRIES = 1
+
+#: Console lines that say why a guest died: the lab init's own errors, the
+#: kernel's panic, oops and BUG lines.
+_EXPLAINING = re.compile(
+    r"qp-init:|qp:.*fail|Kernel panic|Attempted to kill init|\bBUG:|\bOops\b|general protection fault"
+    r"|Unable to handle|Fatal exception|VFS: |No working init|switch_root:|insmod:|mount:"
+)
+
+
+class EarlyDeath(LabError):
+    """The guest died (QEMU exited) before its stage 2 started."""
+
+
+def explaining_lines(lines: Sequence[str], most: int = 8) -> List[str]:
+    """The first console *lines* that explain a guest's death (at most *most*)."""
+    return [line for line in lines if _EXPLAINING.search(line)][:most]
 
 #: How the guest's scenario script (``run_one``) starts the reason of a
 #: scenario that failed to set up.
@@ -185,6 +206,8 @@ class Guest:
         #: Wall and guest times in seconds (boot, stage2, ready, uptime_*).
         self.timings: Dict[str, float] = {}
         self._started = started
+        #: Why each earlier boot of this guest died before its stage 2 (see :data:`BOOT_RETRIES`).
+        self.boot_retries: List[str] = []
         self._ncmd = 0
         self._closed = False
 
@@ -206,16 +229,24 @@ class Guest:
         except OSError:
             return ""
 
-    def _diagnose(self, what: str) -> LabError:
-        """A LabError for *what* with the tail of the console and of the guest log."""
-        tail = "\n".join(self.console_log().splitlines()[-25:])
-        return LabError(f"{what} (run dir {self.run_dir}); console tail:\n{tail}")
+    def _diagnose(self, what: str, error: type = LabError) -> LabError:
+        """A LabError for *what* with the console lines that explain it and its tail."""
+        lines = self.console_log().splitlines()
+        first = explaining_lines(lines)
+        tail = lines[-25:]
+        text = f"{what} (run dir {self.run_dir})"
+        if first:
+            text += ":\n" + "\n".join(first)
+        if tail and tail != first[-len(tail):]:
+            text += "\nconsole tail:\n" + "\n".join(tail)
+        return error(text)
 
     def _wait_file(self, path: Path, deadline: float, what: str) -> None:
         """Wait until *path* exists, QEMU exits or *deadline* passes."""
         while not path.exists():
             if not self.alive():
-                raise self._diagnose(f"QEMU exited with status {self.proc.returncode} before {what}")
+                early = EarlyDeath if path.name == "stage2" else LabError
+                raise self._diagnose(f"QEMU exited with status {self.proc.returncode} before {what}", early)
             if time.monotonic() > deadline:
                 raise self._diagnose(f"timed out waiting for {what}")
             time.sleep(0.05)
@@ -435,6 +466,27 @@ def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = T
     plan_ = plan(kernel, scenarios, test_hmm)
     holder = holder_binary()
     initrd = build_initramfs(_modules_dir(kernel), kernel.kver)
+    retries: List[str] = []
+    while True:
+        try:
+            guest = _start_once(kernel, plan_, holder, initrd, la57, extra_cmdline, timeout, memory, smp)
+        except EarlyDeath as e:
+            # Under TCG a guest can die in early boot once in a while (a panic
+            # in sched_clock_cpu) and boot fine the next time.
+            if len(retries) >= BOOT_RETRIES:
+                raise LabError(f"{e} (booted {len(retries) + 1} times)") from None
+            why = next(iter(explaining_lines(str(e).splitlines()[1:])), str(e).splitlines()[0])
+            retries.append(why)
+            print(f"lab: the {kernel.kver} guest died before its stage 2 ({why.strip()}); booting it again",
+                  file=sys.stderr)
+            continue
+        guest.boot_retries = retries
+        return guest
+
+
+def _start_once(kernel: Any, plan_: Plan, holder: Path, initrd: Path, la57: bool, extra_cmdline: Sequence[str],
+                timeout: float, memory: str, smp: int) -> Guest:
+    """One boot of :func:`start`."""
     run_dir = _run_dir()
     try:
         _prepare_out(run_dir / "out", kernel, plan_, holder)
@@ -452,11 +504,14 @@ def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = T
     _exit_on_sigterm()
     try:
         guest._wait_ready(timeout)
-    except BaseException:
+    except LabError as e:
         qemu_log = (run_dir / "qemu.log").read_text(errors="replace").strip()
         guest.close(grace=0)
         if qemu_log:
-            raise LabError(f"QEMU said: {qemu_log[-1000:]}")
+            raise type(e)(f"{e}\nQEMU said: {qemu_log[-1000:]}") from None
+        raise
+    except BaseException:
+        guest.close(grace=0)
         raise
     return guest
 
