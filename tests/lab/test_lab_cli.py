@@ -23,7 +23,8 @@ def test_lab_run_user_kernel() -> None:
     ]
     proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    doc = json.loads(proc.stdout[proc.stdout.index("{\n"):])
+    (line,) = proc.stdout.splitlines()  # one JSON line per program source
+    doc = json.loads(line)["audit"]
     assert doc["kernel"]["release"] == k.kver
     bars = [v for v in doc["vmas"] if "no-memmap" in v["pages"]]
     assert bars and all({"PFNMAP", "IO"} <= set(v["flag_names"]) for v in bars)
