@@ -538,7 +538,11 @@ def _user_modules(kver: str, bzimage: Path) -> Optional[Path]:
     """The module tree of a kernel image laid out as a package or ``make
     install`` lays it out: ``lib/modules/KVER`` beside the image (virtme-ng's
     layout) or beside its ``boot/`` (``/boot`` → ``/lib/modules``, and
-    ``usr/lib/modules`` where /lib is merged into /usr)."""
+    ``usr/lib/modules`` where /lib is merged into /usr), or the image's own
+    directory when it is the module tree (Debian 7.x ships
+    ``usr/lib/modules/KVER/vmlinuz``)."""
+    if bzimage.parent.name == kver and (bzimage.parent / "modules.order").is_file():
+        return bzimage.parent
     for root in (bzimage.parent, bzimage.parent.parent):
         for rel in ("lib/modules", "usr/lib/modules"):
             if (root / rel / kver).is_dir():
