@@ -16,6 +16,7 @@ task, and each loss is told to *on_fault*. A single PID is looked up with
 drgn's ``find_task()``, which reads only the nodes on its own path.
 """
 
+from collections import Counter
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import drgn
@@ -128,7 +129,8 @@ def for_each_process(
     """
     on_fault = on_fault or _ignore
     wanted = set(pids)
-    seen: Dict[int, list] = {}
+    first: Dict[int, Tuple[int, str, drgn.Object]] = {}  # mm → (tgid, comm, mm) of its first task
+    tasks: Counter = Counter()  # mm → tasks using it
     for task in _tasks(prog, pids, on_fault):
         try:
             mm = task.mm.read_()
@@ -143,13 +145,10 @@ def for_each_process(
             continue
         if comms and comm not in comms:
             continue
-        entry = seen.get(mm.value_())
-        if entry is None:
-            seen[mm.value_()] = [tgid, comm, mm, 1]
-        else:
-            entry[3] += 1
-    for tgid, comm, mm, threads in seen.values():
-        yield Process(tgid, comm, mm, threads)
+        first.setdefault(mm.value_(), (tgid, comm, mm))
+        tasks[mm.value_()] += 1
+    for key, (tgid, comm, mm) in first.items():
+        yield Process(tgid, comm, mm, tasks[key])
 
 
 def find_process(prog: drgn.Program, pid: int, on_fault: Optional[OnFault] = None) -> Optional[Process]:

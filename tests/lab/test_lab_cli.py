@@ -29,3 +29,20 @@ def test_lab_run_user_kernel() -> None:
     bars = [v for v in doc["vmas"] if "no-memmap" in v["pages"]]
     assert bars and all({"PFNMAP", "IO"} <= set(v["flag_names"]) for v in bars)
     assert "lab: audit via qemu exited 0" in proc.stderr
+
+
+def test_lab_run_json_is_one_json_line_per_program_source() -> None:
+    """``lab run -- --json`` through QMP and the lab's own QEMU dump: stdout is
+    JSON lines and nothing else; the dump needs no warning (it is reassembled
+    from QEMU's flattened format), and what the lab says goes to stderr."""
+    ensure_kernel("newest")
+    argv = [sys.executable, "-m", "drgn_p2p", "lab", "run", "--kernel", "newest", "--scenario", "anon",
+            "--via", "qemu", "--via", "vmcore", "--", "--json"]
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    docs = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(d["schema"], d["via"], d["exit_code"]) for d in docs] == [
+        ("drgn-p2p/lab-run/1", "qemu", 0), ("drgn-p2p/lab-run/1", "vmcore", 0)]
+    assert all(d["audit"]["schema"] == "drgn-p2p/audit/1" for d in docs)
+    assert all(d["audit"]["summary"]["processes"] > 0 for d in docs)
+    assert "warning:" not in proc.stderr, proc.stderr

@@ -288,7 +288,8 @@ def holder_pte_table(small: Small) -> int:
     from drgn_p2p.layout import read_layout
     from drgn_p2p.records import Level
     from drgn_p2p.target import open_program
-    from drgn_p2p.walk import PageTableWalker, for_each_process
+    from drgn_p2p.tasks import for_each_process
+    from drgn_p2p.walk import PageTableWalker
 
     prog = open_program(core=str(small.dumps["elf"]), symbols=[small.vmlinux])
     layout = read_layout(prog)
