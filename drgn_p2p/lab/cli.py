@@ -164,7 +164,7 @@ def run(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, 
     try:
         guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level)
     except LabError as e:
-        _console.print(f"[bold red]error:[/] {e}")
+        _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
     worst = 0
     as_json = "--json" in audit_args
@@ -175,7 +175,7 @@ def run(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, 
                 try:
                     code, output, errors = audit_streams(guest, via, audit_args, Path(tmp))
                 except (LabError, subprocess.TimeoutExpired) as e:
-                    _console.print(f"[bold red]error:[/] {via}: {e}")
+                    _console.print(f"[bold red]error:[/] {via}: {escape(str(e))}", soft_wrap=True)
                     code, output, errors = 2, "", ""
                 click.echo(errors, nl=False, err=True)
                 click.echo(json_line(via, code, output) if as_json else output, nl=as_json)
@@ -196,7 +196,7 @@ def shell(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level
     try:
         guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level)
     except LabError as e:
-        _console.print(f"[bold red]error:[/] {e}")
+        _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
     vml = shlex.quote(str(guest.kernel.vmlinux))
     _console.print(

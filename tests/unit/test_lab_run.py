@@ -111,3 +111,18 @@ def test_a_scenario_the_kernel_rules_out_is_no_error(lab_run, guest: FakeGuest) 
     guest.skipped = {"p2pdma": "kernel lacks CONFIG_PCI_P2PDMA"}
     result = lab_run()
     assert result.exit_code == 0 and "error:" not in result.stderr
+
+
+def test_a_lab_error_is_one_line_however_long(lab_run, monkeypatch: pytest.MonkeyPatch) -> None:
+    from drgn_p2p.lab import LabError
+
+    def fail(*args):
+        raise LabError("no config found for 7.2.13+deb14-amd64 (looked in " + ", ".join(
+            f"/a/long/path/[{i}]/config" for i in range(8)) + "); pass --config")
+
+    monkeypatch.setattr(lab_cli, "_boot", fail)
+    result = lab_run()
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: no config found for 7.2.13+deb14-amd64 (looked in /a/long/path/[0]/config, ")
+    assert line.endswith("); pass --config")
