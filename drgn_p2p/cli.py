@@ -200,13 +200,19 @@ def audit(open_target, pids, comms, kinds, rules, va_range, as_json, keep_runs, 
             keep_runs=keep_runs,
         )
     if pids and not result.stats.processes:
-        raise UsageError(f"no process with pid {', '.join(map(str, pids))}")
+        raise _no_process(pids, result)
     if as_json:
         click.echo(json.dumps(audit_json(result, result.layout), indent=1))
     else:
         print_audit(_stdout, result, result.layout, verbose=verbose)
     worst = result.worst()
     sys.exit(EXIT_FINDINGS if worst is not None and worst >= _SEVERITIES[fail_on] else EXIT_CLEAN)
+
+
+def _no_process(pids: Sequence[int], result) -> UsageError:
+    """No process with *pids*, and why, when looking them up failed (a damaged target)."""
+    why = [fault.message for vma, fault in result.faults if vma is None and fault.message.startswith("pid ")]
+    return UsageError(f"no process with pid {', '.join(map(str, pids))}" + (f" ({why[0]})" if why else ""))
 
 
 class _progress:
@@ -266,7 +272,7 @@ def maps(open_target, pid, as_json) -> None:
     prog = open_target()
     result = run_audit(prog, pids=[pid])
     if not result.stats.processes:
-        raise UsageError(f"no process with pid {pid}")
+        raise _no_process([pid], result)
     if as_json:
         click.echo(json.dumps(audit_json(result, result.layout)["vmas"], indent=1))
         return
