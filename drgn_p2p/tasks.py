@@ -32,6 +32,9 @@ TASK_ERRORS = (drgn.FaultError, drgn.ObjectAbsentError, ValueError, LookupError,
 
 OnFault = Callable[[str], None]
 
+#: Bits of index per XArray level (``XA_CHUNK_SHIFT`` without CONFIG_BASE_SMALL).
+_XA_CHUNK_SHIFT = 6
+
 
 def _ignore(message: str) -> None:
     pass
@@ -40,14 +43,16 @@ def _ignore(message: str) -> None:
 def _xa_entries(prog: drgn.Program, xa: drgn.Object, on_fault: OnFault) -> Iterator[Tuple[int, int]]:
     """``(index, entry)`` of every pointer stored in ``struct xarray *xa``, in index order.
 
-    Like drgn's ``xa_for_each()``, but a node that cannot be read, or that
-    does not sit below its parent (``xa_node.shift`` must shrink: a loop in a
-    corrupt tree), is told to *on_fault* and skipped with the indices below it.
+    Like drgn's ``xa_for_each()``, but a node that cannot be read, or whose
+    ``shift`` is not its parent's less ``XA_CHUNK_SHIFT`` (a corrupt tree, or
+    one read while it changes), is told to *on_fault* and skipped with the
+    indices below it; so the walk ends, whatever the nodes hold.
     """
     node_type = prog.type("struct xa_node *")
-    stack: List[Tuple[int, int, int]] = [(xa.xa_head.value_(), 0, 1 << 16)]  # entry, first index, parent shift
+    # entry, first index, the shift its node must have (None: the root's)
+    stack: List[Tuple[int, int, Optional[int]]] = [(xa.xa_head.value_(), 0, None)]
     while stack:
-        entry, index, parent_shift = stack.pop()
+        entry, index, want = stack.pop()
         if entry & 3 == 2 and entry > 4096:  # xa_is_node()
             node = drgn.Object(prog, node_type, entry - 2)  # xa_to_node()
             try:
@@ -56,10 +61,13 @@ def _xa_entries(prog: drgn.Program, xa: drgn.Object, on_fault: OnFault) -> Itera
             except drgn.FaultError as e:
                 on_fault(f"PID table node {entry - 2:#x} (PIDs from {index}) cannot be read: {e}")
                 continue
-            if shift >= parent_shift:
+            if want is None:  # the root: any whole number of levels that fits an index
+                want = shift if shift % _XA_CHUNK_SHIFT == 0 and shift < 64 else -1
+            if shift != want:
                 on_fault(f"PID table node {entry - 2:#x} (PIDs from {index}) is corrupt: shift {shift}")
                 continue
-            stack.extend((slot, index + (i << shift), shift) for i, slot in reversed(list(enumerate(slots))) if slot)
+            below = shift - _XA_CHUNK_SHIFT
+            stack.extend((slot, index + (i << shift), below) for i, slot in reversed(list(enumerate(slots))) if slot)
         elif entry and entry & 3 == 0:  # not a value, sibling, retry or zero entry
             yield index, entry
 
