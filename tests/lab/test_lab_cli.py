@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""``drgn-p2p lab run`` end to end, with a user's own kernel (bzImage + vmlinux + modules)."""
+"""``drgn-p2p lab run`` end to end: with a user's own kernel (bzImage + vmlinux +
+modules), its JSON lines on stdout, and a scenario that fails to set up."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -46,3 +48,22 @@ def test_lab_run_json_is_one_json_line_per_program_source() -> None:
     assert all(d["audit"]["schema"] == "drgn-p2p/audit/1" for d in docs)
     assert all(d["audit"]["summary"]["processes"] > 0 for d in docs)
     assert "warning:" not in proc.stderr, proc.stderr
+
+
+def test_lab_run_exits_2_naming_a_scenario_that_failed_to_set_up(tmp_path) -> None:
+    """A scenario the kernel allows but the guest cannot set up (here a test_hmm.ko
+    that is no module, so insmod fails) is an error: the audits still run, then
+    ``lab run`` names the scenario and why, and exits 2."""
+    ensure_kernel("newest")
+    bogus = tmp_path / "test_hmm.ko"
+    bogus.write_bytes(b"not a kernel module\n")
+    argv = [sys.executable, "-m", "drgn_p2p", "lab", "run", "--kernel", "newest", "--scenario", "anon",
+            "--scenario", "device-private", "--via", "qemu", "--", "--json"]
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=900,
+                          env=dict(os.environ, DRGN_P2P_TEST_HMM=str(bogus)))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (line,) = proc.stdout.splitlines()
+    assert json.loads(line)["exit_code"] == 0  # the audit of what was held ran
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith("error: scenario device-private failed to set up: "), proc.stderr[-3000:]
+    assert "insmod" in last or "test_hmm" in last, last
