@@ -12,8 +12,10 @@ pages on a kernel it does not support): a ``struct xa_node`` of the PID table,
 a ``struct pid``, a ``struct task_struct``. drgn's ``for_each_task()`` stops at
 the first of them, and every process after it is lost. Here an unreadable
 node skips the PIDs below it, an unreadable ``struct pid`` or task skips that
-task, and each loss is told to *on_fault*. A single PID is looked up with
-drgn's ``find_task()``, which reads only the nodes on its own path.
+task, and each loss is told to *on_fault*; the processes behind a lost part
+of the PID table are then looked for on the task list (``init_task.tasks``),
+read from both ends. A single PID is looked up with drgn's ``find_task()``,
+which reads only the nodes on its own path.
 """
 
 from collections import Counter
@@ -31,6 +33,9 @@ __all__ = ("for_each_process", "find_process")
 TASK_ERRORS = (drgn.FaultError, drgn.ObjectAbsentError, ValueError, LookupError, OverflowError)
 
 OnFault = Callable[[str], None]
+
+#: PID_MAX_LIMIT on 64-bit: a task list longer than this is corrupt (or looping).
+MAX_TASKS = 4 * 1024 * 1024
 
 #: Bits of index per XArray level (``XA_CHUNK_SHIFT`` without CONFIG_BASE_SMALL).
 _XA_CHUNK_SHIFT = 6
@@ -102,17 +107,66 @@ def _has_member(obj: drgn.Object, name: str) -> bool:
     return True
 
 
+def _task_list(prog: drgn.Program, on_fault: OnFault) -> Iterator[drgn.Object]:
+    """``struct task_struct *`` of every thread-group leader on the task list
+    (``init_task.tasks``), once each: read forwards and, where a task cannot be
+    read, backwards from the list's end up to that task, so that it cuts off
+    only itself."""
+    head = prog["init_task"].tasks.address_of_()
+    task_type = prog.type("struct task_struct *")
+    offset = drgn.offsetof(task_type.type, "tasks")
+    seen = {head.value_()}
+    for direction in ("next", "prev"):
+        node = head
+        while True:
+            try:
+                node = node.member_(direction).read_()
+            except TASK_ERRORS as e:
+                on_fault(f"the task list cannot be followed ({direction}) past {node.value_() - offset:#x}: "
+                         f"{type(e).__name__}: {e}")
+                break
+            if node.value_() in seen or len(seen) > MAX_TASKS:
+                if direction == "next" and node.value_() == head.value_():
+                    return  # whole: there is no need to read it backwards
+                break
+            seen.add(node.value_())
+            yield drgn.Object(prog, task_type, node.value_() - offset)
+
+
 def _tasks(prog: drgn.Program, pids: Sequence[int], on_fault: OnFault) -> Iterator[drgn.Object]:
-    if not pids:
-        yield from _pid_table_tasks(prog, on_fault)
+    """The tasks of *pids* (all of them if empty): through the PID table, and
+    where part of it cannot be read, through the task list too."""
+    faults: List[str] = []
+
+    def fault(message: str) -> None:
+        faults.append(message)
+        on_fault(message)
+
+    found = set()
+    if pids:
+        for pid in pids:
+            try:
+                task = find_task(prog, pid)
+            except TASK_ERRORS as e:
+                fault(f"pid {pid}: cannot be looked up in the PID table: {type(e).__name__}: {e}")
+                continue
+            if task:
+                found.add(pid)
+                yield task
+    else:
+        for task in _pid_table_tasks(prog, fault):
+            found.add(task.value_())
+            yield task
+    if not faults:
         return
-    for pid in pids:
+    # The processes of the PID table's lost parts are on the task list too.
+    for task in _task_list(prog, on_fault):
         try:
-            task = find_task(prog, pid)
+            wanted = task.tgid.value_() in set(pids) - found if pids else task.value_() not in found
         except TASK_ERRORS as e:
-            on_fault(f"pid {pid}: cannot be looked up in the PID table: {type(e).__name__}: {e}")
+            on_fault(f"task {task.value_():#x}: cannot be read: {type(e).__name__}: {e}")
             continue
-        if task:
+        if wanted:
             yield task
 
 
@@ -128,6 +182,8 @@ def for_each_process(
     share an mm (``CLONE_VM``) are folded into the first task seen. The PID
     table is read to its end before the first process is yielded; a part of
     it, or a task, that cannot be read is skipped, and *on_fault* is told why.
+    The processes of a part of the PID table that cannot be read are looked
+    for on the task list (``init_task.tasks``) too.
 
     :param pids: only these thread-group ids (empty: all), each looked up in
         the PID table.

@@ -375,7 +375,7 @@ def pid_table_damage(small: Small) -> Dict[str, object]:
     assert pid1 not in keep, "PID 1's struct pid shares a page with the holder's path through the PID table"
     first = node(slots[0].value_())
     node_pfn = pfn(first) if first is not None else None
-    return {"pid1_pfn": pid1, "node_pfn": node_pfn if node_pfn not in keep | {pid1} else None}
+    return {"pid1_pfn": pid1, "node_pfn": node_pfn if node_pfn not in keep | {pid1} else None, "root_pfn": pfn(root)}
 
 
 def test_a_damaged_pid_table_skips_what_it_lost_not_the_rest(small: Small, pid_table_damage: Dict,
@@ -393,6 +393,24 @@ def test_a_damaged_pid_table_skips_what_it_lost_not_the_rest(small: Small, pid_t
     assert pid in {v["pid"] for v in whole["vmas"]}, whole["summary"]
     assert whole["summary"]["unreadable_processes"] >= 1, whole["faults"]
     assert any("pid 1:" in f["message"] or "PID table node" in f["message"] for f in whole["faults"]), whole["faults"]
+    one = check_audit(cli(["audit", "--json", "--pid", str(pid), *source]))
+    assert {v["pid"] for v in one["vmas"]} == {pid}
+    r = cli(["explain", *source, str(pid), hex(addr)])
+    assert r.code == 0 and f"pid {pid}" in r.stdout, (r.code, r.stderr[-2000:])
+
+
+def test_without_its_pid_table_the_processes_are_found_on_the_task_list(small: Small, pid_table_damage: Dict,
+                                                                         tmp_path: Path) -> None:
+    """A kdump file without the root node of the PID table (as a real
+    makedumpfile -d 31 of a 7.x kernel can be): no PID can be looked up, and
+    the processes are found on the task list instead, the loss counted."""
+    holey = exclude_page(small.dumps["kdump"], tmp_path / "vmcore.noroot", pid_table_damage["root_pfn"])
+    pid, addr = int(small.holder["pid"]), int(small.holder["addr"])
+    source = ["-c", str(holey), "--architecture", "x86_64", "-s", small.vmlinux]
+    whole = check_audit(cli(["audit", "--json", "-v", *source]))
+    assert pid in {v["pid"] for v in whole["vmas"]}, whole["summary"]
+    assert whole["summary"]["processes"] > 1 and whole["summary"]["unreadable_processes"] >= 1
+    assert any("PID table node" in f["message"] for f in whole["faults"]), whole["faults"]
     one = check_audit(cli(["audit", "--json", "--pid", str(pid), *source]))
     assert {v["pid"] for v in one["vmas"]} == {pid}
     r = cli(["explain", *source, str(pid), hex(addr)])

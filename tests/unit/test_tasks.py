@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""The PID table walk of :mod:`drgn_p2p.tasks` on hand-built XArrays (the
-node layout of ``include/linux/xarray.h``): every pointer in index order, an
-unreadable node skips only the PIDs below it, and a corrupt tree (a node that
-points back at an ancestor) is cut instead of walked forever. The lab test
-``test_a_damaged_pid_table_skips_what_it_lost_not_the_rest`` does the same on
+"""How :mod:`drgn_p2p.tasks` reads a damaged PID table and task list, on
+hand-built XArrays (the node layout of ``include/linux/xarray.h``) and lists:
+every pointer in index order, an unreadable node skips only the PIDs below
+it, a corrupt tree (a node that points back at an ancestor) is cut instead of
+walked forever, and the task list read from both ends loses only the task
+that cannot be read. The lab tests in ``test_reliability.py`` do the same on
 a real kernel's dump."""
 
 from types import SimpleNamespace
@@ -99,3 +100,55 @@ def test_a_node_pointing_back_at_its_ancestor_is_cut(monkeypatch: pytest.MonkeyP
 def test_a_single_entry_without_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _walk(monkeypatch, 0xA000, {}) == ([(0, 0xA000)], [])
     assert _walk(monkeypatch, 0, {}) == ([], [])
+
+
+class _ListNode:
+    """A ``struct list_head *`` in a dict of {address: (next, prev)}; reading an absent one faults."""
+
+    def __init__(self, heads: Dict[int, tuple], address: int) -> None:
+        self.heads, self.address = heads, address
+
+    def value_(self) -> int:
+        return self.address
+
+    def member_(self, name: str) -> "_ListNode":
+        if self.address not in self.heads:
+            raise drgn.FaultError("could not read memory", self.address)
+        nxt, prev = self.heads[self.address]
+        return _ListNode(self.heads, nxt if name == "next" else prev)
+
+    def read_(self) -> "_ListNode":
+        return self
+
+
+def _task_list(monkeypatch: pytest.MonkeyPatch, heads: Dict[int, tuple], head: int):
+    offset = 0x100  # offsetof(struct task_struct, tasks)
+    monkeypatch.setattr(tasks.drgn, "offsetof", lambda type_, member: offset)
+    monkeypatch.setattr(tasks.drgn, "Object", lambda prog, type_, address: SimpleNamespace(value_=lambda: address))
+    init_task = SimpleNamespace(tasks=SimpleNamespace(address_of_=lambda: _ListNode(heads, head)))
+
+    class Prog:
+        def __getitem__(self, name: str):
+            return init_task
+
+        def type(self, name: str):
+            return SimpleNamespace(type=name)
+
+    faults: List[str] = []
+    found = [t.value_() + offset for t in tasks._task_list(Prog(), faults.append)]
+    return found, faults
+
+
+def test_the_task_list_read_from_both_ends_loses_only_the_unreadable_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    # head <-> A <-> B <-> C <-> D <-> head, and C's page is not in the dump
+    H, A, B, C, D = 0x10, 0x1A0, 0x1B0, 0x1C0, 0x1D0
+    heads = {H: (A, D), A: (B, H), B: (C, A), D: (H, C)}
+    found, faults = _task_list(monkeypatch, heads, H)
+    assert found == [A, B, C, D]  # C itself is handed over: reading it will fail, and be counted
+    assert faults == [f"the task list cannot be followed (next) past {C - 0x100:#x}: "
+                      f"FaultError: could not read memory: {C:#x}"]
+
+
+def test_a_whole_task_list_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    H, A, B = 0x10, 0x1A0, 0x1B0
+    assert _task_list(monkeypatch, {H: (A, B), A: (B, H), B: (H, A)}, H) == ([A, B], [])
