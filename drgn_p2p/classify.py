@@ -15,7 +15,7 @@ bisection, not a read of its ``struct page``.
 import bisect
 import math
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import drgn
 from drgn.helpers.linux.mm import for_each_valid_page_range, pfn_to_page
@@ -39,10 +39,8 @@ class Pagemap:
     owner: Optional[str]
     ops: Optional[str]
     memmap_readable: bool
-
-    @property
-    def kind(self) -> PageKind:
-        return _KIND_BY_TYPE.get(self.type_name, PageKind.RAM)
+    #: What its pages are (:func:`pagemap_kind`).
+    kind: PageKind
 
 
 _KIND_BY_TYPE = {
@@ -52,6 +50,30 @@ _KIND_BY_TYPE = {
     "PRIVATE": PageKind.DEVICE_PRIVATE,
     "COHERENT": PageKind.DEVICE_COHERENT,
 }
+
+
+def pagemap_kind(type_name: str, ops: int, owner: int) -> PageKind:
+    """The page kind of a ``struct dev_pagemap`` of type *type_name* with the
+    ``ops`` and ``owner`` pointers *ops* and *owner*.
+
+    MEMORY_DEVICE_GENERIC is not only device-dax: Xen's unpopulated-alloc
+    (gntdev, privcmd) makes GENERIC pgmaps too, with ``owner`` set to its
+    resource, and maps their pages with plain PTEs. ``dev_dax_probe()``
+    (drivers/dax/device.c, v6.1 to v7.2) sets neither ``ops`` nor ``owner``.
+    """
+    if type_name == "GENERIC" and (ops or owner):
+        return PageKind.DEVICE_GENERIC
+    return _KIND_BY_TYPE.get(type_name, PageKind.RAM)
+
+
+def _generic_owner(prog: drgn.Program, owner: int) -> Optional[str]:
+    """Name the ``struct resource *`` Xen's unpopulated-alloc stores as a
+    GENERIC pgmap's owner (``"Xen scratch"``); ``None`` when it is not one."""
+    try:
+        res = drgn.Object(prog, "struct resource *", owner)
+        return res.name.string_().decode(errors="replace")
+    except (drgn.FaultError, LookupError, ValueError):
+        return None
 
 
 def _p2pdma_provider(prog: drgn.Program, pgmap: drgn.Object) -> Optional[str]:
@@ -112,11 +134,11 @@ def read_pagemaps(
             seen.add(address)
             try:
                 result.extend(_pagemap_ranges(prog, layout, names, address))
-            except drgn.FaultError as e:
+            except (drgn.FaultError, drgn.BadDataError) as e:
                 if faults is None:
                     raise
                 faults.append(f"struct dev_pagemap at {address:#x}: {e}")
-    except drgn.FaultError as e:
+    except (drgn.FaultError, drgn.BadDataError) as e:
         if faults is None:
             raise
         faults.append(f"pgmap_array: {e}")
@@ -127,8 +149,15 @@ def read_pagemaps(
 def _pagemap_ranges(prog: drgn.Program, layout: Layout, names: Dict[int, str], address: int) -> List[Pagemap]:
     pgmap = drgn.Object(prog, "struct dev_pagemap *", address)
     type_name = names.get(pgmap.type.value_(), str(pgmap.type.value_()))
-    owner = _p2pdma_provider(prog, pgmap) if type_name == "PCI_P2PDMA" else None
     ops = pgmap.ops.value_()
+    owner_ptr = pgmap.owner.value_()
+    kind = pagemap_kind(type_name, ops, owner_ptr)
+    if type_name == "PCI_P2PDMA":
+        owner = _p2pdma_provider(prog, pgmap)
+    elif kind == PageKind.DEVICE_GENERIC and owner_ptr:
+        owner = _generic_owner(prog, owner_ptr)
+    else:
+        owner = None
     ops_name = None
     if ops:
         try:
@@ -149,6 +178,7 @@ def _pagemap_ranges(prog: drgn.Program, layout: Layout, names: Dict[int, str], a
                 owner=owner,
                 ops=ops_name,
                 memmap_readable=_memmap_readable(prog, start_pfn),
+                kind=kind,
             )
         )
     return ranges
@@ -190,6 +220,17 @@ def _iomem_leaves(prog: drgn.Program) -> List[Tuple[int, int, str]]:
     return result
 
 
+def _memmap_ranges(prog: drgn.Program) -> List[Tuple[int, int]]:
+    """The PFN ranges that have a ``struct page`` (``pfn_valid()``), adjacent ones merged."""
+    ranges: List[Tuple[int, int]] = []
+    for start, end, _ in for_each_valid_page_range(prog):
+        if ranges and ranges[-1][1] == start:
+            ranges[-1] = (ranges[-1][0], end)
+        else:
+            ranges.append((start, end))
+    return ranges
+
+
 def _between(breaks: List[int], pfn: int) -> Tuple[int, int]:
     """The breakpoints around *pfn*: ``(lo, hi)`` with ``lo <= pfn < hi``."""
     i = bisect.bisect_right(breaks, pfn)
@@ -229,20 +270,16 @@ class Classifier:
         #: What could not be read of the pgmap table: ZONE_DEVICE pages of
         #: the pgmaps it names may be classified as RAM or no-memmap.
         self.faults: List[str] = []
-        self.pagemaps = read_pagemaps(prog, layout, self.faults)
-        self._pgmap_starts = [p.start_pfn for p in self.pagemaps]
-        ranges: List[Tuple[int, int]] = []
-        for start, end, _ in for_each_valid_page_range(prog):
-            if ranges and ranges[-1][1] == start:
-                ranges[-1] = (ranges[-1][0], end)
-            else:
-                ranges.append((start, end))
-        self._memmap = ranges
-        self._memmap_starts = [r[0] for r in ranges]
+        #: How often the tables were read again, and how often that changed them.
+        self.reloads = self.reloads_changed = 0
         self._prog: Optional[drgn.Program] = prog
         self._iomem_table: Optional[List[Tuple[int, int, str]]] = None
-        self._cache: Dict[object, PfnInfo] = {}
-        self._breaks = self._breakpoints()
+        self._set_tables(read_pagemaps(prog, layout, self.faults), _memmap_ranges(prog))
+
+        def reload() -> Tuple[List[Pagemap], List[Tuple[int, int]]]:
+            return read_pagemaps(prog, layout, []), _memmap_ranges(prog)
+
+        self._reload: Optional[Callable[[], Tuple[List[Pagemap], List[Tuple[int, int]]]]] = reload
 
     @classmethod
     def from_tables(
@@ -251,20 +288,70 @@ class Classifier:
         pagemaps: List[Pagemap],
         memmap: List[Tuple[int, int]],
         iomem: List[Tuple[int, int, str]],
+        reload: Optional[Callable[[], Tuple[List[Pagemap], List[Tuple[int, int]]]]] = None,
     ) -> "Classifier":
-        """A classifier over given range tables (sorted), without a kernel: for tests."""
+        """A classifier over given range tables (sorted), without a kernel: for
+        tests. *reload* stands for reading the pgmap and memmap tables again."""
         self = cls.__new__(cls)
         self.layout = layout
         self.faults = []
+        self.reloads = self.reloads_changed = 0
+        self._prog = None
+        self._iomem_table = iomem
+        self._set_tables(pagemaps, memmap)
+        self._reload = reload
+        return self
+
+    def _set_tables(self, pagemaps: List[Pagemap], memmap: List[Tuple[int, int]]) -> None:
         self.pagemaps = pagemaps
         self._pgmap_starts = [p.start_pfn for p in pagemaps]
         self._memmap = memmap
         self._memmap_starts = [r[0] for r in memmap]
-        self._prog = None
-        self._iomem_table = iomem
-        self._cache = {}
+        self._cache: Dict[object, PfnInfo] = {}
         self._breaks = self._breakpoints()
-        return self
+        #: Sorted, disjoint ``(lo, hi)`` PFN spans known to hold neither a
+        #: pgmap nor a memmap at a re-read of the tables (see :meth:`_current`).
+        self._confirmed: List[Tuple[int, int]] = []
+
+    def _unknown(self, pfn: int) -> bool:
+        """Whether the snapshot places *pfn* in no pgmap, no memmap and neither zero page."""
+        layout = self.layout
+        hz = layout.huge_zero_pfn
+        return (
+            pfn != layout.zero_pfn
+            and not (hz is not None and hz <= pfn < hz + 512)
+            and self.pagemap(pfn) is None
+            and not self.has_memmap(pfn)
+        )
+
+    def _current(self, pfn: int) -> None:
+        """Make sure the tables are current for *pfn* before it is judged.
+
+        The pgmap and memmap tables are a snapshot taken when the classifier
+        was built, but drivers add device memory while an audit runs (test_hmm
+        grows its device-private memory chunk by chunk; a GPU driver on
+        demand). A PFN the snapshot knows nothing of may be such memory, and
+        judging it as memory without a struct page would be a false finding:
+        so the tables are read again, once per span of unknown PFNs (a BAR
+        costs one re-read, not one per page).
+        """
+        if self._reload is None or not self._unknown(pfn):
+            return
+        i = bisect.bisect_right(self._confirmed, (pfn, math.inf)) - 1
+        if i >= 0 and pfn < self._confirmed[i][1]:
+            return
+        self.reloads += 1
+        try:
+            pagemaps, memmap = self._reload()
+        except (drgn.FaultError, drgn.BadDataError):
+            pagemaps, memmap = self.pagemaps, self._memmap
+        if (pagemaps, memmap) != (self.pagemaps, self._memmap):
+            self.reloads_changed += 1
+            self._set_tables(pagemaps, memmap)
+            if not self._unknown(pfn):
+                return
+        lo, hi = _between(self._breaks, pfn)
+        bisect.insort(self._confirmed, (lo, hi))
 
     @property
     def _iomem(self) -> List[Tuple[int, int, str]]:
@@ -302,15 +389,9 @@ class Classifier:
         pgmap), so only there are the iomem breakpoints used. ``hi`` may be
         :data:`math.inf`.
         """
+        self._current(pfn)
         lo, hi = _between(self._breaks, pfn)
-        layout = self.layout
-        hz = layout.huge_zero_pfn
-        if (
-            pfn != layout.zero_pfn
-            and not (hz is not None and hz <= pfn < hz + 512)
-            and self.pagemap(pfn) is None
-            and not self.has_memmap(pfn)
-        ):
+        if self._unknown(pfn):
             self._iomem  # noqa: B018  (loads the iomem breakpoints)
             io_lo, io_hi = _between(self._iomem_breaks, pfn)
             lo, hi = max(lo, io_lo), min(hi, io_hi)
@@ -341,6 +422,7 @@ class Classifier:
         """The :class:`PfnInfo` of *pfn* (``PageKind.NONE`` for ``None``)."""
         if pfn is None:
             return _NONE_INFO
+        self._current(pfn)
         layout = self.layout
         if pfn == layout.zero_pfn:
             return self._cached(("zero",), lambda: PfnInfo(PageKind.ZERO_PAGE))

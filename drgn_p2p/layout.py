@@ -13,6 +13,7 @@ info does not carry. Downstream stages ask the :class:`~drgn_p2p.records.Layout`
 never a version number.
 """
 
+import dataclasses
 from typing import Dict, Mapping, Optional, Tuple
 
 import drgn
@@ -30,7 +31,7 @@ def read_layout(prog: drgn.Program) -> Layout:
     The result is cached in ``prog.cache``.
     """
     try:
-        return prog.cache["drgn_p2p_layout"]
+        return _current(prog, prog.cache["drgn_p2p_layout"])
     except KeyError:
         pass
     if prog.platform is None or prog.platform.arch != drgn.Architecture.X86_64:
@@ -50,7 +51,7 @@ def read_layout(prog: drgn.Program) -> Layout:
     has_pmd_special, has_pud_special = _pxx_special(prog, learned)
     dax_refcounted = _dax_refcounted(prog, learned)
     max_physmem_bits = _max_physmem_bits(info, levels, learned)
-    swap = _swap_types(prog, max_physmem_bits, learned)
+    swap = _swap_types(prog, version, max_physmem_bits, learned)
     pte_markers = _pte_markers(version, learned)
     vm_flags = _vm_flags(prog, version, learned)
     memory_types = _memory_types(prog, learned)
@@ -82,6 +83,25 @@ def read_layout(prog: drgn.Program) -> Layout:
         zone_bits=zone_bits,
         zone_names=zone_names,
         learned=learned,
+    )
+    prog.cache["drgn_p2p_layout"] = layout
+    return layout
+
+
+def _current(prog: drgn.Program, layout: Layout) -> Layout:
+    """*layout* with the facts that change while the kernel runs read again.
+
+    The huge zero folio is allocated on first use and freed by its shrinker
+    when unused, then allocated anew: ``huge_zero_pfn`` moves. Everything
+    else in a layout is fixed at boot. A long-lived session (the library,
+    repeated audits of a live or QMP target) must not judge with a stale one.
+    """
+    learned: Dict[str, Learned] = {}
+    _, huge_zero_pfn = _zero_pfns(prog, learned)
+    if huge_zero_pfn == layout.huge_zero_pfn:
+        return layout
+    layout = dataclasses.replace(
+        layout, huge_zero_pfn=huge_zero_pfn, learned={**layout.learned, "huge_zero_pfn": learned["huge_zero_pfn"]}
     )
     prog.cache["drgn_p2p_layout"] = layout
     return layout
@@ -190,9 +210,20 @@ def _devmap_bit(
 
 def _pxx_special(prog: drgn.Program, learned: Dict[str, Learned]) -> Tuple[bool, bool]:
     # Peter Xu's "mm: Support huge pfnmaps" series (v6.12) added
-    # pmd_special()/pud_special() together with the follow_pfnmap API.
-    has = _symbol_exists(prog, "follow_pfnmap_start")
-    detail = "follow_pfnmap_start (huge pfnmap series, v6.12)"
+    # pmd_special()/pud_special() together with the follow_pfnmap API, but
+    # only under CONFIG_ARCH_SUPPORTS_PMD_PFNMAP/PUD_PFNMAP, which x86-64
+    # selects through ARCH_SUPPORTS_HUGE_PFNMAP "if TRANSPARENT_HUGEPAGE"
+    # (HAVE_ARCH_TRANSPARENT_HUGEPAGE_PUD is always set on x86-64). Without
+    # them the generic pmd_special()/pud_special() return false.
+    series = _symbol_exists(prog, "follow_pfnmap_start")
+    thp = _symbol_exists(prog, "transparent_hugepage_flags")
+    has = series and thp
+    if not series:
+        detail = "no follow_pfnmap_start: before the huge pfnmap series (v6.12)"
+    elif not thp:
+        detail = "follow_pfnmap_start, but no transparent_hugepage_flags: CONFIG_TRANSPARENT_HUGEPAGE=n"
+    else:
+        detail = "follow_pfnmap_start (v6.12) and transparent_hugepage_flags (ARCH_SUPPORTS_HUGE_PFNMAP needs THP)"
     learned["has_pmd_special"] = Learned(has, "symbol", detail)
     learned["has_pud_special"] = Learned(has, "symbol", detail)
     return has, has
@@ -218,7 +249,7 @@ def _max_physmem_bits(info: Mapping[str, str], levels: int, learned: Dict[str, L
     return bits
 
 
-def _swap_types(prog: drgn.Program, max_physmem_bits: int, learned: Dict[str, Learned]):
+def _swap_types(prog: drgn.Program, version: Tuple[int, int], max_physmem_bits: int, learned: Dict[str, Learned]):
     try:
         max_swapfiles = prog["swap_info"].type_.length
     except (KeyError, LookupError):
@@ -236,25 +267,35 @@ def _swap_types(prog: drgn.Program, max_physmem_bits: int, learned: Dict[str, Le
     else:
         device_private, single_exclusive = False, False
         device_how = "no make_device_exclusive*: CONFIG_DEVICE_PRIVATE=n"
-    device_num = (3 if single_exclusive else 4) if device_private else 0
-    # What is left below 32 after MAX_SWAPFILES, the device, migration (3)
-    # and hwpoison (1) types is the PTE-marker type (always since v6.12, with
-    # CONFIG_PTE_MARKER before) plus SWP_SWAPIN_ERROR (v6.1 only).
-    rest = 32 - max_swapfiles - device_num - 3 - 1
-    has_marker = rest >= 1
-    has_swapin_error = rest >= 2
-    swap = layout_tables.swap_types(
+    # The migration types exist with CONFIG_MIGRATION (mm/migrate.c, which
+    # defines migration_entry_wait()), the hwpoison type with
+    # CONFIG_MEMORY_FAILURE (mm/memory-failure.c, memory_failure()).
+    migration = _symbol_exists(prog, "migration_entry_wait")
+    hwpoison = _symbol_exists(prog, "memory_failure")
+    # SWP_SWAPIN_ERROR is a macro: only the release tells (v6.1 only).
+    swapin_error = layout_tables.has_swapin_error(version)
+    has_marker, has_swapin_error, note = layout_tables.special_swap_counts(
         max_swapfiles=max_swapfiles,
+        device_num=(3 if single_exclusive else 4) if device_private else 0,
+        migration=migration,
+        hwpoison=hwpoison,
+        swapin_error=swapin_error,
+    )
+    swap = layout_tables.swap_types(
         device_private=device_private,
         single_device_exclusive=single_exclusive,
         has_swapin_error=has_swapin_error,
         has_pte_marker=has_marker,
+        migration=migration,
+        hwpoison=hwpoison,
         pfn_bits=max_physmem_bits - 12,
     )
     learned["swap.max_swapfiles"] = Learned(max_swapfiles, "type", "length of swap_info[]")
     learned["swap.device_private"] = Learned(device_private, "symbol", device_how)
-    learned["swap.pte_marker"] = Learned(has_marker, "type", f"32 - MAX_SWAPFILES - others = {rest}")
-    learned["swap.swapin_error"] = Learned(has_swapin_error, "type", f"32 - MAX_SWAPFILES - others = {rest}")
+    learned["swap.migration"] = Learned(migration, "symbol", "migration_entry_wait (CONFIG_MIGRATION)")
+    learned["swap.hwpoison"] = Learned(hwpoison, "symbol", "memory_failure (CONFIG_MEMORY_FAILURE)")
+    learned["swap.swapin_error"] = Learned(has_swapin_error, "version table", "SWP_SWAPIN_ERROR before v6.2")
+    learned["swap.pte_marker"] = Learned(has_marker, "type", note)
     return swap
 
 

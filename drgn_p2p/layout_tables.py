@@ -25,6 +25,7 @@ __all__ = (
     "vm_flag_bits",
     "vma_bits_from_enum",
     "swap_types",
+    "special_swap_counts",
     "MAX_SWAPFILES_SHIFT",
     "devmap_bit",
     "has_pmd_pud_special",
@@ -110,11 +111,16 @@ def vm_flag_bits(version: Version, arch: str = "x86_64") -> Dict[str, int]:
             # VM_SHADOW_STACK for shadow stack memory", v6.6; kernel-facts §3.1 for 6.12).
             bits["SHADOW_STACK"] = 37
     # VM_UFFD_MINOR: 37 since v5.13 ("userfaultfd: add minor fault registration
-    # mode"); moved to 38 for x86 shadow stack ("mm: Move VM_UFFD_MINOR_BIT from
-    # 37 to 38", v6.6); moved to 41 when arm64 GCS took VM_HIGH_ARCH_6 = 38
-    # (v6.13 [inferred]). 6.12.8:mm.h:401 = 38, 7.2 enum = 41 (kernel-facts §3.1);
-    # the 6.1 value 37 is from memory [UNVERIFIED in kernel-facts].
-    if version >= (6, 13):
+    # mode"); 38 from v6.6, when x86 shadow stack took 37 (fb47a799cc5c "mm:
+    # Move VM_UFFD_MINOR_BIT from 37 to 38"; 6.12.117:mm.h:401 = 38). arm64
+    # GCS (v6.13) then defined VM_SHADOW_STACK as VM_HIGH_ARCH_6 = 38 as well,
+    # and "mm: fix VM_UFFD_MINOR == VM_SHADOW_STACK on USERFAULTFD=y &&
+    # ARM64_GCS=y" moved it to 41 on every architecture, in v6.16 [from the
+    # commit's subject and date, not read in a v6.16 tree: no 6.13-6.19 source
+    # package is available; the fix was marked for stable, so late 6.15.y may
+    # have 41 too]. v6.19+ kernels declare it as VMA_UFFD_MINOR_BIT = 41 in
+    # the enum, which the layout stage reads instead of this table.
+    if version >= (6, 16):
         bits["UFFD_MINOR"] = 41
     elif version >= (6, 6):
         bits["UFFD_MINOR"] = 38
@@ -276,6 +282,31 @@ def swap_types(
         swapin_error=swapin,
         pfn_bits=pfn_bits,
     )
+
+
+def special_swap_counts(
+    *, max_swapfiles: int, device_num: int, migration: bool, hwpoison: bool, swapin_error: bool
+) -> Tuple[bool, bool, str]:
+    """Which of ``SWP_PTE_MARKER`` and ``SWP_SWAPIN_ERROR`` a kernel has, from
+    the one number that debug info keeps (``MAX_SWAPFILES``, the length of
+    ``swap_info[]``) and the types learned otherwise.
+
+    ``32 - MAX_SWAPFILES`` is the number of special types; what the device
+    (*device_num*), migration and hwpoison types leave is
+    ``SWP_PTE_MARKER_NUM + SWP_SWAPIN_ERROR_NUM``. *swapin_error* says whether
+    the kernel defines ``SWP_SWAPIN_ERROR`` (v6.1: always, whatever
+    CONFIG_PTE_MARKER says; gone with "mm: use pte markers for swap errors",
+    v6.2). Returns ``(has_pte_marker, has_swapin_error, note)``; never raises:
+    a count no configuration explains keeps the marker (every kernel since
+    v6.12 has one) and says so in *note*.
+    """
+    rest = (1 << MAX_SWAPFILES_SHIFT) - max_swapfiles - device_num
+    rest -= (_MIGRATION_NUM if migration else 0) + (_HWPOISON_NUM if hwpoison else 0)
+    marker = rest - (1 if swapin_error else 0)
+    note = f"32 - MAX_SWAPFILES {max_swapfiles} - device/migration/hwpoison types = {rest}"
+    if marker in (0, 1):
+        return bool(marker), swapin_error, note
+    return True, False, note + " (no known configuration gives this; PTE markers assumed)"
 
 
 # ---------------------------------------------------------------------------

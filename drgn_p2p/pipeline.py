@@ -34,7 +34,7 @@ __all__ = ("AuditStats", "VmaReport", "AuditResult", "audit", "check_selection",
 #: What reading a process's mm, VMAs or files raises when the target is
 #: corrupt, truncated, or (live) changed under the walk: the process exited
 #: and its memory was freed or reused.
-TARGET_CHANGED = (drgn.FaultError, drgn.ObjectAbsentError, ValueError, LookupError, OverflowError)
+TARGET_CHANGED = (drgn.FaultError, drgn.BadDataError, drgn.ObjectAbsentError, ValueError, LookupError, OverflowError)
 
 
 @dataclass

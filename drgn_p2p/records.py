@@ -86,7 +86,8 @@ class PageKind(str, enum.Enum):
     ZERO_PAGE = "zero-page"
     HUGE_ZERO = "huge-zero"
     FSDAX = "fsdax"  # MEMORY_DEVICE_FS_DAX
-    DEVDAX = "devdax"  # MEMORY_DEVICE_GENERIC
+    DEVDAX = "devdax"  # MEMORY_DEVICE_GENERIC of device-dax (no ops, no owner)
+    DEVICE_GENERIC = "device-generic"  # other MEMORY_DEVICE_GENERIC users (Xen unpopulated-alloc)
     P2PDMA = "p2pdma"  # MEMORY_DEVICE_PCI_P2PDMA
     DEVICE_PRIVATE = "device-private"  # MEMORY_DEVICE_PRIVATE
     DEVICE_COHERENT = "device-coherent"  # MEMORY_DEVICE_COHERENT
@@ -106,6 +107,7 @@ _ZONE_DEVICE_KINDS = frozenset(
     {
         PageKind.FSDAX,
         PageKind.DEVDAX,
+        PageKind.DEVICE_GENERIC,
         PageKind.P2PDMA,
         PageKind.DEVICE_PRIVATE,
         PageKind.DEVICE_COHERENT,

@@ -78,8 +78,10 @@ def table(title: Optional[str], columns: Sequence[str], addresses: Sequence[str]
 
 
 def vm_flag_mnemonics(flags: int, layout: Layout) -> str:
-    """smaps-style ``VmFlags`` mnemonics of *flags* (``??`` for unnamed bits)."""
-    return " ".join(_MNEMONICS.get(n, "??") for n in layout.vm_flag_names(flags))
+    """smaps-style ``VmFlags`` mnemonics of *flags*: a flag smaps has no
+    mnemonic for is its name in lower case (``pkey_bit0``), a bit this kernel
+    gives no name is ``bitN``."""
+    return " ".join(_MNEMONICS.get(n, n.lower()) for n in layout.vm_flag_names(flags))
 
 
 def _vma_json(vma: Vma, layout: Layout) -> Dict[str, object]:
@@ -227,7 +229,7 @@ def audit_json(result, layout: Layout) -> Dict[str, object]:
 _SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
 #: Page kinds worth a column of their own in the summary.
-_INTERESTING = ("fsdax", "devdax", "p2pdma", "device-private", "device-coherent", "no-memmap")
+_INTERESTING = ("fsdax", "devdax", "device-generic", "p2pdma", "device-private", "device-coherent", "no-memmap")
 
 
 def print_audit(console: Console, result, layout: Layout, verbose: bool = False) -> None:

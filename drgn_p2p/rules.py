@@ -228,6 +228,24 @@ def _check_p2pdma_leaf(run: Run, layout: Layout) -> Optional[str]:
     leaf = run.first
     if not leaf.kind.maps_memory or run.page.kind != PageKind.P2PDMA:
         return None
+    if run.vma.has(layout, "PFNMAP"):
+        # The BAR mapped as a BAR: a sysfs resourceN mmap (pci_mmap_resource_range()
+        # → io_remap_pfn_range()) of a BAR that also hosts p2pmem installs special
+        # PTEs in a VM_PFNMAP|VM_IO VMA, which GUP and vm_normal_page() never treat
+        # as pages. Only a leaf the kernel would take for a page is wrong there.
+        wrong = []
+        if not _special(leaf, layout):
+            wrong.append(f"{arch.special_label(layout)} is clear" if _level_has_special(leaf.level, layout)
+                         else f"it is a huge {_lvl(leaf)} leaf on a kernel without {_lvl(leaf).lower()}_special()")
+        if leaf.devmap:
+            wrong.append(f"{arch.devmap_label(layout)} is set")
+        if not wrong:
+            return None
+        return (
+            f"P2PDMA page in a VM_PFNMAP VMA mapped wrongly: {', '.join(wrong)}; expected special leaves "
+            f"(no devmap) as io_remap_pfn_range() installs them for a BAR mmap: GUP-fast would take a "
+            f"P2PDMA page it must refuse without FOLL_PCI_P2PDMA"
+        )
     wrong = []
     if leaf.special:
         wrong.append(f"{arch.special_label(layout)} is set")
@@ -235,14 +253,12 @@ def _check_p2pdma_leaf(run: Run, layout: Layout) -> Optional[str]:
         wrong.append(f"{arch.devmap_label(layout)} is set")
     if leaf.huge:
         wrong.append(f"it is a huge {_lvl(leaf)} leaf")
-    if run.vma.has(layout, "PFNMAP"):
-        wrong.append("the VMA has VM_PFNMAP")
     if not wrong:
         return None
     return (
         f"P2PDMA page mapped wrongly: {', '.join(wrong)}; expected a plain refcounted 4 KiB PTE "
-        f"(no special, no devmap) in a VM_SHARED|VM_MIXEDMAP VMA, as p2pmem_alloc_mmap() + "
-        f"vm_insert_page() install it"
+        f"(no special, no devmap) in a VM_MAYSHARE|VM_MIXEDMAP VMA, as p2pmem_alloc_mmap() + "
+        f"vm_insert_page() install it, or a special PTE of a VM_PFNMAP BAR mmap"
     )
 
 
@@ -250,12 +266,15 @@ def _check_p2pdma_vma_flags(run: Run, layout: Layout) -> Optional[str]:
     leaf, vma = run.first, run.vma
     if not leaf.kind.maps_memory or run.page.kind != PageKind.P2PDMA or vma.has(layout, "PFNMAP"):
         return None
-    missing = [f"VM_{n}" for n in ("SHARED", "MIXEDMAP") if not vma.has(layout, n)]
+    # p2pmem_alloc_mmap() tests VM_MAYSHARE, not VM_SHARED: do_mmap() drops
+    # VM_SHARED (keeping VM_MAYSHARE) for a MAP_SHARED mapping of a file
+    # opened read-only, and the kernel accepts that mapping.
+    missing = [f"VM_{n}" for n in ("MAYSHARE", "MIXEDMAP") if not vma.has(layout, n)]
     if not missing:
         return None
     return (
         f"P2PDMA page in a VMA without {' and '.join(missing)} (flags {_flags_text(vma.flags, layout)}); "
-        f"expected VM_SHARED|VM_MIXEDMAP: p2pmem_alloc_mmap() refuses private mappings and "
+        f"expected VM_MAYSHARE|VM_MIXEDMAP: p2pmem_alloc_mmap() refuses private mappings and "
         f"vm_insert_page() sets VM_MIXEDMAP"
     )
 
@@ -390,13 +409,21 @@ def _applies_device_exclusive(layout: Layout) -> Optional[str]:
     return None
 
 
+#: What make_device_exclusive() (make_device_exclusive_range() before v6.15)
+#: can take: any anonymous, non-hugetlb folio that GUP with FOLL_GET|FOLL_WRITE
+#: returns. That is RAM and DEVICE_COHERENT memory (migrate_vma installs it as
+#: anonymous folios, and GUP treats it as ordinary pages); a device-private
+#: entry is faulted back to RAM first.
+_EXCLUSIVE_TARGETS = (PageKind.RAM, PageKind.DEVICE_COHERENT)
+
+
 def _check_device_exclusive_target(run: Run, layout: Layout) -> Optional[str]:
     leaf, kind = run.first, run.page.kind
-    if leaf.kind != EntryKind.DEVICE_EXCLUSIVE or kind == PageKind.RAM:
+    if leaf.kind != EntryKind.DEVICE_EXCLUSIVE or kind in _EXCLUSIVE_TARGETS:
         return None
     return (
-        f"device-exclusive PTE entry carries a PFN that is {_page_desc(run)}; expected an ordinary "
-        f"anonymous RAM page (make_device_exclusive())"
+        f"device-exclusive PTE entry carries a PFN that is {_page_desc(run)}; expected an anonymous "
+        f"RAM or device-coherent page (make_device_exclusive() takes only anonymous folios)"
     )
 
 
@@ -409,8 +436,10 @@ def _check_device_coherent_mapping(run: Run, layout: Layout) -> Optional[str]:
         wrong.append(f"{arch.special_label(layout)} is set")
     if leaf.devmap:
         wrong.append(f"{arch.devmap_label(layout)} is set")
-    if vma.file is not None:
-        wrong.append(f"the VMA is file-backed ({vma.file})")
+    if vma.has(layout, "MAYSHARE"):
+        # migrate_vma moves only anonymous folios to device memory; a private
+        # file mapping holds anonymous (COWed) folios too, a shared one none.
+        wrong.append(f"the VMA is shared ({vma.file or 'anonymous shared memory'})")
     for flag in ("PFNMAP", "MIXEDMAP"):
         if vma.has(layout, flag):
             wrong.append(f"the VMA has VM_{flag}")
@@ -418,7 +447,7 @@ def _check_device_coherent_mapping(run: Run, layout: Layout) -> Optional[str]:
         return None
     return (
         f"DEVICE_COHERENT page mapped wrongly: {', '.join(wrong)}; expected a plain, refcounted anonymous "
-        f"leaf in a private anonymous VMA (installed by migrate_vma)"
+        f"leaf in a private VMA (installed by migrate_vma)"
     )
 
 
@@ -567,7 +596,7 @@ RULES: Tuple[Rule, ...] = (
     ),
     Rule(
         id="p2pdma-leaf",
-        title="P2PDMA page under a special, devmap or huge leaf, or in a VM_PFNMAP VMA",
+        title="P2PDMA page under a special, devmap or huge leaf in p2pmem's VMA, or not special in a BAR mmap",
         severity=Severity.ERROR,
         thread=T_P2P_VMA_2019,
         quote="That is why we use struct page for backing BARs in the existing P2P code.",
@@ -576,7 +605,7 @@ RULES: Tuple[Rule, ...] = (
     ),
     Rule(
         id="p2pdma-vma-flags",
-        title="P2PDMA page in a VMA without VM_SHARED|VM_MIXEDMAP",
+        title="P2PDMA page in a VMA without VM_MAYSHARE|VM_MIXEDMAP",
         severity=Severity.WARNING,
         thread=T_P2PDMA_MMAP,
         quote="Aside from enabling the special vmf_ API, it only controls some special behavior in vm_normal_page",
@@ -655,7 +684,7 @@ RULES: Tuple[Rule, ...] = (
     ),
     Rule(
         id="device-exclusive-target",
-        title="Device-exclusive entry whose PFN is not an anonymous RAM page",
+        title="Device-exclusive entry whose PFN is not an anonymous RAM or device-coherent page",
         severity=Severity.ERROR,
         thread=T_HMM_PRIVATE,
         quote="The DEVICE_PRIVATE is just a non-usable proxy, like a swap entry, for where the real data is sitting.",

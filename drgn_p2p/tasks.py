@@ -30,7 +30,7 @@ __all__ = ("for_each_process", "find_process")
 
 #: What reading a task raises on a damaged or changing target (a live kernel
 #: whose tasks exit under the walk).
-TASK_ERRORS = (drgn.FaultError, drgn.ObjectAbsentError, ValueError, LookupError, OverflowError)
+TASK_ERRORS = (drgn.FaultError, drgn.BadDataError, drgn.ObjectAbsentError, ValueError, LookupError, OverflowError)
 
 OnFault = Callable[[str], None]
 
@@ -63,7 +63,7 @@ def _xa_entries(prog: drgn.Program, xa: drgn.Object, on_fault: OnFault) -> Itera
             try:
                 shift = node.shift.value_()
                 slots = [slot.value_() for slot in node.slots.read_()]
-            except drgn.FaultError as e:
+            except TASK_ERRORS as e:
                 on_fault(f"PID table node {entry - 2:#x} (PIDs from {index}) cannot be read: {e}")
                 continue
             if want is None:  # the root: any whole number of levels that fits an index

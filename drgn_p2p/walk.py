@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import drgn
+from drgn import sizeof
 from drgn.helpers.linux.mm import for_each_vma, virt_to_phys
 from drgn.helpers.linux.pid import for_each_task
 
@@ -167,10 +168,21 @@ def for_each_process(
 
 
 def _vma_flags(vma: drgn.Object) -> int:
-    # vm_flags became a const member of a union with __vm_flags in v6.3
-    # (commit bc292ab00f6c, "mm: introduce vma->vm_flags wrapper functions");
-    # reading vm_flags works on every version.
-    return vma.vm_flags.value_()
+    """The VMA's flags as one integer, bit N for flag bit N.
+
+    vm_flags became a const member of a union with __vm_flags in v6.3
+    (bc292ab00f6c, "mm: introduce vma->vm_flags wrapper functions"); 7.x
+    puts it in a union with ``vma_flags_t flags``, a bitmap of
+    NUM_VMA_FLAG_BITS (one word in 7.2, which vm_flags aliases). The bitmap
+    is read whole where it exists, so flags past the first word, once a
+    kernel has them, are not lost.
+    """
+    try:
+        words = vma.flags.__vma_flags
+    except AttributeError:
+        return vma.vm_flags.value_()
+    bits = sizeof(words[0]) * 8
+    return sum(words[i].value_() << (bits * i) for i in range(len(words)))
 
 
 @dataclass
@@ -307,6 +319,12 @@ class PageTableWalker:
             # The P4D level is folded: PGD entries point at PUD tables.
             self._levels = (Level.PGD, Level.PUD, Level.PMD, Level.PTE)
             self._shifts = (39, 30, 21, 12)
+        #: The level a leaf found at each depth is reported at. With the P4D
+        #: folded a top-level entry spans 2^39 bytes, what a P4D entry spans
+        #: (the kernel's p4d_offset() returns the PGD entry itself), so it is
+        #: a P4D leaf: Leaf.size then gives its true range.
+        self._leaf_levels = tuple(Level.P4D if (lvl, sh) == (Level.PGD, 39) else lvl
+                                  for lvl, sh in zip(self._levels, self._shifts))
         #: Per depth, the last table read: ``(phys, data, unpacked entries or None)``.
         self._cache: Dict[int, List] = {}
         self.tables_read = 0
@@ -402,7 +420,7 @@ class PageTableWalker:
                 # A huge leaf, a swap-format entry, or (at PGD/P4D level,
                 # never valid for user space) something the decoder will
                 # report as garbage rather than have it skipped.
-                yield (va, level, raw)
+                yield (va, self._leaf_levels[depth], raw)
 
     def path(self, va: int) -> List[Tuple[Level, int, int]]:
         """The entries translating *va*, top level first: ``(level, entry_phys, raw)``.

@@ -69,6 +69,14 @@ class Scenario:
 
 _PMEM = ("CONFIG_ZONE_DEVICE", "CONFIG_X86_PMEM_LEGACY", "CONFIG_LIBNVDIMM")
 
+#: Physical addresses of the memory test_hmm's coherent devices 2 and 3 use:
+#: 256 MiB each (its chunk size, allocated for both devices when it loads),
+#: in the guest's low RAM between the pmem ranges, reserved with memmap=$.
+COHERENT_BASES = (0x5000_0000, 0x7000_0000)
+
+#: Scenarios that load test_hmm.
+_TEST_HMM_SCENARIOS = ("device-private", "device-coherent")
+
 #: Every scenario the lab knows, in the order the guest sets them up.
 SCENARIOS: Tuple[Scenario, ...] = (
     Scenario("anon", "anon"),
@@ -123,6 +131,15 @@ SCENARIOS: Tuple[Scenario, ...] = (
         requires=("CONFIG_DEVICE_PRIVATE",),
         note="test_hmm needs DEVICE_PRIVATE memory",
     ),
+    Scenario(
+        # test_hmm's devices 2 and 3 are DEVICE_COHERENT when it is given
+        # "special purpose memory" (spm_addr_dev0/1): real memory that is not
+        # System RAM. Only device 2 is used.
+        "device-coherent", "device-coherent",
+        requires=("CONFIG_DEVICE_PRIVATE",),
+        cmdline=tuple(f"memmap=256M${base >> 20}M" for base in COHERENT_BASES),
+        note="test_hmm (and with it its coherent devices) needs DEVICE_PRIVATE",
+    ),
 )
 
 _BY_NAME: Dict[str, Scenario] = {s.name: s for s in SCENARIOS}
@@ -147,6 +164,13 @@ class Plan:
             early += s.early_qemu_args
             devices += s.qemu_args
         return early, devices
+
+    def test_hmm_args(self) -> List[str]:
+        """Module parameters for test_hmm.ko: coherent devices when ``device-coherent`` runs
+        (test_hmm makes devices 2 and 3 coherent only when both addresses are set)."""
+        if not any(s.name == "device-coherent" for s in self.scenarios):
+            return []
+        return [f"spm_addr_dev{i}={base:#x}" for i, base in enumerate(COHERENT_BASES)]
 
     def cmdline(self) -> List[str]:
         """Return the kernel command line words the scenarios need."""
@@ -230,8 +254,9 @@ def plan(kernel: Any, names: Optional[Iterable[str]] = None,
         if s.name not in wanted:
             continue
         reason = _missing_config(s, config)
-        if reason is None and s.name == "device-private":
-            hmm, reason = _find_test_hmm(kernel, test_hmm)
+        if reason is None and s.name in _TEST_HMM_SCENARIOS:
+            if hmm is None:
+                hmm, reason = _find_test_hmm(kernel, test_hmm)
         if reason is None:
             run.append(s)
         else:

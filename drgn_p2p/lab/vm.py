@@ -403,6 +403,7 @@ def _config_env(kernel: Any, plan_: Plan, holder: Path) -> str:
         f"QP_MODDIR={shlex.quote(str(_modules_dir(kernel) or ''))}",
         f"QP_HOLDER={shlex.quote(str(holder))}",
         f"QP_TEST_HMM={shlex.quote(str(plan_.test_hmm or ''))}",
+        f"QP_TEST_HMM_ARGS={shlex.quote(' '.join(plan_.test_hmm_args()))}",
         f"QP_SCENARIOS={shlex.quote(names)}",
         "declare -A QP_EXPECT=(" + " ".join(
             f"[{shlex.quote(s.name)}]={shlex.quote(s.expect)}" for s in plan_.scenarios) + ")",
@@ -416,6 +417,13 @@ def _prepare_out(out: Path, kernel: Any, plan_: Plan, holder: Path) -> None:
     (out / "config.env").write_text(_config_env(kernel, plan_, holder))
     (out / "skipped.txt").write_text("".join(
         f"{name}\t{' '.join(reason.split())}\n" for name, reason in plan_.skipped.items()))
+
+
+#: The guest's memory, all of it below the 32-bit PCI hole (q35 moves RAM
+#: past 2 GiB above 4 GiB only from 2.75 GiB on, and PCI BARs must lie above
+#: RAM for p2p_violate). The scenarios reserve 1 GiB of the low 2 GiB (pmem
+#: for fsdax and devdax, test_hmm's coherent memory): 1.5 GiB stay RAM.
+GUEST_MEMORY = "2560M"
 
 
 def _qemu_argv(kernel: Any, initrd: Path, run_dir: Path, plan_: Plan, la57: bool,
@@ -457,7 +465,7 @@ def _run_dir() -> Path:
 def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = True,
           extra_cmdline: Sequence[str] = (), timeout: float = 180.0,
           test_hmm: Optional["os.PathLike[str] | str"] = None,
-          memory: str = "2G", smp: int = 2) -> Guest:
+          memory: str = GUEST_MEMORY, smp: int = 2) -> Guest:
     """
     Boot and wait until ready, like :func:`boot`, but return the
     :class:`Guest` without a ``with`` block; the caller must
@@ -520,7 +528,7 @@ def _start_once(kernel: Any, plan_: Plan, holder: Path, initrd: Path, la57: bool
 def boot(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = True,
          extra_cmdline: Sequence[str] = (), timeout: float = 180.0,
          test_hmm: Optional["os.PathLike[str] | str"] = None,
-         memory: str = "2G", smp: int = 2) -> Iterator[Guest]:
+         memory: str = GUEST_MEMORY, smp: int = 2) -> Iterator[Guest]:
     """
     Boot *kernel* with *scenarios* held and yield the ready :class:`Guest`;
     release it (power off, kill after 30 s) on exit.

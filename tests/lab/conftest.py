@@ -17,6 +17,7 @@ import time
 from typing import Callable, Dict, Iterator
 
 import pytest
+from lab_prereq import check_setup, missing
 
 from drgn_p2p.lab.vm import Guest, start
 
@@ -40,12 +41,17 @@ class _Lab:
             return guest
         self.close()
         if shutil.which("qemu-system-x86_64") is None:
-            pytest.skip("qemu-system-x86_64 is not installed")
+            missing("qemu-system-x86_64 is not installed")
         from drgn_p2p.lab.kernels import ensure_kernel
 
         kernel = ensure_kernel(name)
         t0 = time.monotonic()
         guest = start(kernel)
+        try:
+            check_setup(guest)
+        except BaseException:
+            guest.close()
+            raise
         print(
             f"\nlab: {kernel.kver} ready in {time.monotonic() - t0:.1f} s "
             f"(stage 2 at {guest.timings['stage2']:.1f} s wall, {guest.timings['uptime_stage2']:.1f} s uptime; "

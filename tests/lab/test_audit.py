@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
+from lab_prereq import check_setup
 
 from drgn_p2p.lab.cli import run_audit
 from drgn_p2p.lab.scenarios import SCENARIOS
@@ -123,6 +124,21 @@ def _check_expectation(expect: str, vma: Dict, doc: Dict) -> List[str]:
             need(levels == {level}, f"device-private entries at {level} level, got {levels}")
         pages_of_entries = {r["page"] for r in vma["runs"] if r["entry"] == "device-private"}
         need(pages_of_entries == {"device-private"}, f"entries resolve to device-private pages, got {pages_of_entries}")
+    elif expect.startswith("device-coherent"):
+        # migrate_vma installs coherent pages as plain refcounted anonymous
+        # leaves, in private anonymous or private file VMAs (COWed pages);
+        # make_device_exclusive() then takes them like RAM.
+        what = expect.rpartition("-")[2]
+        need("SHARED" not in flags and "MAYSHARE" not in flags, f"a private VMA, got {sorted(flags)}")
+        need((vma.get("file") is not None) == (what == "file"), f"file-backed only for -file, got {vma.get('file')}")
+        if what == "exclusive":
+            need(entries.get("device-exclusive", 0) > 0, f"device-exclusive entries, got {entries}")
+            targets = {r["page"] for r in vma["runs"] if r["entry"] == "device-exclusive"}
+            need(targets == {"device-coherent"}, f"entries to device-coherent pages, got {targets}")
+        else:
+            need(pages.get("device-coherent", 0) > 0 and set(pages) == {"device-coherent"},
+                 f"device-coherent pages only, got {pages}")
+            need(vma["special"] == 0 and vma["devmap"] == 0, "plain leaves")
     else:
         problems.append(f"no expectation written for {expect!r}")
     return problems
@@ -183,6 +199,7 @@ def test_four_level_paging() -> None:
 
     kernel = ensure_kernel("newest")
     with boot(kernel, scenarios=["anon", "thp", "fsdax", "devdax", "pcibar"], la57=False) as guest:
+        check_setup(guest)
         with tempfile.TemporaryDirectory(prefix="drgn-p2p-test-") as tmp:
             code, output = run_audit(guest, "qemu", ["--json", "--runs", "-v"], Path(tmp))
         assert code == 0, output[-3000:]

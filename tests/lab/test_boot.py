@@ -7,6 +7,7 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+from lab_prereq import check_setup
 
 from drgn_p2p.lab import scenarios
 from drgn_p2p.lab.vm import boot
@@ -100,6 +101,7 @@ def test_kdump_dump(guest_newest, tmp_path):
 def test_four_level_paging(guest_newest):
     """la57=False boots with 4-level paging (-cpu max,-la57)."""
     with boot(guest_newest.kernel, scenarios=["anon"], la57=False, memory="1G") as guest:
+        check_setup(guest)
         assert [m["kind"] for m in guest.mappings] == ["anon"]
         rc, out = guest.run("grep -cw la57 /proc/cpuinfo")
         assert out.strip() == "0"

@@ -13,6 +13,7 @@ import time
 from typing import Dict, List
 
 import pytest
+from lab_prereq import check_setup, missing
 
 from drgn_p2p.lab import kmod
 from drgn_p2p.lab.kmod import HeldCase, ModuleUnsupported
@@ -60,7 +61,7 @@ def test_module_supported_follows_config():
 
 def test_holder_builds():
     if shutil.which("cc") is None:
-        pytest.skip("no host C compiler")
+        missing("no host C compiler")
     holder = kmod.build_holder()
     assert holder.is_file() and os.access(holder, os.X_OK)
 
@@ -70,10 +71,10 @@ def test_holder_builds():
 
 def _can_build() -> None:
     if os.geteuid() != 0:
-        pytest.skip("building lab modules needs root")
+        missing("building lab modules needs root")
     for tool in ("debootstrap", "modinfo"):
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
+            missing(f"{tool} is not installed")
 
 
 def _kernel(name: str):
@@ -135,7 +136,7 @@ _EXPECT = {
     "devmap-on-ram": (_MIXEDMAP, False, True, True),
     "pfnmap-ram-not-special": (_PFNMAP, False, False, False),
     "devmap-not-special": (0, False, False, True),
-    "p2pdma-special": (_PFNMAP, False, True, False),
+    "p2pdma-special": (_MIXEDMAP, False, True, False),
     "p2pdma-no-mixedmap": (0, False, False, False),
     "devdax-special": (0, False, True, False),
     "devdax-in-pfnmap": (_PFNMAP, False, "dax", "dax"),
@@ -223,7 +224,7 @@ def test_violations_in_guest(name):
     """
     _can_build()
     if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("qemu-system-x86_64 is not installed")
+        missing("qemu-system-x86_64 is not installed")
     from drgn_p2p.lab.vm import boot
 
     kernel = _kernel(name)
@@ -235,6 +236,7 @@ def test_violations_in_guest(name):
     violate = kmod.build_module(kernel, "p2p_violate")
     holder = kmod.build_holder()
     with boot(kernel, scenarios=scenarios, test_hmm=hmm) as guest:
+        check_setup(guest)
         kinds = {m["kind"] for m in guest.mappings}
         assert set(scenarios) <= kinds, guest.skipped  # test_hmm loaded and used where built
         rc, out = guest.run("dmesg | wc -l")

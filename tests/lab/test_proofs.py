@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
+from lab_prereq import missing
 
 from drgn_p2p.lab import kmod, proof
 from drgn_p2p.lab.scenarios import SCENARIOS
@@ -105,6 +106,7 @@ def _prove(name: str, guest, kernel, violate: Path, holder: Path, started: float
 
         out = _run(guest, f"insmod {violate} && cat /sys/module/p2p_violate/parameters/devmem_phys")
         assert out.split()[-1] != "0", f"p2p_violate found no room for its ZONE_DEVICE chunks:\n{out}"
+        facts = _header_facts(_run(guest, "dmesg | grep 'p2p_violate: facts'"))
         hmm_held = any(m["kind"] == "device-private" for m in guest.mappings)
         hmm = f" /dev/p2p_violate {HMM_DEVICE}" if hmm_held else ""
         _run(
@@ -163,11 +165,37 @@ def _prove(name: str, guest, kernel, violate: Path, holder: Path, started: float
     kinds = {m["kind"] for m in guest.mappings}
     for s in SCENARIOS:
         scenarios[s.name] = "held" if s.name in kinds else guest.skipped.get(s.name, "not set up")
-    return proof.kernel_record(
+    record = proof.kernel_record(
         name, kernel.kver, clean.layout,
         clean.not_applicable, cases, controls, control_findings, clean.findings, scenarios,
         stray=stray, teardown=teardown, seconds=time.monotonic() - started,
     )
+    record["header_facts"] = facts
+    record["learned_facts"] = _learned_facts(clean.layout)
+    return record
+
+
+def _header_facts(dmesg: str) -> Dict[str, int]:
+    """The facts p2p_violate prints at load, from the kernel's own headers and config."""
+    line = dmesg.strip().splitlines()[-1]
+    return {k: int(v) for k, v in (word.split("=") for word in line.split("facts", 1)[1].split())}
+
+
+def _learned_facts(layout) -> Dict[str, int]:
+    """The same facts as drgn-p2p learned them (-1: the kernel has none)."""
+    def n(value) -> int:
+        return -1 if value is None else int(value)
+
+    swap = layout.swap
+    return {
+        "max_swapfiles": swap.max_swapfiles, "hwpoison": n(swap.hwpoison),
+        "migration_read": n(swap.migration_read), "device_write": n(swap.device_write),
+        "device_exclusive": n(swap.device_exclusive_write), "pte_marker": n(swap.pte_marker),
+        "swapin_error": n(swap.swapin_error), "devmap_bit": n(layout.devmap_bit),
+        "pmd_special": int(layout.has_pmd_special), "pud_special": int(layout.has_pud_special),
+        "uffd_minor_bit": n(layout.vm_flags.get("UFFD_MINOR")), "pfnmap_bit": n(layout.vm_flags.get("PFNMAP")),
+        "mixedmap_bit": n(layout.vm_flags.get("MIXEDMAP")),
+    }
 
 
 @pytest.fixture(scope="module", params=KERNELS)
@@ -176,7 +204,7 @@ def proved(request, lab_session) -> Dict[str, Any]:
     name = request.param
     _can_build()
     if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("qemu-system-x86_64 is not installed")
+        missing("qemu-system-x86_64 is not installed")
     pytest.importorskip("drgn")
     kernel = _kernel(name)
     violate = kmod.build_module(kernel, "p2p_violate")
@@ -190,6 +218,13 @@ def proved(request, lab_session) -> Dict[str, Any]:
     path = _record_kernel(request.config, name, entry)
     print(f"\nproof: {kernel.kver} in {entry['seconds']:.0f} s → {path}", file=sys.stderr)
     return entry
+
+
+def test_layout_matches_the_kernel_headers(proved: Dict[str, Any]) -> None:
+    """What drgn-p2p learned (debug info, symbols, version tables) is what the
+    kernel's own headers and configuration define, as the module compiled
+    against them reports: swap types, the devmap bit, pmd/pud_special, VMA flag bits."""
+    assert proved["learned_facts"] == proved["header_facts"]
 
 
 def test_clean_guest_has_no_errors(proved: Dict[str, Any]) -> None:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence
 
 import pytest
+from lab_prereq import check_setup, missing
 
 from drgn_p2p.lab import cache_dir
 from drgn_p2p.lab.vm import Guest, reassemble, start
@@ -209,7 +210,7 @@ def _compile(name: str) -> Path:
     if not dest.exists():
         gcc = shutil.which("gcc")
         if gcc is None:
-            pytest.skip("gcc is needed to build the churn workload")
+            missing("gcc is needed to build the churn workload")
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f"{name}.tmp{os.getpid()}")
         subprocess.run([gcc, "-O2", "-static", "-Wall", "-o", str(tmp), str(src)], check=True)
@@ -219,13 +220,18 @@ def _compile(name: str) -> Path:
 
 def _boot(lab_session, scenarios: Sequence[str] = ("anon",), memory: str = "512M", **kwargs) -> Guest:
     if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("qemu-system-x86_64 is not installed")
+        missing("qemu-system-x86_64 is not installed")
     from drgn_p2p.lab.kernels import ensure_kernel
 
     kernel = ensure_kernel("newest")
     lab_session.close()  # at most one guest alive
     t0 = time.monotonic()
     guest = start(kernel, scenarios=list(scenarios), memory=memory, **kwargs)
+    try:
+        check_setup(guest)
+    except BaseException:
+        guest.close()
+        raise
     print(f"\nlab: small {kernel.kver} guest ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
     return guest
 
@@ -424,7 +430,7 @@ def test_without_its_pid_table_the_processes_are_found_on_the_task_list(small: S
 def stripped_vmlinux(small: Small) -> Path:
     objcopy = shutil.which("objcopy")
     if objcopy is None:
-        pytest.skip("objcopy (binutils) is not installed")
+        missing("objcopy (binutils) is not installed")
     dest = small.tmp / "stripped" / "vmlinux"
     dest.parent.mkdir()
     subprocess.run([objcopy, "--strip-debug", small.vmlinux, str(dest)], check=True)
@@ -485,7 +491,7 @@ def test_run_dir_and_qmp_sockets_are_private(small: Small) -> None:
         assert st.st_uid == os.geteuid()
         assert not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH), oct(st.st_mode)
     if shutil.which("setpriv") is None:
-        pytest.skip("setpriv is not installed")
+        missing("setpriv is not installed")
     plain_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     assert subprocess.run([*plain_nobody, "test", "-e", small.guest.qmp_path]).returncode == 1
     assert subprocess.run([*plain_nobody, "test", "-e", str(run_dir)]).returncode == 0
@@ -666,7 +672,9 @@ def test_live_audits_while_processes_fork_exit_map_and_unmap(churn_guest: ChurnG
         r = Result(int((base.with_suffix(".rc")).read_text()), base.with_suffix(".json").read_text(),
                    base.with_suffix(".err").read_text())
         doc = check_audit(r)
-        assert doc["summary"]["findings"]["error"] == 0, [f for f in doc["findings"] if f["severity"] == "error"]
+        noisy = [f for f in doc["findings"] if f["severity"] in ("error", "warning")]
+        assert not noisy, noisy[:3]
+        assert not [f for f in doc["faults"] if f["pid"] == 1], doc["faults"][:3]
         churned += any(v["comm"].startswith("churn") for v in doc["vmas"])
     assert churned >= LIVE_AUDITS // 2, "the churn workload was not seen by the audits"
     _check_migrated(stats, churn_guest.hmm)
@@ -686,8 +694,14 @@ prog = open_program(symbols=[sys.argv[1]])
 for i in range(int(sys.argv[2])):
     result = audit(prog)
     doc = json.loads(json.dumps(audit_json(result, result.layout)))
+    entries = {}
+    for v in doc["vmas"]:
+        for kind, n in v["entries"].items():
+            entries[kind] = entries.get(kind, 0) + n
     print(json.dumps({"i": i, "summary": doc["summary"],
-                      "errors": [f for f in doc["findings"] if f["severity"] == "error"],
+                      "errors": [f for f in doc["findings"] if f["severity"] in ("error", "warning")],
+                      "init_faults": [f for f in doc["faults"] if f["pid"] == 1],
+                      "entries": entries,
                       "churn": sum(v["comm"].startswith("churn") for v in doc["vmas"])}), flush=True)
 """
 
@@ -714,12 +728,20 @@ def test_fifty_live_audits_in_one_session_under_churn(churn_guest: ChurnGuest) -
     assert rc == 0, f"{out[-2000:]}\n{err[-2000:]}"
     runs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert [r["i"] for r in runs] == list(range(SESSION_AUDITS))
+    # No warning either: garbage-entry (a misdecoded entry) is one.
     assert all(not r["errors"] for r in runs), [r["errors"] for r in runs if r["errors"]][:3]
+    assert all(not r["init_faults"] for r in runs), [r["init_faults"] for r in runs if r["init_faults"]][:3]
     assert sum(r["churn"] > 0 for r in runs) >= SESSION_AUDITS // 2, "the churn workload was not seen"
     for r in runs:
         s = r["summary"]
         assert s["processes"] > 0 and s["tables_read"] > 0
-        assert s["unreadable_tables"] >= 0 and "unreadable_processes" in s
+        assert s["unreadable_tables"] <= s["tables_read"] and "unreadable_processes" in s
     _check_migrated(stats, churn_guest.hmm)
+    seen = {kind: sum(r["entries"].get(kind, 0) for r in runs) for kind in ("migration", "device-private", "swap")}
+    print(f"\nentries met mid-churn over {SESSION_AUDITS} audits: {seen}", file=sys.stderr)
+    if churn_guest.hmm:
+        # Pages sat on test_hmm's device while audits ran: their entries were
+        # decoded as device-private (a wrong swap-type table would say swap or garbage).
+        assert seen["device-private"] > 0, seen
     faults = sum(r["summary"]["unreadable_tables"] + r["summary"]["unreadable_processes"] for r in runs)
     print(f"\n{SESSION_AUDITS} live audits in one session; {faults} tables/processes unreadable mid-walk", file=sys.stderr)

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from drgn_p2p.arch import x86_64 as X
-from drgn_p2p.records import EntryKind, Layout, Leaf, Level
+from drgn_p2p.records import LEVEL_SHIFT, EntryKind, Layout, Leaf, Level
 from drgn_p2p.walk import PageTableWalker, TableFault
 
 from .fakephys import PAGE, FakePhys, page, table_entry
@@ -180,11 +180,15 @@ def _check_walk(items, mem: FakePhys, walker: PageTableWalker, start: int, end: 
         assert f.phys not in mem.pages or f.phys in mem.faults
         assert f.level in LEVELS[levels]
         assert start <= f.va < end
-    span = dict(zip(LEVELS[levels], shifts))
+    # A leaf is reported at the level whose span it translates: with 4-level
+    # paging a top-level entry spans 2^39 bytes, a P4D entry's span.
+    leaf_levels = tuple(Level.P4D if (lvl, sh) == (Level.PGD, 39) else lvl for lvl, sh in zip(LEVELS[levels], shifts))
+    span = dict(zip(leaf_levels, shifts))
+    assert all(span[lvl] == LEVEL_SHIFT[lvl] for lvl in leaf_levels)
     previous = -1
     for va, level, raw in leaves:
         assert raw != 0
-        assert level in LEVELS[levels]
+        assert level in leaf_levels
         assert va % (1 << span[level]) == 0
         assert va < end and va + (1 << span[level]) > start  # maps part of the range
         assert va > previous  # address order, each entry once

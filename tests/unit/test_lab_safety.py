@@ -116,3 +116,28 @@ def test_no_shell_strings_in_the_lab() -> None:
             if isinstance(node, ast.Attribute) and node.attr in ("system", "popen") and getattr(node.value, "id", "") == "os":
                 problems.append(f"{path.name}:{node.lineno}: os.{node.attr}")
     assert problems == []
+
+
+def test_coherent_scenario_gives_test_hmm_its_memory(tmp_path):
+    """device-coherent reserves real memory below the guest's top and hands test_hmm
+    its address; without it test_hmm is loaded plain (devices 0 and 1 only)."""
+    from types import SimpleNamespace
+
+    from drgn_p2p.lab import scenarios
+
+    hmm = tmp_path / "test_hmm.ko"
+    hmm.write_bytes(b"\0")
+    kernel = SimpleNamespace(dir=tmp_path, config={"CONFIG_DEVICE_PRIVATE": "y", "CONFIG_PCI": "y"})
+    both = scenarios.plan(kernel, ["device-private", "device-coherent"], test_hmm=hmm)
+    assert [s.name for s in both.scenarios] == ["device-private", "device-coherent"] and both.test_hmm == hmm
+    base0, base1 = scenarios.COHERENT_BASES
+    assert {f"memmap=256M${base0 >> 20}M", f"memmap=256M${base1 >> 20}M"} <= set(both.cmdline())
+    assert both.test_hmm_args() == [f"spm_addr_dev0={base0:#x}", f"spm_addr_dev1={base1:#x}"]
+    # Both inside the guest's low 2 GiB of RAM, clear of the fsdax and devdax pmem ranges.
+    pmem = [(1 << 30, (1 << 30) + (256 << 20)), (1536 << 20, 1792 << 20)]
+    for base in (base0, base1):
+        assert base + (256 << 20) <= 2 << 30
+        assert all(base + (256 << 20) <= lo or base >= hi for lo, hi in pmem)
+    assert scenarios.plan(kernel, ["device-private"], test_hmm=hmm).test_hmm_args() == []
+    without = scenarios.plan(SimpleNamespace(dir=tmp_path, config={}), ["device-coherent"], test_hmm=hmm)
+    assert "CONFIG_DEVICE_PRIVATE" in without.skipped["device-coherent"]

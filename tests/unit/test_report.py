@@ -47,8 +47,9 @@ def test_json_document_shape():
     vma = doc["vmas"][0]
     assert vma["flag_names"] == ["READ", "WRITE", "SHARED", "PFNMAP", "IO"]
     assert vma["runs"][0]["raw"] == hex(result.vmas[0].runs[0].first.raw)
+    # A BAR PTE without the special bit in a VM_PFNMAP VMA is one defect, one finding.
+    assert [f["rule"] for f in doc["findings"]] == ["no-memmap-not-special"]
     finding = doc["findings"][0]
-    assert finding["rule"] in {"pfnmap-not-special", "no-memmap-not-special"}
     assert finding["page"]["kind"] == "no-memmap" and finding["page"]["owner"] == "0000:00:03.0"
     assert finding["level"] == "pte" and finding["count"] == 16
     assert "SPECIAL" not in finding["bits"] and "PRESENT" in finding["bits"]
@@ -97,3 +98,14 @@ def test_layout_rendering_lists_how_each_value_was_learned():
     assert doc["layout"]["devmap_bit"] == 58
     text = _render(print_layout, L61)
     assert "devmap_bit" in text and "swap.max_swapfiles" in text
+
+
+def test_vm_flag_mnemonics_name_every_bit():
+    from drgn_p2p.report import vm_flag_mnemonics
+
+    from .layouts import L72, vm
+
+    # smaps mnemonics where smaps has one, the flag's name where it has none
+    # (the protection-key bits), and the bit number for a bit without a name.
+    flags = vm(L72, "READ", "PFNMAP", "PKEY_BIT0") | 1 << 55
+    assert vm_flag_mnemonics(flags, L72) == "rd pf pkey_bit0 bit55"

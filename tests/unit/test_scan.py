@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from drgn_p2p.arch import x86_64 as X
 from drgn_p2p.classify import Classifier, Pagemap
 from drgn_p2p.coalesce import coalesce, coalesce_segments
+from drgn_p2p.records import PageKind
 from drgn_p2p.scan import PteScanner
 from drgn_p2p.walk import PteSlice
 
@@ -21,7 +22,7 @@ ANON = 0x67 | NX  # PRESENT RW USER ACCESSED DIRTY
 LAYOUTS = [L61, L72]
 
 # RAM 0x1000-0x80000 with an fsdax pgmap at 0x40000-0x48000; a BAR at 0xC0000.
-PGMAP = Pagemap(0xFFFF_8880_0100_0000, "FS_DAX", 0x40000, 0x48000, None, None, True)
+PGMAP = Pagemap(0xFFFF_8880_0100_0000, "FS_DAX", 0x40000, 0x48000, None, None, True, PageKind.FSDAX)
 MEMMAP = [(0x1000, 0x80000)]
 IOMEM = [(0x1000 << 12, 0x80000 << 12, "System RAM"), (0xC0000 << 12, 0xC1000 << 12, "0000:00:04.0")]
 

@@ -99,6 +99,8 @@ def test_vm_flag_bits():
         assert (bits["SHARED"], bits["PFNMAP"], bits["IO"], bits["MIXEDMAP"], bits["HUGEPAGE"]) == (3, 10, 14, 28, 29)
         assert (bits["DONTEXPAND"], bits["DONTDUMP"], bits["PAT"]) == (18, 26, 24)
     assert (v61["UFFD_MINOR"], v612["UFFD_MINOR"], v72["UFFD_MINOR"]) == (37, 38, 41)
+    # 38 until the arm64 GCS clash fix (v6.16), not from v6.13 on.
+    assert [lt.vm_flag_bits(v)["UFFD_MINOR"] for v in ((6, 13), (6, 15), (6, 16))] == [38, 38, 41]
     assert ("SEALED" not in v61, v612["SEALED"], v72["SEALED"]) == (True, 63, 42)
     assert "ALLOW_ANY_UNCACHED" not in v61 and v612["ALLOW_ANY_UNCACHED"] == v72["ALLOW_ANY_UNCACHED"] == 39
     assert v612["SHADOW_STACK"] == 37 and "SHADOW_STACK" not in v61
@@ -136,3 +138,35 @@ def test_parse_release(release, version):
 def test_parse_release_rejects_garbage():
     with pytest.raises(ValueError):
         lt.parse_release("linux")
+
+
+# (MAX_SWAPFILES, device types, CONFIG_MIGRATION, CONFIG_MEMORY_FAILURE, SWP_SWAPIN_ERROR by release)
+# → (SWP_PTE_MARKER, SWP_SWAPIN_ERROR): include/linux/swap.h of 6.1, 6.12 and 7.2.
+COUNTS = [
+    ((26, 0, True, True, True), (True, True)),  # Debian 6.1: PTE_MARKER=y
+    ((27, 0, True, True, True), (False, True)),  # 6.1 with CONFIG_PTE_MARKER=n: SWAPIN_ERROR still there
+    ((22, 4, True, True, True), (True, True)),  # 6.1 DEVICE_PRIVATE=y
+    ((27, 0, True, True, False), (True, False)),  # Debian 6.12
+    ((24, 3, True, True, False), (True, False)),  # Debian 7.2
+    ((28, 3, False, False, False), (True, False)),  # 7.2 without MIGRATION and MEMORY_FAILURE
+    ((30, 0, False, True, True), (False, True)),  # 6.1 without MIGRATION and PTE_MARKER
+]
+
+
+@pytest.mark.parametrize("args,expected", COUNTS)
+def test_special_swap_counts(args, expected):
+    max_swapfiles, device_num, migration, hwpoison, swapin = args
+    marker, swapin_error, note = lt.special_swap_counts(
+        max_swapfiles=max_swapfiles, device_num=device_num, migration=migration, hwpoison=hwpoison, swapin_error=swapin)
+    assert (marker, swapin_error) == expected
+    assert "no known configuration" not in note
+    # What it concludes reproduces the kernel's MAX_SWAPFILES.
+    st = lt.swap_types(device_private=device_num > 0, single_device_exclusive=device_num == 3, has_swapin_error=swapin_error,
+                       has_pte_marker=marker, migration=migration, hwpoison=hwpoison, pfn_bits=40, max_swapfiles=max_swapfiles)
+    assert st.migration_read is None if not migration else st.migration_read == max_swapfiles + hwpoison
+
+
+def test_special_swap_counts_never_raises():
+    marker, swapin_error, note = lt.special_swap_counts(
+        max_swapfiles=20, device_num=0, migration=True, hwpoison=True, swapin_error=False)
+    assert (marker, swapin_error) == (True, False) and "no known configuration" in note

@@ -349,3 +349,20 @@ def test_a_shared_unreadable_table_counts_once_but_faults_every_range() -> None:
     assert [f.phys for f in first] == [leaf_table] and [f.phys for f in second] == [leaf_table]
     assert walker.faults == 1
     assert mem.faults == [leaf_table]  # not read again after it faulted
+
+
+@pytest.mark.parametrize("levels,size", [(5, 1 << 48), (4, 1 << 39)])
+def test_garbage_top_level_entry_spans_its_level(levels: int, size: int) -> None:
+    """A non-table top-level entry is reported over the range it translates:
+    2^48 bytes with 5-level paging, 2^39 with 4 (the P4D folded)."""
+    from drgn_p2p.arch import x86_64 as X
+    from drgn_p2p.records import EntryKind
+
+    t = Tables(levels)
+    bad = 0x2  # not present, not a table: never valid at the top level
+    t.tables[t.root][(VA >> t.shifts[0]) & 511] = bad
+    (item,) = list(t.walker(t.memory()).walk(VA, VA + 0x1000))
+    va, level, raw = item
+    leaf = X.decode_leaf(raw, va, level, t.layout)
+    assert leaf.kind == EntryKind.GARBAGE and leaf.size == size
+    assert va == VA & ~(size - 1)

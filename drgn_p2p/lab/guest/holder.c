@@ -20,6 +20,9 @@
  *   p2pmem PATH          2 MiB from a p2pmem/allocate file
  *   dumb CARD            DRM dumb buffer, mmapped through the card
  *   hmm DEV              test_hmm: THP and 4K anon migrated to device memory
+ *   hmm-coherent DEV     test_hmm's DEVICE_COHERENT device: anon memory, COWed
+ *                        pages of a MAP_PRIVATE file, and device-exclusive
+ *                        entries to coherent pages
  *
  * The ioctl structures below are the kernel's user-space ABI, declared here
  * so that the program builds without libdrm or the test_hmm header.
@@ -68,6 +71,7 @@ struct hmm_dmirror_cmd {
 	uint64_t addr, ptr, npages, cpages, faults;
 };
 #define HMM_DMIRROR_MIGRATE_TO_DEV _IOWR('H', 0x02, struct hmm_dmirror_cmd)
+#define HMM_DMIRROR_EXCLUSIVE _IOWR('H', 0x05, struct hmm_dmirror_cmd)
 
 static const char *kind, *expect, *outfile;
 static char lines[4096];
@@ -356,26 +360,69 @@ static void mode_dumb(const char *card)
 	record(p, cd.size, "");
 }
 
-/* Touch anon memory, then migrate it to test_hmm's device-private memory. */
-static void hmm_migrate(int fd, size_t len, size_t align, int advice,
-			const char *suffix)
+/* Run test_hmm's ioctl @req over [p, p + len), all of whose pages it must take. */
+static void hmm_ioctl(int fd, unsigned long req, const char *what, void *p,
+		      size_t len)
 {
-	void *p = anon(len, align, advice);
 	void *bounce = anon(len, 0, -1);
 	struct hmm_dmirror_cmd cmd = {
 		.addr = (uintptr_t)p, .ptr = (uintptr_t)bounce,
 		.npages = len / PAGE,
 	};
 
-	touch_write(p, len, PAGE);
-	if (ioctl(fd, HMM_DMIRROR_MIGRATE_TO_DEV, &cmd))
-		die("HMM_DMIRROR_MIGRATE_TO_DEV (%zu bytes)", len);
+	if (ioctl(fd, req, &cmd))
+		die("%s (%zu bytes)", what, len);
 	if (cmd.cpages != cmd.npages) {
 		errno = 0;
-		die("migrated %lu of %lu pages", (unsigned long)cmd.cpages,
+		die("%s took %lu of %lu pages", what, (unsigned long)cmd.cpages,
 		    (unsigned long)cmd.npages);
 	}
+	munmap(bounce, len);
+}
+
+/* Touch anon memory, then migrate it to test_hmm's device memory. */
+static void hmm_migrate(int fd, size_t len, size_t align, int advice,
+			const char *suffix)
+{
+	void *p = anon(len, align, advice);
+
+	touch_write(p, len, PAGE);
+	hmm_ioctl(fd, HMM_DMIRROR_MIGRATE_TO_DEV, "HMM_DMIRROR_MIGRATE_TO_DEV", p, len);
 	record(p, len, suffix);
+}
+
+/*
+ * test_hmm's DEVICE_COHERENT device (loaded with spm_addr_dev0/1): what
+ * migrate_vma may legitimately move there, and what make_device_exclusive()
+ * may then take.
+ */
+static void mode_hmm_coherent(const char *dev)
+{
+	int fd = open_or_die(dev, O_RDWR);
+	size_t len = 64 * KiB;
+	char path[] = "/tmp/qp-coherent.XXXXXX";
+	int file;
+	void *p;
+
+	/* Anonymous memory. */
+	hmm_migrate(fd, len, 0, MADV_NOHUGEPAGE, "-anon");
+
+	/* COWed (anonymous) pages of a MAP_PRIVATE file mapping, as a program's .data. */
+	file = mkstemp(path);
+	if (file < 0 || ftruncate(file, len))
+		die("creating %s", path);
+	unlink(path);
+	p = map_fixed(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, file, 0);
+	touch_write(p, len, PAGE);
+	hmm_ioctl(fd, HMM_DMIRROR_MIGRATE_TO_DEV, "HMM_DMIRROR_MIGRATE_TO_DEV", p, len);
+	record(p, len, "-file");
+
+	/* Device-exclusive entries to anonymous coherent pages. */
+	p = anon(len, 0, MADV_NOHUGEPAGE);
+	touch_write(p, len, PAGE);
+	hmm_ioctl(fd, HMM_DMIRROR_MIGRATE_TO_DEV, "HMM_DMIRROR_MIGRATE_TO_DEV", p, len);
+	hmm_ioctl(fd, HMM_DMIRROR_EXCLUSIVE, "HMM_DMIRROR_EXCLUSIVE", p, len);
+	record(p, len, "-exclusive");
 }
 
 static void mode_hmm(const char *dev)
@@ -431,6 +478,8 @@ int main(int argc, char **argv)
 		mode_dumb(argv[5]);
 	else if (!strcmp(mode, "hmm") && (need(argc, 6), 1))
 		mode_hmm(argv[5]);
+	else if (!strcmp(mode, "hmm-coherent") && (need(argc, 6), 1))
+		mode_hmm_coherent(argv[5]);
 	else {
 		errno = 0;
 		die("unknown mode %s", mode);

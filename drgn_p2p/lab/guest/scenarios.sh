@@ -218,11 +218,25 @@ scn_drm_ttm() {
 	hold drm-ttm dumb "/dev/dri/$card"
 }
 
-scn_device_private() {
+# Load test_hmm once, with the parameters every test_hmm scenario needs;
+# wait for its device $1.
+test_hmm_device() {
 	[ -n "$QP_TEST_HMM" ] || { fail "no test_hmm.ko supplied"; return 1; }
-	step insmod "$QP_TEST_HMM" || return
-	wait_for 50 test -c /dev/hmm_dmirror0 || { fail "/dev/hmm_dmirror0 did not appear"; return 1; }
+	if [ ! -d /sys/module/test_hmm ]; then
+		# shellcheck disable=SC2086
+		step insmod "$QP_TEST_HMM" $QP_TEST_HMM_ARGS || return
+	fi
+	wait_for 50 test -c "$1" || { fail "$1 did not appear"; return 1; }
+}
+
+scn_device_private() {
+	test_hmm_device /dev/hmm_dmirror0 || return
 	hold device-private hmm /dev/hmm_dmirror0
+}
+
+scn_device_coherent() {
+	test_hmm_device /dev/hmm_dmirror2 || return
+	hold device-coherent hmm-coherent /dev/hmm_dmirror2
 }
 
 # --- driver --------------------------------------------------------------

@@ -397,8 +397,16 @@ static void p2pv_devmem_create(phys_addr_t base)
 		c->pgmap.range.start = start;
 		c->pgmap.range.end = start + P2PV_HUGE_LEN - 1;
 		c->pgmap.nr_range = 1;
-		c->pgmap.ops = &p2pv_pgmap_ops;
-		c->pgmap.owner = &p2pv_owner;
+		/*
+		 * Device-dax (dev_dax_probe()) leaves ops and owner NULL, and that
+		 * is how an auditor tells it from other MEMORY_DEVICE_GENERIC
+		 * users (Xen's unpopulated-alloc sets owner): the GENERIC chunk
+		 * stands for device-dax, so it has neither.
+		 */
+		if (devmem_type[i] != MEMORY_DEVICE_GENERIC) {
+			c->pgmap.ops = &p2pv_pgmap_ops;
+			c->pgmap.owner = &p2pv_owner;
+		}
 		va = memremap_pages(&c->pgmap, NUMA_NO_NODE);
 		if (IS_ERR(va)) {
 			pr_warn(P2PV_NAME ": memremap_pages(%s, %pa) failed: %ld\n",
@@ -987,6 +995,18 @@ static int p2pv_build(struct vm_area_struct *vma, struct p2pv_map *map)
 			return ret;
 		return p2pv_change_ptes(vma, start, end, 0, _PAGE_SPECIAL);
 	case P2PV_P2PDMA_SPECIAL:
+		/*
+		 * Special PTEs on P2PDMA pages in the VMA shape p2pmem_alloc_mmap()
+		 * makes (VM_MIXEDMAP, no VM_PFNMAP). The PFNMAP form, a sysfs
+		 * resourceN mmap of a BAR that also hosts p2pmem, is legitimate;
+		 * this one no kernel path makes.
+		 */
+		ret = p2pv_remap_devmem(vma, map);
+		if (ret)
+			return ret;
+		p2pv_flags_clear(vma, VM_PFNMAP | VM_IO);
+		p2pv_flags_set(vma, VM_MIXEDMAP);
+		return 0;
 	case P2PV_COHERENT_IN_PFNMAP:
 	case P2PV_PRIVATE_PRESENT:
 		/* ZONE_DEVICE pages as if they were a BAR: special PTEs in VM_PFNMAP. */
@@ -1074,6 +1094,10 @@ static void p2pv_restore(struct vm_area_struct *vma, struct p2pv_map *map)
 #endif
 	case P2PV_PFNMAP_RAM_NOT_SPECIAL:
 		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, _PAGE_SPECIAL, 0);
+		break;
+	case P2PV_P2PDMA_SPECIAL:
+		p2pv_flags_clear(vma, VM_MIXEDMAP);
+		p2pv_flags_set(vma, VM_PFNMAP | VM_IO);
 		break;
 	case P2PV_P2PDMA_NO_MIXEDMAP:
 		p2pv_flags_set(vma, VM_PFNMAP | VM_IO);
@@ -1237,10 +1261,66 @@ static struct miscdevice p2pv_dev = {
 	.mode = 0600,
 };
 
+/*
+ * Facts of this kernel as its own headers and configuration define them,
+ * for the lab to hold against what drgn-p2p learns from debug info and
+ * version tables (-1: the kernel has no such thing).
+ */
+#ifdef SWP_HWPOISON
+#define P2PV_SWP_HWPOISON	SWP_HWPOISON
+#else
+#define P2PV_SWP_HWPOISON	-1
+#endif
+#ifdef SWP_MIGRATION_READ
+#define P2PV_SWP_MIGRATION_READ	SWP_MIGRATION_READ
+#else
+#define P2PV_SWP_MIGRATION_READ	-1
+#endif
+#ifdef SWP_DEVICE_WRITE
+#define P2PV_SWP_DEVICE_WRITE	SWP_DEVICE_WRITE
+#else
+#define P2PV_SWP_DEVICE_WRITE	-1
+#endif
+#if defined(SWP_DEVICE_EXCLUSIVE)
+#define P2PV_SWP_DEVICE_EXCLUSIVE	SWP_DEVICE_EXCLUSIVE
+#elif defined(SWP_DEVICE_EXCLUSIVE_WRITE)
+#define P2PV_SWP_DEVICE_EXCLUSIVE	SWP_DEVICE_EXCLUSIVE_WRITE
+#else
+#define P2PV_SWP_DEVICE_EXCLUSIVE	-1
+#endif
+#ifdef SWP_PTE_MARKER
+#define P2PV_SWP_PTE_MARKER	SWP_PTE_MARKER
+#else
+#define P2PV_SWP_PTE_MARKER	-1
+#endif
+#ifdef SWP_SWAPIN_ERROR
+#define P2PV_SWP_SWAPIN_ERROR	SWP_SWAPIN_ERROR
+#else
+#define P2PV_SWP_SWAPIN_ERROR	-1
+#endif
+#ifdef _PAGE_BIT_DEVMAP
+#define P2PV_DEVMAP_BIT		_PAGE_BIT_DEVMAP
+#else
+#define P2PV_DEVMAP_BIT		-1
+#endif
+
+static void p2pv_report_facts(void)
+{
+	pr_info(P2PV_NAME ": facts max_swapfiles=%d hwpoison=%d migration_read=%d device_write=%d"
+		" device_exclusive=%d pte_marker=%d swapin_error=%d devmap_bit=%d"
+		" pmd_special=%d pud_special=%d uffd_minor_bit=%d pfnmap_bit=%d mixedmap_bit=%d\n",
+		(int)MAX_SWAPFILES, (int)P2PV_SWP_HWPOISON, (int)P2PV_SWP_MIGRATION_READ,
+		(int)P2PV_SWP_DEVICE_WRITE, (int)P2PV_SWP_DEVICE_EXCLUSIVE, (int)P2PV_SWP_PTE_MARKER,
+		(int)P2PV_SWP_SWAPIN_ERROR, (int)P2PV_DEVMAP_BIT,
+		IS_ENABLED(CONFIG_ARCH_SUPPORTS_PMD_PFNMAP), IS_ENABLED(CONFIG_ARCH_SUPPORTS_PUD_PFNMAP),
+		VM_UFFD_MINOR ? (int)ilog2(VM_UFFD_MINOR) : -1, (int)ilog2(VM_PFNMAP), (int)ilog2(VM_MIXEDMAP));
+}
+
 static int __init p2pv_init(void)
 {
 	int ret;
 
+	p2pv_report_facts();
 	p2pv_pick_range();
 	if (nm_pfn)
 		pr_info(P2PV_NAME ": memmap-less range %#lx+%#lx (%s), small cases at pfn %#lx, PMD chunk %#lx\n",
