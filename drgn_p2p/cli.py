@@ -19,7 +19,6 @@ from typing import Callable, Optional, Sequence, Tuple
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from .errors import EXIT_CLEAN, EXIT_ERROR, EXIT_FINDINGS, P2PError, UsageError
 from .records import Severity
@@ -209,7 +208,7 @@ def audit(open_target, pids, comms, kinds, rules, va_range, fmt, as_json, output
             keep_runs=keep_runs,
         )
     if pids and not result.stats.processes:
-        raise UsageError(f"no process with pid {', '.join(map(str, pids))}")
+        raise _no_process(pids, result)
     if fmt == "text" and not output:
         print_audit(_stdout, result, result.layout, verbose=verbose)
     else:
@@ -239,6 +238,12 @@ def _write(path: Optional[str], text: str) -> None:
             f.write(text)
     except OSError as e:
         raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _no_process(pids: Sequence[int], result) -> UsageError:
+    """No process with *pids*, and why, when looking them up failed (a damaged target)."""
+    why = [fault.message for vma, fault in result.faults if vma is None and fault.message.startswith("pid ")]
+    return UsageError(f"no process with pid {', '.join(map(str, pids))}" + (f" ({why[0]})" if why else ""))
 
 
 class _progress:
@@ -293,30 +298,16 @@ def layout(open_target, as_json) -> None:
 def maps(open_target, pid, as_json) -> None:
     """List PID's VMAs with flag mnemonics and page-kind counts."""
     from .pipeline import audit as run_audit
-    from .report import audit_json, vm_flag_mnemonics
+    from .report import audit_json, print_maps
 
     prog = open_target()
     result = run_audit(prog, pids=[pid])
     if not result.stats.processes:
-        raise UsageError(f"no process with pid {pid}")
+        raise _no_process([pid], result)
     if as_json:
         click.echo(json.dumps(audit_json(result, result.layout)["vmas"], indent=1))
         return
-    table = Table(title=f"pid {pid}", title_justify="left")
-    for col in ("range", "VmFlags", "ops", "file", "pages by kind", "leaves", "S", "D"):
-        table.add_column(col, overflow="fold")
-    for r in result.vmas:
-        table.add_row(
-            f"{r.vma.start:#x}-{r.vma.end:#x}",
-            vm_flag_mnemonics(r.vma.flags, result.layout),
-            safe_text(r.vma.ops),
-            safe_text(r.vma.file),
-            " ".join(f"{k}:{v}" for k, v in r.pages_by_kind),
-            " ".join(f"{k}:{v}" for k, v in r.leaves_by_level),
-            str(r.special),
-            str(r.devmap),
-        )
-    _stdout.print(table)
+    print_maps(_stdout, result, pid)
 
 
 @cli.command()
@@ -327,6 +318,7 @@ def pgmaps(open_target, as_json) -> None:
     """List every dev_pagemap: type, range, owner, ops, and who maps its pages."""
     from .classify import Classifier
     from .pipeline import audit as run_audit
+    from .report import print_pgmaps
 
     prog = open_target()
     result = run_audit(prog)
@@ -355,16 +347,7 @@ def pgmaps(open_target, as_json) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
-    table = Table(title="dev_pagemaps", title_justify="left")
-    for col in ("pgmap", "type", "range", "pages", "owner", "ops", "memmap", "mapped by (pages)"):
-        table.add_column(col, overflow="fold")
-    for row in rows:
-        table.add_row(
-            row["pgmap"], row["type"], f"{row['start']}-{row['end']}", str(row["pages"]),
-            safe_text(row["owner"]), safe_text(row["ops"]), "yes" if row["memmap_readable"] else "unreadable",
-            safe_text(" ".join(f"{k}:{v}" for k, v in row["mapped_by"].items())),
-        )
-    _stdout.print(table)
+    print_pgmaps(_stdout, rows)
 
 
 @cli.command()

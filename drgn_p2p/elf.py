@@ -11,7 +11,7 @@ import struct
 from pathlib import Path
 from typing import Dict, Iterator, Mapping, Optional, Tuple
 
-__all__ = ("elf_sections", "elf_build_id", "has_debug_info")
+__all__ = ("elf_sections", "elf_build_id", "elf_architecture", "has_debug_info")
 
 
 def elf_sections(path: Path) -> Dict[str, Tuple[int, int]]:
@@ -33,6 +33,25 @@ def elf_sections(path: Path) -> Dict[str, Tuple[int, int]]:
         name = strtab[name_off : strtab.index(b"\0", name_off)].decode()
         sections[name] = (offset, size)
     return sections
+
+
+#: ``e_machine`` values of the architectures drgn reads, by drgn's
+#: :class:`drgn.Architecture` name (``<elf.h>``: EM_X86_64, EM_AARCH64).
+_MACHINES = {62: "x86_64", 183: "aarch64"}
+
+
+def elf_architecture(path: Path) -> Optional[str]:
+    """
+    Return the architecture an ELF file was built for, from ``e_machine`` of
+    its ``Elf64_Ehdr`` (``"x86_64"``, ``"aarch64"``), or None if it is not a
+    64-bit little-endian ELF file of one of them.
+    """
+    with open(path, "rb") as f:
+        ident = f.read(20)
+    if len(ident) < 20 or ident[:4] != b"\x7fELF" or ident[4] != 2 or ident[5] != 1:
+        return None
+    machine, = struct.unpack_from("<H", ident, 0x12)
+    return _MACHINES.get(machine)
 
 
 def _notes(data: bytes) -> Iterator[Tuple[bytes, int, bytes]]:

@@ -8,11 +8,12 @@ with every bit named, the VMA, the PFN's page kind and pgmap, and the
 verdict of every rule on that leaf.
 """
 
+from collections import Counter
 from typing import Dict, List
 
 import drgn
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from .arch import decode_leaf, describe
 from .pipeline import select_rules
@@ -20,11 +21,15 @@ from .classify import Classifier, page_zone
 from .errors import UsageError
 from .layout import read_layout
 from .records import Level, Run
-from .report import safe_text
+from .report import safe_text, table
 from .rules import evaluate_run
-from .walk import PageTableWalker, for_each_process, process_vmas
+from .tasks import find_process
+from .walk import PageTableWalker, process_vmas
 
 __all__ = ("explain", "print_explanation")
+
+#: Verdicts :func:`print_explanation` counts instead of listing.
+_QUIET_VERDICTS = ("ok", "not applicable")
 
 
 def explain(prog: drgn.Program, pid: int, va: int) -> Dict[str, object]:
@@ -33,9 +38,10 @@ def explain(prog: drgn.Program, pid: int, va: int) -> Dict[str, object]:
     :raises UsageError: if there is no such process or *va* is in no VMA.
     """
     layout = read_layout(prog)
-    process = next(iter(for_each_process(prog, pids=[pid])), None)
+    faults: List[str] = []
+    process = find_process(prog, pid, on_fault=faults.append)
     if process is None:
-        raise UsageError(f"no process with pid {pid}")
+        raise UsageError(f"no process with pid {pid}" + (f" ({faults[0]})" if faults else ""))
     vma = next(iter(process_vmas(prog, process, va, va + 1)), None)
     if vma is None:
         raise UsageError(f"address {va:#x} is not in any VMA of pid {pid}")
@@ -114,12 +120,10 @@ def print_explanation(console: Console, doc: Dict[str, object]) -> None:
         f"VMA {vma['start']}-{vma['end']} flags {vma['flags']} ({' '.join(vma['flag_names'])})"
         f" ops {safe_text(vma['ops']) or '-'} file {safe_text(vma['file']) or '-'}"
     )
-    table = Table(show_header=True)
-    for col in ("level", "entry at", "raw", "bits", "cache"):
-        table.add_column(col, overflow="fold")
+    walk = table(None, ("level", "entry at", "raw", "bits", "cache"), addresses=("entry at", "raw"))
     for row in doc["walk"]:
-        table.add_row(row["level"], row["entry_phys"], row["raw"], " ".join(row["bits"]), row["cache"])
-    console.print(table)
+        walk.add_row(row["level"], row["entry_phys"], row["raw"], " ".join(row["bits"]), row["cache"])
+    console.print(walk)
     leaf = doc["leaf"]
     if leaf is None:
         console.print("No leaf maps this address.")
@@ -131,6 +135,13 @@ def print_explanation(console: Console, doc: Dict[str, object]) -> None:
         + (f" owner {safe_text(leaf['owner'])}" if leaf["owner"] else "")
         + ("" if leaf["memmap_readable"] else " (struct page unreadable: classified from the pgmap)")
     )
+    verdicts = Counter(r["verdict"] for r in doc["rules"])
     for r in doc["rules"]:
-        style = {"ok": "green", "not applicable": "dim"}.get(r["verdict"], "bold red")
-        console.print(f"  [{style}]{r['verdict']:>14}[/] {r['rule']}" + (f": {r['message']}" if r["message"] else ""))
+        if r["verdict"] not in _QUIET_VERDICTS:
+            console.print(f"  [bold red]{r['verdict']:>7}[/] {r['rule']}: {escape(r['message'] or '')}", soft_wrap=True)
+    fired = sum(n for v, n in verdicts.items() if v not in _QUIET_VERDICTS)
+    console.print(
+        f"{fired or 'No'} rule{'' if fired == 1 else 's'} fired on this leaf"
+        f"; {verdicts['ok']} other{'' if verdicts['ok'] == 1 else 's'} passed"
+        f", {verdicts['not applicable']} do not apply to this kernel (--json lists every verdict)."
+    )

@@ -26,7 +26,8 @@ from .layout import read_layout
 from .records import Finding, Layout, Leaf, Level, PageKind, PfnInfo, Run, Severity, Vma
 from .rules import RULES, Rule, VmaTally, evaluate_run, evaluate_vma
 from .scan import PteScanner
-from .walk import PageTableWalker, Process, PteSlice, RawLeaf, share_names, unshare_names, TableFault, for_each_process, process_vmas
+from .tasks import for_each_process
+from .walk import PageTableWalker, Process, PteSlice, RawLeaf, share_names, unshare_names, TableFault, process_vmas
 
 __all__ = ("AuditStats", "VmaReport", "AuditResult", "audit", "check_selection", "select_rules")
 

@@ -8,7 +8,7 @@ tables. Rendering is kept apart from the data: every ``*_json`` function
 returns plain dicts, every ``print_*`` function only prints.
 """
 
-from typing import Dict, Optional
+from typing import Dict, Iterable, Optional, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -27,7 +27,10 @@ __all__ = (
     "layout_json",
     "audit_json",
     "print_audit",
+    "print_maps",
+    "print_pgmaps",
     "print_layout",
+    "table",
 )
 
 #: Version of the JSON document ``drgn-p2p audit --json`` writes.
@@ -65,6 +68,21 @@ def printable(value: Optional[str]) -> str:
     if not value:
         return ""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+
+
+def table(title: Optional[str], columns: Sequence[str], addresses: Sequence[str] = ()) -> Table:
+    """A rich table whose *addresses* columns never wrap: the others fold first.
+
+    An address (or an address range) split over two lines cannot be copied
+    or searched for, in a narrow terminal or a CI log alike.
+    """
+    t = Table(title=title, title_justify="left", show_header=True)
+    for col in columns:
+        if col in addresses:
+            t.add_column(col, no_wrap=True, overflow="ignore")
+        else:
+            t.add_column(col, overflow="fold")
+    return t
 
 
 def vm_flag_mnemonics(flags: int, layout: Layout) -> str:
@@ -255,9 +273,11 @@ _INTERESTING = ("fsdax", "devdax", "device-generic", "p2pdma", "device-private",
 
 def print_audit(console: Console, result, layout: Layout, verbose: bool = False) -> None:
     """Print the per-VMA summary and the findings by rule."""
-    table = Table(title=f"Device and PFN mappings — {layout.release}", title_justify="left")
-    for col in ("pid", "comm", "range", "flags", "ops/file", "pages by kind", "leaves", "other entries", "S", "D"):
-        table.add_column(col, overflow="fold")
+    rows = table(
+        f"Device and PFN mappings — {layout.release}",
+        ("pid", "comm", "range", "flags", "ops/file", "pages by kind", "leaves", "other entries", "S", "D"),
+        addresses=("range",),
+    )
     for r in result.vmas:
         kinds = dict(r.pages_by_kind)
         # Device memory (mapped, or held in device-private entries), or any
@@ -270,7 +290,7 @@ def print_audit(console: Console, result, layout: Layout, verbose: bool = False)
         if not (verbose or interesting):
             continue
         other = " ".join(f"{k}:{v}" for k, v in r.entries_by_kind if k not in ("present", "protnone"))
-        table.add_row(
+        rows.add_row(
             str(r.vma.pid),
             safe_text(r.vma.comm),
             f"{r.vma.start:#x}-{r.vma.end:#x}",
@@ -282,7 +302,7 @@ def print_audit(console: Console, result, layout: Layout, verbose: bool = False)
             str(r.special),
             str(r.devmap),
         )
-    console.print(table)
+    console.print(rows)
     if result.findings:
         console.print("[bold]Findings[/]")
         for group in group_findings(sorted(result.findings, key=lambda f: (-f.severity, f.rule, f.vma.pid, f.start))):
@@ -295,6 +315,38 @@ def print_audit(console: Console, result, layout: Layout, verbose: bool = False)
     if result.not_applicable:
         for rule, reason in result.not_applicable.items():
             console.print(f"[dim]not applicable: {rule}: {reason}[/]")
+
+
+def print_maps(console: Console, result, pid: int) -> None:
+    """Every VMA of *pid* with smaps-style flags and page-kind counts (``drgn-p2p maps``)."""
+    rows = table(f"pid {pid}", ("range", "VmFlags", "ops", "file", "pages by kind", "leaves", "S", "D"),
+                 addresses=("range",))
+    for r in result.vmas:
+        rows.add_row(
+            f"{r.vma.start:#x}-{r.vma.end:#x}",
+            vm_flag_mnemonics(r.vma.flags, result.layout),
+            safe_text(r.vma.ops),
+            safe_text(r.vma.file),
+            " ".join(f"{k}:{v}" for k, v in r.pages_by_kind),
+            " ".join(f"{k}:{v}" for k, v in r.leaves_by_level),
+            str(r.special),
+            str(r.devmap),
+        )
+    console.print(rows)
+
+
+def print_pgmaps(console: Console, pgmaps: Iterable[Dict[str, object]]) -> None:
+    """The ``drgn-p2p pgmaps`` rows (as its JSON has them) as a table."""
+    rows = table("dev_pagemaps", ("pgmap", "type", "range", "pages", "owner", "ops", "memmap", "mapped by (pages)"),
+                 addresses=("pgmap", "range"))
+    for row in pgmaps:
+        rows.add_row(
+            str(row["pgmap"]), str(row["type"]), f"{row['start']}-{row['end']}", str(row["pages"]),
+            safe_text(row["owner"]), safe_text(row["ops"]),  # type: ignore[arg-type]
+            "yes" if row["memmap_readable"] else "unreadable",
+            safe_text(" ".join(f"{k}:{v}" for k, v in row["mapped_by"].items())),  # type: ignore[attr-defined]
+        )
+    console.print(rows)
 
 
 def print_finding(console: Console, f: Finding, layout: Layout) -> None:

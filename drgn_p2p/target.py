@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 import drgn
 from drgn.helpers.linux.kallsyms import load_module_kallsyms
 
-from .elf import elf_build_id, has_debug_info
+from .elf import elf_architecture, elf_build_id, has_debug_info
 from .errors import TargetError
 
 __all__ = ("open_program",)
@@ -60,21 +60,29 @@ def open_program(
         the target's kernel.
     :param debug_directories: directories to search for debug info when
         *symbols* does not name the vmlinux.
-    :param architecture: ``x86_64`` for dumps that lack it (QEMU kdump-zlib).
+    :param architecture: ``x86_64`` for dumps that lack it (QEMU kdump-zlib);
+        without it, such a dump takes the architecture from the ELF header
+        of the first of *symbols*, with a warning.
     :raises TargetError: on any failure, with a one-line explanation.
     """
-    platform = None
-    if architecture:
-        try:
-            platform = drgn.Platform(drgn.Architecture[architecture.upper()])
-        except KeyError:
-            raise TargetError(f"unknown architecture {architecture!r}") from None
+    platform = _platform(architecture) if architecture else None
     if core is None and qemu is None:
         _check_kcore()  # not root: say so before anything else
     _check_symbol_files(symbols)
     prog = drgn.Program(platform=platform)
     if core is not None:
-        _attach_core(prog, core)
+        try:
+            _attach_core(prog, core)
+        except _NoArchitecture as e:
+            # QEMU's kdump files do not record the architecture; the vmlinux does.
+            arch = elf_architecture(Path(symbols[0])) if symbols else None
+            if arch is None:
+                raise TargetError(str(e) + (
+                    f" (a QEMU kdump file: {symbols[0]} names no architecture either; pass --architecture x86_64)"
+                    if symbols else " (a QEMU kdump file: pass -s VMLINUX, or --architecture x86_64)")) from None
+            _log.warning("vmcore %s does not record its architecture: %s taken from %s", core, arch, symbols[0])
+            prog = drgn.Program(platform=_platform(arch))
+            _attach_core(prog, core)
         what = f"vmcore {core} has no vmcoreinfo (is it a Linux kernel dump?)"
     elif qemu is not None:
         _attach_qemu(prog, qemu)
@@ -97,6 +105,17 @@ def open_program(
     except (drgn.FaultError, LookupError, ValueError):
         pass
     return prog
+
+
+class _NoArchitecture(TargetError):
+    """The vmcore does not record its architecture (QEMU's kdump files)."""
+
+
+def _platform(architecture: str) -> drgn.Platform:
+    try:
+        return drgn.Platform(drgn.Architecture[architecture.upper()])
+    except KeyError:
+        raise TargetError(f"unknown architecture {architecture!r}") from None
 
 
 def _check_kcore() -> None:
@@ -134,8 +153,8 @@ def _attach_core(prog: drgn.Program, path: str) -> None:
     except Exception as e:  # noqa: BLE001
         msg = _first_line(e)
         if "ARCH_NAME" in msg:
-            msg += " (a QEMU kdump file: pass --architecture x86_64)"
-        elif "vmcoreinfo.raw is not set" in msg:
+            raise _NoArchitecture(f"cannot open vmcore {path}: {msg}") from None
+        if "vmcoreinfo.raw is not set" in msg:
             msg += " (a dump without vmcoreinfo: QEMU needs -device vmcoreinfo and qemu_fw_cfg loaded in the guest)"
         elif "vmcoreinfo" in msg:
             pass  # drgn's message already says what the dump lacks

@@ -274,7 +274,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         record["startup_s"] = time.perf_counter() - t
         if args.system and not args.qemu:
             # Live: the whole system but this measuring process (pagemap skips itself too).
-            from drgn_p2p.walk import for_each_process
+            from drgn_p2p.tasks import for_each_process
 
             pids = [p.pid for p in for_each_process(prog) if p.pid != os.getpid()]
     record["hwm_startup_kib"] = vm_hwm_kib()

@@ -9,6 +9,7 @@ three ways a user can: over QMP from the host, from a vmcore taken with QMP
 Each way runs the very ``drgn-p2p audit`` command a user would type.
 """
 
+import json
 import shlex
 import signal
 import subprocess
@@ -19,12 +20,13 @@ from typing import List, Optional, Sequence, Tuple
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from . import LabError
 from .bench import bench_command
 from .kernels import fetch_command
 
-__all__ = ("lab", "audit_argv", "VIAS")
+__all__ = ("lab", "audit_argv", "audit_streams", "run_audit", "json_line", "VIAS")
 
 _console = Console(stderr=True, highlight=False)
 
@@ -63,13 +65,41 @@ def audit_argv(guest, via: str, args: Sequence[str], dump_dir: Path) -> Tuple[Li
     raise click.UsageError(f"unknown --via {via!r} (one of {', '.join(VIAS)})")
 
 
-def run_audit(guest, via: str, args: Sequence[str], dump_dir: Path, timeout: float = 600) -> Tuple[int, str]:
-    """Run ``drgn-p2p audit`` through *via*; returns ``(exit code, output)``."""
+#: Where the live audit's stderr goes on the guest's results share (``/out``).
+_GUEST_STDERR = "audit.stderr"
+
+
+def audit_streams(guest, via: str, args: Sequence[str], dump_dir: Path,
+                  timeout: float = 600) -> Tuple[int, str, str]:
+    """Run ``drgn-p2p audit`` through *via*; returns ``(exit code, stdout, stderr)``."""
     argv, where = audit_argv(guest, via, args, dump_dir)
     if where == "guest":
-        return guest.run(shlex.join(argv) + " 2>&1", timeout=timeout)
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
-    return proc.returncode, proc.stdout.decode(errors="replace")
+        code, out = guest.run(shlex.join(argv) + f" 2>/out/{_GUEST_STDERR}", timeout=timeout)
+        err_file = Path(guest.out_dir) / _GUEST_STDERR
+        err = err_file.read_text(errors="replace") if err_file.exists() else ""
+        err_file.unlink(missing_ok=True)
+        return code, out, err
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    return proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+
+
+def run_audit(guest, via: str, args: Sequence[str], dump_dir: Path, timeout: float = 600) -> Tuple[int, str]:
+    """Run ``drgn-p2p audit`` through *via*; returns ``(exit code, stderr then stdout)``."""
+    code, out, err = audit_streams(guest, via, args, dump_dir, timeout)
+    return code, err + out
+
+
+def json_line(via: str, code: int, stdout: str) -> str:
+    """One line of ``lab run … -- --json``: schema ``drgn-p2p/lab-run/1``.
+
+    ``audit`` is the audit's own document (schema ``drgn-p2p/audit/1``), or
+    null when the audit wrote none (it failed: its ``error:`` line is on stderr).
+    """
+    try:
+        doc = json.loads(stdout) if stdout.strip() else None
+    except ValueError:
+        doc = None
+    return json.dumps({"schema": "drgn-p2p/lab-run/1", "via": via, "exit_code": code, "audit": doc})
 
 
 @click.group()
@@ -103,12 +133,20 @@ def _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level
     kernel = _kernel(kernel_name, bzimage, vmlinux, modules, kconfig)
     _console.print(f"lab: booting {kernel.kver} ({'4' if four_level else '5'}-level paging)…")
     guest = start(kernel, scenarios or None, la57=not four_level)
-    _console.print(f"lab: {len(guest.mappings)} mappings held")
+    _console.print(f"lab: {len(guest.mappings)} mappings held; boot retries: {len(guest.boot_retries)}")
     for m in guest.mappings:
         _console.print(f"  {m['kind']:<16} pid {m['pid']:<5} {int(m['addr']):#x} +{int(m['len']):#x}  expect {m['expect']}")
     for name, reason in sorted(guest.skipped.items()):
-        _console.print(f"  [dim]skipped {name}: {reason}[/]")
+        if name not in guest.failed:
+            _console.print(f"  [dim]skipped {name}: {reason}[/]")
+    _report_failed(guest)
     return guest
+
+
+def _report_failed(guest) -> None:
+    """One ``error:`` line per scenario that failed to set up in the guest."""
+    for name, reason in sorted(guest.failed.items()):
+        _console.print(f"[bold red]error:[/] scenario {name} failed to set up: {escape(reason)}", soft_wrap=True)
 
 
 @lab.command(context_settings={"ignore_unknown_options": True})
@@ -118,26 +156,34 @@ def _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level
 def run(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, vias, audit_args) -> None:
     """Boot, hold the mappings, and run 'drgn-p2p audit AUDIT_ARGS' each way.
 
-    Exits with the worst exit code of the audits (0 clean, 1 findings, 2 error).
+    With --json among AUDIT_ARGS, stdout carries one JSON line per program
+    source (schema drgn-p2p/lab-run/1); everything else goes to stderr.
+    Exits with the worst exit code of the audits (0 clean, 1 findings, 2 error),
+    and 2 when a scenario failed to set up.
     """
     try:
         guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level)
     except LabError as e:
-        _console.print(f"[bold red]error:[/] {e}")
+        _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
     worst = 0
+    as_json = "--json" in audit_args
     try:
         with tempfile.TemporaryDirectory(prefix="drgn-p2p-dump-") as tmp:
             for via in vias or VIAS:
                 _console.rule(f"drgn-p2p audit via {via}")
                 try:
-                    code, output = run_audit(guest, via, audit_args, Path(tmp))
+                    code, output, errors = audit_streams(guest, via, audit_args, Path(tmp))
                 except (LabError, subprocess.TimeoutExpired) as e:
-                    _console.print(f"[bold red]error:[/] {via}: {e}")
-                    code, output = 2, ""
-                click.echo(output, nl=False)
+                    _console.print(f"[bold red]error:[/] {via}: {escape(str(e))}", soft_wrap=True)
+                    code, output, errors = 2, "", ""
+                click.echo(errors, nl=False, err=True)
+                click.echo(json_line(via, code, output) if as_json else output, nl=as_json)
                 _console.print(f"lab: audit via {via} exited {code}")
                 worst = max(worst, code)
+        if guest.failed:
+            _report_failed(guest)  # again, after the audits' output
+            worst = 2
     finally:
         guest.close()
     sys.exit(worst)
@@ -150,7 +196,7 @@ def shell(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level
     try:
         guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level)
     except LabError as e:
-        _console.print(f"[bold red]error:[/] {e}")
+        _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
     vml = shlex.quote(str(guest.kernel.vmlinux))
     _console.print(

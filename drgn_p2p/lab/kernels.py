@@ -21,6 +21,7 @@ suite, found through the suite's ``linux-image-amd64`` metapackage.
 """
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -523,13 +524,66 @@ def _user_config(kver: str, bzimage: Path, modules_dir: Optional[Path], config: 
         if not config.is_file():
             raise LabError(f"{config} does not exist")
         return parse_config(config.read_text())
-    candidates = [bzimage.parent / "config", bzimage.parent / ".config", Path("/boot") / f"config-{kver}"]
+    candidates = [bzimage.parent / f"config-{kver}", bzimage.parent / "config", bzimage.parent / ".config"]
     if modules_dir is not None:
         candidates[:0] = [modules_dir / "config", modules_dir / "build" / ".config"]
+    candidates.append(Path("/boot") / f"config-{kver}")
     for path in candidates:
         if path.is_file():
             return parse_config(path.read_text())
-    return {}
+    raise LabError(f"no config found for {kver} (looked in {', '.join(map(str, candidates))}); pass --config")
+
+
+def _user_modules(kver: str, bzimage: Path) -> Optional[Path]:
+    """The module tree of a kernel image laid out as a package or ``make
+    install`` lays it out: ``lib/modules/KVER`` beside the image (virtme-ng's
+    layout) or beside its ``boot/`` (``/boot`` → ``/lib/modules``, and
+    ``usr/lib/modules`` where /lib is merged into /usr), or the image's own
+    directory when it is the module tree (Debian 7.x ships
+    ``usr/lib/modules/KVER/vmlinuz``)."""
+    if bzimage.parent.name == kver and (bzimage.parent / "modules.order").is_file():
+        return bzimage.parent
+    for root in (bzimage.parent, bzimage.parent.parent):
+        for rel in ("lib/modules", "usr/lib/modules"):
+            if (root / rel / kver).is_dir():
+                return root / rel / kver
+    return None
+
+
+def _with_modules_dep(modules_dir: Path, kver: str) -> Path:
+    """
+    Return *modules_dir* if depmod has run on it, else the lab's own copy of
+    it in the cache (a tree of symlinks to its files) with ``modules.dep``
+    from ``depmod``: a module tree extracted from a package has none, and the
+    guest could not load a module without it.
+    """
+    if (modules_dir / "modules.dep").is_file():
+        return modules_dir
+    if shutil.which("depmod") is None:
+        raise LabError(f"{modules_dir} has no modules.dep and depmod is not installed (install kmod, "
+                       f"or run 'depmod -b ROOT {kver}' on the tree, ROOT being the directory above lib/modules)")
+    real = modules_dir.resolve()
+    stamp = f"{real}\0{real.stat().st_mtime_ns}"
+    root = cache_dir() / "modules" / f"{kver}-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}"
+    copy = root / "lib" / "modules" / kver
+    if (copy / "modules.dep").is_file():
+        return copy
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root.parent))
+    try:
+        target = staging / "lib" / "modules" / kver
+        for dirpath, _, filenames in os.walk(real):
+            here = target / Path(dirpath).relative_to(real)
+            here.mkdir(parents=True, exist_ok=True)
+            for name in filenames:
+                (here / name).symlink_to(Path(dirpath) / name)
+        with _step(f"depmod on the lab's copy of {modules_dir}"):
+            _check(["depmod", "-b", str(staging), kver])
+        shutil.rmtree(root, ignore_errors=True)
+        os.replace(staging, root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return copy
 
 
 def user_kernel(
@@ -539,8 +593,11 @@ def user_kernel(
     Describe a kernel the user built or installed: nothing is downloaded. The
     release comes from ``modules_dir``'s name or from the bzImage header; the
     config from *config*, else ``modules_dir`` (``config`` or ``build/.config``),
-    ``config`` or ``.config`` beside the bzImage, or ``/boot/config-<release>``;
-    else it is empty (and the lab runs only the scenarios that need no option).
+    ``config-<release>``, ``config`` or ``.config`` beside the bzImage, or
+    ``/boot/config-<release>``; with none of them it is an error. The module
+    tree is *modules_dir*, else ``lib/modules/<release>`` beside the image or
+    its directory; a tree without ``modules.dep`` is used through the lab's
+    own copy, on which depmod has run.
     """
     bzimage, vmlinux = Path(bzimage), Path(vmlinux)
     for path in (bzimage, vmlinux):
@@ -550,7 +607,11 @@ def user_kernel(
     if modules_dir is not None and not modules_dir.is_dir():
         raise LabError(f"{modules_dir} is not a directory")
     kver = modules_dir.name if modules_dir is not None else bzimage_release(bzimage)
+    if modules_dir is None:
+        modules_dir = _user_modules(kver, bzimage)
     config = _user_config(kver, bzimage, modules_dir, Path(config) if config else None)
+    if modules_dir is not None:
+        modules_dir = _with_modules_dep(modules_dir, kver)
     return Kernel(
         name="user",
         kver=kver,

@@ -32,9 +32,11 @@ import atexit
 import ctypes
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
+import struct
 import sys
 import subprocess
 import tempfile
@@ -48,11 +50,18 @@ from drgn_p2p.lab.initramfs import build_initramfs
 from drgn_p2p.lab.qmp import Qmp
 from drgn_p2p.lab.scenarios import GUEST_DIR, Plan, holder_binary, plan
 
-__all__ = ("DUMP_FORMATS", "Guest", "accel_args", "boot", "kvm_usable")
+__all__ = ("BOOT_RETRIES", "DUMP_FORMATS", "EarlyDeath", "Guest", "accel_args", "boot", "explaining_lines",
+           "kvm_usable", "reassemble")
 
 #: Formats accepted by :meth:`Guest.dump` (QEMU 7.2 writes kdump in the
-#: makedumpfile *flattened* format; drgn reads it, with ``--architecture x86_64``).
+#: makedumpfile *flattened* format, which :meth:`Guest.dump` reassembles).
 DUMP_FORMATS = ("elf", "kdump-zlib", "kdump-lzo", "kdump-snappy")
+
+#: Signature at the start of makedumpfile's flattened format.
+_FLATTENED_SIGNATURE = b"makedumpfile"
+#: Size of its header (``MAX_SIZE_MDF_HEADER``).
+_FLATTENED_HEADER_SIZE = 4096
+_FLAT_RECORD = struct.Struct(">qq")
 
 #: Set to ``tcg`` or ``kvm`` to override the accelerator choice.
 ACCEL_ENV = "DRGN_P2P_LAB_ACCEL"
@@ -60,6 +69,29 @@ ACCEL_ENV = "DRGN_P2P_LAB_ACCEL"
 KEEP_ENV = "DRGN_P2P_LAB_KEEP"
 
 _live: Set["Guest"] = set()
+
+#: How many times a guest that dies before its stage 2 is booted again.
+BOOT_RETRIES = 1
+
+#: Console lines that say why a guest died: the lab init's own errors, the
+#: kernel's panic, oops and BUG lines.
+_EXPLAINING = re.compile(
+    r"qp-init:|qp:.*fail|Kernel panic|Attempted to kill init|\bBUG:|\bOops\b|general protection fault"
+    r"|Unable to handle|Fatal exception|VFS: |No working init|switch_root:|insmod:|mount:"
+)
+
+
+class EarlyDeath(LabError):
+    """The guest died (QEMU exited) before its stage 2 started."""
+
+
+def explaining_lines(lines: Sequence[str], most: int = 8) -> List[str]:
+    """The first console *lines* that explain a guest's death (at most *most*)."""
+    return [line for line in lines if _EXPLAINING.search(line)][:most]
+
+#: How the guest's scenario script (``run_one``) starts the reason of a
+#: scenario that failed to set up.
+_FAILED = "error: "
 
 
 def kvm_usable() -> bool:
@@ -91,6 +123,34 @@ def accel_args(la57: bool = True) -> List[str]:
     if choice != "tcg":
         raise LabError(f"${ACCEL_ENV} must be tcg or kvm, not {choice!r}")
     return ["-accel", "tcg,thread=multi,tb-size=256", "-cpu", "max" + suffix]
+
+
+def reassemble(flattened: Path, dest: Path) -> Path:
+    """
+    Turn makedumpfile's flattened format (what QEMU 7.2 writes for kdump-*)
+    into the ordinary kdump-compressed file, as ``makedumpfile -R`` does.
+
+    The flattened file is a 4 KiB ``struct makedumpfile_header`` followed by
+    records of ``struct makedumpfile_data_header {int64_t offset, buf_size;}``
+    (big-endian) and their data, ended by an offset of -1.
+    """
+    with open(flattened, "rb") as src, open(dest, "wb") as out:
+        if not src.read(_FLATTENED_HEADER_SIZE).startswith(_FLATTENED_SIGNATURE):
+            raise LabError(f"{flattened} is not in makedumpfile's flattened format")
+        while True:
+            record = src.read(_FLAT_RECORD.size)
+            if len(record) < _FLAT_RECORD.size:
+                raise LabError(f"{flattened} ends before its end marker")
+            offset, size = _FLAT_RECORD.unpack(record)
+            if offset < 0:
+                return dest
+            out.seek(offset)
+            while size > 0:
+                chunk = src.read(min(size, 16 << 20))
+                if not chunk:
+                    raise LabError(f"{flattened} ends inside a record")
+                out.write(chunk)
+                size -= len(chunk)
 
 
 def _set_pdeathsig() -> None:
@@ -146,6 +206,8 @@ class Guest:
         #: Wall and guest times in seconds (boot, stage2, ready, uptime_*).
         self.timings: Dict[str, float] = {}
         self._started = started
+        #: Why each earlier boot of this guest died before its stage 2 (see :data:`BOOT_RETRIES`).
+        self.boot_retries: List[str] = []
         self._ncmd = 0
         self._closed = False
 
@@ -167,16 +229,24 @@ class Guest:
         except OSError:
             return ""
 
-    def _diagnose(self, what: str) -> LabError:
-        """A LabError for *what* with the tail of the console and of the guest log."""
-        tail = "\n".join(self.console_log().splitlines()[-25:])
-        return LabError(f"{what} (run dir {self.run_dir}); console tail:\n{tail}")
+    def _diagnose(self, what: str, error: type = LabError) -> LabError:
+        """A LabError for *what* with the console lines that explain it and its tail."""
+        lines = self.console_log().splitlines()
+        first = explaining_lines(lines)
+        tail = lines[-25:]
+        text = f"{what} (run dir {self.run_dir})"
+        if first:
+            text += ":\n" + "\n".join(first)
+        if tail and tail != first[-len(tail):]:
+            text += "\nconsole tail:\n" + "\n".join(tail)
+        return error(text)
 
     def _wait_file(self, path: Path, deadline: float, what: str) -> None:
         """Wait until *path* exists, QEMU exits or *deadline* passes."""
         while not path.exists():
             if not self.alive():
-                raise self._diagnose(f"QEMU exited with status {self.proc.returncode} before {what}")
+                early = EarlyDeath if path.name == "stage2" else LabError
+                raise self._diagnose(f"QEMU exited with status {self.proc.returncode} before {what}", early)
             if time.monotonic() > deadline:
                 raise self._diagnose(f"timed out waiting for {what}")
             time.sleep(0.05)
@@ -192,6 +262,12 @@ class Guest:
         self.timings["uptime_ready"] = float((self.out_dir / "ready").read_text())
         self.mappings = json.loads((self.out_dir / "mappings.json").read_text())
         self.skipped = json.loads((self.out_dir / "skipped.json").read_text())
+
+    @property
+    def failed(self) -> Dict[str, str]:
+        """Scenario name → why it failed to set up in the guest (an error, unlike
+        a scenario the kernel's config rules out)."""
+        return {name: reason[len(_FAILED):] for name, reason in self.skipped.items() if reason.startswith(_FAILED)}
 
     # -- commands -----------------------------------------------------------
 
@@ -230,17 +306,28 @@ class Guest:
             return q.execute(command, arguments, timeout=timeout)
 
     def dump(self, path: "os.PathLike[str] | str", fmt: str = "kdump-zlib",
-             timeout: float = 600.0) -> Path:
+             timeout: float = 600.0, flattened: bool = False) -> Path:
         """
         Write a vmcore of the guest to *path* with ``dump-guest-memory``
-        (``paging: false``) and return its absolute path. ``kdump-*`` files
-        are in makedumpfile's flattened format with QEMU 7.2.
+        (``paging: false``) and return its absolute path. QEMU 7.2 writes
+        ``kdump-*`` files in makedumpfile's flattened format, which drgn
+        opens only with a warning: they are reassembled into ordinary
+        kdump-compressed files unless *flattened* is true.
         """
         if fmt not in DUMP_FORMATS:
             raise LabError(f"dump format must be one of {DUMP_FORMATS}, not {fmt!r}")
         dest = Path(path).resolve()
-        args = {"paging": False, "protocol": f"file:{dest}", "format": fmt}
+        raw = dest.with_name(dest.name + ".flat") if fmt.startswith("kdump") and not flattened else dest
+        args = {"paging": False, "protocol": f"file:{raw}", "format": fmt}
         self.qmp("dump-guest-memory", args, timeout=timeout)
+        if raw != dest:
+            with open(raw, "rb") as f:
+                is_flat = f.read(len(_FLATTENED_SIGNATURE)) == _FLATTENED_SIGNATURE
+            if is_flat:
+                reassemble(raw, dest)
+                raw.unlink()
+            else:
+                raw.replace(dest)
         return dest
 
     # -- shutdown -----------------------------------------------------------
@@ -387,6 +474,27 @@ def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = T
     plan_ = plan(kernel, scenarios, test_hmm)
     holder = holder_binary()
     initrd = build_initramfs(_modules_dir(kernel), kernel.kver)
+    retries: List[str] = []
+    while True:
+        try:
+            guest = _start_once(kernel, plan_, holder, initrd, la57, extra_cmdline, timeout, memory, smp)
+        except EarlyDeath as e:
+            # Under TCG a guest can die in early boot once in a while (a panic
+            # in sched_clock_cpu) and boot fine the next time.
+            if len(retries) >= BOOT_RETRIES:
+                raise LabError(f"{e} (booted {len(retries) + 1} times)") from None
+            why = next(iter(explaining_lines(str(e).splitlines()[1:])), str(e).splitlines()[0])
+            retries.append(why)
+            print(f"lab: the {kernel.kver} guest died before its stage 2 ({why.strip()}); booting it again",
+                  file=sys.stderr)
+            continue
+        guest.boot_retries = retries
+        return guest
+
+
+def _start_once(kernel: Any, plan_: Plan, holder: Path, initrd: Path, la57: bool, extra_cmdline: Sequence[str],
+                timeout: float, memory: str, smp: int) -> Guest:
+    """One boot of :func:`start`."""
     run_dir = _run_dir()
     try:
         _prepare_out(run_dir / "out", kernel, plan_, holder)
@@ -404,11 +512,14 @@ def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = T
     _exit_on_sigterm()
     try:
         guest._wait_ready(timeout)
-    except BaseException:
+    except LabError as e:
         qemu_log = (run_dir / "qemu.log").read_text(errors="replace").strip()
         guest.close(grace=0)
         if qemu_log:
-            raise LabError(f"QEMU said: {qemu_log[-1000:]}")
+            raise type(e)(f"{e}\nQEMU said: {qemu_log[-1000:]}") from None
+        raise
+    except BaseException:
+        guest.close(grace=0)
         raise
     return guest
 

@@ -56,7 +56,7 @@ class _Lab:
             f"\nlab: {kernel.kver} ready in {time.monotonic() - t0:.1f} s "
             f"(stage 2 at {guest.timings['stage2']:.1f} s wall, {guest.timings['uptime_stage2']:.1f} s uptime; "
             f"ready at {guest.timings['uptime_ready']:.1f} s uptime); "
-            f"{len(guest.mappings)} mappings, skipped {sorted(guest.skipped)}",
+            f"{len(guest.mappings)} mappings, skipped {sorted(guest.skipped)}, boot retries {len(guest.boot_retries)}",
             file=sys.stderr,
         )
         self.guests[name] = guest

@@ -29,6 +29,6 @@ def check_setup(guest) -> None:
     starting ``error:``) is a regression of the lab or the kernel, never a
     skip: the tests that would have used the mapping cannot run.
     """
-    failed = {name: reason for name, reason in guest.skipped.items() if reason.startswith("error:")}
+    failed = guest.failed
     if failed:
         pytest.fail(f"{guest.kernel.kver}: scenarios failed to set up: {failed}", pytrace=False)

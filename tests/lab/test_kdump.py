@@ -126,6 +126,17 @@ def runs(vma: Dict) -> List[Tuple]:
             for r in vma.get("runs", [])]
 
 
+def same_or_marked(got: Dict, ref: Dict, doc: Dict) -> bool:
+    """*got* (a VMA of filtered dump *doc*) has *ref*'s runs; where part of the
+    pgmap table could not be read (``summary.unreadable_pgmaps``, counted), a
+    device page may read as RAM, as the README says, and nothing else differs."""
+    a, b = runs(got), runs(ref)
+    if a == b:
+        return True
+    return bool(doc["summary"]["unreadable_pgmaps"]) and len(a) == len(b) and all(
+        x[:-1] == y[:-1] and x[-1] == "ram" for x, y in zip(a, b) if x != y)
+
+
 @pytest.fixture(scope="module", params=KERNELS)
 def crash(request, lab_session, tmp_path_factory) -> Iterator[Crash]:
     from drgn_p2p.lab import LabError
@@ -224,7 +235,11 @@ def check_memmap_marked(c: Crash, name: str) -> Dict[str, int]:
             if r["page"] in _MEMMAP_KINDS and r["pfn"]:
                 truth = readable[int(r["pfn"], 16)]
                 counts["readable" if truth else "unreadable"] += 1
-                if r["memmap_readable"] != truth:
+                if r["page"] == "ram" and not truth and doc["summary"]["unreadable_pgmaps"]:
+                    # A device page read as RAM (its pgmap could not be read; counted),
+                    # whose struct page lives on the device: it says nothing true of it.
+                    counts["misread"] = counts.get("misread", 0) + 1
+                elif r["memmap_readable"] != truth:
                     wrong.append((v["pid"], v["comm"], r))
     for p in c.pgmaps[name]:
         if p["memmap_readable"] != readable[int(p["start"], 16) >> 12]:
@@ -326,7 +341,7 @@ def test_filtered_dump_marks_what_it_cannot_read(crash: Crash, level: int) -> No
             continue
         if got["flags"] != ref["flags"]:
             problems.append(f"pid {ref['pid']} VMA {ref['start']}: flags {got['flags']} != {ref['flags']}")
-        elif runs(got) == runs(ref):
+        elif same_or_marked(got, ref, filtered):
             same += 1
         elif got["unreadable_tables"] and ref["pid"] in faulted_pids:
             marked_tables += 1
@@ -350,7 +365,8 @@ def test_filtered_dump_held_mapping_classified_or_marked(crash: Crash, scenario:
             print(f"\n{crash.kver} -d {level}: {scenario} not seen; marked: "
                   f"{[f['message'] for f in filtered['faults'] if f['pid'] is None][:1]}", file=sys.stderr)
         elif got["unreadable_tables"] == 0:
-            assert runs(got) == runs(ref) and got["pages"] == ref["pages"], f"{scenario}: differs, unmarked"
+            assert same_or_marked(got, ref, filtered), f"{scenario}: differs, unmarked"
+            assert sum(got["pages"].values()) == sum(ref["pages"].values()), f"{scenario}: differs, unmarked"
 
 
 @pytest.mark.parametrize("level", LEVELS)

@@ -179,7 +179,8 @@ def _leaves(guest, held: List[HeldCase]) -> Dict[str, tuple]:
     from drgn_p2p.classify import Classifier
     from drgn_p2p.layout import read_layout
     from drgn_p2p.target import open_program
-    from drgn_p2p.walk import PageTableWalker, for_each_process, process_vmas
+    from drgn_p2p.tasks import for_each_process
+    from drgn_p2p.walk import PageTableWalker, process_vmas
 
     prog = open_program(qemu=guest.qmp_path, symbols=[str(guest.kernel.vmlinux)])
     try:

@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""``drgn-p2p lab run`` end to end, with a user's own kernel (bzImage + vmlinux + modules)."""
+"""``drgn-p2p lab run`` end to end: with a user's own kernel (bzImage + vmlinux +
+modules), its JSON lines on stdout, and a scenario that fails to set up."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -23,8 +25,45 @@ def test_lab_run_user_kernel() -> None:
     ]
     proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    doc = json.loads(proc.stdout[proc.stdout.index("{\n"):])
+    (line,) = proc.stdout.splitlines()  # one JSON line per program source
+    doc = json.loads(line)["audit"]
     assert doc["kernel"]["release"] == k.kver
     bars = [v for v in doc["vmas"] if "no-memmap" in v["pages"]]
     assert bars and all({"PFNMAP", "IO"} <= set(v["flag_names"]) for v in bars)
     assert "lab: audit via qemu exited 0" in proc.stderr
+
+
+def test_lab_run_json_is_one_json_line_per_program_source() -> None:
+    """``lab run -- --json`` through QMP and the lab's own QEMU dump: stdout is
+    JSON lines and nothing else; the dump needs no warning (it is reassembled
+    from QEMU's flattened format), and what the lab says goes to stderr."""
+    ensure_kernel("newest")
+    argv = [sys.executable, "-m", "drgn_p2p", "lab", "run", "--kernel", "newest", "--scenario", "anon",
+            "--via", "qemu", "--via", "vmcore", "--", "--json"]
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    docs = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(d["schema"], d["via"], d["exit_code"]) for d in docs] == [
+        ("drgn-p2p/lab-run/1", "qemu", 0), ("drgn-p2p/lab-run/1", "vmcore", 0)]
+    assert all(d["audit"]["schema"] == "drgn-p2p/audit/1" for d in docs)
+    assert all(d["audit"]["summary"]["processes"] > 0 for d in docs)
+    assert "warning:" not in proc.stderr, proc.stderr
+
+
+def test_lab_run_exits_2_naming_a_scenario_that_failed_to_set_up(tmp_path) -> None:
+    """A scenario the kernel allows but the guest cannot set up (here a test_hmm.ko
+    that is no module, so insmod fails) is an error: the audits still run, then
+    ``lab run`` names the scenario and why, and exits 2."""
+    ensure_kernel("newest")
+    bogus = tmp_path / "test_hmm.ko"
+    bogus.write_bytes(b"not a kernel module\n")
+    argv = [sys.executable, "-m", "drgn_p2p", "lab", "run", "--kernel", "newest", "--scenario", "anon",
+            "--scenario", "device-private", "--via", "qemu", "--", "--json"]
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=900,
+                          env=dict(os.environ, DRGN_P2P_TEST_HMM=str(bogus)))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (line,) = proc.stdout.splitlines()
+    assert json.loads(line)["exit_code"] == 0  # the audit of what was held ran
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith("error: scenario device-private failed to set up: "), proc.stderr[-3000:]
+    assert "insmod" in last or "test_hmm" in last, last

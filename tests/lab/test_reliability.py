@@ -33,13 +33,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, NamedTuple, Sequence
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence
 
 import pytest
 from lab_prereq import check_setup, missing
 
 from drgn_p2p.lab import cache_dir
-from drgn_p2p.lab.vm import Guest, start
+from drgn_p2p.lab.vm import Guest, reassemble, start
 
 pytestmark = pytest.mark.lab
 
@@ -111,21 +111,6 @@ def check_audit(r: Result) -> Dict:
 
 
 # -- vmcore surgery ---------------------------------------------------------------
-
-
-def reassemble(flattened: Path, dest: Path) -> Path:
-    """``makedumpfile -R``: turn makedumpfile's flattened format (what QEMU 7.2
-    writes for kdump-*) into the ordinary kdump-compressed file."""
-    with open(flattened, "rb") as src, open(dest, "wb") as out:
-        header = src.read(4096)
-        assert header.startswith(b"makedumpfile"), header[:16]
-        while True:
-            offset, size = struct.unpack(">qq", src.read(16))
-            if offset < 0:
-                break
-            out.seek(offset)
-            out.write(src.read(size))
-    return dest
 
 
 def truncated(src: Path, dest: Path, percent: int) -> Path:
@@ -260,7 +245,7 @@ def small(lab_session, tmp_path_factory) -> Iterator[Small]:
     guest = _boot(lab_session)
     try:
         tmp = tmp_path_factory.mktemp("reliability")
-        flattened = guest.dump(tmp / "vmcore.flattened", fmt="kdump-zlib")
+        flattened = guest.dump(tmp / "vmcore.flattened", fmt="kdump-zlib", flattened=True)
         dumps = {
             "elf": guest.dump(tmp / "vmcore.elf", fmt="elf"),
             "flattened": flattened,
@@ -309,7 +294,8 @@ def holder_pte_table(small: Small) -> int:
     from drgn_p2p.layout import read_layout
     from drgn_p2p.records import Level
     from drgn_p2p.target import open_program
-    from drgn_p2p.walk import PageTableWalker, for_each_process
+    from drgn_p2p.tasks import for_each_process
+    from drgn_p2p.walk import PageTableWalker
 
     prog = open_program(core=str(small.dumps["elf"]), symbols=[small.vmlinux])
     layout = read_layout(prog)
@@ -343,6 +329,98 @@ def test_a_page_table_missing_from_the_vmcore_is_marked_unreadable(small: Small,
     # explain at the address says it cannot read the page tables
     check_one_error(cli(["explain", *args[2:], str(pid), hex(int(small.holder["addr"]))]),
                     rf"cannot read the page tables of pid {pid}")
+
+
+@pytest.mark.parametrize("fmt", ["flattened", "kdump"])
+def test_a_qemu_kdump_file_takes_its_architecture_from_the_vmlinux(small: Small, fmt: str) -> None:
+    """QEMU's kdump files do not record the architecture: with -s it comes
+    from the vmlinux's ELF header, and a warning says so."""
+    r = cli(["audit", "--json", "-c", str(small.dumps[fmt]), "-s", small.vmlinux])
+    doc = check_audit(r)
+    assert int(small.holder["pid"]) in {v["pid"] for v in doc["vmas"]} or doc["summary"]["processes"] > 1
+    lines = r.stderr.splitlines()
+    assert all(line.startswith("warning: ") for line in lines), r.stderr
+    assert any(re.fullmatch(rf"warning: vmcore .*{small.dumps[fmt].name} does not record its architecture: "
+                            rf"x86_64 taken from {re.escape(small.vmlinux)}", line) for line in lines), r.stderr
+    check_one_error(cli(["audit", "-c", str(small.dumps[fmt])]),
+                    r"cannot open vmcore .*\(a QEMU kdump file: pass -s VMLINUX, or --architecture x86_64\)")
+
+
+@pytest.fixture(scope="module")
+def pid_table_damage(small: Small) -> Dict[str, object]:
+    """Where the PID table of the small guest's dump can be damaged without
+    touching the holder's own path through it: the page of PID 1's ``struct
+    pid``, and, when it is a page of its own, the ``struct xa_node`` of the
+    PID table that holds PIDs 0-63 (kernel threads)."""
+    from drgn import Object
+    from drgn.helpers.linux.mm import virt_to_phys
+    from drgn.helpers.linux.pid import find_pid
+
+    from drgn_p2p.target import open_program
+
+    prog = open_program(core=str(small.dumps["kdump"]), symbols=[small.vmlinux], architecture="x86_64")
+    holder = int(small.holder["pid"])
+
+    def pfn(address: int) -> int:
+        return virt_to_phys(Object(prog, "void *", address)).value_() >> 12
+
+    def node(entry: int) -> Optional[int]:
+        """The address of the xa_node an entry points to (xa_to_node()), if it is one."""
+        return entry - 2 if entry & 3 == 2 and entry > 4096 else None
+
+    root = node(prog["init_pid_ns"].idr.idr_rt.xa_head.value_())
+    assert root is not None, "the PID table must be a tree of nodes"
+    slots = Object(prog, "struct xa_node *", root).slots
+    shift = Object(prog, "struct xa_node *", root).shift.value_()
+    assert holder >> shift != 0, f"holder pid {holder} shares the first PID table node with the kernel threads"
+    keep = {pfn(root), pfn(find_pid(prog, holder).value_())}
+    holder_node = node(slots[holder >> shift].value_())
+    if holder_node is not None:
+        keep.add(pfn(holder_node))
+    pid1 = pfn(find_pid(prog, 1).value_())
+    assert pid1 not in keep, "PID 1's struct pid shares a page with the holder's path through the PID table"
+    first = node(slots[0].value_())
+    node_pfn = pfn(first) if first is not None else None
+    return {"pid1_pfn": pid1, "node_pfn": node_pfn if node_pfn not in keep | {pid1} else None, "root_pfn": pfn(root)}
+
+
+def test_a_damaged_pid_table_skips_what_it_lost_not_the_rest(small: Small, pid_table_damage: Dict,
+                                                             tmp_path: Path) -> None:
+    """A kdump file without PID 1's struct pid and (where it has a page of its
+    own) without the PID table node of PIDs 0-63, as makedumpfile's filtering
+    drops slab pages it takes for user pages: every process still readable is
+    audited, the rest is counted, and one PID is found through the PID table."""
+    holey = exclude_page(small.dumps["kdump"], tmp_path / "vmcore.pid1", pid_table_damage["pid1_pfn"])
+    if pid_table_damage["node_pfn"] is not None:
+        holey = exclude_page(holey, tmp_path / "vmcore.pidtable", pid_table_damage["node_pfn"])
+    pid, addr = int(small.holder["pid"]), int(small.holder["addr"])
+    source = ["-c", str(holey), "--architecture", "x86_64", "-s", small.vmlinux]
+    whole = check_audit(cli(["audit", "--json", "-v", *source]))
+    assert pid in {v["pid"] for v in whole["vmas"]}, whole["summary"]
+    assert whole["summary"]["unreadable_processes"] >= 1, whole["faults"]
+    assert any("pid 1:" in f["message"] or "PID table node" in f["message"] for f in whole["faults"]), whole["faults"]
+    one = check_audit(cli(["audit", "--json", "--pid", str(pid), *source]))
+    assert {v["pid"] for v in one["vmas"]} == {pid}
+    r = cli(["explain", *source, str(pid), hex(addr)])
+    assert r.code == 0 and f"pid {pid}" in r.stdout, (r.code, r.stderr[-2000:])
+
+
+def test_without_its_pid_table_the_processes_are_found_on_the_task_list(small: Small, pid_table_damage: Dict,
+                                                                         tmp_path: Path) -> None:
+    """A kdump file without the root node of the PID table (as a real
+    makedumpfile -d 31 of a 7.x kernel can be): no PID can be looked up, and
+    the processes are found on the task list instead, the loss counted."""
+    holey = exclude_page(small.dumps["kdump"], tmp_path / "vmcore.noroot", pid_table_damage["root_pfn"])
+    pid, addr = int(small.holder["pid"]), int(small.holder["addr"])
+    source = ["-c", str(holey), "--architecture", "x86_64", "-s", small.vmlinux]
+    whole = check_audit(cli(["audit", "--json", "-v", *source]))
+    assert pid in {v["pid"] for v in whole["vmas"]}, whole["summary"]
+    assert whole["summary"]["processes"] > 1 and whole["summary"]["unreadable_processes"] >= 1
+    assert any("PID table node" in f["message"] for f in whole["faults"]), whole["faults"]
+    one = check_audit(cli(["audit", "--json", "--pid", str(pid), *source]))
+    assert {v["pid"] for v in one["vmas"]} == {pid}
+    r = cli(["explain", *source, str(pid), hex(addr)])
+    assert r.code == 0 and f"pid {pid}" in r.stdout, (r.code, r.stderr[-2000:])
 
 
 # -- debug info ---------------------------------------------------------------------

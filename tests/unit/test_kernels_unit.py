@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Pure helpers of the kernel fetcher and the private apt configuration (no network)."""
 
+import shutil
 import struct
 from pathlib import Path
 
@@ -136,19 +137,67 @@ def _tiny_bzimage(path: Path, version: str) -> None:
 
 
 def test_user_kernel(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     bz, vmlinux = tmp_path / "bzImage", tmp_path / "vmlinux"
     _tiny_bzimage(bz, "6.13.0-rc1+ (me@host) #1 SMP")
     _tiny_elf(vmlinux, b"\1" * 20)
     assert bzimage_release(bz) == "6.13.0-rc1+"
+    (tmp_path / ".config").write_text("CONFIG_FS_DAX=y\n")
     kernel = user_kernel(bz, vmlinux)
     assert kernel.kver == "6.13.0-rc1+" and kernel.vmlinuz == bz and kernel.modules_dir is None
+    assert kernel.config == {"CONFIG_FS_DAX": "y"}
     moddir = tmp_path / "lib" / "modules" / "6.13.0-rc1+"
     (moddir / "build").mkdir(parents=True)
+    (moddir / "modules.dep").write_text("")
     (moddir / "build" / ".config").write_text("CONFIG_ZONE_DEVICE=y\n")
     kernel = user_kernel(bz, vmlinux, moddir)
-    assert kernel.config == {"CONFIG_ZONE_DEVICE": "y"}
+    assert kernel.config == {"CONFIG_ZONE_DEVICE": "y"} and kernel.modules_dir == moddir
     with pytest.raises(LabError):
         user_kernel(tmp_path / "missing", vmlinux)
+
+
+def test_user_kernel_without_a_config_says_where_it_looked(tmp_path, monkeypatch):
+    bz, vmlinux = tmp_path / "vmlinuz-6.13.0-rc1+", tmp_path / "vmlinux"
+    _tiny_bzimage(bz, "6.13.0-rc1+ (me@host) #1 SMP")
+    _tiny_elf(vmlinux, b"\1" * 20)
+    with pytest.raises(LabError, match=r"^no config found for 6\.13\.0-rc1\+ \(looked in .*/config-6\.13\.0-rc1\+, "
+                       r".*, /boot/config-6\.13\.0-rc1\+\); pass --config$"):
+        user_kernel(bz, vmlinux)
+
+
+def _package(root: Path, kver: str) -> Path:
+    """A kernel laid out as Debian's linux-image package lays it out: boot/ and a
+    module tree as dpkg-deb -x extracts it (no modules.dep: depmod runs at install)."""
+    (root / "boot").mkdir(parents=True)
+    _tiny_bzimage(root / "boot" / f"vmlinuz-{kver}", f"{kver} (debian-kernel@lists.debian.org) #1 SMP")
+    (root / "boot" / f"config-{kver}").write_text("CONFIG_ZONE_DEVICE=y\nCONFIG_FS_DAX=y\n")
+    (root / "boot" / f"System.map-{kver}").write_text("ffffffff81000000 T _text\n")
+    moddir = root / "lib" / "modules" / kver
+    (moddir / "kernel" / "drivers").mkdir(parents=True)
+    for name in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
+        (moddir / name).write_text("")
+    return root / "boot" / f"vmlinuz-{kver}"
+
+
+def test_user_kernel_laid_out_as_a_package(tmp_path, monkeypatch):
+    if shutil.which("depmod") is None:
+        pytest.skip("depmod (kmod) is not installed")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    kver = "6.12.117+deb13-amd64"
+    image = _package(tmp_path / "pkg", kver)
+    vmlinux = tmp_path / "vmlinux"
+    _tiny_elf(vmlinux, b"\1" * 20)
+    kernel = user_kernel(image, vmlinux)
+    assert kernel.kver == kver
+    assert kernel.config == {"CONFIG_ZONE_DEVICE": "y", "CONFIG_FS_DAX": "y"}  # config-KVER beside the image
+    # the package's tree is left alone; the lab's own copy has modules.dep
+    original = tmp_path / "pkg" / "lib" / "modules" / kver
+    assert not (original / "modules.dep").exists()
+    assert kernel.modules_dir.is_relative_to(tmp_path / "cache" / "drgn-p2p")
+    assert (kernel.modules_dir / "modules.dep").is_file()
+    assert (kernel.modules_dir / "modules.order").resolve() == original / "modules.order"
+    # given explicitly, the same tree gives the same copy
+    assert user_kernel(image, vmlinux, original).modules_dir == kernel.modules_dir
 
 
 def test_cache_dir_honours_xdg(tmp_path, monkeypatch):

@@ -60,8 +60,9 @@ def test_config_env_quotes_every_value(tmp_path: Path) -> None:
 class FakeGuest:
     """Records the command the lab would run in the guest."""
 
-    def __init__(self, vmlinux: str) -> None:
+    def __init__(self, vmlinux: str, out_dir: Path = Path("/nonexistent")) -> None:
         self.kernel = SimpleNamespace(vmlinux=vmlinux)
+        self.out_dir = out_dir
         self.qmp_path = "/run dir/qmp.sock"
         self.commands: List[str] = []
 
@@ -81,7 +82,7 @@ def test_live_audit_command_round_trips_through_the_guest_shell(tmp_path: Path) 
     lab_cli.run_audit(guest, "live", args, tmp_path)
     (cmd,) = guest.commands
     words = shlex.split(cmd)
-    assert words[:-1] == argv and words[-1] == "2>&1"
+    assert words[:-1] == argv and words[-1] == "2>/out/audit.stderr"
     assert argv[argv.index("-s") + 1] == guest.kernel.vmlinux
     assert argv[-len(args):] == args
 
@@ -92,7 +93,7 @@ def test_host_audits_run_without_a_shell(via: str, tmp_path: Path, monkeypatch: 
 
     def fake_run(argv, **kwargs):
         seen["argv"], seen["kwargs"] = argv, kwargs
-        return SimpleNamespace(returncode=0, stdout=b"")
+        return SimpleNamespace(returncode=0, stdout=b"", stderr=b"")
 
     monkeypatch.setattr(lab_cli.subprocess, "run", fake_run)
     guest = FakeGuest("/v m")

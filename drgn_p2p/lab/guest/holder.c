@@ -152,7 +152,12 @@ static void *anon(size_t len, size_t align, int advice)
 	void *p = map_fixed(at, len, PROT_READ | PROT_WRITE,
 			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
-	if (advice >= 0 && madvise(p, len, advice))
+	/*
+	 * A kernel without THP (CONFIG_TRANSPARENT_HUGEPAGE=n) fails
+	 * MADV_NOHUGEPAGE with EINVAL: it has no huge pages to avoid.
+	 */
+	if (advice >= 0 && madvise(p, len, advice) &&
+	    !(advice == MADV_NOHUGEPAGE && errno == EINVAL))
 		die("madvise(%d)", advice);
 	return p;
 }
