@@ -167,7 +167,7 @@ def run(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, 
         _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
     worst = 0
-    as_json = "--json" in audit_args
+    as_json = _wants_json(audit_args)
     try:
         with tempfile.TemporaryDirectory(prefix="drgn-p2p-dump-") as tmp:
             for via in vias or VIAS:
@@ -187,6 +187,13 @@ def run(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, 
     finally:
         guest.close()
     sys.exit(worst)
+
+
+def _wants_json(audit_args) -> bool:
+    """Whether the audit arguments ask for JSON (``--json``, ``--format json``, ``--format=json``)."""
+    args = list(audit_args)
+    pairs = zip(args, args[1:] + [""])
+    return "--json" in args or "--format=json" in args or any(a == "--format" and b == "json" for a, b in pairs)
 
 
 @lab.command()

@@ -354,17 +354,19 @@ def test_lab_run_forwards_format_and_output(monkeypatch: pytest.MonkeyPatch, tmp
     from drgn_p2p.lab import cli as lab_cli
 
     class Guest:
+        failed: dict = {}
+
         def close(self) -> None:
             pass
 
     forwarded = []
     monkeypatch.setattr(lab_cli, "_boot", lambda *args: Guest())
 
-    def run_audit(guest, via, args, dump_dir):
+    def audit_streams(guest, via, args, dump_dir):
         forwarded.append((via, list(args)))
-        return 0, ""
+        return 0, "", ""
 
-    monkeypatch.setattr(lab_cli, "run_audit", run_audit)
+    monkeypatch.setattr(lab_cli, "audit_streams", audit_streams)
     out = str(tmp_path / "a.xml")
     result = CliRunner().invoke(cli_mod.cli, ["lab", "run", "--via", "qemu", "--format", "junit", "-o", out])
     assert result.exit_code == 0, result.output
@@ -380,3 +382,10 @@ def test_formats_of_a_real_pipeline_run_with_faults(fake_kernel) -> None:
     assert sum("unreadable:" in line for line in test.log) == len(result.faults) == 4
     junit_schema().validate(audit_junit(result))
     check_audit_json(json.loads(render(result, "json")))
+
+
+def test_lab_run_knows_every_way_to_ask_for_json() -> None:
+    from drgn_p2p.lab.cli import _wants_json
+
+    assert _wants_json(["--json"]) and _wants_json(["--format", "json"]) and _wants_json(["--pid", "1", "--format=json"])
+    assert not _wants_json(["--format", "ktap"]) and not _wants_json(["--comm", "json"]) and not _wants_json([])
