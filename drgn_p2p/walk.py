@@ -20,12 +20,11 @@ identical entries with a few whole-table operations (:mod:`drgn_p2p.scan`);
 import functools
 import struct
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import drgn
 from drgn import sizeof
 from drgn.helpers.linux.mm import for_each_vma, virt_to_phys
-from drgn.helpers.linux.pid import for_each_task
 
 from .arch import for_layout
 from .records import Layout, Level, Vma
@@ -38,7 +37,6 @@ __all__ = (
     "NameCache",
     "share_names",
     "unshare_names",
-    "for_each_process",
     "process_vmas",
     "PageTableWalker",
 )
@@ -96,75 +94,8 @@ class PteSlice:
                 yield (base + (i << 12), Level.PTE, raw)
 
 
-#: PID_MAX_LIMIT on 64-bit: a task list longer than this is corrupt (or looping).
-MAX_TASKS = 4 * 1024 * 1024
 #: More VMAs than one mm can have (vm.max_map_count is an int; 4 Mi is far above any real use).
 MAX_VMAS = 4 * 1024 * 1024
-#: What reading a task or walking the task list raises on a damaged or
-#: changing target (a live kernel whose tasks exit under the walk).
-_TASK_ERRORS = (drgn.FaultError, drgn.ObjectAbsentError, ValueError, LookupError, OverflowError)
-
-
-def for_each_process(
-    prog: drgn.Program,
-    pids: Sequence[int] = (),
-    comms: Sequence[str] = (),
-    on_fault: Optional[Callable[[str], None]] = None,
-) -> Iterator[Process]:
-    """Yield each user address space once.
-
-    Kernel threads (``mm == NULL``) are skipped; threads and processes that
-    share an mm (``CLONE_VM``) are folded into the first task seen. The task
-    list is read to its end before the first process is yielded; a task that
-    cannot be read is skipped, and a task list that cannot be followed (a
-    task freed under a live walk, a damaged vmcore) or that does not end is
-    cut there, and *on_fault* is told why.
-
-    :param pids: only these thread-group ids (empty: all).
-    :param comms: only tasks with these names (empty: all).
-    :param on_fault: called with a one-line message when the task list is cut.
-    """
-    wanted = set(pids)
-    seen: Dict[int, List] = {}
-    order: List[int] = []
-    tasks = for_each_task(prog)
-    count = 0
-    while True:
-        try:
-            task = next(tasks)
-        except StopIteration:
-            break
-        except _TASK_ERRORS as e:
-            if on_fault is not None:
-                on_fault(f"task list cut after {count} tasks: {type(e).__name__}: {e}")
-            break
-        count += 1
-        if count > MAX_TASKS:
-            if on_fault is not None:
-                on_fault(f"task list cut after {MAX_TASKS} tasks: longer than PID_MAX_LIMIT (a loop?)")
-            break
-        try:
-            mm = task.mm.read_()
-            if not mm:
-                continue
-            tgid = task.tgid.value_()
-            if wanted and tgid not in wanted:
-                continue  # before reading comm: most tasks are not wanted
-            comm = task.comm.string_().decode(errors="replace")
-        except _TASK_ERRORS:
-            continue
-        if comms and comm not in comms:
-            continue
-        key = mm.value_()
-        entry = seen.get(key)
-        if entry is None:
-            seen[key] = [tgid, comm, mm, 1]
-            order.append(key)
-        else:
-            entry[3] += 1
-    for key in order:
-        tgid, comm, mm, threads = seen[key]
-        yield Process(tgid, comm, mm, threads)
 
 
 def _vma_flags(vma: drgn.Object) -> int:

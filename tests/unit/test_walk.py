@@ -282,45 +282,6 @@ class _Value:
         return bool(self._value)
 
 
-class _Task:
-    def __init__(self, pid: int, mm: int) -> None:
-        self.tgid, self.mm = _Value(pid), _Value(mm)
-        self.comm = type("Comm", (), {"string_": lambda _self: b"task%d" % pid})()
-
-
-def test_task_list_cut_mid_walk_keeps_the_tasks_before_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    import drgn
-
-    from drgn_p2p import walk
-
-    def tasks(prog):
-        yield _Task(1, 0x1000)
-        yield _Task(2, 0)  # a kernel thread
-        yield _Task(3, 0x3000)
-        raise drgn.FaultError("could not read memory", 0xDEAD000)  # a task freed under the walk
-
-    monkeypatch.setattr(walk, "for_each_task", tasks)
-    faults: List[str] = []
-    procs = list(walk.for_each_process(object(), on_fault=faults.append))
-    assert [(p.pid, p.comm) for p in procs] == [(1, "task1"), (3, "task3")]
-    assert faults == ["task list cut after 3 tasks: FaultError: could not read memory: 0xdead000"]
-
-
-def test_a_task_list_that_never_ends_is_cut(monkeypatch: pytest.MonkeyPatch) -> None:
-    from drgn_p2p import walk
-
-    def tasks(prog):
-        while True:  # a loop in a corrupt list
-            yield _Task(7, 0x7000)
-
-    monkeypatch.setattr(walk, "for_each_task", tasks)
-    monkeypatch.setattr(walk, "MAX_TASKS", 1000)
-    faults: List[str] = []
-    procs = list(walk.for_each_process(object(), on_fault=faults.append))
-    assert [(p.pid, p.threads) for p in procs] == [(7, 1000)]
-    assert faults == ["task list cut after 1000 tasks: longer than PID_MAX_LIMIT (a loop?)"]
-
-
 def test_a_vma_tree_that_never_ends_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
