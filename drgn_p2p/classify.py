@@ -441,6 +441,14 @@ class Classifier:
                 ),
             )
         if self.has_memmap(pfn):
+            if self.faults and self._prog is not None:
+                # Part of the pgmap table could not be read (a filtered
+                # vmcore): this may be device memory whose pgmap was lost, and
+                # whose struct pages live on the device, outside the dump. Say
+                # whether the span's struct pages could be read at all.
+                lo = _between(self._breaks, pfn)[0]
+                prog = self._prog
+                return self._cached(("ram", lo), lambda: PfnInfo(PageKind.RAM, memmap_readable=_memmap_readable(prog, lo)))
             return self._cached(("ram",), lambda: PfnInfo(PageKind.RAM))
         owner = self.iomem_owner(pfn)
         return self._cached(("nomem", owner), lambda: PfnInfo(PageKind.NO_MEMMAP, owner=owner))

@@ -235,11 +235,7 @@ def check_memmap_marked(c: Crash, name: str) -> Dict[str, int]:
             if r["page"] in _MEMMAP_KINDS and r["pfn"]:
                 truth = readable[int(r["pfn"], 16)]
                 counts["readable" if truth else "unreadable"] += 1
-                if r["page"] == "ram" and not truth and doc["summary"]["unreadable_pgmaps"]:
-                    # A device page read as RAM (its pgmap could not be read; counted),
-                    # whose struct page lives on the device: it says nothing true of it.
-                    counts["misread"] = counts.get("misread", 0) + 1
-                elif r["memmap_readable"] != truth:
+                if r["memmap_readable"] != truth:
                     wrong.append((v["pid"], v["comm"], r))
     for p in c.pgmaps[name]:
         if p["memmap_readable"] != readable[int(p["start"], 16) >> 12]:

@@ -66,3 +66,19 @@ def test_unknown_memory_is_reread_once_per_span():
     for pfn in (0x1000, 0x40000, ZERO_PFN, HUGE_ZERO_PFN):
         c.classify(pfn)
     assert (c.reloads, c.reloads_changed) == (1, 0)
+
+
+def test_ram_behind_a_lost_pgmap_says_whether_its_struct_pages_could_be_read(monkeypatch):
+    """In a filtered vmcore part of the pgmap table may be lost: device pages then
+    read as RAM, and their struct pages (on the device) are not in the dump: the
+    answer must say so rather than claim a readable memmap."""
+    from drgn_p2p import classify
+
+    c = Classifier.from_tables(L72, [], list(MEMMAP) + [(0x40000 + 0x100000, 0x48000 + 0x100000)], list(IOMEM))
+    c.faults.append("pgmap_array: could not read memory")
+    c._prog = object()
+    monkeypatch.setattr(classify, "_memmap_readable", lambda prog, pfn: pfn < 0x80000)
+    assert c.classify(0x2000).memmap_readable is True
+    lost = c.classify(0x140010)
+    assert (lost.kind, lost.memmap_readable) == (PageKind.RAM, False)
+    assert c.classify(0x147FFF) is lost  # one answer over the span, as span() promises
