@@ -52,6 +52,7 @@ __all__ = (
     "kernel_record",
     "catalogue",
     "merge",
+    "merge_kernels",
     "load",
     "write",
     "matrix",
@@ -342,34 +343,40 @@ def catalogue() -> List[Dict[str, str]]:
     return [{"id": r.id, "severity": r.severity.label, "title": r.title, "kernels": r.kernels} for r in RULES]
 
 
+def merge_kernels(existing: Optional[Mapping[str, Any]], kernels: Mapping[str, Mapping[str, Any]],
+                  schema: str = SCHEMA) -> Dict[str, Any]:
+    """
+    The ``kernels`` of a lab document (schema *schema*): *kernels* (this run's
+    entries) replacing those of *existing*, entries of other kernels kept (each
+    carries its own ``when``), in :data:`KERNEL_ORDER`.
+    """
+    merged: Dict[str, Any] = {}
+    if existing and existing.get("schema") == schema:
+        merged.update(existing.get("kernels", {}))
+    merged.update(kernels)
+    order = {k: i for i, k in enumerate(KERNEL_ORDER)}
+    return {k: merged[k] for k in sorted(merged, key=lambda k: (order.get(k, len(order)), k))}
+
+
 def merge(existing: Optional[Mapping[str, Any]], kernels: Mapping[str, Mapping[str, Any]]) -> Dict[str, Any]:
     """
     A document with *kernels* (this run's entries) replacing those of
     *existing*; entries of other kernels are kept (each carries its own
     ``when``). The catalogue is this code's.
     """
-    merged: Dict[str, Any] = {}
-    if existing and existing.get("schema") == SCHEMA:
-        merged.update(existing.get("kernels", {}))
-    merged.update(kernels)
-    order = {k: i for i, k in enumerate(KERNEL_ORDER)}
-    return {
-        "schema": SCHEMA,
-        "rules": catalogue(),
-        "kernels": {k: merged[k] for k in sorted(merged, key=lambda k: (order.get(k, len(order)), k))},
-    }
+    return {"schema": SCHEMA, "rules": catalogue(), "kernels": merge_kernels(existing, kernels)}
 
 
-def load(path: "Path | str") -> Dict[str, Any]:
-    """Read a proof document; ValueError if it is not one."""
+def load(path: "Path | str", schema: str = SCHEMA) -> Dict[str, Any]:
+    """Read a lab document of *schema* (a proof document by default); ValueError if it is not one."""
     doc = json.loads(Path(path).read_text())
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        raise ValueError(f"{path} is not a {SCHEMA} document")
+    if not isinstance(doc, dict) or doc.get("schema") != schema:
+        raise ValueError(f"{path} is not a {schema} document")
     return doc
 
 
 def write(path: "Path | str", doc: Mapping[str, Any]) -> None:
-    """Write a proof document atomically."""
+    """Write a lab document (proof, zoo) atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")

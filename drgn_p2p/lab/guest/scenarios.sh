@@ -114,6 +114,17 @@ drm_card() {
 	return 1
 }
 
+# Name of the DRM card whose device is called $1 (vgem has no driver).
+drm_card_of() {
+	local c dev
+	for c in /sys/class/drm/card[0-9]*; do
+		[[ $c == *-* ]] && continue
+		dev=$(readlink -f "$c/device")
+		[ "${dev##*/}" = "$1" ] && { basename "$c"; return 0; }
+	done
+	return 1
+}
+
 pmem_modules() {
 	modprobe -a nd_e820 nd_pmem dax_pmem device_dax 2>&1
 	return 0
@@ -224,6 +235,81 @@ scn_device_private() {
 	wait_for 50 test -c /dev/hmm_dmirror0 || { fail "/dev/hmm_dmirror0 did not appear"; return 1; }
 	hold device-private hmm /dev/hmm_dmirror0
 }
+
+# --- the zoo: legitimate mappings made by the kernel's own code paths ----
+
+scn_p2pdma_ro() {
+	local bdf
+	bdf=$(pci_find 0x1b36 0x0010 "") || { fail "no QEMU nvme device"; return 1; }
+	step modprobe nvme || return
+	wait_for 150 p2pmem_published "$bdf" || { fail "$bdf published no p2pmem"; return 1; }
+	hold p2pdma-ro p2pmem-ro "/sys/bus/pci/devices/$bdf/p2pmem/allocate"
+}
+
+scn_perf_ring() { hold perf-ring perf; }
+
+scn_packet_ring() {
+	ip link set lo up 2>&1 || ifconfig lo up 2>&1
+	hold packet-ring packet
+}
+
+scn_io_uring() { hold io-uring io-uring; }
+scn_io_uring_pbuf() { hold io-uring-pbuf io-uring-pbuf; }
+
+scn_hugetlb() {
+	(( $(cat /proc/sys/vm/nr_hugepages) > 0 )) ||
+		{ fail "no huge pages reserved (hugepages= missing from the command line?)"; return 1; }
+	hold hugetlb hugetlb
+}
+
+scn_shmem_thp() {
+	local f=/sys/kernel/mm/transparent_hugepage/shmem_enabled
+	echo advise > "$f" || { fail "cannot set $f to advise"; return 1; }
+	hold shmem-thp shmem-thp
+}
+
+# ksmd scans quickly until the holder's pages are merged, then stops
+# (run=0 keeps merged pages merged).
+scn_ksm() {
+	local d=/sys/kernel/mm/ksm rc
+	echo 1000 > "$d/pages_to_scan" && echo 10 > "$d/sleep_millisecs" && echo 1 > "$d/run" ||
+		{ fail "cannot start ksmd"; return 1; }
+	hold ksm ksm
+	rc=$?
+	echo 0 > "$d/run"
+	return $rc
+}
+
+scn_secretmem() { hold secretmem secretmem; }
+scn_uffd_wp() { hold uffd-wp uffd-wp; }
+scn_guard() { hold guard guard; }
+scn_hwpoison() { hold hwpoison hwpoison; }
+
+scn_pcibar_wc() {
+	local size=$((2 << 20)) bdf f
+	bdf=$(pci_find 0x1af4 0x1110 "$size") || { fail "no ivshmem with a 2 MiB BAR 2"; return 1; }
+	f=/sys/bus/pci/devices/$bdf/resource2_wc
+	[ -e "$f" ] || { fail "$f missing (BAR 2 not prefetchable?)"; return 1; }
+	hold pcibar-wc resource "$f" "$size"
+}
+
+scn_udmabuf() {
+	[ -c /dev/udmabuf ] || modprobe udmabuf
+	wait_for 50 test -c /dev/udmabuf || { fail "/dev/udmabuf did not appear"; return 1; }
+	hold udmabuf udmabuf /dev/udmabuf
+}
+
+scn_drm_vgem() {
+	local card
+	step modprobe vgem || return
+	wait_for 100 drm_card_of vgem > /dev/null || { fail "vgem gave no DRM card"; return 1; }
+	card=$(drm_card_of vgem)
+	hold drm-vgem dumb "/dev/dri/$card"
+}
+
+# The system BIOS area (e820 reserved, below 1 MiB): STRICT_DEVMEM lets
+# /dev/mem map it (x86 devmem_is_allowed).
+scn_devmem() { hold devmem devmem /dev/mem 0xf0000 0x10000; }
 
 # --- driver --------------------------------------------------------------
 
