@@ -89,6 +89,23 @@ CONTROL_DOMAINS: Mapping[str, Tuple[str, ...]] = {
     "scenario:p2pdma": ("p2pdma-leaf", "p2pdma-vma-flags", "devmap-not-dax"),
     "scenario:drm-ttm": ("pfnmap-not-special", "no-memmap-not-special", "huge-pfn-not-special"),
     "scenario:device-private": ("device-private-entry-target", "device-private-present"),
+    # The zoo (drgn_p2p.lab.zoo): mappings made by the kernel's own code paths.
+    "scenario:p2pdma-ro": ("p2pdma-leaf", "p2pdma-vma-flags", "devmap-not-dax"),
+    "scenario:perf-ring": ("pfnmap-not-special", "special-outside-pfnmap"),
+    "scenario:packet-ring": ("special-outside-pfnmap", "devmap-not-dax"),
+    "scenario:io-uring": ("special-outside-pfnmap", "devmap-not-dax"),
+    "scenario:io-uring-pbuf": ("special-outside-pfnmap", "devmap-not-dax"),
+    "scenario:hugetlb": ("huge-pfn-not-special", "special-outside-pfnmap", "devmap-not-dax"),
+    "scenario:shmem-thp": ("huge-pfn-not-special", "special-outside-pfnmap", "devmap-not-dax"),
+    "scenario:ksm": ("special-outside-pfnmap",),
+    "scenario:secretmem": ("special-outside-pfnmap",),
+    "scenario:uffd-wp": ("garbage-entry", "special-outside-pfnmap"),
+    "scenario:guard": ("garbage-entry",),
+    "scenario:hwpoison": ("garbage-entry",),
+    "scenario:pcibar-wc": ("no-memmap-not-special", "no-memmap-outside-pfnmap", "pfnmap-not-special"),
+    "scenario:udmabuf": ("pfnmap-not-special", "special-outside-pfnmap"),
+    "scenario:drm-vgem": ("pfnmap-not-special", "special-outside-pfnmap"),
+    "scenario:devmem": ("pfnmap-not-special", "no-memmap-not-special"),
 }
 
 #: Rules for which no wrong entry is created in the lab, and why (rule id ->

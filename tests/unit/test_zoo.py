@@ -23,6 +23,7 @@ def test_every_zoo_shape_has_a_guest_function_a_holder_mode_and_a_description():
         assert re.search(rf"^scn_{s.name.replace('-', '_')}\(\)", script, re.M), s.name
         assert s.name in zoo.SHAPES, s.name
         assert s in scenarios.SCENARIOS
+        assert f"scenario:{s.name}" in proof.CONTROL_DOMAINS, s.name
     assert set(zoo.SHAPES) == {s.name for s in scenarios.ZOO}
 
 
