@@ -106,6 +106,7 @@ CONTROL_DOMAINS: Mapping[str, Tuple[str, ...]] = {
     "scenario:udmabuf": ("pfnmap-not-special", "special-outside-pfnmap"),
     "scenario:drm-vgem": ("pfnmap-not-special", "special-outside-pfnmap"),
     "scenario:devmem": ("pfnmap-not-special", "no-memmap-not-special"),
+    "scenario:vdso": ("pfnmap-not-special", "special-outside-pfnmap"),
 }
 
 #: Rules for which no wrong entry is created in the lab, and why (rule id ->

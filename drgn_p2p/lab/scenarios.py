@@ -120,6 +120,7 @@ ZOO: Tuple[Scenario, ...] = (
     Scenario("udmabuf", "pfnmap-ram", requires=("CONFIG_UDMABUF",)),
     Scenario("drm-vgem", "pfnmap-ram", requires=("CONFIG_DRM_VGEM",)),
     Scenario("devmem", "pfnmap-io-ram", requires=("CONFIG_DEVMEM",)),
+    Scenario("vdso", "vdso"),
 )
 
 #: Every scenario the lab knows, in the order the guest sets them up.

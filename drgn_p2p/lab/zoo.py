@@ -47,6 +47,8 @@ SHAPES: Mapping[str, str] = {
     "udmabuf": "udmabuf of a sealed memfd, mmap of the dma-buf: `vmf_insert_pfn()` into VM_PFNMAP",
     "drm-vgem": "vgem dumb buffer mmapped through the card: GEM shmem `vmf_insert_pfn()`",
     "devmem": "`/dev/mem` at 0xf0000 (BIOS area, STRICT_DEVMEM allows it): `remap_pfn_range()`",
+    "vdso": "the holder's own `[vdso]` text and `[vvar]` data after `clock_gettime()`: special mappings "
+            "(`vmf_insert_pfn()` into VM_PFNMAP before 7.x, a struct page in VM_MIXEDMAP since)",
 }
 
 #: Info-level findings a clean lab guest draws, and why each is legitimate.

@@ -334,6 +334,28 @@ def _zoo_marker_or_poison(entry: str):
     return check
 
 
+def _zoo_vdso_text(vma: Dict, doc: Dict) -> List[str]:
+    """[vdso]: _install_special_mapping() of the vDSO image's pages; special_mapping_fault() hands
+    the page to the fault path, a normal PTE (arch/x86/entry/vdso/vma.c)."""
+    need, flags = _Need(), set(vma["flag_names"])
+    need(not flags & {"PFNMAP", "MIXEDMAP", "IO"}, f"no VM_PFNMAP/VM_MIXEDMAP/VM_IO, got {sorted(flags)}")
+    _ram_leaves(vma, need, special=False)
+    return need.problems
+
+
+def _zoo_vdso_data(vma: Dict, doc: Dict) -> List[str]:
+    """[vvar]: 6.1 and 6.12 install it VM_PFNMAP|VM_IO and vvar_fault() vmf_insert_pfn()s the
+    kernel's data page (arch/x86/entry/vdso/vma.c:280 / :260, special PTE); 7.2's generic datastore
+    installs it VM_MIXEDMAP|VM_IO and hands vvar_fault()'s struct page to the fault path
+    (lib/vdso/datastore.c:130, normal PTE); changed in between (7.0 [inferred])."""
+    need, flags = _Need(), set(vma["flag_names"])
+    mixed = _release(doc) >= (7, 0)
+    want = {"MIXEDMAP", "IO"} if mixed else {"PFNMAP", "IO"}
+    need(want <= flags, f"VM_{'|VM_'.join(sorted(want))}, got {sorted(flags)}")
+    _ram_leaves(vma, need, special=not mixed)
+    return need.problems
+
+
 #: Expectation of each zoo shape (the ``expect`` column): the VMA flags, page kinds, leaf
 #: levels and bits its kernel code path gives it (each function names that path).
 _ZOO_EXPECTATIONS = {
@@ -350,6 +372,8 @@ _ZOO_EXPECTATIONS = {
     "uffd-wp": _zoo_uffd_wp,
     "guard": _zoo_marker_or_poison("marker"),
     "hwpoison": _zoo_marker_or_poison("hwpoison"),
+    "vdso-text": _zoo_vdso_text,
+    "vdso-data": _zoo_vdso_data,
 }
 
 

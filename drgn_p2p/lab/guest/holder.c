@@ -36,6 +36,7 @@
  *   hwpoison             anon with MADV_HWPOISON and MADV_SOFT_OFFLINE pages
  *   udmabuf DEV          dma-buf of a sealed memfd, mmapped
  *   devmem PATH OFF LEN  read-only /dev/mem mapping
+ *   vdso                 this process's [vdso] text and [vvar] data, after clock_gettime()
  *
  * The ioctl structures below are the kernel's user-space ABI, declared here
  * so that the program builds without libdrm or the test_hmm header.
@@ -63,6 +64,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef MAP_SHARED_VALIDATE
@@ -719,6 +721,43 @@ static void mode_devmem(const char *path, const char *off_arg, const char *len_a
 	record(p, len, "");
 }
 
+/* Record the /proc/self/maps line named @name (e.g. "[vdso]") with @suffix. */
+static void record_named(const char *name, const char *suffix)
+{
+	char line[512];
+	FILE *maps = fopen("/proc/self/maps", "r");
+	int found = 0;
+
+	if (!maps)
+		die("open /proc/self/maps");
+	while (!found && fgets(line, sizeof(line), maps)) {
+		unsigned long start, end;
+		char *nl = strchr(line, '\n');
+
+		if (nl)
+			*nl = 0;
+		if (strlen(line) < strlen(name) || strcmp(line + strlen(line) - strlen(name), name))
+			continue;
+		if (sscanf(line, "%lx-%lx", &start, &end) == 2) {
+			record((void *)start, end - start, suffix);
+			found = 1;
+		}
+	}
+	fclose(maps);
+	fail_if(!found, name);
+}
+
+static void mode_vdso(void)
+{
+	struct timespec ts;
+
+	/* Runs vDSO code, which reads the time data page of [vvar]. */
+	for (int i = 0; i < 3; i++)
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+	record_named("[vdso]", "-text");
+	record_named("[vvar]", "-data");
+}
+
 static void need(int argc, int n)
 {
 	if (argc < n) {
@@ -790,6 +829,8 @@ int main(int argc, char **argv)
 		mode_hwpoison();
 	else if (!strcmp(mode, "udmabuf") && (need(argc, 6), 1))
 		mode_udmabuf(argv[5]);
+	else if (!strcmp(mode, "vdso"))
+		mode_vdso();
 	else if (!strcmp(mode, "devmem") && (need(argc, 8), 1))
 		mode_devmem(argv[5], argv[6], argv[7]);
 	else {

@@ -307,6 +307,8 @@ scn_drm_vgem() {
 	hold drm-vgem dumb "/dev/dri/$card"
 }
 
+scn_vdso() { hold vdso vdso; }
+
 # The system BIOS area (e820 reserved, below 1 MiB): STRICT_DEVMEM lets
 # /dev/mem map it (x86 devmem_is_allowed).
 scn_devmem() { hold devmem devmem /dev/mem 0xf0000 0x10000; }
