@@ -36,7 +36,7 @@ A rule's status on one kernel:
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ..records import Finding, Severity
 from ..rules import RULES
@@ -58,6 +58,7 @@ __all__ = (
     "matrix",
     "render_markdown",
     "render_terminal",
+    "render_main",
 )
 
 SCHEMA = "drgn-p2p/proof/1"
@@ -567,21 +568,27 @@ def render_terminal(console: Any, doc: Mapping[str, Any]) -> None:
         console.print(f"[bold red]problem[/] {name}: {p}", soft_wrap=True)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m drgn_p2p.lab.proof FILE``: print the Markdown page of a proof document."""
+def render_main(argv: Optional[Sequence[str]], usage: str, schema: str,
+                render: Callable[[Mapping[str, Any]], str]) -> int:
+    """``python -m MODULE FILE``: print *render* of the lab document FILE (schema *schema*)."""
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m drgn_p2p.lab.proof PROOF.json", file=sys.stderr)
+        print(f"usage: {usage}", file=sys.stderr)
         return 2
     try:
-        doc = load(args[0])
+        doc = load(args[0], schema)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    sys.stdout.write(render_markdown(doc))
+    sys.stdout.write(render(doc))
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m drgn_p2p.lab.proof FILE``: print the Markdown page of a proof document."""
+    return render_main(argv, "python -m drgn_p2p.lab.proof PROOF.json", SCHEMA, render_markdown)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..arch import describe
 from ..records import Level
-from .proof import _md, load, merge_kernels
+from .proof import _md, merge_kernels, render_main
 
 __all__ = ("SCHEMA", "SHAPES", "CLEAN_INFO", "mapping_record", "clean_record", "kernel_record", "merge",
            "render_markdown")
@@ -230,19 +230,7 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m drgn_p2p.lab.zoo FILE``: print the Markdown page of a zoo document."""
-    import sys
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1:
-        print("usage: python -m drgn_p2p.lab.zoo ZOO.json", file=sys.stderr)
-        return 2
-    try:
-        doc = load(args[0], SCHEMA)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    sys.stdout.write(render_markdown(doc))
-    return 0
+    return render_main(argv, "python -m drgn_p2p.lab.zoo ZOO.json", SCHEMA, render_markdown)
 
 
 if __name__ == "__main__":

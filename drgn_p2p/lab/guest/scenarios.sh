@@ -103,24 +103,15 @@ pci_find() {
 	return 1
 }
 
-# Name of the DRM card driven by driver $1.
+# Name of the DRM card driven by driver $1, or whose device is called $1
+# (vgem's device has no driver).
 drm_card() {
-	local c drv
+	local c drv dev
 	for c in /sys/class/drm/card[0-9]*; do
 		[[ $c == *-* ]] && continue
 		drv=$(readlink -f "$c/device/driver")
-		[ "${drv##*/}" = "$1" ] && { basename "$c"; return 0; }
-	done
-	return 1
-}
-
-# Name of the DRM card whose device is called $1 (vgem has no driver).
-drm_card_of() {
-	local c dev
-	for c in /sys/class/drm/card[0-9]*; do
-		[[ $c == *-* ]] && continue
 		dev=$(readlink -f "$c/device")
-		[ "${dev##*/}" = "$1" ] && { basename "$c"; return 0; }
+		[ "${drv##*/}" = "$1" ] || [ "${dev##*/}" = "$1" ] && { basename "$c"; return 0; }
 	done
 	return 1
 }
@@ -302,8 +293,8 @@ scn_udmabuf() {
 scn_drm_vgem() {
 	local card
 	step modprobe vgem || return
-	wait_for 100 drm_card_of vgem > /dev/null || { fail "vgem gave no DRM card"; return 1; }
-	card=$(drm_card_of vgem)
+	wait_for 100 drm_card vgem > /dev/null || { fail "vgem gave no DRM card"; return 1; }
+	card=$(drm_card vgem)
 	hold drm-vgem dumb "/dev/dri/$card"
 }
 
