@@ -108,6 +108,7 @@ CONTROL_DOMAINS: Mapping[str, Tuple[str, ...]] = {
     "scenario:drm-vgem": ("pfnmap-not-special", "special-outside-pfnmap"),
     "scenario:devmem": ("pfnmap-not-special", "no-memmap-not-special"),
     "scenario:vdso": ("pfnmap-not-special", "special-outside-pfnmap"),
+    "scenario:fbdev": ("special-outside-pfnmap", "no-memmap-outside-pfnmap"),
 }
 
 #: Rules for which no wrong entry is created in the lab, and why (rule id ->

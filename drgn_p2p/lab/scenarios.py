@@ -83,6 +83,8 @@ _IVSHMEM16 = (
 #: The NVMe controller whose CMB hosts p2pmem (``p2pdma``, ``p2pdma-ro``).
 _NVME_CMB = ("-device", "nvme,serial=qpnvme0,cmb_size_mb=64")
 _P2PDMA = ("CONFIG_PCI_P2PDMA", "CONFIG_BLK_DEV_NVME")
+#: The display devices of ``drm-ttm`` (qxl also backs ``fbdev``).
+_QXL_BOCHS = ("-device", "qxl", "-device", "bochs-display")
 
 #: The zoo: legitimate mappings that kernels and drivers create through their
 #: own code paths, held next to the lab's own scenarios in the same boot.
@@ -121,6 +123,11 @@ ZOO: Tuple[Scenario, ...] = (
     Scenario("drm-vgem", "pfnmap-ram", requires=("CONFIG_DRM_VGEM",)),
     Scenario("devmem", "pfnmap-io-ram", requires=("CONFIG_DEVMEM",)),
     Scenario("vdso", "vdso"),
+    # qxl's fbdev emulation: a vmalloc'd shadow buffer with deferred I/O.
+    Scenario(
+        "fbdev", "fbdev-defio", requires=("CONFIG_DRM_QXL", "CONFIG_DRM_FBDEV_EMULATION", "CONFIG_FB_DEFERRED_IO"),
+        qemu_args=_QXL_BOCHS,
+    ),
 )
 
 #: Every scenario the lab knows, in the order the guest sets them up.
@@ -163,7 +170,7 @@ SCENARIOS: Tuple[Scenario, ...] = (
         "drm-ttm", "pfnmap-ttm",
         requires=("CONFIG_DRM_TTM",),
         requires_any=("CONFIG_DRM_QXL", "CONFIG_DRM_BOCHS"),
-        qemu_args=("-device", "qxl", "-device", "bochs-display"),
+        qemu_args=_QXL_BOCHS,
     ),
     Scenario(
         "device-private", "device-private",

@@ -49,6 +49,8 @@ SHAPES: Mapping[str, str] = {
     "devmem": "`/dev/mem` at 0xf0000 (BIOS area, STRICT_DEVMEM allows it): `remap_pfn_range()`",
     "vdso": "the holder's own `[vdso]` text and `[vvar]` data after `clock_gettime()`: special mappings "
             "(`vmf_insert_pfn()` into VM_PFNMAP before 7.x, a struct page in VM_MIXEDMAP since)",
+    "fbdev": "64 KiB of qxl's `/dev/fbN`, written: DRM fbdev emulation's shadow buffer, "
+             "`fb_deferred_io_mmap()` + `fb_deferred_io_fault()` (vmalloc pages)",
 }
 
 #: Info-level findings a clean lab guest draws, and why each is legitimate.

@@ -356,6 +356,18 @@ def _zoo_vdso_data(vma: Dict, doc: Dict) -> List[str]:
     return need.problems
 
 
+def _zoo_fbdev_defio(vma: Dict, doc: Dict) -> List[str]:
+    """DRM fbdev emulation with a shadow buffer (qxl: drm_fb_helper.c on 6.1, drm_fbdev_ttm.c on 6.12
+    and 7.2) sets FBINFO_VIRTFB; fb_deferred_io_mmap() (drivers/video/fbdev/core/fb_defio.c) adds
+    VM_DONTEXPAND|VM_DONTDUMP (VM_IO only without FBINFO_VIRTFB) and fb_deferred_io_fault() hands
+    the vmalloc'd page to the fault path: normal PTEs."""
+    need, flags = _Need(), set(vma["flag_names"])
+    need({"DONTEXPAND", "DONTDUMP", "SHARED"} <= flags and not flags & {"IO", "PFNMAP", "MIXEDMAP"},
+         f"VM_SHARED|VM_DONTEXPAND|VM_DONTDUMP without VM_IO, got {sorted(flags)}")
+    _ram_leaves(vma, need, special=False)
+    return need.problems
+
+
 #: Expectation of each zoo shape (the ``expect`` column): the VMA flags, page kinds, leaf
 #: levels and bits its kernel code path gives it (each function names that path).
 _ZOO_EXPECTATIONS = {
@@ -374,6 +386,7 @@ _ZOO_EXPECTATIONS = {
     "hwpoison": _zoo_marker_or_poison("hwpoison"),
     "vdso-text": _zoo_vdso_text,
     "vdso-data": _zoo_vdso_data,
+    "fbdev-defio": _zoo_fbdev_defio,
 }
 
 

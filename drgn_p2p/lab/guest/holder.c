@@ -37,6 +37,7 @@
  *   udmabuf DEV          dma-buf of a sealed memfd, mmapped
  *   devmem PATH OFF LEN  read-only /dev/mem mapping
  *   vdso                 this process's [vdso] text and [vvar] data, after clock_gettime()
+ *   fbdev PATH           64 KiB of an fbdev framebuffer, written
  *
  * The ioctl structures below are the kernel's user-space ABI, declared here
  * so that the program builds without libdrm or the test_hmm header.
@@ -45,6 +46,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fb.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <linux/io_uring.h>
@@ -758,6 +760,21 @@ static void mode_vdso(void)
 	record_named("[vvar]", "-data");
 }
 
+static void mode_fbdev(const char *path)
+{
+	struct fb_fix_screeninfo fix;
+	int fd = open_or_die(path, O_RDWR);
+	size_t len = 64 * KiB;
+	void *p;
+
+	if (ioctl(fd, FBIOGET_FSCREENINFO, &fix))
+		die("FBIOGET_FSCREENINFO");
+	fail_if(fix.smem_len < len, "framebuffer smaller than 64 KiB");
+	p = map_fixed(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	touch_write(p, len, PAGE);
+	record(p, len, "");
+}
+
 static void need(int argc, int n)
 {
 	if (argc < n) {
@@ -831,6 +848,8 @@ int main(int argc, char **argv)
 		mode_udmabuf(argv[5]);
 	else if (!strcmp(mode, "vdso"))
 		mode_vdso();
+	else if (!strcmp(mode, "fbdev") && (need(argc, 6), 1))
+		mode_fbdev(argv[5]);
 	else if (!strcmp(mode, "devmem") && (need(argc, 8), 1))
 		mode_devmem(argv[5], argv[6], argv[7]);
 	else {

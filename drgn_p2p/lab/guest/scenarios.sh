@@ -300,6 +300,25 @@ scn_drm_vgem() {
 
 scn_vdso() { hold vdso vdso; }
 
+# The fbdev device that driver $1's DRM fbdev emulation registered.
+fb_of() {
+	local f drv
+	for f in /sys/class/graphics/fb[0-9]*; do
+		drv=$(readlink -f "$f/device/driver")
+		[ "${drv##*/}" = "$1" ] && { basename "$f"; return 0; }
+	done
+	return 1
+}
+
+scn_fbdev() {
+	local fb
+	step modprobe qxl || return
+	wait_for 100 fb_of qxl > /dev/null || { fail "qxl registered no fbdev"; return 1; }
+	fb=$(fb_of qxl)
+	wait_for 50 test -c "/dev/$fb" || { fail "/dev/$fb did not appear"; return 1; }
+	hold fbdev fbdev "/dev/$fb"
+}
+
 # The system BIOS area (e820 reserved, below 1 MiB): STRICT_DEVMEM lets
 # /dev/mem map it (x86 devmem_is_allowed).
 scn_devmem() { hold devmem devmem /dev/mem 0xf0000 0x10000; }
