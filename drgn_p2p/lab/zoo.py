@@ -169,7 +169,7 @@ def _detail_rows(entry: Mapping[str, Any]) -> List[str]:
         if r["shape"] not in SHAPES:
             continue
         bits = " / ".join(f"`{b}`" for b in r["bits"]) or "—"
-        cells = [f"`{r['shape']}`", _classified(r), bits, " ".join(r["flags"]), f"`{r['ops']}`" if r["ops"] else "—",
+        cells = [f"`{r['shape']}`", f"`{r['expect']}`", _classified(r), bits, " ".join(r["flags"]), f"`{r['ops']}`" if r["ops"] else "—",
                  _verdict([r])]
         rows.append("| " + " | ".join(_md(c) for c in cells) + " |")
     return rows
@@ -217,8 +217,9 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     for name in kernels:
         entry = doc["kernels"][name]
         out += ["", f"## {name}: {entry['kver']}", "",
-                "| shape | classified as | bits of the present leaves (cache mode) | VMA flags | vm_ops | findings |",
-                "|---|---|---|---|---|---|"]
+                "| shape | expected as | classified as | bits of the present leaves (cache mode) | VMA flags | vm_ops "
+                "| findings |",
+                "|---|---|---|---|---|---|---|"]
         out += _detail_rows(entry)
     out += ["", "## Clean guests", "",
             "Every process of each guest (all lab scenarios and the zoo held) audited with `--fail-on warning`: "

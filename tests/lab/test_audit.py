@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """
-The audit on real kernels: every mapping the lab holds is classified as the
-kind it was created as, with the bits its kernel gives it; a clean guest has
-no error-level finding; and QMP, a vmcore and live /proc/kcore agree.
+The audit on real kernels: every mapping the lab holds (its own scenarios and
+the zoo of mappings kernels and drivers make) is classified as the kind it was
+created as, with the bits its kernel gives it; a clean guest passes
+``--fail-on warning``; and QMP, a vmcore and live /proc/kcore agree. Each
+kernel's results go to the zoo document (``scripts/zoo-matrix`` renders it).
 """
 
 import json

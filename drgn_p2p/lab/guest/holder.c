@@ -16,7 +16,8 @@
  *   file PATH            fsdax: MAP_SHARED_VALIDATE|MAP_SYNC on a DAX file
  *   devdax PATH          2 MiB-aligned mapping of a device-dax char device
  *   resource PATH LEN    PCI BAR through a sysfs resourceN file
- *   vfio GROUP BDF       vfio-pci BAR 2 at a 1 GiB-aligned address
+ *   vfio GROUP BDF       vfio-pci BAR 2 at a 1 GiB-aligned address, and 64 KiB
+ *                        of it where only PTEs fit
  *   p2pmem PATH          2 MiB from a p2pmem/allocate file
  *   dumb CARD            DRM dumb buffer, mmapped through the card
  *   hmm DEV              test_hmm: THP and 4K anon migrated to device memory
@@ -144,12 +145,18 @@ static void die(const char *fmt, ...)
 	exit(1);
 }
 
-/* Queue one manifest line; suffix (may be "") is appended to EXPECT. */
-static void record(void *addr, size_t len, const char *suffix)
+/* Queue one manifest line expected as @what followed by @suffix. */
+static void record_as(void *addr, size_t len, const char *what, const char *suffix)
 {
 	lines_len += snprintf(lines + lines_len, sizeof(lines) - lines_len,
 			      "%s %d %#lx %zu %s%s\n", kind, (int)getpid(),
-			      (unsigned long)addr, len, expect, suffix);
+			      (unsigned long)addr, len, what, suffix);
+}
+
+/* Queue one manifest line; suffix (may be "") is appended to EXPECT. */
+static void record(void *addr, size_t len, const char *suffix)
+{
+	record_as(addr, len, expect, suffix);
 }
 
 /* Publish the queued lines atomically. */
@@ -377,6 +384,11 @@ static void mode_vfio(const char *group_path, const char *bdf)
 		      PROT_READ | PROT_WRITE, MAP_SHARED, dev, ri.offset);
 	touch_write(p, 1, PAGE);
 	record(p, ri.size, "");
+	/* The same BAR at an address no huge leaf fits: vfio-pci's 4 KiB PFN PTEs. */
+	p = map_fixed((char *)aligned_hint(2 * MiB, 2 * MiB) + 64 * KiB, 64 * KiB,
+		      PROT_READ | PROT_WRITE, MAP_SHARED, dev, ri.offset);
+	touch_write(p, 64 * KiB, PAGE);
+	record_as(p, 64 * KiB, "pfnmap-io", "");
 }
 
 static void mode_p2pmem(const char *path)
