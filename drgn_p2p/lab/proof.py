@@ -102,6 +102,7 @@ CONTROL_DOMAINS: Mapping[str, Tuple[str, ...]] = {
     "scenario:secretmem": ("special-outside-pfnmap",),
     "scenario:uffd-wp": ("garbage-entry", "special-outside-pfnmap"),
     "scenario:guard": ("garbage-entry",),
+    "scenario:guard-shmem": ("garbage-entry",),
     "scenario:hwpoison": ("garbage-entry",),
     "scenario:pcibar-wc": ("no-memmap-not-special", "no-memmap-outside-pfnmap", "pfnmap-not-special"),
     "scenario:udmabuf": ("pfnmap-not-special", "special-outside-pfnmap"),

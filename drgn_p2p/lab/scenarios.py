@@ -109,13 +109,19 @@ ZOO: Tuple[Scenario, ...] = (
         "guard", "guard", since=(6, 13),
         note="MADV_GUARD_INSTALL, 662df3e5c376",
     ),
+    Scenario(
+        "guard-shmem", "guard", since=(6, 15),
+        note="guard regions in file-backed mappings, f807123d578d",
+    ),
     Scenario("hwpoison", "hwpoison", requires=("CONFIG_MEMORY_FAILURE",)),
     # An ivshmem of its own: were its BAR mapped uncached elsewhere (pcibar),
-    # PAT's memtype reservation would downgrade this WC mapping to UC-.
+    # PAT's memtype reservation would downgrade this WC mapping to UC-. Larger
+    # than pcibar's, so that p2p_violate (which takes the smallest free ivshmem
+    # BAR) keeps using that one.
     Scenario(
         "pcibar-wc", "pfnmap-io-wc", requires=("CONFIG_PCI", "CONFIG_X86_PAT"),
         qemu_args=(
-            "-object", "memory-backend-memfd,id=qp-ivs2,size=2M,share=on",
+            "-object", "memory-backend-memfd,id=qp-ivs2,size=32M,share=on",
             "-device", "ivshmem-plain,memdev=qp-ivs2",
         ),
     ),

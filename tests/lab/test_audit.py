@@ -141,12 +141,15 @@ def _check_expectation(expect: str, vma: Dict, doc: Dict) -> List[str]:
     elif expect == "devdax-pmd":
         need(pages.get("devdax", 0) > 0 and set(pages) == {"devdax"}, f"devdax pages only, got {pages}")
         need(leaves.get("pmd", 0) > 0, f"PMD leaves, got {leaves}")
-    elif expect in ("pfnmap-io", "pfnmap-pud"):
+    elif expect in ("pfnmap-io", "pfnmap-pud", "pfnmap-pud-pte"):
         need({"PFNMAP", "IO"} <= flags, f"VM_PFNMAP|VM_IO, got {sorted(flags)}")
         need(set(pages) == {"no-memmap"}, f"BAR memory without struct pages, got {pages}")
         need(vma["special"] == present > 0, f"every leaf special ({vma['special']}/{present})")
         if expect == "pfnmap-pud":
             need(leaves.get("pud", 0) > 0, f"a PUD leaf, got {leaves}")
+        if expect == "pfnmap-pud-pte":
+            # vfio-pci's huge_fault at order 0 (vmf_insert_pfn) where no huge leaf fits.
+            need(set(leaves) == {"pte"}, f"PTE leaves only, got {leaves}")
     elif expect == "pfnmap-ttm":
         need("PFNMAP" in flags, f"VM_PFNMAP, got {sorted(flags)}")
         need(vma["special"] == present > 0, f"every leaf special ({vma['special']}/{present})")
@@ -325,8 +328,8 @@ def _zoo_uffd_wp(vma: Dict, doc: Dict) -> List[str]:
 
 
 def _zoo_marker_or_poison(entry: str):
-    """Anonymous RAM where some PTEs were replaced by *entry* entries: guard markers
-    (MADV_GUARD_INSTALL, mm/madvise.c) or hwpoison entries (MADV_HWPOISON: memory_failure()
+    """RAM where some PTEs were replaced by *entry* entries: guard markers (MADV_GUARD_INSTALL,
+    mm/madvise.c; anonymous, or shmem since 6.15) or hwpoison entries (MADV_HWPOISON: memory_failure()
     unmaps the page with TTU_HWPOISON, try_to_unmap_one() installs make_hwpoison_entry())."""
     def check(vma: Dict, doc: Dict) -> List[str]:
         need = _Need()

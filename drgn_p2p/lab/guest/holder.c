@@ -34,6 +34,7 @@
  *   secretmem            memfd_secret() pages
  *   uffd-wp              shmem write-protected by userfaultfd, half unpopulated
  *   guard                anon with MADV_GUARD_INSTALL guard pages
+ *   guard-shmem          the same in a shared memfd (shmem) mapping
  *   hwpoison             anon with MADV_HWPOISON and MADV_SOFT_OFFLINE pages
  *   udmabuf DEV          dma-buf of a sealed memfd, mmapped
  *   devmem PATH OFF LEN  read-only /dev/mem mapping
@@ -145,18 +146,12 @@ static void die(const char *fmt, ...)
 	exit(1);
 }
 
-/* Queue one manifest line expected as @what followed by @suffix. */
-static void record_as(void *addr, size_t len, const char *what, const char *suffix)
-{
-	lines_len += snprintf(lines + lines_len, sizeof(lines) - lines_len,
-			      "%s %d %#lx %zu %s%s\n", kind, (int)getpid(),
-			      (unsigned long)addr, len, what, suffix);
-}
-
 /* Queue one manifest line; suffix (may be "") is appended to EXPECT. */
 static void record(void *addr, size_t len, const char *suffix)
 {
-	record_as(addr, len, expect, suffix);
+	lines_len += snprintf(lines + lines_len, sizeof(lines) - lines_len,
+			      "%s %d %#lx %zu %s%s\n", kind, (int)getpid(),
+			      (unsigned long)addr, len, expect, suffix);
 }
 
 /* Publish the queued lines atomically. */
@@ -388,7 +383,7 @@ static void mode_vfio(const char *group_path, const char *bdf)
 	p = map_fixed((char *)aligned_hint(2 * MiB, 2 * MiB) + 64 * KiB, 64 * KiB,
 		      PROT_READ | PROT_WRITE, MAP_SHARED, dev, ri.offset);
 	touch_write(p, 64 * KiB, PAGE);
-	record_as(p, 64 * KiB, "pfnmap-io", "");
+	record(p, 64 * KiB, "-pte");
 }
 
 static void mode_p2pmem(const char *path)
@@ -673,10 +668,12 @@ static void mode_uffd_wp(void)
 	record(p, len, "");
 }
 
-static void mode_guard(void)
+static void mode_guard(int shmem)
 {
 	size_t len = 64 * KiB;
-	char *p = anon(len, 0, MADV_NOHUGEPAGE);
+	char *p = shmem ? map_fixed(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED,
+				   memfd("qp-guard", len, 0), 0)
+			: anon(len, 0, MADV_NOHUGEPAGE);
 
 	touch_write(p, len, PAGE);
 	if (madvise(p + 16 * KiB, 16 * KiB, MADV_GUARD_INSTALL))
@@ -853,7 +850,9 @@ int main(int argc, char **argv)
 	else if (!strcmp(mode, "uffd-wp"))
 		mode_uffd_wp();
 	else if (!strcmp(mode, "guard"))
-		mode_guard();
+		mode_guard(0);
+	else if (!strcmp(mode, "guard-shmem"))
+		mode_guard(1);
 	else if (!strcmp(mode, "hwpoison"))
 		mode_hwpoison();
 	else if (!strcmp(mode, "udmabuf") && (need(argc, 6), 1))

@@ -274,14 +274,15 @@ scn_ksm() {
 scn_secretmem() { hold secretmem secretmem; }
 scn_uffd_wp() { hold uffd-wp uffd-wp; }
 scn_guard() { hold guard guard; }
+scn_guard_shmem() { hold guard-shmem guard-shmem; }
 scn_hwpoison() { hold hwpoison hwpoison; }
 
 scn_pcibar_wc() {
-	local size=$((2 << 20)) bdf f
-	bdf=$(pci_find 0x1af4 0x1110 "$size") || { fail "no ivshmem with a 2 MiB BAR 2"; return 1; }
+	local bdf f
+	bdf=$(pci_find 0x1af4 0x1110 $((32 << 20))) || { fail "no ivshmem with a 32 MiB BAR 2"; return 1; }
 	f=/sys/bus/pci/devices/$bdf/resource2_wc
 	[ -e "$f" ] || { fail "$f missing (BAR 2 not prefetchable?)"; return 1; }
-	hold pcibar-wc resource "$f" "$size"
+	hold pcibar-wc resource "$f" $((2 << 20))
 }
 
 scn_udmabuf() {
