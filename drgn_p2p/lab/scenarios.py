@@ -95,6 +95,7 @@ ZOO: Tuple[Scenario, ...] = (
     Scenario("perf-ring", "perf-ring", requires=("CONFIG_PERF_EVENTS",)),
     Scenario("packet-ring", "mixedmap-ram", requires=("CONFIG_PACKET",)),
     Scenario("io-uring", "mixedmap-ram", requires=("CONFIG_IO_URING",)),
+    Scenario("tcp-zc", "mixedmap-ram", requires=("CONFIG_INET",)),
     Scenario(
         "io-uring-pbuf", "mixedmap-ram", requires=("CONFIG_IO_URING",), since=(6, 4),
         note="IOU_PBUF_RING_MMAP, c56e022c0a27",

@@ -35,6 +35,8 @@ SHAPES: Mapping[str, str] = {
                  "(fault-in of normal pages; `remap_pfn_range()` at mmap time in 7.x)",
     "packet-ring": "AF_PACKET TPACKET_V3 RX ring bound to lo: `packet_mmap()` `vm_insert_page()`s the ring blocks",
     "io-uring": "`io_uring_setup()` + mmap of the SQ/CQ ring and the SQE array: `vm_insert_pages()`",
+    "tcp-zc": "TCP over loopback (MSG_ZEROCOPY sender, 7-page MSS), the receiver mmaps its socket: `tcp_mmap()` "
+              "sets VM_MIXEDMAP, `TCP_ZEROCOPY_RECEIVE` `vm_insert_pages()` the received pages",
     "io-uring-pbuf": "`IORING_REGISTER_PBUF_RING` with `IOU_PBUF_RING_MMAP` + mmap: `vm_insert_pages()`",
     "hugetlb": "MAP_HUGETLB 2 MiB (`hugepages=2`): hugetlb fault, PMD leaf",
     "shmem-thp": "memfd + MADV_HUGEPAGE with `shmem_enabled=advise`: `do_set_pmd()`",
@@ -58,7 +60,7 @@ SHAPES: Mapping[str, str] = {
 CLEAN_INFO: Mapping[str, str] = {
     "mixedmap-all-struct-pages":
         "vm_insert_page(s)() sets VM_MIXEDMAP on VMAs that map only struct pages: the merged P2PDMA "
-        "mmap (p2pdma, p2pdma-ro), AF_PACKET rings, io_uring rings, and the vDSO data pages (7.x). "
+        "mmap (p2pdma, p2pdma-ro), AF_PACKET rings, io_uring rings, TCP zerocopy receive, and the vDSO data pages (7.x). "
         "Jason Gunthorpe calls this an abuse of VM_MIXEDMAP; it is merged kernel code, so info only.",
 }
 

@@ -216,7 +216,8 @@ def _zoo_p2pdma_ro(vma: Dict, doc: Dict) -> List[str]:
 
 def _zoo_mixedmap_ram(vma: Dict, doc: Dict) -> List[str]:
     """vm_insert_page(s)() (mm/memory.c insert_page) sets VM_MIXEDMAP and maps the
-    struct page with mk_pte(): AF_PACKET's packet_mmap(), io_uring's ring mmaps."""
+    struct page with mk_pte(): AF_PACKET's packet_mmap(), io_uring's ring mmaps, TCP zerocopy
+    receive (net/ipv4/tcp.c: tcp_mmap() sets VM_MIXEDMAP, tcp_zerocopy_vm_insert_batch())."""
     need, flags = _Need(), set(vma["flag_names"])
     need("MIXEDMAP" in flags and "PFNMAP" not in flags, f"VM_MIXEDMAP, got {sorted(flags)}")
     _ram_leaves(vma, need, special=False)

@@ -40,6 +40,7 @@
  *   devmem PATH OFF LEN  read-only /dev/mem mapping
  *   vdso                 this process's [vdso] text and [vvar] data, after clock_gettime()
  *   fbdev PATH           64 KiB of an fbdev framebuffer, written
+ *   tcp-zc               TCP zerocopy receive over loopback (MSG_ZEROCOPY sender)
  *
  * The ioctl structures below are the kernel's user-space ABI, declared here
  * so that the program builds without libdrm or the test_hmm header.
@@ -53,10 +54,13 @@
 #include <linux/if_packet.h>
 #include <linux/io_uring.h>
 #include <linux/perf_event.h>
+#include <linux/tcp.h>
 #include <linux/udmabuf.h>
 #include <linux/userfaultfd.h>
 #include <linux/vfio.h>
 #include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -90,6 +94,12 @@
 #define MADV_GUARD_INSTALL 102
 #endif
 #define IOU_PBUF_RING_MMAP 1
+#ifndef SO_ZEROCOPY
+#define SO_ZEROCOPY 60
+#endif
+#ifndef MSG_ZEROCOPY
+#define MSG_ZEROCOPY 0x4000000
+#endif
 #ifndef IORING_OFF_PBUF_RING
 #define IORING_OFF_PBUF_RING 0x80000000ULL
 #define IORING_OFF_PBUF_SHIFT 16
@@ -784,6 +794,64 @@ static void mode_fbdev(const char *path)
 	record(p, len, "");
 }
 
+/* A connected loopback TCP pair whose segments carry whole pages. */
+static void tcp_pair(int *client, int *server)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t alen = sizeof(a);
+	int mss = 7 * PAGE, one = 1;	/* at most MAX_TCP_WINDOW */
+	int ls = socket(AF_INET, SOCK_STREAM, 0);
+
+	*client = socket(AF_INET, SOCK_STREAM, 0);
+	fail_if(ls < 0 || *client < 0, "socket(AF_INET)");
+	if (setsockopt(ls, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof(mss)) ||
+	    setsockopt(*client, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof(mss)))
+		die("TCP_MAXSEG");
+	if (bind(ls, (struct sockaddr *)&a, sizeof(a)) || listen(ls, 1) ||
+	    getsockname(ls, (struct sockaddr *)&a, &alen))
+		die("listening on loopback");
+	if (connect(*client, (struct sockaddr *)&a, sizeof(a)))
+		die("connect");
+	*server = accept(ls, NULL, NULL);
+	if (*server < 0)
+		die("accept");
+	if (setsockopt(*client, SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)))
+		die("SO_ZEROCOPY");
+}
+
+static void mode_tcp_zc(void)
+{
+	size_t len = 7 * 2 * PAGE;
+	int client, server, queued = 0;
+	char *buf = anon(len, 0, MADV_NOHUGEPAGE);
+	struct tcp_zerocopy_receive zc = { 0 };
+	socklen_t zlen = sizeof(zc);
+	void *p;
+
+	tcp_pair(&client, &server);
+	touch_write(buf, len, 1);
+	if (send(client, buf, len, MSG_ZEROCOPY) != (ssize_t)len)
+		die("send(MSG_ZEROCOPY)");
+	for (int i = 0; i < 100 && queued < (int)len; i++) {
+		struct pollfd pfd = { .fd = server, .events = POLLIN };
+
+		poll(&pfd, 1, 100);
+		if (ioctl(server, FIONREAD, &queued))
+			die("FIONREAD");
+	}
+	fail_if(queued < (int)len, "loopback did not deliver the data");
+	p = map_fixed(NULL, len, PROT_READ, MAP_SHARED, server, 0);
+	zc.address = (uintptr_t)p;
+	zc.length = len;
+	if (getsockopt(server, IPPROTO_TCP, TCP_ZEROCOPY_RECEIVE, &zc, &zlen))
+		die("TCP_ZEROCOPY_RECEIVE");
+	if (zc.length == 0) {
+		errno = 0;
+		die("TCP_ZEROCOPY_RECEIVE mapped nothing (skip hint %u, err %d)", zc.recv_skip_hint, zc.err);
+	}
+	record(p, len, "");
+}
+
 static void need(int argc, int n)
 {
 	if (argc < n) {
@@ -861,6 +929,8 @@ int main(int argc, char **argv)
 		mode_vdso();
 	else if (!strcmp(mode, "fbdev") && (need(argc, 6), 1))
 		mode_fbdev(argv[5]);
+	else if (!strcmp(mode, "tcp-zc"))
+		mode_tcp_zc();
 	else if (!strcmp(mode, "devmem") && (need(argc, 8), 1))
 		mode_devmem(argv[5], argv[6], argv[7]);
 	else {

@@ -245,6 +245,11 @@ scn_packet_ring() {
 }
 
 scn_io_uring() { hold io-uring io-uring; }
+
+scn_tcp_zc() {
+	ip link set lo up 2>&1 || ifconfig lo up 2>&1
+	hold tcp-zc tcp-zc
+}
 scn_io_uring_pbuf() { hold io-uring-pbuf io-uring-pbuf; }
 
 scn_hugetlb() {
