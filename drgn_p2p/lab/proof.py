@@ -109,6 +109,7 @@ CONTROL_DOMAINS: Mapping[str, Tuple[str, ...]] = {
     "scenario:udmabuf": ("pfnmap-not-special", "special-outside-pfnmap"),
     "scenario:drm-vgem": ("pfnmap-not-special", "special-outside-pfnmap"),
     "scenario:devmem": ("pfnmap-not-special", "no-memmap-not-special"),
+    "scenario:dma-heap": ("pfnmap-not-special", "no-memmap-not-special"),
     "scenario:vdso": ("pfnmap-not-special", "special-outside-pfnmap"),
     "scenario:fbdev": ("special-outside-pfnmap", "no-memmap-outside-pfnmap"),
 }

@@ -128,6 +128,7 @@ ZOO: Tuple[Scenario, ...] = (
     ),
     Scenario("udmabuf", "pfnmap-ram", requires=("CONFIG_UDMABUF",)),
     Scenario("drm-vgem", "pfnmap-ram", requires=("CONFIG_DRM_VGEM",)),
+    Scenario("dma-heap", "pfnmap-io-ram", requires=("CONFIG_DMABUF_HEAPS_SYSTEM",)),
     Scenario("devmem", "pfnmap-io-ram", requires=("CONFIG_DEVMEM",)),
     Scenario("vdso", "vdso"),
     # qxl's fbdev emulation: a vmalloc'd shadow buffer with deferred I/O.

@@ -49,6 +49,8 @@ SHAPES: Mapping[str, str] = {
     "pcibar-wc": "2 MiB of a 32 MiB ivshmem BAR 2 through sysfs `resource2_wc`: `io_remap_pfn_range()`, write-combining",
     "udmabuf": "udmabuf of a sealed memfd, mmap of the dma-buf: `vmf_insert_pfn()` into VM_PFNMAP",
     "drm-vgem": "vgem dumb buffer mmapped through the card: GEM shmem `vmf_insert_pfn()`",
+    "dma-heap": "64 KiB from the DMA-BUF system heap, mmap of the dma-buf: `system_heap_mmap()` "
+                "`remap_pfn_range()`s its pages",
     "devmem": "`/dev/mem` at 0xf0000 (BIOS area, STRICT_DEVMEM allows it): `remap_pfn_range()`",
     "vdso": "the holder's own `[vdso]` text and `[vvar]` data after `clock_gettime()`: special mappings "
             "(`vmf_insert_pfn()` into VM_PFNMAP before 7.x, a struct page in VM_MIXEDMAP since)",

@@ -248,8 +248,9 @@ def _zoo_pfnmap_ram(vma: Dict, doc: Dict) -> List[str]:
 
 
 def _zoo_pfnmap_io_ram(vma: Dict, doc: Dict) -> List[str]:
-    """/dev/mem's mmap (drivers/char/mem.c) remap_pfn_range()s the low-1 MiB BIOS area: reserved
-    pages that have a struct page (section 0's memmap), VM_PFNMAP|VM_IO, special PTEs."""
+    """remap_pfn_range() (VM_PFNMAP|VM_IO, special PTEs) of pages that have a struct page:
+    /dev/mem's mmap (drivers/char/mem.c) of the low-1 MiB BIOS area (reserved pages in section 0's
+    memmap), the DMA-BUF system heap's system_heap_mmap() (drivers/dma-buf/heaps/system_heap.c)."""
     need, flags = _Need(), set(vma["flag_names"])
     need({"PFNMAP", "IO"} <= flags, f"VM_PFNMAP|VM_IO, got {sorted(flags)}")
     _ram_leaves(vma, need, special=True)

@@ -41,6 +41,7 @@
  *   vdso                 this process's [vdso] text and [vvar] data, after clock_gettime()
  *   fbdev PATH           64 KiB of an fbdev framebuffer, written
  *   tcp-zc               TCP zerocopy receive over loopback (MSG_ZEROCOPY sender)
+ *   dma-heap PATH        64 KiB dma-buf from a DMA-BUF heap, mmapped
  *
  * The ioctl structures below are the kernel's user-space ABI, declared here
  * so that the program builds without libdrm or the test_hmm header.
@@ -49,6 +50,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/dma-heap.h>
 #include <linux/fb.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
@@ -852,6 +854,20 @@ static void mode_tcp_zc(void)
 	record(p, len, "");
 }
 
+static void mode_dma_heap(const char *path)
+{
+	struct dma_heap_allocation_data alloc = {
+		.len = 64 * KiB, .fd_flags = O_RDWR | O_CLOEXEC,
+	};
+	void *p;
+
+	if (ioctl(open_or_die(path, O_RDONLY | O_CLOEXEC), DMA_HEAP_IOCTL_ALLOC, &alloc))
+		die("DMA_HEAP_IOCTL_ALLOC");
+	p = map_fixed(NULL, alloc.len, PROT_READ | PROT_WRITE, MAP_SHARED, alloc.fd, 0);
+	touch_write(p, alloc.len, PAGE);
+	record(p, alloc.len, "");
+}
+
 static void need(int argc, int n)
 {
 	if (argc < n) {
@@ -931,6 +947,8 @@ int main(int argc, char **argv)
 		mode_fbdev(argv[5]);
 	else if (!strcmp(mode, "tcp-zc"))
 		mode_tcp_zc();
+	else if (!strcmp(mode, "dma-heap") && (need(argc, 6), 1))
+		mode_dma_heap(argv[5]);
 	else if (!strcmp(mode, "devmem") && (need(argc, 8), 1))
 		mode_devmem(argv[5], argv[6], argv[7]);
 	else {

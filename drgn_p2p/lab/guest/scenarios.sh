@@ -304,6 +304,11 @@ scn_drm_vgem() {
 	hold drm-vgem dumb "/dev/dri/$card"
 }
 
+scn_dma_heap() {
+	wait_for 50 test -c /dev/dma_heap/system || { fail "/dev/dma_heap/system did not appear"; return 1; }
+	hold dma-heap dma-heap /dev/dma_heap/system
+}
+
 scn_vdso() { hold vdso vdso; }
 
 # The fbdev device that driver $1's DRM fbdev emulation registered.
