@@ -36,7 +36,7 @@ A rule's status on one kernel:
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ..records import Finding, Severity
 from ..rules import RULES
@@ -52,11 +52,13 @@ __all__ = (
     "kernel_record",
     "catalogue",
     "merge",
+    "merge_kernels",
     "load",
     "write",
     "matrix",
     "render_markdown",
     "render_terminal",
+    "render_main",
 )
 
 SCHEMA = "drgn-p2p/proof/1"
@@ -88,6 +90,28 @@ CONTROL_DOMAINS: Mapping[str, Tuple[str, ...]] = {
     "scenario:p2pdma": ("p2pdma-leaf", "p2pdma-vma-flags", "devmap-not-dax"),
     "scenario:drm-ttm": ("pfnmap-not-special", "no-memmap-not-special", "huge-pfn-not-special"),
     "scenario:device-private": ("device-private-entry-target", "device-private-present"),
+    # The zoo (drgn_p2p.lab.zoo): mappings made by the kernel's own code paths.
+    "scenario:p2pdma-ro": ("p2pdma-leaf", "p2pdma-vma-flags", "devmap-not-dax"),
+    "scenario:perf-ring": ("pfnmap-not-special", "special-outside-pfnmap"),
+    "scenario:packet-ring": ("special-outside-pfnmap", "devmap-not-dax"),
+    "scenario:io-uring": ("special-outside-pfnmap", "devmap-not-dax"),
+    "scenario:io-uring-pbuf": ("special-outside-pfnmap", "devmap-not-dax"),
+    "scenario:tcp-zc": ("special-outside-pfnmap", "devmap-not-dax"),
+    "scenario:hugetlb": ("huge-pfn-not-special", "special-outside-pfnmap", "devmap-not-dax"),
+    "scenario:shmem-thp": ("huge-pfn-not-special", "special-outside-pfnmap", "devmap-not-dax"),
+    "scenario:ksm": ("special-outside-pfnmap",),
+    "scenario:secretmem": ("special-outside-pfnmap",),
+    "scenario:uffd-wp": ("garbage-entry", "special-outside-pfnmap"),
+    "scenario:guard": ("garbage-entry",),
+    "scenario:guard-shmem": ("garbage-entry",),
+    "scenario:hwpoison": ("garbage-entry",),
+    "scenario:pcibar-wc": ("no-memmap-not-special", "no-memmap-outside-pfnmap", "pfnmap-not-special"),
+    "scenario:udmabuf": ("pfnmap-not-special", "special-outside-pfnmap"),
+    "scenario:drm-vgem": ("pfnmap-not-special", "special-outside-pfnmap"),
+    "scenario:devmem": ("pfnmap-not-special", "no-memmap-not-special"),
+    "scenario:dma-heap": ("pfnmap-not-special", "no-memmap-not-special"),
+    "scenario:vdso": ("pfnmap-not-special", "special-outside-pfnmap"),
+    "scenario:fbdev": ("special-outside-pfnmap", "no-memmap-outside-pfnmap"),
 }
 
 #: Rules for which no wrong entry is created in the lab, and why (rule id ->
@@ -342,34 +366,40 @@ def catalogue() -> List[Dict[str, str]]:
     return [{"id": r.id, "severity": r.severity.label, "title": r.title, "kernels": r.kernels} for r in RULES]
 
 
+def merge_kernels(existing: Optional[Mapping[str, Any]], kernels: Mapping[str, Mapping[str, Any]],
+                  schema: str = SCHEMA) -> Dict[str, Any]:
+    """
+    The ``kernels`` of a lab document (schema *schema*): *kernels* (this run's
+    entries) replacing those of *existing*, entries of other kernels kept (each
+    carries its own ``when``), in :data:`KERNEL_ORDER`.
+    """
+    merged: Dict[str, Any] = {}
+    if existing and existing.get("schema") == schema:
+        merged.update(existing.get("kernels", {}))
+    merged.update(kernels)
+    order = {k: i for i, k in enumerate(KERNEL_ORDER)}
+    return {k: merged[k] for k in sorted(merged, key=lambda k: (order.get(k, len(order)), k))}
+
+
 def merge(existing: Optional[Mapping[str, Any]], kernels: Mapping[str, Mapping[str, Any]]) -> Dict[str, Any]:
     """
     A document with *kernels* (this run's entries) replacing those of
     *existing*; entries of other kernels are kept (each carries its own
     ``when``). The catalogue is this code's.
     """
-    merged: Dict[str, Any] = {}
-    if existing and existing.get("schema") == SCHEMA:
-        merged.update(existing.get("kernels", {}))
-    merged.update(kernels)
-    order = {k: i for i, k in enumerate(KERNEL_ORDER)}
-    return {
-        "schema": SCHEMA,
-        "rules": catalogue(),
-        "kernels": {k: merged[k] for k in sorted(merged, key=lambda k: (order.get(k, len(order)), k))},
-    }
+    return {"schema": SCHEMA, "rules": catalogue(), "kernels": merge_kernels(existing, kernels)}
 
 
-def load(path: "Path | str") -> Dict[str, Any]:
-    """Read a proof document; ValueError if it is not one."""
+def load(path: "Path | str", schema: str = SCHEMA) -> Dict[str, Any]:
+    """Read a lab document of *schema* (a proof document by default); ValueError if it is not one."""
     doc = json.loads(Path(path).read_text())
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        raise ValueError(f"{path} is not a {SCHEMA} document")
+    if not isinstance(doc, dict) or doc.get("schema") != schema:
+        raise ValueError(f"{path} is not a {schema} document")
     return doc
 
 
 def write(path: "Path | str", doc: Mapping[str, Any]) -> None:
-    """Write a proof document atomically."""
+    """Write a lab document (proof, zoo) atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -542,21 +572,27 @@ def render_terminal(console: Any, doc: Mapping[str, Any]) -> None:
         console.print(f"[bold red]problem[/] {name}: {p}", soft_wrap=True)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m drgn_p2p.lab.proof FILE``: print the Markdown page of a proof document."""
+def render_main(argv: Optional[Sequence[str]], usage: str, schema: str,
+                render: Callable[[Mapping[str, Any]], str]) -> int:
+    """``python -m MODULE FILE``: print *render* of the lab document FILE (schema *schema*)."""
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m drgn_p2p.lab.proof PROOF.json", file=sys.stderr)
+        print(f"usage: {usage}", file=sys.stderr)
         return 2
     try:
-        doc = load(args[0])
+        doc = load(args[0], schema)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    sys.stdout.write(render_markdown(doc))
+    sys.stdout.write(render(doc))
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m drgn_p2p.lab.proof FILE``: print the Markdown page of a proof document."""
+    return render_main(argv, "python -m drgn_p2p.lab.proof PROOF.json", SCHEMA, render_markdown)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ compiles once per host into the cache.
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -28,12 +29,14 @@ from drgn_p2p.lab import LabError, cache_dir
 __all__ = (
     "GUEST_DIR",
     "SCENARIOS",
+    "ZOO",
     "Plan",
     "Scenario",
     "expect_of",
     "guest_binary",
     "holder_binary",
     "kernel_config",
+    "kernel_version",
     "names",
     "plan",
 )
@@ -65,6 +68,9 @@ class Scenario:
     cmdline: Tuple[str, ...] = ()
     #: Added to the reason when the kernel's configuration rules it out.
     note: str = ""
+    #: The first release (major, minor) whose code has the shape, for shapes
+    #: that no config option tells apart; ``note`` names the change.
+    since: Optional[Tuple[int, int]] = None
 
 
 _PMEM = ("CONFIG_ZONE_DEVICE", "CONFIG_X86_PMEM_LEGACY", "CONFIG_LIBNVDIMM")
@@ -76,6 +82,69 @@ COHERENT_BASES = (0x5000_0000, 0x7000_0000)
 
 #: Scenarios that load test_hmm.
 _TEST_HMM_SCENARIOS = ("device-private", "device-coherent")
+
+#: The 16 MiB ivshmem BAR of ``pcibar``.
+_IVSHMEM16 = (
+    "-object", "memory-backend-memfd,id=qp-ivs0,size=16M,share=on",
+    "-device", "ivshmem-plain,memdev=qp-ivs0",
+)
+#: The NVMe controller whose CMB hosts p2pmem (``p2pdma``, ``p2pdma-ro``).
+_NVME_CMB = ("-device", "nvme,serial=qpnvme0,cmb_size_mb=64")
+_P2PDMA = ("CONFIG_PCI_P2PDMA", "CONFIG_BLK_DEV_NVME")
+#: The display devices of ``drm-ttm`` (qxl also backs ``fbdev``).
+_QXL_BOCHS = ("-device", "qxl", "-device", "bochs-display")
+
+#: The zoo: legitimate mappings that kernels and drivers create through their
+#: own code paths, held next to the lab's own scenarios in the same boot.
+ZOO: Tuple[Scenario, ...] = (
+    # p2pmem_alloc_mmap() checks VM_MAYSHARE only; do_mmap() drops VM_SHARED
+    # from a MAP_SHARED mapping of a file opened read-only.
+    Scenario("p2pdma-ro", "p2pdma-ro", requires=_P2PDMA, qemu_args=_NVME_CMB),
+    Scenario("perf-ring", "perf-ring", requires=("CONFIG_PERF_EVENTS",)),
+    Scenario("packet-ring", "mixedmap-ram", requires=("CONFIG_PACKET",)),
+    Scenario("io-uring", "mixedmap-ram", requires=("CONFIG_IO_URING",)),
+    Scenario("tcp-zc", "mixedmap-ram", requires=("CONFIG_INET",)),
+    Scenario(
+        "io-uring-pbuf", "mixedmap-ram", requires=("CONFIG_IO_URING",), since=(6, 4),
+        note="IOU_PBUF_RING_MMAP, c56e022c0a27",
+    ),
+    Scenario("hugetlb", "hugetlb-pmd", requires=("CONFIG_HUGETLBFS",), cmdline=("hugepages=2",)),
+    Scenario("shmem-thp", "thp-pmd-shared", requires=("CONFIG_TRANSPARENT_HUGEPAGE", "CONFIG_SHMEM")),
+    Scenario("ksm", "ksm", requires=("CONFIG_KSM",)),
+    # memfd_secret() is off by default before 6.5 (secretmem.enable=0).
+    Scenario("secretmem", "secretmem", requires=("CONFIG_SECRETMEM",), cmdline=("secretmem.enable=1",)),
+    Scenario("uffd-wp", "uffd-wp", requires=("CONFIG_USERFAULTFD", "CONFIG_PTE_MARKER_UFFD_WP")),
+    Scenario(
+        "guard", "guard", since=(6, 13),
+        note="MADV_GUARD_INSTALL, 662df3e5c376",
+    ),
+    Scenario(
+        "guard-shmem", "guard", since=(6, 15),
+        note="guard regions in file-backed mappings, f807123d578d",
+    ),
+    Scenario("hwpoison", "hwpoison", requires=("CONFIG_MEMORY_FAILURE",)),
+    # An ivshmem of its own: were its BAR mapped uncached elsewhere (pcibar),
+    # PAT's memtype reservation would downgrade this WC mapping to UC-. Larger
+    # than pcibar's, so that p2p_violate (which takes the smallest free ivshmem
+    # BAR) keeps using that one.
+    Scenario(
+        "pcibar-wc", "pfnmap-io-wc", requires=("CONFIG_PCI", "CONFIG_X86_PAT"),
+        qemu_args=(
+            "-object", "memory-backend-memfd,id=qp-ivs2,size=32M,share=on",
+            "-device", "ivshmem-plain,memdev=qp-ivs2",
+        ),
+    ),
+    Scenario("udmabuf", "pfnmap-ram", requires=("CONFIG_UDMABUF",)),
+    Scenario("drm-vgem", "pfnmap-ram", requires=("CONFIG_DRM_VGEM",)),
+    Scenario("dma-heap", "pfnmap-io-ram", requires=("CONFIG_DMABUF_HEAPS_SYSTEM",)),
+    Scenario("devmem", "pfnmap-io-ram", requires=("CONFIG_DEVMEM",)),
+    Scenario("vdso", "vdso"),
+    # qxl's fbdev emulation: a vmalloc'd shadow buffer with deferred I/O.
+    Scenario(
+        "fbdev", "fbdev-defio", requires=("CONFIG_DRM_QXL", "CONFIG_DRM_FBDEV_EMULATION", "CONFIG_FB_DEFERRED_IO"),
+        qemu_args=_QXL_BOCHS,
+    ),
+)
 
 #: Every scenario the lab knows, in the order the guest sets them up.
 SCENARIOS: Tuple[Scenario, ...] = (
@@ -97,10 +166,7 @@ SCENARIOS: Tuple[Scenario, ...] = (
     Scenario(
         "pcibar", "pfnmap-io",
         requires=("CONFIG_PCI",),
-        qemu_args=(
-            "-object", "memory-backend-memfd,id=qp-ivs0,size=16M,share=on",
-            "-device", "ivshmem-plain,memdev=qp-ivs0",
-        ),
+        qemu_args=_IVSHMEM16,
     ),
     Scenario(
         "vfio-huge", "pfnmap-pud",
@@ -115,16 +181,12 @@ SCENARIOS: Tuple[Scenario, ...] = (
         cmdline=("intel_iommu=on", "iommu=pt", "vfio_iommu_type1.allow_unsafe_interrupts=1"),
         note="huge PFNMAP and vfio-pci huge_fault arrived in 6.12",
     ),
-    Scenario(
-        "p2pdma", "p2pdma",
-        requires=("CONFIG_PCI_P2PDMA", "CONFIG_BLK_DEV_NVME"),
-        qemu_args=("-device", "nvme,serial=qpnvme0,cmb_size_mb=64"),
-    ),
+    Scenario("p2pdma", "p2pdma", requires=_P2PDMA, qemu_args=_NVME_CMB),
     Scenario(
         "drm-ttm", "pfnmap-ttm",
         requires=("CONFIG_DRM_TTM",),
         requires_any=("CONFIG_DRM_QXL", "CONFIG_DRM_BOCHS"),
-        qemu_args=("-device", "qxl", "-device", "bochs-display"),
+        qemu_args=_QXL_BOCHS,
     ),
     Scenario(
         "device-private", "device-private",
@@ -140,7 +202,7 @@ SCENARIOS: Tuple[Scenario, ...] = (
         cmdline=tuple(f"memmap=256M${base >> 20}M" for base in COHERENT_BASES),
         note="test_hmm (and with it its coherent devices) needs DEVICE_PRIVATE",
     ),
-)
+) + ZOO
 
 _BY_NAME: Dict[str, Scenario] = {s.name: s for s in SCENARIOS}
 
@@ -157,12 +219,13 @@ class Plan:
     test_hmm: Optional[Path]
 
     def qemu_args(self) -> Tuple[List[str], List[str]]:
-        """Return (early args, device args) for QEMU."""
+        """Return (early args, device args) for QEMU; a device that two
+        scenarios share (the same option and value) is given once."""
         early: List[str] = []
         devices: List[str] = []
         for s in self.scenarios:
-            early += s.early_qemu_args
-            devices += s.qemu_args
+            _add_pairs(early, s.early_qemu_args)
+            _add_pairs(devices, s.qemu_args)
         return early, devices
 
     def test_hmm_args(self) -> List[str]:
@@ -178,6 +241,21 @@ class Plan:
         for s in self.scenarios:
             words += [w for w in s.cmdline if w not in words]
         return words
+
+
+def _add_pairs(args: List[str], more: Sequence[str]) -> None:
+    """Append the option/value pairs of *more* that *args* does not hold yet."""
+    have = set(zip(args[::2], args[1::2]))
+    for pair in zip(more[::2], more[1::2]):
+        if pair not in have:
+            args += pair
+            have.add(pair)
+
+
+def kernel_version(kernel: Any) -> Optional[Tuple[int, int]]:
+    """(major, minor) of *kernel*'s release (``.kver``), or None if it has none."""
+    m = re.match(r"(\d+)\.(\d+)", str(getattr(kernel, "kver", "")))
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def kernel_config(kernel: Any) -> Dict[str, str]:
@@ -199,14 +277,17 @@ def kernel_config(kernel: Any) -> Dict[str, str]:
     return out
 
 
-def _missing_config(s: Scenario, config: Mapping[str, str]) -> Optional[str]:
-    """Why *config* cannot run *s*, or None if it can."""
+def _missing_config(s: Scenario, config: Mapping[str, str],
+                    version: Optional[Tuple[int, int]] = None) -> Optional[str]:
+    """Why a kernel with *config* (release *version*) cannot run *s*, or None if it can."""
     enabled = {k for k, v in config.items() if v in ("y", "m")}
     missing = [opt for opt in s.requires if opt not in enabled]
     if missing:
         reason = "kernel lacks " + ", ".join(missing)
     elif s.requires_any and not enabled.intersection(s.requires_any):
         reason = "kernel lacks all of " + ", ".join(s.requires_any)
+    elif s.since and version is not None and version < s.since:
+        reason = "kernel {}.{} predates {}.{}".format(*version, *s.since)
     else:
         return None
     return f"{reason} ({s.note})" if s.note else reason
@@ -253,7 +334,7 @@ def plan(kernel: Any, names: Optional[Iterable[str]] = None,
     for s in SCENARIOS:
         if s.name not in wanted:
             continue
-        reason = _missing_config(s, config)
+        reason = _missing_config(s, config, kernel_version(kernel))
         if reason is None and s.name in _TEST_HMM_SCENARIOS:
             if hmm is None:
                 hmm, reason = _find_test_hmm(kernel, test_hmm)

@@ -11,15 +11,31 @@ for another kernel releases the previous guest (group tests by kernel). ``guest_
 takes it out of the pool with ``lab_session.take(name)`` and closes it itself.
 """
 
+import os
 import shutil
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Dict, Iterator
 
 import pytest
 from lab_prereq import check_setup, missing
 
 from drgn_p2p.lab.vm import Guest, start
+
+
+def lab_document_path(config: pytest.Config, env: str, filename: str) -> Path:
+    """Where a lab run writes a JSON document: ``$env``, else *filename* in the
+    pytest cache (``.pytest_cache/d/drgn-p2p/``), else in the lab cache."""
+    value = os.environ.get(env)
+    if value:
+        return Path(value)
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+        return Path(cache.mkdir("drgn-p2p")) / filename
+    from drgn_p2p.lab import cache_dir
+
+    return cache_dir() / filename
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -22,7 +22,6 @@ runs; ``scripts/proof-matrix`` renders it as ``docs/proof-matrix.md``.
 """
 
 import gc
-import os
 import re
 import shutil
 import sys
@@ -37,6 +36,7 @@ from drgn_p2p.lab import kmod, proof
 from drgn_p2p.lab.scenarios import SCENARIOS
 from drgn_p2p.records import Severity
 from drgn_p2p.rules import RULES
+from conftest import lab_document_path
 from test_kmod import _can_build, _kernel
 
 pytestmark = pytest.mark.lab
@@ -66,15 +66,7 @@ _COMPLAINT = re.compile(
 
 def proof_path(config: pytest.Config) -> Path:
     """``$DRGN_P2P_PROOF_OUT``, else ``proof.json`` in the pytest cache (or the lab cache without one)."""
-    env = os.environ.get(PROOF_ENV)
-    if env:
-        return Path(env)
-    cache = getattr(config, "cache", None)
-    if cache is not None:
-        return Path(cache.mkdir("drgn-p2p")) / "proof.json"
-    from drgn_p2p.lab import cache_dir
-
-    return cache_dir() / "proof.json"
+    return lab_document_path(config, PROOF_ENV, "proof.json")
 
 
 def _record_kernel(config: pytest.Config, name: str, entry: Dict[str, Any]) -> Path:

@@ -16,7 +16,8 @@
  *   file PATH            fsdax: MAP_SHARED_VALIDATE|MAP_SYNC on a DAX file
  *   devdax PATH          2 MiB-aligned mapping of a device-dax char device
  *   resource PATH LEN    PCI BAR through a sysfs resourceN file
- *   vfio GROUP BDF       vfio-pci BAR 2 at a 1 GiB-aligned address
+ *   vfio GROUP BDF       vfio-pci BAR 2 at a 1 GiB-aligned address, and 64 KiB
+ *                        of it where only PTEs fit
  *   p2pmem PATH          2 MiB from a p2pmem/allocate file
  *   dumb CARD            DRM dumb buffer, mmapped through the card
  *   hmm DEV              test_hmm: THP and 4K anon migrated to device memory
@@ -24,13 +25,48 @@
  *                        pages of a MAP_PRIVATE file, and device-exclusive
  *                        entries to coherent pages
  *
+ * Zoo modes (legitimate mappings made by the kernel's own code paths):
+ *   p2pmem-ro PATH       p2pmem/allocate opened O_RDONLY, MAP_SHARED|PROT_READ
+ *   perf                 perf_event ring buffer of a software event
+ *   packet               AF_PACKET TPACKET_V3 RX ring bound to lo
+ *   io-uring             io_uring SQ/CQ ring and SQE array
+ *   io-uring-pbuf        io_uring provided-buffer ring (IOU_PBUF_RING_MMAP)
+ *   hugetlb              2 MiB MAP_HUGETLB anonymous page
+ *   shmem-thp            memfd with MADV_HUGEPAGE (shmem_enabled=advise)
+ *   ksm                  identical anon pages merged by ksmd
+ *   secretmem            memfd_secret() pages
+ *   uffd-wp              shmem write-protected by userfaultfd, half unpopulated
+ *   guard                anon with MADV_GUARD_INSTALL guard pages
+ *   guard-shmem          the same in a shared memfd (shmem) mapping
+ *   hwpoison             anon with MADV_HWPOISON and MADV_SOFT_OFFLINE pages
+ *   udmabuf DEV          dma-buf of a sealed memfd, mmapped
+ *   devmem PATH OFF LEN  read-only /dev/mem mapping
+ *   vdso                 this process's [vdso] text and [vvar] data, after clock_gettime()
+ *   fbdev PATH           64 KiB of an fbdev framebuffer, written
+ *   tcp-zc               TCP zerocopy receive over loopback (MSG_ZEROCOPY sender)
+ *   dma-heap PATH        64 KiB dma-buf from a DMA-BUF heap, mmapped
+ *
  * The ioctl structures below are the kernel's user-space ABI, declared here
  * so that the program builds without libdrm or the test_hmm header.
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/dma-heap.h>
+#include <linux/fb.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <linux/io_uring.h>
+#include <linux/perf_event.h>
+#include <linux/tcp.h>
+#include <linux/udmabuf.h>
+#include <linux/userfaultfd.h>
 #include <linux/vfio.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -38,7 +74,10 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef MAP_SHARED_VALIDATE
@@ -49,6 +88,29 @@
 #endif
 #ifndef MADV_PAGEOUT
 #define MADV_PAGEOUT 21
+#endif
+#ifndef MADV_HWPOISON
+#define MADV_HWPOISON 100
+#endif
+#ifndef MADV_SOFT_OFFLINE
+#define MADV_SOFT_OFFLINE 101
+#endif
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+#define IOU_PBUF_RING_MMAP 1
+#ifndef SO_ZEROCOPY
+#define SO_ZEROCOPY 60
+#endif
+#ifndef MSG_ZEROCOPY
+#define MSG_ZEROCOPY 0x4000000
+#endif
+#ifndef IORING_OFF_PBUF_RING
+#define IORING_OFF_PBUF_RING 0x80000000ULL
+#define IORING_OFF_PBUF_SHIFT 16
+#endif
+#ifndef SYS_memfd_secret
+#define SYS_memfd_secret 447
 #endif
 
 #define KiB (1UL << 10)
@@ -66,6 +128,14 @@ struct drm_mode_map_dumb {
 };
 #define DRM_IOCTL_MODE_CREATE_DUMB _IOWR('d', 0xB2, struct drm_mode_create_dumb)
 #define DRM_IOCTL_MODE_MAP_DUMB _IOWR('d', 0xB3, struct drm_mode_map_dumb)
+
+/* struct io_uring_buf_reg as of 6.4, when its pad became flags. */
+struct pbuf_reg {
+	uint64_t ring_addr;
+	uint32_t ring_entries;
+	uint16_t bgid, flags;
+	uint64_t resv[3];
+};
 
 struct hmm_dmirror_cmd {
 	uint64_t addr, ptr, npages, cpages, faults;
@@ -330,6 +400,11 @@ static void mode_vfio(const char *group_path, const char *bdf)
 		      PROT_READ | PROT_WRITE, MAP_SHARED, dev, ri.offset);
 	touch_write(p, 1, PAGE);
 	record(p, ri.size, "");
+	/* The same BAR at an address no huge leaf fits: vfio-pci's 4 KiB PFN PTEs. */
+	p = map_fixed((char *)aligned_hint(2 * MiB, 2 * MiB) + 64 * KiB, 64 * KiB,
+		      PROT_READ | PROT_WRITE, MAP_SHARED, dev, ri.offset);
+	touch_write(p, 64 * KiB, PAGE);
+	record(p, 64 * KiB, "-pte");
 }
 
 static void mode_p2pmem(const char *path)
@@ -433,6 +508,418 @@ static void mode_hmm(const char *dev)
 	hmm_migrate(fd, 64 * KiB, 0, MADV_NOHUGEPAGE, "-pte");
 }
 
+/* --- the zoo ------------------------------------------------------------ */
+
+static void fail_if(int cond, const char *what)
+{
+	if (cond) {
+		errno = 0;
+		die("%s", what);
+	}
+}
+
+static void mode_p2pmem_ro(const char *path)
+{
+	size_t len = 2 * MiB;
+	int fd = open_or_die(path, O_RDONLY);
+	void *p = map_fixed(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+
+	touch_read(p, len, PAGE);
+	record(p, len, "");
+}
+
+static void mode_perf(void)
+{
+	struct perf_event_attr attr = {
+		.type = PERF_TYPE_SOFTWARE, .size = sizeof(attr),
+		.config = PERF_COUNT_SW_DUMMY, .disabled = 1,
+	};
+	size_t len = (1 + 8) * PAGE;
+	int fd = syscall(SYS_perf_event_open, &attr, 0, -1, -1, 0);
+	void *p;
+
+	if (fd < 0)
+		die("perf_event_open");
+	p = map_fixed(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	/* Page 0 is the writable control page, the data pages read-only. */
+	touch_write(p, 1, PAGE);
+	touch_read(p, len, PAGE);
+	record(p, len, "");
+}
+
+static void mode_packet(void)
+{
+	struct tpacket_req3 req = {
+		.tp_block_size = 16 * KiB, .tp_block_nr = 4,
+		.tp_frame_size = 2 * KiB, .tp_frame_nr = 4 * 16 * KiB / (2 * KiB),
+		.tp_retire_blk_tov = 100,
+	};
+	struct sockaddr_ll sll = {
+		.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL),
+		.sll_ifindex = (int)if_nametoindex("lo"),
+	};
+	int version = TPACKET_V3;
+	int fd = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
+	size_t len = (size_t)req.tp_block_size * req.tp_block_nr;
+	void *p;
+
+	if (fd < 0)
+		die("socket(AF_PACKET)");
+	if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &version, sizeof(version)))
+		die("PACKET_VERSION");
+	if (setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req)))
+		die("PACKET_RX_RING");
+	fail_if(sll.sll_ifindex == 0, "no interface lo");
+	if (bind(fd, (struct sockaddr *)&sll, sizeof(sll)))
+		die("bind to lo");
+	p = map_fixed(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	touch_read(p, len, PAGE);
+	record(p, len, "");
+}
+
+static int uring_setup(struct io_uring_params *params)
+{
+	int fd = syscall(SYS_io_uring_setup, 8, params);
+
+	if (fd < 0)
+		die("io_uring_setup");
+	return fd;
+}
+
+static void mode_io_uring(void)
+{
+	struct io_uring_params params = { 0 };
+	int fd = uring_setup(&params);
+	size_t sq = params.sq_off.array + params.sq_entries * sizeof(uint32_t);
+	size_t cq = params.cq_off.cqes + params.cq_entries * sizeof(struct io_uring_cqe);
+	size_t rings = ((sq > cq ? sq : cq) + PAGE - 1) & ~(PAGE - 1);
+	size_t sqes = (params.sq_entries * sizeof(struct io_uring_sqe) + PAGE - 1) & ~(PAGE - 1);
+	void *r, *s;
+
+	fail_if(!(params.features & IORING_FEAT_SINGLE_MMAP), "no IORING_FEAT_SINGLE_MMAP");
+	r = map_fixed(NULL, rings, PROT_READ | PROT_WRITE, MAP_SHARED, fd, IORING_OFF_SQ_RING);
+	s = map_fixed(NULL, sqes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, IORING_OFF_SQES);
+	touch_read(r, rings, PAGE);
+	touch_read(s, sqes, PAGE);
+	record(r, rings, "");
+	record(s, sqes, "");
+}
+
+static void mode_io_uring_pbuf(void)
+{
+	struct io_uring_params params = { 0 };
+	int fd = uring_setup(&params);
+	struct pbuf_reg reg = {
+		.ring_entries = 8, .bgid = 1, .flags = IOU_PBUF_RING_MMAP,
+	};
+	off_t off = IORING_OFF_PBUF_RING | ((uint64_t)reg.bgid << IORING_OFF_PBUF_SHIFT);
+	void *p;
+
+	if (syscall(SYS_io_uring_register, fd, IORING_REGISTER_PBUF_RING, &reg, 1))
+		die("IORING_REGISTER_PBUF_RING with IOU_PBUF_RING_MMAP");
+	p = map_fixed(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off);
+	touch_read(p, PAGE, PAGE);
+	record(p, PAGE, "");
+}
+
+static void mode_hugetlb(void)
+{
+	size_t len = 2 * MiB;
+	void *p = map_fixed(NULL, len, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+
+	touch_write(p, len, PAGE);
+	record(p, len, "");
+}
+
+static int memfd(const char *name, size_t len, unsigned int flags)
+{
+	int fd = memfd_create(name, flags);
+
+	if (fd < 0)
+		die("memfd_create");
+	if (ftruncate(fd, len))
+		die("ftruncate memfd");
+	return fd;
+}
+
+static void mode_shmem_thp(void)
+{
+	size_t len = 2 * MiB;
+	int fd = memfd("qp-shmem-thp", len, 0);
+	void *p = map_fixed(aligned_hint(len, 2 * MiB), len,
+			    PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+	if (madvise(p, len, MADV_HUGEPAGE))
+		die("madvise(MADV_HUGEPAGE)");
+	touch_write(p, len, PAGE);
+	record(p, len, "");
+}
+
+/* This process's pages that KSM merged, from /proc/self/ksm_merging_pages. */
+static long ksm_merging(void)
+{
+	char buf[32] = "";
+	int fd = open_or_die("/proc/self/ksm_merging_pages", O_RDONLY);
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+
+	close(fd);
+	return n > 0 ? strtol(buf, NULL, 10) : -1;
+}
+
+static void mode_ksm(void)
+{
+	size_t len = 64 * KiB;
+	char *p = anon(len, 0, MADV_NOHUGEPAGE);
+	long want = len / PAGE;
+
+	for (size_t off = 0; off < len; off++)
+		p[off] = (char)(off % PAGE * 7 + 1);
+	if (madvise(p, len, MADV_MERGEABLE))
+		die("madvise(MADV_MERGEABLE)");
+	for (int i = 0; i < 500 && ksm_merging() < want; i++)
+		usleep(100 * 1000);
+	if (ksm_merging() < want) {
+		errno = 0;
+		die("ksmd merged %ld of %ld pages in 50 s", ksm_merging(), want);
+	}
+	record(p, len, "");
+}
+
+static void mode_secretmem(void)
+{
+	size_t len = 64 * KiB;
+	int fd = syscall(SYS_memfd_secret, 0);
+	void *p;
+
+	if (fd < 0)
+		die("memfd_secret");
+	if (ftruncate(fd, len))
+		die("ftruncate memfd_secret");
+	p = map_fixed(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	touch_write(p, len, PAGE);
+	record(p, len, "");
+}
+
+/* Kept open: the write protection belongs to this userfaultfd context. */
+static int uffd = -1;
+
+static void mode_uffd_wp(void)
+{
+	size_t len = 64 * KiB;
+	int fd = memfd("qp-uffd-wp", len, 0);
+	char *p = map_fixed(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_WP_HUGETLBFS_SHMEM };
+	struct uffdio_register reg = {
+		.range = { (uintptr_t)p, len }, .mode = UFFDIO_REGISTER_MODE_WP,
+	};
+	struct uffdio_writeprotect wp = {
+		.range = { (uintptr_t)p, len }, .mode = UFFDIO_WRITEPROTECT_MODE_WP,
+	};
+
+	/* The first half is populated (present, write-protected PTEs), the
+	 * second half is not (PTE markers keep the protection). */
+	touch_write(p, len / 2, PAGE);
+	uffd = syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (uffd < 0)
+		die("userfaultfd");
+	if (ioctl(uffd, UFFDIO_API, &api))
+		die("UFFDIO_API with UFFD_FEATURE_WP_HUGETLBFS_SHMEM");
+	if (ioctl(uffd, UFFDIO_REGISTER, &reg))
+		die("UFFDIO_REGISTER_MODE_WP");
+	if (ioctl(uffd, UFFDIO_WRITEPROTECT, &wp))
+		die("UFFDIO_WRITEPROTECT");
+	record(p, len, "");
+}
+
+static void mode_guard(int shmem)
+{
+	size_t len = 64 * KiB;
+	char *p = shmem ? map_fixed(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED,
+				   memfd("qp-guard", len, 0), 0)
+			: anon(len, 0, MADV_NOHUGEPAGE);
+
+	touch_write(p, len, PAGE);
+	if (madvise(p + 16 * KiB, 16 * KiB, MADV_GUARD_INSTALL))
+		die("madvise(MADV_GUARD_INSTALL)");
+	record(p, len, "");
+}
+
+/* madvise(MADV_HWPOISON) may send this process SIGBUS (MF_ACTION_REQUIRED). */
+static void on_sigbus(int sig)
+{
+	(void)sig;
+}
+
+static void mode_hwpoison(void)
+{
+	size_t len = 64 * KiB;
+	char *p = anon(len, 0, MADV_NOHUGEPAGE);
+	struct sigaction sa = { .sa_handler = on_sigbus };
+
+	touch_write(p, len, PAGE);
+	if (sigaction(SIGBUS, &sa, NULL))
+		die("sigaction(SIGBUS)");
+	if (madvise(p, PAGE, MADV_HWPOISON))
+		die("madvise(MADV_HWPOISON)");
+	if (madvise(p + PAGE, PAGE, MADV_SOFT_OFFLINE))
+		die("madvise(MADV_SOFT_OFFLINE)");
+	record(p, len, "");
+}
+
+static void mode_udmabuf(const char *dev)
+{
+	size_t len = 64 * KiB;
+	int fd = memfd("qp-udmabuf", len, MFD_ALLOW_SEALING);
+	struct udmabuf_create create = { .memfd = fd, .flags = UDMABUF_FLAGS_CLOEXEC, .size = len };
+	int buf;
+	void *p;
+
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK))
+		die("F_SEAL_SHRINK");
+	buf = ioctl(open_or_die(dev, O_RDWR), UDMABUF_CREATE, &create);
+	if (buf < 0)
+		die("UDMABUF_CREATE");
+	p = map_fixed(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, buf, 0);
+	touch_write(p, len, PAGE);
+	record(p, len, "");
+}
+
+static void mode_devmem(const char *path, const char *off_arg, const char *len_arg)
+{
+	off_t off = strtoull(off_arg, NULL, 0);
+	size_t len = strtoull(len_arg, NULL, 0);
+	int fd = open_or_die(path, O_RDONLY | O_SYNC);
+	void *p = map_fixed(NULL, len, PROT_READ, MAP_SHARED, fd, off);
+
+	touch_read(p, len, PAGE);
+	record(p, len, "");
+}
+
+/* Record the /proc/self/maps line named @name (e.g. "[vdso]") with @suffix. */
+static void record_named(const char *name, const char *suffix)
+{
+	char line[512];
+	FILE *maps = fopen("/proc/self/maps", "r");
+	int found = 0;
+
+	if (!maps)
+		die("open /proc/self/maps");
+	while (!found && fgets(line, sizeof(line), maps)) {
+		unsigned long start, end;
+		char *nl = strchr(line, '\n');
+
+		if (nl)
+			*nl = 0;
+		if (strlen(line) < strlen(name) || strcmp(line + strlen(line) - strlen(name), name))
+			continue;
+		if (sscanf(line, "%lx-%lx", &start, &end) == 2) {
+			record((void *)start, end - start, suffix);
+			found = 1;
+		}
+	}
+	fclose(maps);
+	fail_if(!found, name);
+}
+
+static void mode_vdso(void)
+{
+	struct timespec ts;
+
+	/* Runs vDSO code, which reads the time data page of [vvar]. */
+	for (int i = 0; i < 3; i++)
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+	record_named("[vdso]", "-text");
+	record_named("[vvar]", "-data");
+}
+
+static void mode_fbdev(const char *path)
+{
+	struct fb_fix_screeninfo fix;
+	int fd = open_or_die(path, O_RDWR);
+	size_t len = 64 * KiB;
+	void *p;
+
+	if (ioctl(fd, FBIOGET_FSCREENINFO, &fix))
+		die("FBIOGET_FSCREENINFO");
+	fail_if(fix.smem_len < len, "framebuffer smaller than 64 KiB");
+	p = map_fixed(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	touch_write(p, len, PAGE);
+	record(p, len, "");
+}
+
+/* A connected loopback TCP pair whose segments carry whole pages. */
+static void tcp_pair(int *client, int *server)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t alen = sizeof(a);
+	int mss = 7 * PAGE, one = 1;	/* at most MAX_TCP_WINDOW */
+	int ls = socket(AF_INET, SOCK_STREAM, 0);
+
+	*client = socket(AF_INET, SOCK_STREAM, 0);
+	fail_if(ls < 0 || *client < 0, "socket(AF_INET)");
+	if (setsockopt(ls, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof(mss)) ||
+	    setsockopt(*client, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof(mss)))
+		die("TCP_MAXSEG");
+	if (bind(ls, (struct sockaddr *)&a, sizeof(a)) || listen(ls, 1) ||
+	    getsockname(ls, (struct sockaddr *)&a, &alen))
+		die("listening on loopback");
+	if (connect(*client, (struct sockaddr *)&a, sizeof(a)))
+		die("connect");
+	*server = accept(ls, NULL, NULL);
+	if (*server < 0)
+		die("accept");
+	if (setsockopt(*client, SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)))
+		die("SO_ZEROCOPY");
+}
+
+static void mode_tcp_zc(void)
+{
+	size_t len = 7 * 2 * PAGE;
+	int client, server, queued = 0;
+	char *buf = anon(len, 0, MADV_NOHUGEPAGE);
+	struct tcp_zerocopy_receive zc = { 0 };
+	socklen_t zlen = sizeof(zc);
+	void *p;
+
+	tcp_pair(&client, &server);
+	touch_write(buf, len, 1);
+	if (send(client, buf, len, MSG_ZEROCOPY) != (ssize_t)len)
+		die("send(MSG_ZEROCOPY)");
+	for (int i = 0; i < 100 && queued < (int)len; i++) {
+		struct pollfd pfd = { .fd = server, .events = POLLIN };
+
+		poll(&pfd, 1, 100);
+		if (ioctl(server, FIONREAD, &queued))
+			die("FIONREAD");
+	}
+	fail_if(queued < (int)len, "loopback did not deliver the data");
+	p = map_fixed(NULL, len, PROT_READ, MAP_SHARED, server, 0);
+	zc.address = (uintptr_t)p;
+	zc.length = len;
+	if (getsockopt(server, IPPROTO_TCP, TCP_ZEROCOPY_RECEIVE, &zc, &zlen))
+		die("TCP_ZEROCOPY_RECEIVE");
+	if (zc.length == 0) {
+		errno = 0;
+		die("TCP_ZEROCOPY_RECEIVE mapped nothing (skip hint %u, err %d)", zc.recv_skip_hint, zc.err);
+	}
+	record(p, len, "");
+}
+
+static void mode_dma_heap(const char *path)
+{
+	struct dma_heap_allocation_data alloc = {
+		.len = 64 * KiB, .fd_flags = O_RDWR | O_CLOEXEC,
+	};
+	void *p;
+
+	if (ioctl(open_or_die(path, O_RDONLY | O_CLOEXEC), DMA_HEAP_IOCTL_ALLOC, &alloc))
+		die("DMA_HEAP_IOCTL_ALLOC");
+	p = map_fixed(NULL, alloc.len, PROT_READ | PROT_WRITE, MAP_SHARED, alloc.fd, 0);
+	touch_write(p, alloc.len, PAGE);
+	record(p, alloc.len, "");
+}
+
 static void need(int argc, int n)
 {
 	if (argc < n) {
@@ -480,6 +967,44 @@ int main(int argc, char **argv)
 		mode_hmm(argv[5]);
 	else if (!strcmp(mode, "hmm-coherent") && (need(argc, 6), 1))
 		mode_hmm_coherent(argv[5]);
+	else if (!strcmp(mode, "p2pmem-ro") && (need(argc, 6), 1))
+		mode_p2pmem_ro(argv[5]);
+	else if (!strcmp(mode, "perf"))
+		mode_perf();
+	else if (!strcmp(mode, "packet"))
+		mode_packet();
+	else if (!strcmp(mode, "io-uring"))
+		mode_io_uring();
+	else if (!strcmp(mode, "io-uring-pbuf"))
+		mode_io_uring_pbuf();
+	else if (!strcmp(mode, "hugetlb"))
+		mode_hugetlb();
+	else if (!strcmp(mode, "shmem-thp"))
+		mode_shmem_thp();
+	else if (!strcmp(mode, "ksm"))
+		mode_ksm();
+	else if (!strcmp(mode, "secretmem"))
+		mode_secretmem();
+	else if (!strcmp(mode, "uffd-wp"))
+		mode_uffd_wp();
+	else if (!strcmp(mode, "guard"))
+		mode_guard(0);
+	else if (!strcmp(mode, "guard-shmem"))
+		mode_guard(1);
+	else if (!strcmp(mode, "hwpoison"))
+		mode_hwpoison();
+	else if (!strcmp(mode, "udmabuf") && (need(argc, 6), 1))
+		mode_udmabuf(argv[5]);
+	else if (!strcmp(mode, "vdso"))
+		mode_vdso();
+	else if (!strcmp(mode, "fbdev") && (need(argc, 6), 1))
+		mode_fbdev(argv[5]);
+	else if (!strcmp(mode, "tcp-zc"))
+		mode_tcp_zc();
+	else if (!strcmp(mode, "dma-heap") && (need(argc, 6), 1))
+		mode_dma_heap(argv[5]);
+	else if (!strcmp(mode, "devmem") && (need(argc, 8), 1))
+		mode_devmem(argv[5], argv[6], argv[7]);
 	else {
 		errno = 0;
 		die("unknown mode %s", mode);

@@ -103,13 +103,15 @@ pci_find() {
 	return 1
 }
 
-# Name of the DRM card driven by driver $1.
+# Name of the DRM card driven by driver $1, or whose device is called $1
+# (vgem's device has no driver).
 drm_card() {
-	local c drv
+	local c drv dev
 	for c in /sys/class/drm/card[0-9]*; do
 		[[ $c == *-* ]] && continue
 		drv=$(readlink -f "$c/device/driver")
-		[ "${drv##*/}" = "$1" ] && { basename "$c"; return 0; }
+		dev=$(readlink -f "$c/device")
+		[ "${drv##*/}" = "$1" ] || [ "${dev##*/}" = "$1" ] && { basename "$c"; return 0; }
 	done
 	return 1
 }
@@ -238,6 +240,113 @@ scn_device_coherent() {
 	test_hmm_device /dev/hmm_dmirror2 || return
 	hold device-coherent hmm-coherent /dev/hmm_dmirror2
 }
+
+# --- the zoo: legitimate mappings made by the kernel's own code paths ----
+
+scn_p2pdma_ro() {
+	local bdf
+	bdf=$(pci_find 0x1b36 0x0010 "") || { fail "no QEMU nvme device"; return 1; }
+	step modprobe nvme || return
+	wait_for 150 p2pmem_published "$bdf" || { fail "$bdf published no p2pmem"; return 1; }
+	hold p2pdma-ro p2pmem-ro "/sys/bus/pci/devices/$bdf/p2pmem/allocate"
+}
+
+scn_perf_ring() { hold perf-ring perf; }
+
+scn_packet_ring() {
+	ip link set lo up 2>&1 || ifconfig lo up 2>&1
+	hold packet-ring packet
+}
+
+scn_io_uring() { hold io-uring io-uring; }
+
+scn_tcp_zc() {
+	ip link set lo up 2>&1 || ifconfig lo up 2>&1
+	hold tcp-zc tcp-zc
+}
+scn_io_uring_pbuf() { hold io-uring-pbuf io-uring-pbuf; }
+
+scn_hugetlb() {
+	(( $(cat /proc/sys/vm/nr_hugepages) > 0 )) ||
+		{ fail "no huge pages reserved (hugepages= missing from the command line?)"; return 1; }
+	hold hugetlb hugetlb
+}
+
+scn_shmem_thp() {
+	local f=/sys/kernel/mm/transparent_hugepage/shmem_enabled
+	echo advise > "$f" || { fail "cannot set $f to advise"; return 1; }
+	hold shmem-thp shmem-thp
+}
+
+# ksmd scans quickly until the holder's pages are merged, then stops
+# (run=0 keeps merged pages merged).
+scn_ksm() {
+	local d=/sys/kernel/mm/ksm rc
+	echo 1000 > "$d/pages_to_scan" && echo 10 > "$d/sleep_millisecs" && echo 1 > "$d/run" ||
+		{ fail "cannot start ksmd"; return 1; }
+	hold ksm ksm
+	rc=$?
+	echo 0 > "$d/run"
+	return $rc
+}
+
+scn_secretmem() { hold secretmem secretmem; }
+scn_uffd_wp() { hold uffd-wp uffd-wp; }
+scn_guard() { hold guard guard; }
+scn_guard_shmem() { hold guard-shmem guard-shmem; }
+scn_hwpoison() { hold hwpoison hwpoison; }
+
+scn_pcibar_wc() {
+	local bdf f
+	bdf=$(pci_find 0x1af4 0x1110 $((32 << 20))) || { fail "no ivshmem with a 32 MiB BAR 2"; return 1; }
+	f=/sys/bus/pci/devices/$bdf/resource2_wc
+	[ -e "$f" ] || { fail "$f missing (BAR 2 not prefetchable?)"; return 1; }
+	hold pcibar-wc resource "$f" $((2 << 20))
+}
+
+scn_udmabuf() {
+	[ -c /dev/udmabuf ] || modprobe udmabuf
+	wait_for 50 test -c /dev/udmabuf || { fail "/dev/udmabuf did not appear"; return 1; }
+	hold udmabuf udmabuf /dev/udmabuf
+}
+
+scn_drm_vgem() {
+	local card
+	step modprobe vgem || return
+	wait_for 100 drm_card vgem > /dev/null || { fail "vgem gave no DRM card"; return 1; }
+	card=$(drm_card vgem)
+	hold drm-vgem dumb "/dev/dri/$card"
+}
+
+scn_dma_heap() {
+	wait_for 50 test -c /dev/dma_heap/system || { fail "/dev/dma_heap/system did not appear"; return 1; }
+	hold dma-heap dma-heap /dev/dma_heap/system
+}
+
+scn_vdso() { hold vdso vdso; }
+
+# The fbdev device that driver $1's DRM fbdev emulation registered.
+fb_of() {
+	local f drv
+	for f in /sys/class/graphics/fb[0-9]*; do
+		drv=$(readlink -f "$f/device/driver")
+		[ "${drv##*/}" = "$1" ] && { basename "$f"; return 0; }
+	done
+	return 1
+}
+
+scn_fbdev() {
+	local fb
+	step modprobe qxl || return
+	wait_for 100 fb_of qxl > /dev/null || { fail "qxl registered no fbdev"; return 1; }
+	fb=$(fb_of qxl)
+	wait_for 50 test -c "/dev/$fb" || { fail "/dev/$fb did not appear"; return 1; }
+	hold fbdev fbdev "/dev/$fb"
+}
+
+# The system BIOS area (e820 reserved, below 1 MiB): STRICT_DEVMEM lets
+# /dev/mem map it (x86 devmem_is_allowed).
+scn_devmem() { hold devmem devmem /dev/mem 0xf0000 0x10000; }
 
 # --- driver --------------------------------------------------------------
 
