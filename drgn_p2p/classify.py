@@ -390,12 +390,23 @@ class Classifier:
         :data:`math.inf`.
         """
         self._current(pfn)
+        if self._unknown(pfn) or (self._lost_pgmaps() and self.pagemap(pfn) is None):
+            return self._ram_span(pfn)
+        return _between(self._breaks, pfn)
+
+    def _lost_pgmaps(self) -> bool:
+        """Whether part of the pgmap table could not be read (and a kernel is there to ask)."""
+        return bool(self.faults) and self._prog is not None
+
+    def _ram_span(self, pfn: int) -> Tuple[int, int]:
+        """The span of a PFN whose answer depends on its iomem resource: one
+        without a memmap (its owner), or one with a memmap outside every known
+        pgmap when pgmaps were lost (a device's range, a pmem namespace, is
+        then never one span with System RAM)."""
         lo, hi = _between(self._breaks, pfn)
-        if self._unknown(pfn):
-            self._iomem  # noqa: B018  (loads the iomem breakpoints)
-            io_lo, io_hi = _between(self._iomem_breaks, pfn)
-            lo, hi = max(lo, io_lo), min(hi, io_hi)
-        return lo, hi
+        self._iomem  # noqa: B018  (loads the iomem breakpoints)
+        io_lo, io_hi = _between(self._iomem_breaks, pfn)
+        return max(lo, io_lo), min(hi, io_hi)
 
     def pagemap(self, pfn: int) -> Optional[Pagemap]:
         """The pgmap range holding *pfn*, if any."""
@@ -441,12 +452,12 @@ class Classifier:
                 ),
             )
         if self.has_memmap(pfn):
-            if self.faults and self._prog is not None:
+            if self._lost_pgmaps():
                 # Part of the pgmap table could not be read (a filtered
                 # vmcore): this may be device memory whose pgmap was lost, and
                 # whose struct pages live on the device, outside the dump. Say
-                # whether the span's struct pages could be read at all.
-                lo = _between(self._breaks, pfn)[0]
+                # whether the struct pages of its iomem resource can be read.
+                lo = self._ram_span(pfn)[0]
                 prog = self._prog
                 return self._cached(("ram", lo), lambda: PfnInfo(PageKind.RAM, memmap_readable=_memmap_readable(prog, lo)))
             return self._cached(("ram",), lambda: PfnInfo(PageKind.RAM))

@@ -260,10 +260,11 @@ static void migrate_forever(void)
 			munmap(p, HPAGE);
 		}
 		if (hmm >= 0) {
-			/* to the device, held there a moment, then back */
+			/* to the device, held there most of the round (so that the
+			 * audits meet its device-private entries), then back */
 			touch(hbuf, HMM_PAGES * PAGE, (char)round);
 			add(&ctr->hmm_to_dev, hmm_migrate(hmm, HMM_DMIRROR_MIGRATE_TO_DEV, hbuf, bounce));
-			nanosleep(&pause, NULL);
+			nanosleep(&rest, NULL);
 			if (round & 1) {
 				add(&ctr->hmm_to_sys, hmm_migrate(hmm, HMM_DMIRROR_MIGRATE_TO_SYS, hbuf, bounce));
 			} else {
@@ -273,7 +274,7 @@ static void migrate_forever(void)
 		}
 		add(&ctr->rounds, 1);
 		/* a few rounds a second are enough; leave the CPU to the audit */
-		nanosleep(&rest, NULL);
+		nanosleep(hmm >= 0 ? &pause : &rest, NULL);
 	}
 }
 

@@ -71,14 +71,17 @@ def test_unknown_memory_is_reread_once_per_span():
 def test_ram_behind_a_lost_pgmap_says_whether_its_struct_pages_could_be_read(monkeypatch):
     """In a filtered vmcore part of the pgmap table may be lost: device pages then
     read as RAM, and their struct pages (on the device) are not in the dump: the
-    answer must say so rather than claim a readable memmap."""
+    answer must say so rather than claim a readable memmap. The pmem range's
+    memmap is contiguous with RAM's, so only its iomem resource sets it apart."""
     from drgn_p2p import classify
 
-    c = Classifier.from_tables(L72, [], list(MEMMAP) + [(0x40000 + 0x100000, 0x48000 + 0x100000)], list(IOMEM))
+    iomem = [(0x1000 << 12, 0x40000 << 12, "System RAM"), (0x40000 << 12, 0x50000 << 12, "namespace0.0")]
+    c = Classifier.from_tables(L72, [], [(0x1000, 0x50000)], iomem)
     c.faults.append("pgmap_array: could not read memory")
     c._prog = object()
-    monkeypatch.setattr(classify, "_memmap_readable", lambda prog, pfn: pfn < 0x80000)
+    monkeypatch.setattr(classify, "_memmap_readable", lambda prog, pfn: pfn < 0x40000)
     assert c.classify(0x2000).memmap_readable is True
-    lost = c.classify(0x140010)
+    lost = c.classify(0x40010)
     assert (lost.kind, lost.memmap_readable) == (PageKind.RAM, False)
-    assert c.classify(0x147FFF) is lost  # one answer over the span, as span() promises
+    assert c.span(0x40010) == (0x40000, 0x50000) and c.span(0x2000)[1] <= 0x40000
+    assert c.classify(0x4FFFF) is lost  # one answer over the span, as span() promises
