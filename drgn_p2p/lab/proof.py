@@ -90,6 +90,7 @@ CONTROL_DOMAINS: Mapping[str, Tuple[str, ...]] = {
     "scenario:p2pdma": ("p2pdma-leaf", "p2pdma-vma-flags", "devmap-not-dax"),
     "scenario:drm-ttm": ("pfnmap-not-special", "no-memmap-not-special", "huge-pfn-not-special"),
     "scenario:device-private": ("device-private-entry-target", "device-private-present"),
+    "scenario:device-coherent": ("device-coherent-mapping", "device-exclusive-target", "special-outside-pfnmap"),
     # The zoo (drgn_p2p.lab.zoo): mappings made by the kernel's own code paths.
     "scenario:p2pdma-ro": ("p2pdma-leaf", "p2pdma-vma-flags", "devmap-not-dax"),
     "scenario:perf-ring": ("pfnmap-not-special", "special-outside-pfnmap"),
