@@ -324,8 +324,10 @@ class Classifier:
             and not self.has_memmap(pfn)
         )
 
-    def _current(self, pfn: int) -> None:
-        """Make sure the tables are current for *pfn* before it is judged.
+    def _current(self, pfn: int) -> bool:
+        """Make sure the tables are current for *pfn*, which the snapshot places
+        in no pgmap and no memmap, before it is judged; True when a re-read
+        found it (the tables changed), so that the caller asks again.
 
         The pgmap and memmap tables are a snapshot taken when the classifier
         was built, but drivers add device memory while an audit runs (test_hmm
@@ -333,13 +335,14 @@ class Classifier:
         demand). A PFN the snapshot knows nothing of may be such memory, and
         judging it as memory without a struct page would be a false finding:
         so the tables are read again, once per span of unknown PFNs (a BAR
-        costs one re-read, not one per page).
+        costs one re-read, not one per page). Only the unknown-PFN paths of
+        :meth:`span` and :meth:`classify` call it: RAM and device PFNs pay nothing.
         """
-        if self._reload is None or not self._unknown(pfn):
-            return
+        if self._reload is None:
+            return False
         i = bisect.bisect_right(self._confirmed, (pfn, math.inf)) - 1
         if i >= 0 and pfn < self._confirmed[i][1]:
-            return
+            return False
         self.reloads += 1
         try:
             pagemaps, memmap = self._reload()
@@ -349,9 +352,9 @@ class Classifier:
             self.reloads_changed += 1
             self._set_tables(pagemaps, memmap)
             if not self._unknown(pfn):
-                return
-        lo, hi = _between(self._breaks, pfn)
-        bisect.insort(self._confirmed, (lo, hi))
+                return True
+        bisect.insort(self._confirmed, _between(self._breaks, pfn))
+        return False
 
     @property
     def _iomem(self) -> List[Tuple[int, int, str]]:
@@ -389,7 +392,8 @@ class Classifier:
         pgmap), so only there are the iomem breakpoints used. ``hi`` may be
         :data:`math.inf`.
         """
-        self._current(pfn)
+        if self._unknown(pfn):
+            self._current(pfn)
         if self._unknown(pfn) or (self._lost_pgmaps() and self.pagemap(pfn) is None):
             return self._ram_span(pfn)
         return _between(self._breaks, pfn)
@@ -433,7 +437,6 @@ class Classifier:
         """The :class:`PfnInfo` of *pfn* (``PageKind.NONE`` for ``None``)."""
         if pfn is None:
             return _NONE_INFO
-        self._current(pfn)
         layout = self.layout
         if pfn == layout.zero_pfn:
             return self._cached(("zero",), lambda: PfnInfo(PageKind.ZERO_PAGE))
@@ -461,6 +464,8 @@ class Classifier:
                 prog = self._prog
                 return self._cached(("ram", lo), lambda: PfnInfo(PageKind.RAM, memmap_readable=_memmap_readable(prog, lo)))
             return self._cached(("ram",), lambda: PfnInfo(PageKind.RAM))
+        if self._current(pfn):
+            return self.classify(pfn)
         owner = self.iomem_owner(pfn)
         return self._cached(("nomem", owner), lambda: PfnInfo(PageKind.NO_MEMMAP, owner=owner))
 
