@@ -242,7 +242,7 @@ def _write(path: Optional[str], text: str) -> None:
 
 def _no_process(pids: Sequence[int], result) -> UsageError:
     """No process with *pids*, and why, when looking them up failed (a damaged target)."""
-    why = [fault.message for vma, fault in result.faults if vma is None and fault.message.startswith("pid ")]
+    why = [fault.message for _, fault in result.faults if fault.scope == "process" and fault.pid in pids]
     return UsageError(f"no process with pid {', '.join(map(str, pids))}" + (f" ({why[0]})" if why else ""))
 
 

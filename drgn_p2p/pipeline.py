@@ -249,12 +249,14 @@ def audit(
     for message in classifier.faults:
         result.stats.pgmap_faults += 1
         result.faults.append(
-            (None, TableFault(None, 0, 0, f"{message} (device pages of unread pgmaps may be classified as RAM)"))  # type: ignore[arg-type]
+            (None, TableFault(None, 0, 0, f"{message} (device pages of unread pgmaps may be classified as RAM)",
+                              scope="pgmaps"))
         )
 
-    def process_fault(message: str, phys: int = 0) -> None:
+    def process_fault(message: str, pid: Optional[int]) -> None:
         result.stats.process_faults += 1
-        result.faults.append((None, TableFault(Level.PGD, 0, phys, message)))
+        scope = "tasks" if pid is None else "process"
+        result.faults.append((None, TableFault(None, 0, 0, message, scope=scope, pid=pid)))
 
     # The address spaces are listed first (a few records each) so that a
     # progress bar knows the total.
@@ -269,7 +271,8 @@ def audit(
         except TARGET_CHANGED as e:
             # The process exited (its mm freed or reused) under a live walk,
             # or the target is damaged: say so, and go on with the others.
-            process_fault(f"pid {process.pid} ({process.comm}): cannot read its mm or VMAs: {type(e).__name__}: {e}")
+            process_fault(f"pid {process.pid} ({process.comm}): cannot read its mm or VMAs: {type(e).__name__}: {e}",
+                          process.pid)
             continue
         for vma in vmas:
             report, findings, faults = audit_vma(walker, vma, layout, classifier, active, start, end, keep_runs)

@@ -225,8 +225,9 @@ def audit_json(result, layout: Layout) -> Dict[str, object]:
         "not_applicable": dict(result.not_applicable),
         "faults": [
             {
-                "pid": vma.pid if vma else None,
-                "level": fault.level.label if hasattr(fault.level, "label") else None,
+                "scope": fault.scope,
+                "pid": vma.pid if vma else fault.pid,
+                "level": fault.level.label if fault.level is not None else None,
                 "va": hex(fault.va),
                 "phys": hex(fault.phys),
                 "message": fault.message,

@@ -36,7 +36,6 @@ import re
 import shlex
 import shutil
 import signal
-import struct
 import sys
 import subprocess
 import tempfile
@@ -47,6 +46,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from drgn_p2p.lab import LabError
 from drgn_p2p.lab.initramfs import build_initramfs
+from drgn_p2p.flattened import SIGNATURE, FlattenedError, is_flattened, records
 from drgn_p2p.lab.qmp import Qmp
 from drgn_p2p.lab.scenarios import GUEST_DIR, Plan, holder_binary, plan
 
@@ -56,12 +56,6 @@ __all__ = ("BOOT_RETRIES", "DUMP_FORMATS", "EarlyDeath", "Guest", "accel_args", 
 #: Formats accepted by :meth:`Guest.dump` (QEMU 7.2 writes kdump in the
 #: makedumpfile *flattened* format, which :meth:`Guest.dump` reassembles).
 DUMP_FORMATS = ("elf", "kdump-zlib", "kdump-lzo", "kdump-snappy")
-
-#: Signature at the start of makedumpfile's flattened format.
-_FLATTENED_SIGNATURE = b"makedumpfile"
-#: Size of its header (``MAX_SIZE_MDF_HEADER``).
-_FLATTENED_HEADER_SIZE = 4096
-_FLAT_RECORD = struct.Struct(">qq")
 
 #: Set to ``tcg`` or ``kvm`` to override the accelerator choice.
 ACCEL_ENV = "DRGN_P2P_LAB_ACCEL"
@@ -128,29 +122,23 @@ def accel_args(la57: bool = True) -> List[str]:
 def reassemble(flattened: Path, dest: Path) -> Path:
     """
     Turn makedumpfile's flattened format (what QEMU 7.2 writes for kdump-*)
-    into the ordinary kdump-compressed file, as ``makedumpfile -R`` does.
-
-    The flattened file is a 4 KiB ``struct makedumpfile_header`` followed by
-    records of ``struct makedumpfile_data_header {int64_t offset, buf_size;}``
-    (big-endian) and their data, ended by an offset of -1.
+    into the ordinary kdump-compressed file, as ``makedumpfile -R`` does
+    (the format: :mod:`drgn_p2p.flattened`).
     """
     with open(flattened, "rb") as src, open(dest, "wb") as out:
-        if not src.read(_FLATTENED_HEADER_SIZE).startswith(_FLATTENED_SIGNATURE):
-            raise LabError(f"{flattened} is not in makedumpfile's flattened format")
-        while True:
-            record = src.read(_FLAT_RECORD.size)
-            if len(record) < _FLAT_RECORD.size:
-                raise LabError(f"{flattened} ends before its end marker")
-            offset, size = _FLAT_RECORD.unpack(record)
-            if offset < 0:
-                return dest
-            out.seek(offset)
-            while size > 0:
-                chunk = src.read(min(size, 16 << 20))
-                if not chunk:
-                    raise LabError(f"{flattened} ends inside a record")
-                out.write(chunk)
-                size -= len(chunk)
+        try:
+            for record in records(src):
+                out.seek(record.offset)
+                size = record.size
+                while size > 0:
+                    chunk = src.read(min(size, 16 << 20))
+                    if not chunk:
+                        raise FlattenedError("ends inside a record")
+                    out.write(chunk)
+                    size -= len(chunk)
+        except FlattenedError as e:
+            raise LabError(f"{flattened} {e}") from None
+    return dest
 
 
 def _set_pdeathsig() -> None:
@@ -322,7 +310,7 @@ class Guest:
         self.qmp("dump-guest-memory", args, timeout=timeout)
         if raw != dest:
             with open(raw, "rb") as f:
-                is_flat = f.read(len(_FLATTENED_SIGNATURE)) == _FLATTENED_SIGNATURE
+                is_flat = is_flattened(f.read(len(SIGNATURE)))
             if is_flat:
                 reassemble(raw, dest)
                 raw.unlink()
