@@ -64,7 +64,8 @@ KEEP_ENV = "DRGN_P2P_LAB_KEEP"
 
 _live: Set["Guest"] = set()
 
-#: How many times a guest that dies before its stage 2 is booted again.
+#: How many times a guest that dies before it holds its mappings (in early
+#: boot, or in its stage 2 before ``ready``) is booted again.
 BOOT_RETRIES = 1
 
 #: Console lines that say why a guest died: the lab init's own errors, the
@@ -76,7 +77,7 @@ _EXPLAINING = re.compile(
 
 
 class EarlyDeath(LabError):
-    """The guest died (QEMU exited) before its stage 2 started."""
+    """The guest died (QEMU exited) before it held its mappings."""
 
 
 def explaining_lines(lines: Sequence[str], most: int = 8) -> List[str]:
@@ -194,7 +195,7 @@ class Guest:
         #: Wall and guest times in seconds (boot, stage2, ready, uptime_*).
         self.timings: Dict[str, float] = {}
         self._started = started
-        #: Why each earlier boot of this guest died before its stage 2 (see :data:`BOOT_RETRIES`).
+        #: Why each earlier boot of this guest died before it held its mappings (see :data:`BOOT_RETRIES`).
         self.boot_retries: List[str] = []
         self._ncmd = 0
         self._closed = False
@@ -233,10 +234,10 @@ class Guest:
         """Wait until *path* exists, QEMU exits or *deadline* passes."""
         while not path.exists():
             if not self.alive():
-                early = EarlyDeath if path.name == "stage2" else LabError
+                early = EarlyDeath if path.name in ("stage2", "ready") else LabError
                 raise self._diagnose(f"QEMU exited with status {self.proc.returncode} before {what}", early)
             if time.monotonic() > deadline:
-                raise self._diagnose(f"timed out waiting for {what}")
+                raise self._diagnose(f"timed out before {what}")
             time.sleep(0.05)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -244,7 +245,7 @@ class Guest:
         deadline = self._started + timeout
         self._wait_file(self.out_dir / "stage2", deadline, "the guest's stage 2")
         self.timings["stage2"] = time.monotonic() - self._started
-        self._wait_file(self.out_dir / "ready", deadline, "the guest to hold its mappings")
+        self._wait_file(self.out_dir / "ready", deadline, "the guest held its mappings")
         self.timings["ready"] = time.monotonic() - self._started
         self.timings["uptime_stage2"] = float((self.out_dir / "stage2").read_text())
         self.timings["uptime_ready"] = float((self.out_dir / "ready").read_text())
@@ -467,13 +468,16 @@ def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = T
         try:
             guest = _start_once(kernel, plan_, holder, initrd, la57, extra_cmdline, timeout, memory, smp)
         except EarlyDeath as e:
-            # Under TCG a guest can die in early boot once in a while (a panic
-            # in sched_clock_cpu) and boot fine the next time.
+            # Under TCG a guest can die once in a while (a panic in
+            # sched_clock_cpu in early boot, an int3 oops in schedule_idle
+            # while its stage 2 sets up) and boot fine the next time; a
+            # scenario that oopses the kernel every time fails the retry too.
             if len(retries) >= BOOT_RETRIES:
                 raise LabError(f"{e} (booted {len(retries) + 1} times)") from None
             why = next(iter(explaining_lines(str(e).splitlines()[1:])), str(e).splitlines()[0])
             retries.append(why)
-            print(f"lab: the {kernel.kver} guest died before its stage 2 ({why.strip()}); booting it again",
+            when = "its stage 2" if "stage 2" in str(e).splitlines()[0] else "it held its mappings"
+            print(f"lab: the {kernel.kver} guest died before {when} ({why.strip()}); booting it again",
                   file=sys.stderr)
             continue
         guest.boot_retries = retries
