@@ -278,7 +278,7 @@ class Guest:
         os.replace(tmp, base.with_suffix(".sh"))
         rc_file = base.with_suffix(".rc")
         deadline = time.monotonic() + timeout + 30
-        what = f"command {self._ncmd} ({cmd[:60]!r})"
+        what = f"command {self._ncmd} ({cmd[:60]!r}) finished"
         while True:
             self._wait_file(rc_file, deadline, what)
             text = rc_file.read_text()
