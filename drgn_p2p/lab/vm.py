@@ -61,6 +61,10 @@ DUMP_FORMATS = ("elf", "kdump-zlib", "kdump-lzo", "kdump-snappy")
 ACCEL_ENV = "DRGN_P2P_LAB_ACCEL"
 #: Set to a non-empty value to keep run directories for debugging.
 KEEP_ENV = "DRGN_P2P_LAB_KEEP"
+#: Set to the seconds a guest may take to hold its mappings (default
+#: :data:`BOOT_TIMEOUT`), for a host busy with other work.
+BOOT_TIMEOUT_ENV = "DRGN_P2P_LAB_BOOT_TIMEOUT"
+BOOT_TIMEOUT = 180.0
 
 _live: Set["Guest"] = set()
 
@@ -452,7 +456,7 @@ def _run_dir() -> Path:
 
 
 def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = True,
-          extra_cmdline: Sequence[str] = (), timeout: float = 180.0,
+          extra_cmdline: Sequence[str] = (), timeout: Optional[float] = None,
           test_hmm: Optional["os.PathLike[str] | str"] = None,
           memory: str = GUEST_MEMORY, smp: int = 2) -> Guest:
     """
@@ -460,6 +464,11 @@ def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = T
     :class:`Guest` without a ``with`` block; the caller must
     :meth:`Guest.close` it (interpreter exit kills it otherwise).
     """
+    if timeout is None:
+        try:
+            timeout = float(os.environ.get(BOOT_TIMEOUT_ENV) or BOOT_TIMEOUT)
+        except ValueError:
+            raise LabError(f"${BOOT_TIMEOUT_ENV} must be a number of seconds") from None
     plan_ = plan(kernel, scenarios, test_hmm)
     holder = holder_binary()
     initrd = build_initramfs(_modules_dir(kernel), kernel.kver)
@@ -518,7 +527,7 @@ def _start_once(kernel: Any, plan_: Plan, holder: Path, initrd: Path, la57: bool
 
 @contextmanager
 def boot(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = True,
-         extra_cmdline: Sequence[str] = (), timeout: float = 180.0,
+         extra_cmdline: Sequence[str] = (), timeout: Optional[float] = None,
          test_hmm: Optional["os.PathLike[str] | str"] = None,
          memory: str = GUEST_MEMORY, smp: int = 2) -> Iterator[Guest]:
     """
@@ -532,7 +541,8 @@ def boot(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = Tr
         :attr:`Guest.skipped` with the reason.
     :param la57: 5-level paging (``-cpu max``); False gives 4-level paging.
     :param extra_cmdline: More kernel command line words.
-    :param timeout: Seconds until every mapping must be held.
+    :param timeout: Seconds until every mapping must be held (default
+        ``$DRGN_P2P_LAB_BOOT_TIMEOUT``, else :data:`BOOT_TIMEOUT`).
     :param test_hmm: test_hmm.ko for ``device-private``
         (default ``$DRGN_P2P_TEST_HMM``).
     :raises LabError: if QEMU cannot start, exits or times out before ready.
