@@ -32,10 +32,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Sequence
 
 import pytest
-from audit_docs import check_faults_counted, compare_marked, process_missing_because, same_or_marked, vma_of
+from audit_docs import check_faults_counted, compare_marked, process_missing_because, runs, same_or_marked, vma_of
 from lab_prereq import check_setup, missing
 
 pytestmark = pytest.mark.lab
