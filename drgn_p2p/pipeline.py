@@ -23,7 +23,7 @@ from .classify import Classifier
 from .coalesce import coalesce_segments, merge_findings
 from .errors import UsageError
 from .layout import read_layout
-from .records import Finding, Layout, Leaf, Level, PageKind, PfnInfo, Run, Severity, Vma
+from .records import Finding, Layout, Leaf, PageKind, PfnInfo, Run, Severity, Vma
 from .rules import RULES, Rule, VmaTally, evaluate_run, evaluate_vma
 from .scan import PteScanner
 from .tasks import for_each_process
