@@ -75,6 +75,30 @@ def _route_warnings() -> None:
             logger.propagate = False
 
 
+class Session:
+    """The ``drgn.Program`` of a drgn session, as the click context's object.
+
+    The drgn commands (:mod:`drgn_p2p.drgn_commands`) run these very click
+    commands with it: the target is the session's program, never one the
+    command opens.
+    """
+
+    def __init__(self, prog) -> None:
+        self.prog = prog
+
+
+#: The error when a drgn command is given a program source of its own.
+SESSION_IS_TARGET = ("inside drgn the session's program is the target: "
+                     "give none of -k, -c, --qemu, -s, --debug-directory and --architecture")
+
+
+def session_program():
+    """The program of the drgn session running this command, or None (the CLI)."""
+    ctx = click.get_current_context(silent=True)
+    session = ctx.find_object(Session) if ctx is not None else None
+    return session.prog if session is not None else None
+
+
 def target_options(func: Callable) -> Callable:
     """The program-source options shared by every command (drgn's flags)."""
 
@@ -86,6 +110,11 @@ def target_options(func: Callable) -> Callable:
     @click.option("--architecture", metavar="ARCH", help="Architecture of a dump that lacks it (QEMU kdump: x86_64).")
     @functools.wraps(func)
     def wrapper(*args, live, core, qemu, symbols, debug_directory, architecture, **kwargs):
+        session = session_program()
+        if session is not None:
+            if live or core or qemu or symbols or debug_directory or architecture:
+                _fail(SESSION_IS_TARGET)
+            return func(*args, open_target=lambda: session, **kwargs)
         if sum(bool(x) for x in (live, core, qemu)) > 1:
             _fail("give at most one of -k, -c and --qemu")
 
@@ -316,34 +345,10 @@ def maps(open_target, pid, as_json) -> None:
 @_guard
 def pgmaps(open_target, as_json) -> None:
     """List every dev_pagemap: type, range, owner, ops, and who maps its pages."""
-    from .classify import Classifier
-    from .pipeline import audit as run_audit
+    from .pipeline import list_pgmaps
     from .report import print_pgmaps
 
-    prog = open_target()
-    result = run_audit(prog)
-    classifier = Classifier(prog, result.layout)
-    shift = result.layout.page_shift
-    mapped: dict = {}
-    for r in result.vmas:
-        for pgmap, pages in r.pages_by_pgmap:
-            key = f"{r.vma.pid}/{r.vma.comm}"
-            per = mapped.setdefault(pgmap, {})
-            per[key] = per.get(key, 0) + pages
-    rows = [
-        {
-            "pgmap": hex(p.address),
-            "type": p.type_name,
-            "start": hex(p.start_pfn << shift),
-            "end": hex(p.end_pfn << shift),
-            "pages": p.end_pfn - p.start_pfn,
-            "owner": p.owner or classifier.iomem_owner(p.start_pfn),
-            "ops": p.ops,
-            "memmap_readable": p.memmap_readable,
-            "mapped_by": mapped.get(p.address, {}),
-        }
-        for p in classifier.pagemaps
-    ]
+    rows = list_pgmaps(open_target())
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
@@ -361,9 +366,7 @@ def pgmaps(open_target, as_json) -> None:
               help="Show a lab proof run's matrix instead: per kernel, which rules fired, stayed silent or do not apply.")
 @_guard
 def rules(live, core, qemu, symbols, architecture, as_json, proof_file) -> None:
-    """The rule catalogue, with the arguments they encode."""
-    from .rules import RULES
-
+    """The rule catalogue, with the arguments they encode (and, given a target, which apply)."""
     if proof_file:
         from .lab import proof
 
@@ -377,27 +380,19 @@ def rules(live, core, qemu, symbols, architecture, as_json, proof_file) -> None:
             proof.render_terminal(_stdout, doc)
         return
 
+    from .rules import rule_rows
+
     lay = None
-    if live or core or qemu:
+    session = session_program()
+    if session is not None and (live or core or qemu or symbols or architecture):
+        raise UsageError(SESSION_IS_TARGET)
+    if session is not None or live or core or qemu:
         from .layout import read_layout
         from .target import open_program
 
-        lay = read_layout(open_program(core=core, qemu=qemu, symbols=symbols, architecture=architecture))
-    rows = []
-    for r in RULES:
-        reason = r.applies(lay) if lay is not None else None
-        rows.append(
-            {
-                "id": r.id,
-                "severity": r.severity.label,
-                "title": r.title,
-                "thread": r.thread,
-                "quote": r.quote,
-                "kernels": r.kernels,
-                "applicable": None if lay is None else reason is None,
-                "not_applicable_because": reason,
-            }
-        )
+        lay = read_layout(session if session is not None else
+                          open_program(core=core, qemu=qemu, symbols=symbols, architecture=architecture))
+    rows = rule_rows(lay)
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
