@@ -215,9 +215,10 @@ _SEVERITIES = {"error": Severity.ERROR, "warning": Severity.WARNING, "info": Sev
 @click.option("-o", "--output", metavar="FILE", help="Write the report to FILE instead of stdout.")
 @click.option("--runs", "keep_runs", is_flag=True, help="With --json: list every VMA's coalesced runs of leaves (raw entries).")
 @click.option("--fail-on", type=click.Choice(list(_SEVERITIES)), default="error", show_default=True, help="Exit 1 when a finding is at least this severe (KTAP and JUnit fail the same findings).")
+@click.option("--baseline", metavar="FILE", help="Known findings (TOML, or JSON when *.json), each with a reason: they are reported as suppressed and do not count for the exit code.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every VMA, not only device and PFN mappings.")
 @_guard
-def audit(open_target, pids, comms, kinds, rules, va_range, fmt, as_json, output, keep_runs, fail_on, verbose) -> None:
+def audit(open_target, pids, comms, kinds, rules, va_range, fmt, as_json, output, keep_runs, fail_on, baseline, verbose) -> None:
     """Walk every process's page tables and report rule violations."""
     from .formats import check_format, render
     from .pipeline import audit as run_audit, check_selection
@@ -230,6 +231,11 @@ def audit(open_target, pids, comms, kinds, rules, va_range, fmt, as_json, output
         _check_output(output)
     rng = _parse_range(va_range)
     check_selection(rules=rules, kinds=kinds)
+    entries = ()
+    if baseline:
+        from .baseline import load_baseline
+
+        entries = load_baseline(baseline)
     prog = open_target()
     with _progress() as progress:
         result = run_audit(
@@ -238,6 +244,10 @@ def audit(open_target, pids, comms, kinds, rules, va_range, fmt, as_json, output
         )
     if pids and not result.stats.processes:
         raise _no_process(pids, result)
+    if entries:
+        from .baseline import suppress
+
+        result.suppressed = suppress(result.findings, result.layout, entries)
     if fmt == "text" and not output:
         print_audit(_stdout, result, result.layout, verbose=verbose)
     else:
@@ -422,6 +432,31 @@ def explain(open_target, pid, address, as_json) -> None:
         click.echo(json.dumps(doc, indent=1))
     else:
         print_explanation(_stdout, doc)
+
+
+@cli.command()
+@click.argument("a", metavar="A.json")
+@click.argument("b", metavar="B.json")
+@click.option("--json", "as_json", is_flag=True, help="Write JSON (schema drgn-p2p/diff/1).")
+@_guard
+def diff(a, b, as_json) -> None:
+    """Compare two audits (drgn-p2p audit --json) by mapping kind, never by address or PID.
+
+    Reports the kernel layout facts and rule applicability that differ, and per
+    kind of mapping (file, vm_ops, shared/private, permissions) the page kinds,
+    leaf levels, bits (special, devmap, cache mode with --runs), VMA flags and
+    verdicts that changed. Exit 0 when nothing changed, 1 when something did,
+    2 when a file is not a drgn-p2p audit document.
+    """
+    from .diff import diff_audits, diff_json, load_audit, print_diff
+
+    result = diff_audits(load_audit(a), load_audit(b))
+    if as_json:
+        click.echo(json.dumps(diff_json(result), indent=1))
+    else:
+        print_diff(_stdout, result)
+    changed = result.changed or result.only_a or result.only_b or result.layout or result.rules
+    sys.exit(EXIT_FINDINGS if changed else EXIT_CLEAN)
 
 
 from .lab.cli import lab  # noqa: E402  (the lab group mounts under the main one)

@@ -13,7 +13,9 @@ with drgn's command framework (:func:`drgn.commands.linux.linux_kernel_custom_co
 enabled only when the program is a Linux kernel). The command is the
 ``drgn-p2p`` command line itself — the same click commands, options, output
 and error lines — run on the session's program (:class:`drgn_p2p.cli.Session`)
-instead of a target it opens. drgn's shell syntax works: ``%p2p audit --json
+instead of a target it opens; the first command adds the symbol finder
+the command line's programs have (module symbols from the target's kallsyms,
+:func:`drgn_p2p.target.add_module_kallsyms`). drgn's shell syntax works: ``%p2p audit --json
 > audit.json``, ``%p2p maps 1 | less``.
 
 The command returns the exit status the command line would have exited with
@@ -53,8 +55,11 @@ def run(prog: Program, args: Sequence[str]) -> int:
     :raises CommandArgumentError: for a command line click rejects.
     """
     from .cli import Session, _route_warnings
+    from .target import add_module_kallsyms
 
     _route_warnings()
+    # The program drgn opened lacks what open_program() adds for the CLI.
+    add_module_kallsyms(prog)
     try:
         result = session_group().main(
             args=list(args), prog_name="p2p", standalone_mode=False, obj=Session(prog),

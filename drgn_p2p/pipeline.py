@@ -89,9 +89,17 @@ class AuditResult:
     #: Ids of the rules that were run, in catalogue order: a rule here without
     #: a finding passed.
     rules: List[str] = field(default_factory=list)
+    #: ``id(finding)`` → the baseline's reason, for the findings a baseline
+    #: suppresses (:mod:`drgn_p2p.baseline`): reported, but not counted.
+    suppressed: Dict[int, str] = field(default_factory=dict)
+
+    def suppression(self, finding: Finding) -> Optional[str]:
+        """The reason *finding* is suppressed, or None when it counts."""
+        return self.suppressed.get(id(finding))
 
     def worst(self) -> Optional[Severity]:
-        return max((f.severity for f in self.findings), default=None)
+        """The most severe finding that is not suppressed."""
+        return max((f.severity for f in self.findings if id(f) not in self.suppressed), default=None)
 
 
 def check_selection(rules: Sequence[str] = (), kinds: Sequence[str] = ()) -> None:
