@@ -12,7 +12,11 @@ required, the reason not empty) and may narrow the mapping kind it matches
 (:mod:`drgn_p2p.kinds`) with ``file``, ``ops``, ``share`` and ``prot``; a key
 left out matches any value. A finding is suppressed by the first entry whose
 rule and given keys match its VMA's mapping kind — never by address or PID,
-so a baseline written on one boot holds on the next::
+so a baseline written on one boot holds on the next. ``file`` is a path as the
+report shows it (a ``mktemp`` name, ``NAME.XXXXXX``, matches any such name) or
+``anon``; ``ops`` a ``vm_ops`` symbol; ``share`` ``shared`` or ``private``;
+``prot`` the permissions asked for as ``rwx`` with ``-`` for each one not
+asked for::
 
     # drgn-p2p baseline
     [[suppress]]
@@ -38,7 +42,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import UsageError
-from .kinds import MappingKind, mapping_kind
+from .kinds import MappingKind, mapping_kind, normal_file, normal_ops
 from .records import Finding, Layout
 
 __all__ = ("Suppression", "load_baseline", "parse_baseline", "suppress", "finding_kind")
@@ -97,7 +101,13 @@ def parse_baseline(data: object, where: str) -> Tuple[Suppression, ...]:
             raise UsageError(f"{what} ({entry['rule']}) gives no reason: every suppression needs one")
         if entry.get("share") not in (None, "shared", "private"):
             raise UsageError(f"{what}: share must be 'shared' or 'private', not {entry['share']!r}")
-        entries.append(Suppression(**{key: entry.get(key) for key in _KEYS}))
+        values = {key: entry.get(key) for key in _KEYS}
+        # As a report shows them: a mktemp name or a compiler's .NNN suffix matches any.
+        if values["file"] is not None:
+            values["file"] = normal_file(values["file"])
+        if values["ops"] is not None:
+            values["ops"] = normal_ops(values["ops"])
+        entries.append(Suppression(**values))
     return tuple(entries)
 
 

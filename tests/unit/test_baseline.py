@@ -144,3 +144,9 @@ def test_cli_checks_the_baseline_before_the_target(tmp_path) -> None:
     result = CliRunner().invoke(cli, ["audit", "-c", str(tmp_path / "no-vmcore"), "--baseline", bad])
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "gives no reason" in result.output
+
+
+def test_entry_file_and_ops_are_read_as_kinds_are() -> None:
+    (entry,) = parse_baseline({"suppress": [{"rule": "dax-leaf-bits", "file": "/tmp/qp-fsdax.RaB66U/held",
+                                             "ops": "dummy_vm_ops.251", "reason": "r"}]}, "b.toml")
+    assert (entry.file, entry.ops) == ("/tmp/qp-fsdax.XXXXXX/held", "dummy_vm_ops")
