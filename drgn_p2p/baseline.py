@@ -39,7 +39,7 @@ JUnit it does not fail its test.
 
 import json
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 from .errors import UsageError
 from .kinds import MappingKind, mapping_kind, normal_file, normal_ops

@@ -24,7 +24,7 @@ and returns records; :func:`diff_json` and :func:`print_diff` render them.
 
 import json
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from rich.console import Console
 
@@ -303,9 +303,3 @@ def _escaped(f: FieldChange) -> FieldChange:
 
     return FieldChange(f.field, tuple(escape(x) for x in f.removed), tuple(escape(x) for x in f.added))
 
-
-def changed_fields(d: AuditDiff) -> Iterable[Tuple[MappingKind, FieldChange]]:
-    """Every (kind, field change) of *d*."""
-    for c in d.changed:
-        for f in c.changes:
-            yield c.kind, f
