@@ -150,3 +150,18 @@ def test_entry_file_and_ops_are_read_as_kinds_are() -> None:
     (entry,) = parse_baseline({"suppress": [{"rule": "dax-leaf-bits", "file": "/tmp/qp-fsdax.RaB66U/held",
                                              "ops": "dummy_vm_ops.251", "reason": "r"}]}, "b.toml")
     assert (entry.file, entry.ops) == ("/tmp/qp-fsdax.XXXXXX/held", "dummy_vm_ops")
+
+
+def test_lab_run_reads_the_baseline_before_booting(tmp_path, monkeypatch) -> None:
+    from drgn_p2p.lab.cli import baseline_args
+
+    good = write(tmp_path, "b.toml", TOML)
+    monkeypatch.chdir(tmp_path)
+    assert baseline_args(["--pid", "1", "--baseline", "b.toml"]) == ["--pid", "1", "--baseline", good]
+    assert baseline_args(["--baseline=b.toml", "--json"]) == [f"--baseline={good}", "--json"]
+    write(tmp_path, "bad.toml", '[[suppress]]\nrule = "pfnmap-not-special"\n')
+    with pytest.raises(UsageError, match="gives no reason"):
+        baseline_args(["--baseline", "bad.toml"])
+    # The CLI: one line, exit 2, and no guest booted (no kernel is even looked up).
+    result = CliRunner().invoke(cli, ["lab", "run", "--kernel", "no-such-kernel", "--baseline", "bad.toml"])
+    assert result.exit_code == 2 and "gives no reason" in result.output and "no-such-kernel" not in result.output
