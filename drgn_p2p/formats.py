@@ -18,6 +18,9 @@ documents ``drgn-p2p audit --format`` writes:
 A finding fails its test when it is at least as severe as *fail_on* (the
 ``--fail-on`` that also sets the exit code); a less severe one is a passing
 subtest (KTAP) or ``<system-out>`` (JUnit) that still carries its evidence.
+A finding a baseline suppresses (``AuditResult.suppressed``) never fails: in
+KTAP it is ``ok N … # SKIP suppressed: <reason>``, in JUnit ``<system-out>``
+led by ``suppressed: <reason>``.
 Every function returns text and prints nothing.
 """
 
