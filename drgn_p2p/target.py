@@ -25,7 +25,7 @@ from .elf import elf_architecture, elf_build_id, has_debug_info
 from .errors import TargetError
 from .flattened import cut_short, is_flattened
 
-__all__ = ("open_program",)
+__all__ = ("open_program", "add_module_kallsyms")
 
 #: Size of the smallest file that can hold an ELF header; anything shorter is not a core.
 _ELF_HEADER_SIZE = 64
@@ -95,15 +95,25 @@ def open_program(
     if not prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL:
         raise TargetError(what)
     _load_debug_info(prog, symbols, debug_directories)
-    # vm_ops of modules (ext4_dax_vm_ops, vfio_pci_mmap_ops, ...) are named
-    # from the target's own kallsyms, so module debug info is not needed.
+    add_module_kallsyms(prog)
+    return prog
+
+
+def add_module_kallsyms(prog: drgn.Program) -> None:
+    """Name module symbols from the target's own kallsyms, once per program.
+
+    vm_ops of modules (ext4_dax_vm_ops, vfio_pci_mmap_ops, ...) are then named
+    without module debug info; the finder comes last, after any debug info.
+    A target whose module list cannot be read keeps the symbols it has.
+    """
+    if "module_kallsyms" in prog.registered_symbol_finders():
+        return
     try:
         prog.register_symbol_finder(
             "module_kallsyms", load_module_kallsyms(prog), enable_index=-1
         )
     except (drgn.FaultError, LookupError, ValueError):
         pass
-    return prog
 
 
 class _NoArchitecture(TargetError):

@@ -10,6 +10,7 @@ Each way runs the very ``drgn-p2p audit`` command a user would type.
 """
 
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from ..errors import UsageError
 from . import LabError
 from .bench import bench_command
 from .kernels import fetch_command
@@ -162,6 +164,11 @@ def run(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, 
     and 2 when a scenario failed to set up.
     """
     try:
+        audit_args = baseline_args(audit_args)
+    except UsageError as e:
+        _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
+        sys.exit(2)
+    try:
         guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level)
     except LabError as e:
         _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
@@ -258,6 +265,29 @@ def _matrix_entry(name: str):
         return entry, dict(guest.failed)
     finally:
         guest.close()
+
+
+def baseline_args(audit_args: Sequence[str]) -> List[str]:
+    """*audit_args* with the ``--baseline`` file checked and made absolute.
+
+    The baseline is read before the guest boots (a bad one is a one-line
+    error, exit 2), and its absolute path reaches the audit inside the guest
+    too (``--via live`` runs with the host's root as the guest's, cwd ``/``).
+
+    :raises UsageError: when the baseline cannot be read or is not valid.
+    """
+    from ..baseline import load_baseline
+
+    args = list(audit_args)
+    for i, arg in enumerate(args):
+        if arg == "--baseline" and i + 1 < len(args):
+            load_baseline(args[i + 1])
+            args[i + 1] = os.path.abspath(args[i + 1])
+        elif arg.startswith("--baseline="):
+            path = arg.partition("=")[2]
+            load_baseline(path)
+            args[i] = "--baseline=" + os.path.abspath(path)
+    return args
 
 
 def _wants_json(audit_args) -> bool:
