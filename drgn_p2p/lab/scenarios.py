@@ -360,10 +360,12 @@ def guest_binary(name: str) -> Path:
     Return the path of the static guest program ``guest/<name>.c`` (``holder``,
     ``benchload``), compiled with ``gcc -O2 -static`` into
     ``<cache>/bin/<source hash>/<name>`` when no binary for this exact source
-    exists yet. The binary keeps the source's name, so its ``comm`` is *name*.
+    exists yet (the hash covers the headers ``guest/*.h`` it may include). The
+    binary keeps the source's name, so its ``comm`` is *name*.
     """
     src = GUEST_DIR / f"{name}.c"
-    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(src.read_bytes() + b"".join(
+        h.read_bytes() for h in sorted(GUEST_DIR.glob("*.h")))).hexdigest()[:16]
     dest = cache_dir() / "bin" / digest / name
     if dest.exists():
         return dest

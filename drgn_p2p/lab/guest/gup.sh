@@ -1,0 +1,109 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# The GUP probe's guest side (drgn_p2p/lab/gup.py runs it with Guest.run):
+#
+#   gup.sh setup SERIAL   find the virtio-blk disk with serial SERIAL (the
+#                         O_DIRECT target), create a Soft-RoCE device (rdma_rxe
+#                         over a dummy netdev) and write "DISK UVERBS" to
+#                         /out/gup-req; a part that cannot be set up is "-" and
+#                         its reason is printed as "gup: … failed: …"
+#   gup.sh probe KIND...  send SIGUSR1 to the holder of each scenario KIND and
+#                         wait until it has written /out/holders/KIND.txt.gup
+#                         (holder.c, gup.h); print "gup: KIND done|died|timeout"
+
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+wait_for() {
+	local n=$1 i
+	shift
+	for ((i = 0; i < n; i++)); do
+		"$@" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# The block device whose serial is $1.
+disk_with_serial() {
+	local b
+	for b in /sys/block/vd*; do
+		[ "$(cat "$b/serial" 2>/dev/null)" = "$1" ] && { echo "/dev/${b##*/}"; return 0; }
+	done
+	return 1
+}
+
+# The uverbs character device of RDMA device $1.
+uverbs_of() {
+	local u
+	for u in /sys/class/infiniband_verbs/uverbs*; do
+		[ "$(cat "$u/ibdev" 2>/dev/null)" = "$1" ] && { echo "/dev/infiniband/${u##*/}"; return 0; }
+	done
+	return 1
+}
+
+setup_disk() {
+	modprobe virtio_blk || { echo "gup: modprobe virtio_blk failed" >&2; return 1; }
+	wait_for 100 disk_with_serial "$1" > /dev/null || { echo "gup: no virtio-blk disk with serial $1" >&2; return 1; }
+	disk_with_serial "$1"
+}
+
+setup_rxe() {
+	local ib=qprxe0 net=qpgup0 dev
+	modprobe -a rdma_rxe ib_uverbs dummy || { echo "gup: modprobe rdma_rxe ib_uverbs dummy failed" >&2; return 1; }
+	if [ ! -e "/sys/class/infiniband/$ib" ]; then
+		ip link add "$net" type dummy && ip link set "$net" up ||
+			{ echo "gup: creating dummy netdev $net failed" >&2; return 1; }
+		rdma link add "$ib" type rxe netdev "$net" ||
+			{ echo "gup: rdma link add $ib type rxe netdev $net failed" >&2; return 1; }
+	fi
+	wait_for 100 uverbs_of "$ib" > /dev/null || { echo "gup: $ib has no uverbs device" >&2; return 1; }
+	dev=$(uverbs_of "$ib")
+	wait_for 50 test -c "$dev" || { echo "gup: $dev did not appear" >&2; return 1; }
+	echo "$dev"
+}
+
+setup() {
+	local disk uverbs
+	disk=$(setup_disk "$1") || disk=-
+	uverbs=$(setup_rxe) || uverbs=-
+	echo "$disk $uverbs" > /out/gup-req.tmp && mv -f /out/gup-req.tmp /out/gup-req
+	echo "gup: disk $disk uverbs $uverbs"
+}
+
+# Is process $1 gone (exited, possibly a zombie)?
+gone() {
+	local stat
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+	stat=${stat##*) }
+	[ "${stat:0:1}" = Z ]
+}
+
+probe() {
+	local kind f pid i
+	for kind in "$@"; do
+		f=/out/holders/$kind.txt
+		read -r _ pid _ < "$f" || { echo "gup: $kind has no manifest"; continue; }
+		rm -f "$f.gup"
+		cp /out/gup-req "$f.gup-req"
+		kill -USR1 "$pid"
+		for ((i = 0; i < 1200; i++)); do
+			[ -e "$f.gup" ] && break
+			gone "$pid" && break
+			sleep 0.1
+		done
+		if [ -e "$f.gup" ]; then
+			echo "gup: $kind done"
+		elif gone "$pid"; then
+			echo "gup: $kind died"
+		else
+			echo "gup: $kind timeout"
+		fi
+	done
+}
+
+case $1 in
+setup) setup "$2" ;;
+probe) shift; probe "$@" ;;
+*) echo "usage: gup.sh setup SERIAL | probe KIND..." >&2; exit 2 ;;
+esac
