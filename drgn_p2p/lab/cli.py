@@ -234,17 +234,21 @@ def gup_probe(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_l
     """
     from .gup import probe
 
-    if four_level:
-        raise click.UsageError("gup-probe runs with 5-level paging only")
+    if output and (not Path(output).parent.is_dir() or Path(output).is_dir()):
+        raise click.UsageError(f"cannot write {output}: no such directory, or it is a directory")
     try:
         kernel = _kernel(kernel_name, bzimage, vmlinux, modules, kconfig)
-        observed = probe(kernel, scenarios or None, log=lambda line: _console.print(escape(line), soft_wrap=True))
+        observed = probe(kernel, scenarios or None, la57=not four_level, log=lambda line: _console.print(escape(line), soft_wrap=True))
     except LabError as e:
         _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
     text = json.dumps(observed.to_json(), indent=1) + "\n"
     if output:
-        Path(output).write_text(text)
+        try:
+            Path(output).write_text(text)
+        except OSError as e:
+            _console.print(f"[bold red]error:[/] cannot write {escape(output)}: {escape(e.strerror or str(e))}")
+            sys.exit(2)
     else:
         click.echo(text, nl=False)
     for m in observed.mappings:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import LabError
-from .scenarios import GUEST_DIR, kernel_config
+from .scenarios import GUEST_DIR, NVME_CMB_ID, kernel_config, plan
 
 __all__ = ("SCHEMA", "USERS", "NOT_PROBED", "OUTCOME_WORDS", "Attempt", "ProbedMapping", "GupObserved",
            "outcome_of", "leaf_changed", "user_skips", "attempt_of", "probe", "render_markdown", "main")
@@ -47,7 +47,15 @@ USERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("futex", ("CONFIG_FUTEX",)),
     ("process-vm-readv", ("CONFIG_CROSS_MEMORY_ATTACH",)),
     ("proc-pid-mem", ("CONFIG_PROC_FS",)),
+    # O_DIRECT on a namespace of the NVMe controller whose CMB the p2pdma
+    # scenarios map: a queue that allows P2PDMA (FOLL_PCI_P2PDMA, v6.2).
+    ("odirect-nvme-read", ("CONFIG_BLK_DEV_NVME", "CONFIG_PCI_P2PDMA")),
+    ("odirect-nvme-write", ("CONFIG_BLK_DEV_NVME", "CONFIG_PCI_P2PDMA")),
 )
+
+#: The users that need the NVMe namespace, and why they are skipped without it.
+_NVME_USERS = ("odirect-nvme-read", "odirect-nvme-write")
+_NO_NVME = "no scenario with the NVMe controller's CMB (p2pdma, p2pdma-ro) is held"
 
 #: Held scenarios the probe leaves alone, and why.
 NOT_PROBED: Mapping[str, str] = {
@@ -64,7 +72,7 @@ _OOPS = re.compile(r"\bBUG:|\bWARNING:|\bOops\b|general protection fault|Bad pag
 
 #: The virtio-blk disk's serial (``gup.sh setup`` finds it by this).
 DISK_SERIAL = "qpgup"
-#: Its size: the users read page 0 and write page 1.
+#: The size of it and of the NVMe namespace: the users read page 0 and write page 1.
 _DISK_BYTES = 1 << 20
 
 #: The /proc/PID/pagemap bits that tell a leaf: present (63), swapped (62),
@@ -162,7 +170,7 @@ class GupObserved:
     audit: Mapping[str, Any]
     #: Every mapping the guest held (its manifest: ``kind``, ``pid``, ``addr``, ``len``, ``expect``).
     held: Tuple[Mapping[str, Any], ...] = ()
-    #: User → the config option(s) the kernel lacks for it.
+    #: User → the config option(s) the kernel lacks for it (or that no NVMe namespace was there).
     skipped_users: Mapping[str, str] = field(default_factory=dict)
     #: Scenario → why it was not held (config) or failed to set up ("error: …").
     skipped: Mapping[str, str] = field(default_factory=dict)
@@ -238,12 +246,16 @@ def _audit_holders(guest, dump_dir: Path) -> Dict[str, Any]:
     return json.loads(out)
 
 
-def probe(kernel: Any, scenarios: Optional[Sequence[str]] = None, log=None) -> GupObserved:
+def probe(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = True, log=None,
+          timeout: float = 600.0) -> GupObserved:
     """
     Boot *kernel* with *scenarios* held (default: every one it supports), audit
     the holders, run every user on every held mapping and return what happened.
 
+    :param la57: 5-level paging; False gives 4-level paging.
     :param log: Called with one progress line at a time (default: nothing).
+    :param timeout: Seconds until the guest must hold every mapping (it holds
+        every scenario and zoo shape at once: slower than most lab boots).
     :raises LabError: if the guest cannot boot, the audit fails, or the guest
         stops answering.
     """
@@ -252,26 +264,35 @@ def probe(kernel: Any, scenarios: Optional[Sequence[str]] = None, log=None) -> G
     say = log or (lambda line: None)
     timings: Dict[str, float] = {}
     t0 = time.monotonic()
+    nvme = any(f"id={NVME_CMB_ID}," in arg for s in plan(kernel, scenarios).scenarios for arg in s.qemu_args)
     with tempfile.TemporaryDirectory(prefix="drgn-p2p-gup-") as tmp:
-        disk = Path(tmp) / "disk.img"
-        with open(disk, "wb") as f:
-            f.truncate(_DISK_BYTES)
-        qemu_args = ["-drive", f"file={disk},if=none,id=qpgupdisk,format=raw",
+        images = {name: Path(tmp) / f"{name}.img" for name in ("disk", "nvme")}
+        for image in images.values():
+            with open(image, "wb") as f:
+                f.truncate(_DISK_BYTES)
+        qemu_args = ["-drive", f"file={images['disk']},if=none,id=qpgupdisk,format=raw",
                      "-device", f"virtio-blk-pci,drive=qpgupdisk,serial={DISK_SERIAL}"]
+        if nvme:
+            qemu_args += ["-drive", f"file={images['nvme']},if=none,id=qpgupns,format=raw",
+                          "-device", f"nvme-ns,drive=qpgupns,bus={NVME_CMB_ID},nsid=1"]
         say(f"gup: booting {kernel.kver}")
-        guest = start(kernel, scenarios, extra_qemu_args=qemu_args)
+        guest = start(kernel, scenarios, la57=la57, timeout=timeout, extra_qemu_args=qemu_args)
         try:
             timings["boot"] = time.monotonic() - t0
-            return _probe_guest(guest, Path(tmp), timings, t0, say)
+            return _probe_guest(guest, Path(tmp), nvme, timings, t0, say)
         finally:
             guest.close()
 
 
-def _probe_guest(guest, tmp: Path, timings: Dict[str, float], t0: float, say) -> GupObserved:
+def _probe_guest(guest, tmp: Path, nvme: bool, timings: Dict[str, float], t0: float, say) -> GupObserved:
     """:func:`probe` on the booted *guest*."""
     problems: List[str] = [f"scenario {name} failed to set up: {why}" for name, why in sorted(guest.failed.items())]
     t = time.monotonic()
-    code, out = guest.run(f"bash {shlex.quote(str(GUEST_DIR / 'gup.sh'))} setup {DISK_SERIAL}", timeout=300)
+    skipped_users = user_skips(kernel_config(guest.kernel))
+    if not nvme:
+        skipped_users.update({u: _NO_NVME for u in _NVME_USERS if u not in skipped_users})
+    script = shlex.quote(str(GUEST_DIR / "gup.sh"))
+    code, out = guest.run(f"bash {script} setup {DISK_SERIAL} {NVME_CMB_ID if nvme else '-'}", timeout=300)
     say(out.strip())
     if code != 0:
         problems.append(f"gup.sh setup exited {code}: {out.strip()[-500:]}")
@@ -283,7 +304,7 @@ def _probe_guest(guest, tmp: Path, timings: Dict[str, float], t0: float, say) ->
     held = sorted({m["kind"] for m in guest.mappings})
     kinds = [k for k in held if k not in NOT_PROBED]
     t = time.monotonic()
-    code, out = guest.run(f"bash {shlex.quote(str(GUEST_DIR / 'gup.sh'))} probe {' '.join(kinds)}",
+    code, out = guest.run(f"bash {script} probe {' '.join(kinds)}",
                           timeout=120 + 60 * len(kinds))
     timings["probe"] = time.monotonic() - t
     say(out.strip())
@@ -296,7 +317,6 @@ def _probe_guest(guest, tmp: Path, timings: Dict[str, float], t0: float, say) ->
         if path.exists():
             lines += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     _, release = guest.run("uname -r")
-    skipped_users = user_skips(kernel_config(guest.kernel))
     problems += [f"{a['kind']} {a['user']}: {a['why']}" for a in lines if a["why"] and a["user"] not in skipped_users]
     timings["total"] = time.monotonic() - t0
     return GupObserved(
@@ -331,8 +351,8 @@ def render_markdown(docs: Sequence[Mapping[str, Any]]) -> str:
     out = [
         "# What the kernel's GUP users really did (lab ground truth)",
         "",
-        "Generated by `python -m drgn_p2p.lab.gup docs/gup-observed/*.json` from `drgn-p2p lab gup-probe` "
-        "runs; do not edit by hand. Each holder process tried each user on its own mapping "
+        "Generated by `scripts/gup-observed` from the `drgn-p2p lab gup-probe` "
+        "documents in `docs/gup-observed/`; do not edit by hand. Each holder process tried each user on its own mapping "
         "(`drgn_p2p/lab/guest/gup.h`): `ok` is the whole page moved or registered (the futex: the word "
         "compared, EAGAIN), an errno name is what user space got, `oops` a kernel oops or WARN in the log, "
         "\"(leaf changed)\" that /proc/self/pagemap showed another leaf afterwards.",

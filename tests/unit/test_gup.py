@@ -38,7 +38,9 @@ def test_leaf_changed_ignores_soft_dirty_and_exclusive_bits():
 def test_user_skips_name_the_options():
     config = {"CONFIG_VIRTIO_BLK": "m", "CONFIG_IO_URING": "y", "CONFIG_FUTEX": "y", "CONFIG_PROC_FS": "y",
               "CONFIG_CROSS_MEMORY_ATTACH": "y", "CONFIG_RDMA_RXE": "n"}
-    assert gup.user_skips(config) == {"ibv-reg-mr": "kernel lacks CONFIG_RDMA_RXE, CONFIG_INFINIBAND_USER_ACCESS"}
+    nvme = "kernel lacks CONFIG_BLK_DEV_NVME, CONFIG_PCI_P2PDMA"
+    assert gup.user_skips(config) == {"ibv-reg-mr": "kernel lacks CONFIG_RDMA_RXE, CONFIG_INFINIBAND_USER_ACCESS",
+                                      "odirect-nvme-read": nvme, "odirect-nvme-write": nvme}
 
 
 def _line(user: str, **kw) -> dict:
@@ -112,7 +114,7 @@ def test_holder_probes_its_own_anonymous_mapping(tmp_path: Path):
     except LabError as e:
         pytest.skip(str(e))
     out = tmp_path / "anon.txt"
-    Path(f"{out}.gup-req").write_text("- -\n")  # no disk, no uverbs device here
+    Path(f"{out}.gup-req").write_text("- - -\n")  # no disk, no uverbs device, no NVMe here
     proc = subprocess.Popen([str(holder), str(out), "anon", "anon", "anon"], stdin=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
     try:

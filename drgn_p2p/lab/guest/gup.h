@@ -17,14 +17,16 @@
  *   process-vm-readv   a second process ("holder --peek") reads the page with
  *                      process_vm_readv()
  *   proc-pid-mem       a second process pread()s /proc/PID/mem at the page
+ *   odirect-nvme-read  odirect-read on a namespace of the NVMe controller whose CMB
+ *   odirect-nvme-write the p2pdma scenarios map: a queue that allows P2PDMA pages
  *
  * User i probes held[m].addr + probe_off + i * probe_stride (wrapped inside the
  * mapping), so that a user that changes the leaf (migrates a device-private page
  * back, breaks COW, swaps in) does not change what the next user meets.
  *
- * OUTFILE.gup-req holds "DISK UVERBS\n": the O_DIRECT block device and the
- * uverbs character device ("-" where there is none: those users then fail
- * with "why").  Each attempt line:
+ * OUTFILE.gup-req holds "DISK UVERBS NVME\n": the O_DIRECT block device, the
+ * uverbs character device and the NVMe namespace ("-" where there is none:
+ * those users then fail with "why").  Each attempt line:
  *
  *   {"kind", "pid", "start", "len", "expect", "vm_flags", "user", "addr", "ret",
  *    "errno", "bytes", "want", "leaf_before", "leaf_after", "dmesg": [...], "why"}
@@ -74,16 +76,19 @@ static void gup_arm(void)
 
 enum {
 	U_ODIRECT_READ, U_ODIRECT_WRITE, U_IO_URING, U_IBV_REG_MR, U_VMSPLICE,
-	U_FUTEX, U_PROCESS_VM_READV, U_PROC_PID_MEM, NUSERS
+	U_FUTEX, U_PROCESS_VM_READV, U_PROC_PID_MEM, U_ODIRECT_NVME_READ,
+	U_ODIRECT_NVME_WRITE, NUSERS
 };
 static const char *const gup_users[NUSERS] = {
 	"odirect-read", "odirect-write", "io-uring-register", "ibv-reg-mr",
 	"vmsplice", "futex", "process-vm-readv", "proc-pid-mem",
+	"odirect-nvme-read", "odirect-nvme-write",
 };
 
 /* What one probe run shares between its attempts. */
 struct gup_ctx {
 	int disk;		/* O_RDWR|O_DIRECT block device, or -1 */
+	int nvme;		/* the same on the NVMe namespace, or -1 */
 	int ring;		/* io_uring fd, or -1 */
 	int uverbs;		/* uverbs fd with a context, or -1 */
 	uint32_t pd;		/* its protection domain */
@@ -220,13 +225,14 @@ static void result_of(struct gup_result *r, long ret, long want)
 	r->bytes = ret < 0 ? 0 : ret;
 }
 
-static void odirect(struct gup_ctx *c, struct gup_result *r, char *p, int write)
+/* O_DIRECT of the page to (@write) or from block device @fd; @why if there is none. */
+static void odirect(struct gup_result *r, char *p, int fd, int write, const char *why)
 {
-	if (c->disk < 0) {
-		r->why = c->why[write ? U_ODIRECT_WRITE : U_ODIRECT_READ];
+	if (fd < 0) {
+		r->why = why;
 		return;
 	}
-	result_of(r, write ? pwrite(c->disk, p, PAGE, PAGE) : pread(c->disk, p, PAGE, 0), PAGE);
+	result_of(r, write ? pwrite(fd, p, PAGE, PAGE) : pread(fd, p, PAGE, 0), PAGE);
 }
 
 static void uring_register(struct gup_ctx *c, struct gup_result *r, char *p)
@@ -407,10 +413,12 @@ static void gup_try(struct gup_ctx *c, int user, struct gup_result *r, char *p)
 	alarm(20);
 	switch (user) {
 	case U_ODIRECT_READ:
-		odirect(c, r, p, 0);
-		break;
 	case U_ODIRECT_WRITE:
-		odirect(c, r, p, 1);
+		odirect(r, p, c->disk, user == U_ODIRECT_WRITE, c->why[user]);
+		break;
+	case U_ODIRECT_NVME_READ:
+	case U_ODIRECT_NVME_WRITE:
+		odirect(r, p, c->nvme, user == U_ODIRECT_NVME_WRITE, c->why[user]);
 		break;
 	case U_IO_URING:
 		uring_register(c, r, p);
@@ -466,18 +474,27 @@ static void gup_attempt(struct gup_ctx *c, const struct held *h, int user)
 	fflush(gup_out);
 }
 
+/* Open block device @path O_DIRECT for users @u and @u + 1; or say why not. */
+static int odirect_open(struct gup_ctx *c, const char *path, int u)
+{
+	int fd = strcmp(path, "-") ? open(path, O_RDWR | O_DIRECT) : -1;
+
+	if (fd < 0) {
+		snprintf(c->why[u], sizeof(c->why[0]), "no O_DIRECT disk (%s: %s)", path,
+			 strcmp(path, "-") ? strerror(errno) : "none given");
+		strcpy(c->why[u + 1], c->why[u]);
+	}
+	return fd;
+}
+
 /* Open what the users share; a user that cannot be set up gets its "why". */
-static void gup_open(struct gup_ctx *c, const char *disk, const char *uverbs)
+static void gup_open(struct gup_ctx *c, const char *disk, const char *uverbs, const char *nvme)
 {
 	struct io_uring_params params = { 0 };
 
 	c->pagemap = open("/proc/self/pagemap", O_RDONLY);
-	c->disk = strcmp(disk, "-") ? open(disk, O_RDWR | O_DIRECT) : -1;
-	if (c->disk < 0) {
-		snprintf(c->why[U_ODIRECT_READ], sizeof(c->why[0]), "no O_DIRECT disk (%s: %s)", disk,
-			 strcmp(disk, "-") ? strerror(errno) : "none given");
-		strcpy(c->why[U_ODIRECT_WRITE], c->why[U_ODIRECT_READ]);
-	}
+	c->disk = odirect_open(c, disk, U_ODIRECT_READ);
+	c->nvme = odirect_open(c, nvme, U_ODIRECT_NVME_READ);
 	c->ring = syscall(SYS_io_uring_setup, 1, &params);
 	if (c->ring < 0)
 		snprintf(c->why[U_IO_URING], sizeof(c->why[0]), "io_uring_setup: %s", strerror(errno));
@@ -489,6 +506,8 @@ static void gup_close(struct gup_ctx *c)
 {
 	if (c->disk >= 0)
 		close(c->disk);
+	if (c->nvme >= 0)
+		close(c->nvme);
 	if (c->ring >= 0)
 		close(c->ring);
 	if (c->uverbs >= 0)
@@ -499,20 +518,20 @@ static void gup_close(struct gup_ctx *c)
 
 static void gup_probe(void)
 {
-	char req[4096], tmp[4096], disk[256] = "-", uverbs[256] = "-";
+	char req[4096], tmp[4096], disk[256] = "-", uverbs[256] = "-", nvme[256] = "-";
 	struct gup_ctx c = { 0 };
 	FILE *f;
 
 	snprintf(req, sizeof(req), "%s.gup-req", outfile);
 	f = fopen(req, "r");
-	if (!f || fscanf(f, "%255s %255s", disk, uverbs) != 2)
+	if (!f || fscanf(f, "%255s %255s %255s", disk, uverbs, nvme) != 3)
 		die("reading %s", req);
 	fclose(f);
 	snprintf(tmp, sizeof(tmp), "%s.gup.tmp", outfile);
 	gup_out = fopen(tmp, "w");
 	if (!gup_out)
 		die("creating %s", tmp);
-	gup_open(&c, disk, uverbs);
+	gup_open(&c, disk, uverbs, nvme);
 	for (int m = 0; m < nheld; m++)
 		for (int u = 0; u < NUSERS; u++)
 			gup_attempt(&c, &held[m], u);

@@ -3,26 +3,22 @@
 #
 # The GUP probe's guest side (drgn_p2p/lab/gup.py runs it with Guest.run):
 #
-#   gup.sh setup SERIAL   find the virtio-blk disk with serial SERIAL (the
-#                         O_DIRECT target), create a Soft-RoCE device (rdma_rxe
-#                         over a dummy netdev) and write "DISK UVERBS" to
-#                         /out/gup-req; a part that cannot be set up is "-" and
-#                         its reason is printed as "gup: … failed: …"
+#   gup.sh setup SERIAL NVME
+#                         find the virtio-blk disk with serial SERIAL (the
+#                         O_DIRECT target) and the namespace of the NVMe
+#                         controller with serial NVME ("-": none), create a
+#                         Soft-RoCE device (rdma_rxe over a dummy netdev) and
+#                         write "DISK UVERBS NVME" to /out/gup-req; a part that
+#                         cannot be set up is "-", and a "gup: …" line says why
 #   gup.sh probe KIND...  send SIGUSR1 to the holder of each scenario KIND and
 #                         wait until it has written /out/holders/KIND.txt.gup
 #                         (holder.c, gup.h); print "gup: KIND done|died|timeout"
 
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-wait_for() {
-	local n=$1 i
-	shift
-	for ((i = 0; i < n; i++)); do
-		"$@" && return 0
-		sleep 0.1
-	done
-	return 1
-}
+# wait_for, gone
+# shellcheck source=scenarios.sh
+. "$(dirname "$(readlink -f "$0")")/scenarios.sh"
 
 # The block device whose serial is $1.
 disk_with_serial() {
@@ -48,6 +44,21 @@ setup_disk() {
 	disk_with_serial "$1"
 }
 
+# The namespace block device of the NVMe controller whose serial is $1.
+nvme_ns_of() {
+	local b
+	for b in /sys/block/nvme*n*; do
+		[ "$(cat "$b/device/serial" 2>/dev/null)" = "$1" ] && { echo "/dev/${b##*/}"; return 0; }
+	done
+	return 1
+}
+
+setup_nvme() {
+	modprobe nvme || { echo "gup: modprobe nvme failed" >&2; return 1; }
+	wait_for 100 nvme_ns_of "$1" > /dev/null || { echo "gup: NVMe controller $1 has no namespace" >&2; return 1; }
+	nvme_ns_of "$1"
+}
+
 setup_rxe() {
 	local ib=qprxe0 net=qpgup0 dev
 	modprobe -a rdma_rxe ib_uverbs dummy || { echo "gup: modprobe rdma_rxe ib_uverbs dummy failed" >&2; return 1; }
@@ -64,19 +75,14 @@ setup_rxe() {
 }
 
 setup() {
-	local disk uverbs
+	local disk uverbs nvme=-
 	disk=$(setup_disk "$1") || disk=-
 	uverbs=$(setup_rxe) || uverbs=-
-	echo "$disk $uverbs" > /out/gup-req.tmp && mv -f /out/gup-req.tmp /out/gup-req
-	echo "gup: disk $disk uverbs $uverbs"
-}
-
-# Is process $1 gone (exited, possibly a zombie)?
-gone() {
-	local stat
-	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
-	stat=${stat##*) }
-	[ "${stat:0:1}" = Z ]
+	if [ "$2" != - ]; then
+		nvme=$(setup_nvme "$2") || nvme=-
+	fi
+	echo "$disk $uverbs $nvme" > /out/gup-req.tmp && mv -f /out/gup-req.tmp /out/gup-req
+	echo "gup: disk $disk uverbs $uverbs nvme $nvme"
 }
 
 probe() {
@@ -103,7 +109,7 @@ probe() {
 }
 
 case $1 in
-setup) setup "$2" ;;
+setup) setup "$2" "$3" ;;
 probe) shift; probe "$@" ;;
-*) echo "usage: gup.sh setup SERIAL | probe KIND..." >&2; exit 2 ;;
+*) echo "usage: gup.sh setup SERIAL NVME | probe KIND..." >&2; exit 2 ;;
 esac
