@@ -53,6 +53,20 @@ USERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("odirect-nvme-write", ("CONFIG_BLK_DEV_NVME", "CONFIG_PCI_P2PDMA")),
 )
 
+#: What each user does, for the rendered page (``guest/gup.h`` does it).
+USER_DESCRIPTIONS: Mapping[str, str] = {
+    "odirect-read": "pread() of the page from a virtio-blk disk opened O_DIRECT",
+    "odirect-write": "pwrite() of the page to it",
+    "io-uring-register": "IORING_REGISTER_BUFFERS (FOLL_LONGTERM)",
+    "ibv-reg-mr": "RDMA memory registration on Soft-RoCE, IB_ACCESS_LOCAL_WRITE (FOLL_LONGTERM)",
+    "vmsplice": "vmsplice() into a pipe",
+    "futex": "shared FUTEX_WAIT on the first word, a value it does not hold",
+    "process-vm-readv": "process_vm_readv() from a second process",
+    "proc-pid-mem": "pread() of /proc/PID/mem from a second process",
+    "odirect-nvme-read": "odirect-read from a namespace of the NVMe controller whose CMB backs the p2pdma mappings",
+    "odirect-nvme-write": "odirect-write to it",
+}
+
 #: The users that need the NVMe namespace, and why they are skipped without it.
 _NVME_USERS = ("odirect-nvme-read", "odirect-nvme-write")
 _NO_NVME = "no scenario with the NVMe controller's CMB (p2pdma, p2pdma-ro) is held"
@@ -342,10 +356,13 @@ def render_markdown(docs: Sequence[Mapping[str, Any]]) -> str:
     """``docs/gup-observed.md``: per mapping (scenario, expect) × user, what each kernel of *docs* did."""
     kernels = [d["kernel"] for d in docs]
     users = [u for u, _ in USERS]
-    rows: Dict[Tuple[str, str], Dict[str, Dict[str, str]]] = {}
+    # A row per (scenario, expect, n): the n-th mapping of that shape in a holder (io-uring holds two).
+    rows: Dict[Tuple[str, str, int], Dict[str, Dict[str, str]]] = {}
     for doc in docs:
+        seen: Dict[Tuple[str, str], int] = {}
         for m in doc["mappings"]:
-            row = rows.setdefault((m["scenario"], m["expect"]), {})
+            n = seen[m["scenario"], m["expect"]] = seen.get((m["scenario"], m["expect"]), 0) + 1
+            row = rows.setdefault((m["scenario"], m["expect"], n), {})
             for a in m["attempts"]:
                 row.setdefault(a["user"], {})[doc["kernel"]] = _cell(a)
     out = [
@@ -360,15 +377,18 @@ def render_markdown(docs: Sequence[Mapping[str, Any]]) -> str:
         "Kernels: " + ", ".join(f"`{k}`" for k in kernels) + ". A cell lists the kernels' outcomes in that "
         "order, one when they agree.",
         "",
+        "Users: " + "; ".join(f"`{u}` {what}" for u, what in USER_DESCRIPTIONS.items()) + ".",
+        "",
         "| mapping | expect | " + " | ".join(f"`{u}`" for u in users) + " |",
         "|---|---|" + "---|" * len(users),
     ]
-    for (scenario, expect), row in sorted(rows.items()):
+    for (scenario, expect, n), row in sorted(rows.items()):
         cells = []
         for user in users:
             got = [row.get(user, {}).get(k, "–") for k in kernels]
             cells.append(got[0] if len(set(got)) == 1 else " / ".join(got))
-        out.append(f"| {scenario} | {expect} | " + " | ".join(cells) + " |")
+        name = scenario if n == 1 else f"{scenario} ({n})"
+        out.append(f"| {name} | {expect} | " + " | ".join(cells) + " |")
     for doc in docs:
         if doc.get("not_probed") or doc.get("problems") or doc.get("skipped_users"):
             out += ["", f"## `{doc['kernel']}`", ""]

@@ -101,10 +101,21 @@ def test_markdown_refuses_other_documents(tmp_path: Path, capsys):
     assert "is not a drgn-p2p/gup-observed/1 document" in err and "usage:" in err
 
 
-def test_every_user_is_in_the_guest_probe():
+def test_every_user_is_in_the_guest_probe_and_described():
     source = (GUEST_DIR / "gup.h").read_text()
     for user, _ in gup.USERS:
         assert f'"{user}"' in source, user
+    assert list(gup.USER_DESCRIPTIONS) == [u for u, _ in gup.USERS]
+
+
+@pytest.mark.parametrize("output", ["/nonexistent-dir/observed.json", "/"])
+def test_gup_probe_refuses_an_output_it_cannot_write_before_booting(output: str):
+    from click.testing import CliRunner
+
+    from drgn_p2p.lab.cli import lab
+
+    result = CliRunner().invoke(lab, ["gup-probe", "-o", output])
+    assert result.exit_code == 2 and "cannot write" in result.output
 
 
 def test_holder_probes_its_own_anonymous_mapping(tmp_path: Path):

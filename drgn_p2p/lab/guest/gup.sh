@@ -48,7 +48,8 @@ setup_disk() {
 nvme_ns_of() {
 	local b
 	for b in /sys/block/nvme*n*; do
-		[ "$(cat "$b/device/serial" 2>/dev/null)" = "$1" ] && { echo "/dev/${b##*/}"; return 0; }
+		# NVMe pads its serial with spaces.
+		[ "$(tr -d ' ' < "$b/device/serial" 2>/dev/null)" = "$1" ] && { echo "/dev/${b##*/}"; return 0; }
 	done
 	return 1
 }
