@@ -375,7 +375,10 @@ def render_markdown(docs: Sequence[Mapping[str, Any]]) -> str:
         "\"(leaf changed)\" that /proc/self/pagemap showed another leaf afterwards.",
         "",
         "Kernels: " + ", ".join(f"`{k}`" for k in kernels) + ". A cell lists the kernels' outcomes in that "
-        "order, one when they agree.",
+        "order, one when they agree; `–` where that kernel did not hold the mapping or lacks the user "
+        "(its config: see the end of the page). Each user probed its own page of the mapping "
+        "(`attempts[*].addr` in the documents), so a row can mix pages that were never faulted in "
+        "(`tcp-zc`, `vdso`) with pages that were.",
         "",
         "Users: " + "; ".join(f"`{u}` {what}" for u, what in USER_DESCRIPTIONS.items()) + ".",
         "",
@@ -390,11 +393,13 @@ def render_markdown(docs: Sequence[Mapping[str, Any]]) -> str:
         name = scenario if n == 1 else f"{scenario} ({n})"
         out.append(f"| {name} | {expect} | " + " | ".join(cells) + " |")
     for doc in docs:
-        if doc.get("not_probed") or doc.get("problems") or doc.get("skipped_users"):
-            out += ["", f"## `{doc['kernel']}`", ""]
-            out += [f"- not probed: {k}: {v}" for k, v in doc.get("not_probed", {}).items()]
-            out += [f"- user skipped: {k}: {v}" for k, v in doc.get("skipped_users", {}).items()]
-            out += [f"- problem: {p}" for p in doc.get("problems", [])]
+        out += ["", f"## `{doc['kernel']}`", ""]
+        if "timings" in doc:
+            out.append("- seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in doc["timings"].items()))
+        out += [f"- not held: {k}: {v}" for k, v in doc.get("skipped", {}).items()]
+        out += [f"- not probed: {k}: {v}" for k, v in doc.get("not_probed", {}).items()]
+        out += [f"- user skipped: {k}: {v}" for k, v in doc.get("skipped_users", {}).items()]
+        out += [f"- problem: {p}" for p in doc.get("problems", [])]
     return "\n".join(out) + "\n"
 
 
