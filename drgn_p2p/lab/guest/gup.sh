@@ -20,44 +20,22 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # shellcheck source=scenarios.sh
 . "$(dirname "$(readlink -f "$0")")/scenarios.sh"
 
-# The block device whose serial is $1.
-disk_with_serial() {
-	local b
-	for b in /sys/block/vd*; do
-		[ "$(cat "$b/serial" 2>/dev/null)" = "$1" ] && { echo "/dev/${b##*/}"; return 0; }
+# The device node /dev/NAME of the first /sys path of glob $1 whose attribute
+# $2 reads $3 (spaces removed: NVMe pads its serial with them).
+node_whose() {
+	local d
+	for d in $1; do
+		[ "$(tr -d ' ' < "$d/$2" 2>/dev/null)" = "$3" ] && { echo "/dev/${d##*/}"; return 0; }
 	done
 	return 1
 }
 
-# The uverbs character device of RDMA device $1.
-uverbs_of() {
-	local u
-	for u in /sys/class/infiniband_verbs/uverbs*; do
-		[ "$(cat "$u/ibdev" 2>/dev/null)" = "$1" ] && { echo "/dev/infiniband/${u##*/}"; return 0; }
-	done
-	return 1
-}
-
-setup_disk() {
-	modprobe virtio_blk || { echo "gup: modprobe virtio_blk failed" >&2; return 1; }
-	wait_for 100 disk_with_serial "$1" > /dev/null || { echo "gup: no virtio-blk disk with serial $1" >&2; return 1; }
-	disk_with_serial "$1"
-}
-
-# The namespace block device of the NVMe controller whose serial is $1.
-nvme_ns_of() {
-	local b
-	for b in /sys/block/nvme*n*; do
-		# NVMe pads its serial with spaces.
-		[ "$(tr -d ' ' < "$b/device/serial" 2>/dev/null)" = "$1" ] && { echo "/dev/${b##*/}"; return 0; }
-	done
-	return 1
-}
-
-setup_nvme() {
-	modprobe nvme || { echo "gup: modprobe nvme failed" >&2; return 1; }
-	wait_for 100 nvme_ns_of "$1" > /dev/null || { echo "gup: NVMe controller $1 has no namespace" >&2; return 1; }
-	nvme_ns_of "$1"
+# setup_blockdev MODULE GLOB ATTRIBUTE VALUE: load MODULE, wait for the block
+# device of GLOB whose ATTRIBUTE is VALUE and print its node.
+setup_blockdev() {
+	modprobe "$1" || { echo "gup: modprobe $1 failed" >&2; return 1; }
+	wait_for 100 node_whose "$2" "$3" "$4" > /dev/null || { echo "gup: no block device $2 with $3 $4" >&2; return 1; }
+	node_whose "$2" "$3" "$4"
 }
 
 setup_rxe() {
@@ -69,18 +47,19 @@ setup_rxe() {
 		rdma link add "$ib" type rxe netdev "$net" ||
 			{ echo "gup: rdma link add $ib type rxe netdev $net failed" >&2; return 1; }
 	fi
-	wait_for 100 uverbs_of "$ib" > /dev/null || { echo "gup: $ib has no uverbs device" >&2; return 1; }
-	dev=$(uverbs_of "$ib")
+	wait_for 100 node_whose "/sys/class/infiniband_verbs/uverbs*" ibdev "$ib" > /dev/null ||
+		{ echo "gup: $ib has no uverbs device" >&2; return 1; }
+	dev=/dev/infiniband/$(basename "$(node_whose "/sys/class/infiniband_verbs/uverbs*" ibdev "$ib")")
 	wait_for 50 test -c "$dev" || { echo "gup: $dev did not appear" >&2; return 1; }
 	echo "$dev"
 }
 
 setup() {
 	local disk uverbs nvme=-
-	disk=$(setup_disk "$1") || disk=-
+	disk=$(setup_blockdev virtio_blk "/sys/block/vd*" serial "$1") || disk=-
 	uverbs=$(setup_rxe) || uverbs=-
 	if [ "$2" != - ]; then
-		nvme=$(setup_nvme "$2") || nvme=-
+		nvme=$(setup_blockdev nvme "/sys/block/nvme*n*" device/serial "$2") || nvme=-
 	fi
 	echo "$disk $uverbs $nvme" > /out/gup-req.tmp && mv -f /out/gup-req.tmp /out/gup-req
 	echo "gup: disk $disk uverbs $uverbs nvme $nvme"
