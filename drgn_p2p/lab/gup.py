@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from . import LabError
+from . import LabError, cache_dir
 from .scenarios import GUEST_DIR, NVME_CMB_ID, kernel_config, plan
 
 __all__ = ("SCHEMA", "USERS", "NOT_PROBED", "OUTCOME_WORDS", "Attempt", "ProbedMapping", "GupObserved",
@@ -249,15 +249,31 @@ def _mappings(lines: Sequence[Mapping[str, Any]], audit: Mapping[str, Any],
     return out
 
 
+#: What the lab cache's directory is called in a document: the holders' own
+#: text is mapped from there, and the document does not keep the host's path.
+CACHE_TOKEN = "${XDG_CACHE_HOME:-~/.cache}/drgn-p2p"
+
+
+def without_cache_path(doc: Any, cache: str) -> Any:
+    """*doc* (JSON data) with every string starting with the directory *cache* starting with :data:`CACHE_TOKEN`."""
+    if isinstance(doc, str):
+        return CACHE_TOKEN + doc[len(cache):] if doc.startswith(cache.rstrip("/") + "/") else doc
+    if isinstance(doc, list):
+        return [without_cache_path(v, cache) for v in doc]
+    if isinstance(doc, dict):
+        return {k: without_cache_path(v, cache) for k, v in doc.items()}
+    return doc
+
+
 def _audit_holders(guest, dump_dir: Path) -> Dict[str, Any]:
-    """The audit (QMP, JSON, every VMA) of the holder processes."""
+    """The audit (QMP, JSON, every VMA) of the holder processes; paths in the lab cache as :data:`CACHE_TOKEN`."""
     from .cli import audit_streams
 
     code, out, err = audit_streams(guest, "qemu", ["--json", "-v", "--comm", "holder", "--fail-on", "error"],
                                    dump_dir)
     if code not in (0, 1) or not out.strip():
         raise LabError(f"the audit of the holders exited {code}: {err.strip()[-800:]}")
-    return json.loads(out)
+    return without_cache_path(json.loads(out), str(cache_dir()))
 
 
 def probe(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = True, log=None,

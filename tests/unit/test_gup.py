@@ -153,3 +153,11 @@ def test_holder_probes_its_own_anonymous_mapping(tmp_path: Path):
     assert by_user["ibv-reg-mr"].outcome == "error"
     assert by_user["vmsplice"].outcome == "ok"
     assert by_user["futex"].outcome == "ok" and by_user["futex"].errno in ("EAGAIN", "ETIMEDOUT")
+
+
+def test_the_lab_cache_path_is_not_kept():
+    doc = {"vmas": [{"file": "/home/u/.cache/drgn-p2p/bin/ab/holder", "ops": None},
+                    {"file": "/home/u/.cache/drgn-p2p-other/x"}], "n": 3}
+    assert gup.without_cache_path(doc, "/home/u/.cache/drgn-p2p") == {
+        "vmas": [{"file": "${XDG_CACHE_HOME:-~/.cache}/drgn-p2p/bin/ab/holder", "ops": None},
+                 {"file": "/home/u/.cache/drgn-p2p-other/x"}], "n": 3}
