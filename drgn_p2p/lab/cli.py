@@ -321,3 +321,41 @@ def shell(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level
         pass
     finally:
         guest.close()
+
+
+@lab.command("gup-probe")
+@_with_kernel_options
+@click.option("-o", "--output", metavar="FILE", help="Write the JSON document (drgn-p2p/gup-observed/1) to FILE "
+              "instead of stdout.")
+def gup_probe(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, output) -> None:
+    """Try each GUP user (O_DIRECT, io_uring, RDMA, vmsplice, futex, process_vm_readv,
+    /proc/PID/mem) on each held mapping and record what the kernel really did.
+
+    Exits 2 when the lab fails, or when a mapping could not be set up or probed.
+    """
+    from .gup import probe
+
+    if output and (not Path(output).parent.is_dir() or Path(output).is_dir()):
+        raise click.UsageError(f"cannot write {output}: no such directory, or it is a directory")
+    try:
+        kernel = _kernel(kernel_name, bzimage, vmlinux, modules, kconfig)
+        observed = probe(kernel, scenarios or None, la57=not four_level, log=lambda line: _console.print(escape(line), soft_wrap=True))
+    except LabError as e:
+        _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
+        sys.exit(2)
+    text = json.dumps(observed.to_json(), indent=1) + "\n"
+    if output:
+        try:
+            Path(output).write_text(text)
+        except OSError as e:
+            _console.print(f"[bold red]error:[/] cannot write {escape(output)}: {escape(e.strerror or str(e))}")
+            sys.exit(2)
+    else:
+        click.echo(text, nl=False)
+    for m in observed.mappings:
+        outcomes = " ".join(f"{a.user}={a.outcome}{'*' if a.migrated else ''}" for a in m.attempts)
+        _console.print(f"  {m.scenario:<16} {m.expect:<20} {escape(outcomes)}", soft_wrap=True)
+    for problem in observed.problems:
+        _console.print(f"[bold red]problem:[/] {escape(problem)}", soft_wrap=True)
+    _console.print(f"lab: gup-probe of {observed.kernel} took {observed.timings.get('total', 0):.0f} s")
+    sys.exit(2 if observed.problems else 0)

@@ -28,6 +28,7 @@ from drgn_p2p.lab import LabError, cache_dir
 
 __all__ = (
     "GUEST_DIR",
+    "NVME_CMB_ID",
     "SCENARIOS",
     "ZOO",
     "Plan",
@@ -88,8 +89,11 @@ _IVSHMEM16 = (
     "-object", "memory-backend-memfd,id=qp-ivs0,size=16M,share=on",
     "-device", "ivshmem-plain,memdev=qp-ivs0",
 )
-#: The NVMe controller whose CMB hosts p2pmem (``p2pdma``, ``p2pdma-ro``).
-_NVME_CMB = ("-device", "nvme,serial=qpnvme0,cmb_size_mb=64")
+#: The QEMU id of the NVMe controller whose CMB hosts p2pmem (the GUP probe
+#: gives it a namespace: O_DIRECT there may move P2PDMA pages).
+NVME_CMB_ID = "qpnvme0"
+#: That controller (``p2pdma``, ``p2pdma-ro``); its serial is its id.
+_NVME_CMB = ("-device", f"nvme,id={NVME_CMB_ID},serial={NVME_CMB_ID},cmb_size_mb=64")
 _P2PDMA = ("CONFIG_PCI_P2PDMA", "CONFIG_BLK_DEV_NVME")
 #: The display devices of ``drm-ttm`` (qxl also backs ``fbdev``).
 _QXL_BOCHS = ("-device", "qxl", "-device", "bochs-display")
@@ -360,10 +364,12 @@ def guest_binary(name: str) -> Path:
     Return the path of the static guest program ``guest/<name>.c`` (``holder``,
     ``benchload``), compiled with ``gcc -O2 -static`` into
     ``<cache>/bin/<source hash>/<name>`` when no binary for this exact source
-    exists yet. The binary keeps the source's name, so its ``comm`` is *name*.
+    exists yet (the hash covers the headers ``guest/*.h`` it may include). The
+    binary keeps the source's name, so its ``comm`` is *name*.
     """
     src = GUEST_DIR / f"{name}.c"
-    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(src.read_bytes() + b"".join(
+        h.read_bytes() for h in sorted(GUEST_DIR.glob("*.h")))).hexdigest()[:16]
     dest = cache_dir() / "bin" / digest / name
     if dest.exists():
         return dest

@@ -420,7 +420,8 @@ GUEST_MEMORY = "2560M"
 
 
 def _qemu_argv(kernel: Any, initrd: Path, run_dir: Path, plan_: Plan, la57: bool,
-               memory: str, smp: int, extra_cmdline: Sequence[str]) -> List[str]:
+               memory: str, smp: int, extra_cmdline: Sequence[str],
+               extra_qemu_args: Sequence[str] = ()) -> List[str]:
     """The full QEMU command line for one boot."""
     stage2 = _no_space(GUEST_DIR / "init.sh", "guest script")
     cmdline = ["console=ttyS0", "loglevel=4", "panic=-1", f"qp.stage2={stage2}",
@@ -441,7 +442,7 @@ def _qemu_argv(kernel: Any, initrd: Path, run_dir: Path, plan_: Plan, la57: bool
         *qmp("qmp.sock"), *qmp("qmp-ctl.sock"), "-device", "vmcoreinfo",
         *early,
         *fsdev("hostroot", "/", True), *fsdev("out", run_dir / "out", False),
-        *devices,
+        *devices, *extra_qemu_args,
     ]
 
 
@@ -458,7 +459,7 @@ def _run_dir() -> Path:
 def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = True,
           extra_cmdline: Sequence[str] = (), timeout: Optional[float] = None,
           test_hmm: Optional["os.PathLike[str] | str"] = None,
-          memory: str = GUEST_MEMORY, smp: int = 2) -> Guest:
+          memory: str = GUEST_MEMORY, smp: int = 2, extra_qemu_args: Sequence[str] = ()) -> Guest:
     """
     Boot and wait until ready, like :func:`boot`, but return the
     :class:`Guest` without a ``with`` block; the caller must
@@ -475,7 +476,8 @@ def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = T
     retries: List[str] = []
     while True:
         try:
-            guest = _start_once(kernel, plan_, holder, initrd, la57, extra_cmdline, timeout, memory, smp)
+            guest = _start_once(kernel, plan_, holder, initrd, la57, extra_cmdline, timeout, memory, smp,
+                                extra_qemu_args)
         except EarlyDeath as e:
             # Under TCG a guest can die once in a while (a panic in
             # sched_clock_cpu in early boot, an int3 oops in schedule_idle
@@ -494,12 +496,12 @@ def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = T
 
 
 def _start_once(kernel: Any, plan_: Plan, holder: Path, initrd: Path, la57: bool, extra_cmdline: Sequence[str],
-                timeout: float, memory: str, smp: int) -> Guest:
+                timeout: float, memory: str, smp: int, extra_qemu_args: Sequence[str]) -> Guest:
     """One boot of :func:`start`."""
     run_dir = _run_dir()
     try:
         _prepare_out(run_dir / "out", kernel, plan_, holder)
-        argv = _qemu_argv(kernel, initrd, run_dir, plan_, la57, memory, smp, extra_cmdline)
+        argv = _qemu_argv(kernel, initrd, run_dir, plan_, la57, memory, smp, extra_cmdline, extra_qemu_args)
         (run_dir / "qemu.argv").write_text(shlex.join(argv) + "\n")
         with open(run_dir / "qemu.log", "wb") as log:
             started = time.monotonic()
@@ -529,7 +531,7 @@ def _start_once(kernel: Any, plan_: Plan, holder: Path, initrd: Path, la57: bool
 def boot(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = True,
          extra_cmdline: Sequence[str] = (), timeout: Optional[float] = None,
          test_hmm: Optional["os.PathLike[str] | str"] = None,
-         memory: str = GUEST_MEMORY, smp: int = 2) -> Iterator[Guest]:
+         memory: str = GUEST_MEMORY, smp: int = 2, extra_qemu_args: Sequence[str] = ()) -> Iterator[Guest]:
     """
     Boot *kernel* with *scenarios* held and yield the ready :class:`Guest`;
     release it (power off, kill after 30 s) on exit.
@@ -541,13 +543,15 @@ def boot(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = Tr
         :attr:`Guest.skipped` with the reason.
     :param la57: 5-level paging (``-cpu max``); False gives 4-level paging.
     :param extra_cmdline: More kernel command line words.
+    :param extra_qemu_args: More QEMU arguments, after the scenarios' devices
+        (e.g. the GUP probe's virtio-blk disk).
     :param timeout: Seconds until every mapping must be held (default
         ``$DRGN_P2P_LAB_BOOT_TIMEOUT``, else :data:`BOOT_TIMEOUT`).
     :param test_hmm: test_hmm.ko for ``device-private``
         (default ``$DRGN_P2P_TEST_HMM``).
     :raises LabError: if QEMU cannot start, exits or times out before ready.
     """
-    guest = start(kernel, scenarios, la57, extra_cmdline, timeout, test_hmm, memory, smp)
+    guest = start(kernel, scenarios, la57, extra_cmdline, timeout, test_hmm, memory, smp, extra_qemu_args)
     try:
         yield guest
     finally:
