@@ -114,6 +114,10 @@ _PCI_RESOURCE = re.compile(r"/resource\d+(_wc)?$")
 _TTM_ACCESS_OPS = ("ttm_bo_vm_ops", "drm_gem_ttm_vm_ops", "amdgpu_gem_vm_ops", "radeon_gem_vm_ops")
 
 
+#: vm_ops of _install_special_mapping() (vDSO, vvar): kernel pages without a mapping.
+_SPECIAL_MAPPING_OPS = ("special_mapping_vmops", "legacy_special_mapping_vmops")
+
+
 @dataclass(frozen=True)
 class VmaShape:
     """What the predictor reads of a ``struct vm_area_struct`` (hashable)."""
@@ -256,8 +260,8 @@ def _folio_mapping(ctx: _Ctx) -> str:
         return "file"  # dax_associate_entry()/dax_set_mapping()
     if ctx.has("HUGETLB"):
         return "hugetlb"
-    if ctx.has("MIXEDMAP", "PFNMAP"):
-        return "none"  # driver pages inserted with vm_insert_page()/remap_pfn_range()
+    if ctx.has("MIXEDMAP", "PFNMAP") or ctx.vma.ops in _SPECIAL_MAPPING_OPS:
+        return "none"  # driver pages (vm_insert_page()/remap_pfn_range()), the vDSO
     if ctx.anon_vma:
         return "anon"
     if ctx.vma.ops in _SHMEM_OPS:
@@ -386,6 +390,11 @@ def _present(ctx: _Ctx, write: bool, longterm: bool, pin: bool, p2p: bool) -> _R
             "memmap that does not exist (or reports \"Bad page map\" above highest_memmap_pfn)"
         ), False, faulted
     if write and not leaf.writable:
+        if ctx.has("UFFD_WP"):
+            return "hang", "handle_userfault", (
+                "read-only leaf in a userfaultfd write-protected VMA: the write fault waits for the "
+                "userfaultfd handler"
+            ), False, True
         faulted = True  # can_follow_write_pte() fails: write fault (COW, unshare, dirty tracking)
         if kind in (PageKind.ZERO_PAGE, PageKind.HUGE_ZERO):
             kind, page = PageKind.RAM, True  # the write fault replaces the zero page with an anonymous page

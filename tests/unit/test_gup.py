@@ -325,3 +325,43 @@ def test_text_summary_groups_users_by_outcome():
     assert line.startswith("fast:fallback pin:refuse(EFAULT) longterm:refuse(EFAULT) p2pdma:refuse(EFAULT)")
     assert "| EFAULT: odirect-read odirect-write io-uring-register ibv-reg-mr vmsplice futex process-vm-readv" in line
     assert line.endswith("| ok: proc-pid-mem")
+
+
+@pytest.mark.parametrize("layout", ALL, ids=lambda l: l.release)
+def test_vdso_futex_has_no_key(layout):
+    # _install_special_mapping(): kernel pages, VM_MAYWRITE but no VM_WRITE.
+    t = table(layout, _vma(layout, ("READ", "EXEC", "MAYREAD", "MAYWRITE", "MAYEXEC", "MIXEDMAP"),
+                           "special_mapping_vmops"), leaf(writable=False), K.RAM)
+    # check_vma_flags(): FOLL_WRITE without VM_WRITE → -EFAULT (O_DIRECT read into it).
+    assert t["odirect-read"] == ("EFAULT", "check_vma_flags")
+    # get_futex_key(): the read-only retry finds a page whose folio->mapping is NULL.
+    assert t["futex"] == ("EFAULT", "get_futex_key")
+    assert t["odirect-write"][0] == "ok"
+
+
+@pytest.mark.parametrize("layout", ALL, ids=lambda l: l.release)
+def test_non_present_entries(layout):
+    rw = _vma(layout, RW)
+    swap = table(layout, rw, leaf(kind=EntryKind.SWAP, pfn=None), K.NONE)
+    # GUP-fast: not present; the slow path faults: do_swap_page() swaps in.
+    assert swap["gup-fast"][0] == "fallback" and swap["pin"] == ("fault-first", "do_swap_page")
+    hw = table(layout, rw, leaf(kind=EntryKind.HWPOISON), K.RAM)
+    # vm_fault_to_errno(): VM_FAULT_HWPOISON without FOLL_HWPOISON → -EFAULT; mem_rw() → -EIO.
+    assert hw["odirect-read"] == ("EFAULT", "vm_fault_to_errno")
+    assert hw["proc-pid-mem"] == ("EIO", "__access_remote_vm")
+    mig = table(layout, rw, leaf(kind=EntryKind.MIGRATION), K.RAM)
+    assert mig["odirect-read"] == ("ok", "migration_entry_wait")
+
+
+def test_guard_marker_faults_with_sigsegv():
+    # handle_pte_marker(): PTE_MARKER_GUARD → VM_FAULT_SIGSEGV → -EFAULT (v6.13+).
+    lf = dataclasses.replace(leaf(kind=EntryKind.MARKER, pfn=None), swap_offset=L72.pte_markers["guard"])
+    t = table(L72, _vma(L72, RW), lf, K.NONE)
+    assert t["odirect-write"] == ("EFAULT", "handle_pte_marker")
+
+
+def test_uffd_wp_write_waits_for_the_handler():
+    t = table(L72, _vma(L72, RW + ("UFFD_WP",)), leaf(writable=False), K.RAM)
+    # A write fault on a write-protected PTE: handle_userfault() sleeps until userspace resolves it.
+    assert t["odirect-read"] == ("hang", "handle_userfault")
+    assert t["odirect-write"][0] == "ok"
