@@ -110,8 +110,10 @@ _WRITENOTIFY_OPS = (
 #: sysfs ``resourceN``/``resourceN_wc`` files).
 _PHYS_ACCESS_OPS = ("mmap_mem_ops", "pci_phys_vm_ops")
 _PCI_RESOURCE = re.compile(r"/resource\d+(_wc)?$")
-#: vm_ops with an ``access`` of their own (TTM buffer objects).
-_TTM_ACCESS_OPS = ("ttm_bo_vm_ops", "drm_gem_ttm_vm_ops", "amdgpu_gem_vm_ops", "radeon_gem_vm_ops")
+#: vm_ops whose ``access`` is ``ttm_bo_vm_access()`` (TTM buffer objects); amdgpu's
+#: driver also has ``access_memory()`` for VRAM.
+_TTM_ACCESS_OPS = ("ttm_bo_vm_ops", "drm_gem_ttm_vm_ops", "radeon_gem_vm_ops")
+_TTM_OWN_ACCESS_OPS = ("amdgpu_gem_vm_ops",)
 
 
 #: vm_ops of _install_special_mapping() (vDSO, vvar): kernel pages without a mapping.
@@ -128,7 +130,8 @@ class VmaShape:
     #: ``vma_is_fsdax()``: a DAX file (its vm_ops, or fsdax pages mapped in it).
     fsdax: bool
     #: The ``access`` op ``__access_remote_vm()`` falls back to: "phys"
-    #: (generic_access_phys), "ttm", "kernfs-none" (kernfs without one), None.
+    #: (generic_access_phys), "ttm", "ttm-own" (TTM with the driver's
+    #: access_memory), "kernfs-none" (kernfs without one), None.
     access: Optional[str]
 
 
@@ -144,6 +147,8 @@ def vma_shape(vma: Vma, fsdax_pages: bool = False) -> VmaShape:
         access = "phys" if vma.file and _PCI_RESOURCE.search(vma.file) else "kernfs-none"
     elif ops in _TTM_ACCESS_OPS:
         access = "ttm"
+    elif ops in _TTM_OWN_ACCESS_OPS:
+        access = "ttm-own"
     return VmaShape(vma.flags, ops, vma.file is not None, fsdax_pages or ops == "ext4_dax_vm_ops", access)
 
 
@@ -515,8 +520,14 @@ def _proc_mem(ctx: _Ctx) -> _Res:
                 "GUP fails, generic_access_phys() ioremap_prot()s System RAM, which x86 ioremap refuses"
             ), False, False
         return "ok", "generic_access_phys", f"GUP fails ({res[0]}); vm_ops->access maps the PFN with ioremap_prot()", False, False
+    if access == "ttm-own":
+        return "ok", "ttm_bo_vm_access", f"GUP fails ({res[0]}); the driver's access_memory() copies VRAM", False, False
     if access == "ttm":
-        return "ok", "ttm_bo_vm_access", f"GUP fails ({res[0]}); TTM copies the buffer object", False, False
+        if ctx.kind == PageKind.NO_MEMMAP:
+            return "EIO", "ttm_bo_vm_access", (
+                f"GUP fails ({res[0]}); a buffer object in VRAM and no bdev->funcs->access_memory(): -EIO"
+            ), False, False
+        return "ok", "ttm_bo_vm_access", f"GUP fails ({res[0]}); TTM kmaps the system/TT buffer object", False, False
     why = "kernfs_vma_access() has no bin-attribute access" if access == "kernfs-none" else "no vm_ops->access"
     return "EIO", "__access_remote_vm", f"GUP fails ({res[0]}) and {why}: mem_rw() copied nothing", False, False
 

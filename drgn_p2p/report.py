@@ -346,7 +346,6 @@ def print_audit(console: Console, result, layout: Layout, verbose: bool = False)
             console.print(
                 f"  {r.vma.pid} {seg.start:#x}-{seg.end:#x}  " + escape(gup_summary(seg.predictions))
                 + (f"  [dim](+{more} segment{'s' if more > 1 else ''})[/]" if more > 0 else ""),
-                soft_wrap=True,
             )
     if result.findings:
         console.print("[bold]Findings[/]")

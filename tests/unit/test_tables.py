@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from drgn_p2p.explain import print_explanation
-from drgn_p2p.gup import predict, vma_shape
+from drgn_p2p.gup import predict, segments, vma_shape
 from drgn_p2p.pipeline import AuditResult, VmaReport
 from drgn_p2p.records import PageKind
 from drgn_p2p.report import print_audit, print_maps, print_pgmaps
@@ -38,6 +38,8 @@ def _result() -> AuditResult:
             leaves_by_level=(("pmd", 8), ("pte", 16), ("pud", 1)),
             special=16, devmap=0, unreadable_tables=0, pages_by_pgmap=((0xFFFF_8880_0412_3400, 16),),
             runs=(run(vma, leaf(va=start, pfn=0xFD000, special=True), PageKind.NO_MEMMAP, count=4),),
+            gup=segments(L72, vma_shape(vma), start, end,
+                         [(start + 0x1000, start + 0x2000, leaf(va=start, pfn=0xFD000, special=True), PageKind.NO_MEMMAP)]),
         ))
     result = AuditResult(layout=L72, vmas=reports)
     result.stats.processes, result.stats.vmas = 1, 2
@@ -74,6 +76,9 @@ def test_address_ranges_never_wrap(command: str, width: int) -> None:
     assert max(len(line) for line in text.splitlines()) <= width
     if command == "pgmaps":
         wanted = [f"{r['start']}-{r['end']}" for r in _pgmap_rows()] + [r["pgmap"] for r in _pgmap_rows()]
+    elif command == "audit":
+        # The VMA ranges in the table, and the GUP line's mapped segment.
+        wanted = [f"{START:#x}-{END:#x}", f"{START57:#x}-{END57:#x}", f"{START + 0x1000:#x}-{START + 0x2000:#x}"]
     else:
         wanted = [f"{START:#x}-{END:#x}", f"{START57:#x}-{END57:#x}"]
     for address in wanted:
