@@ -205,6 +205,12 @@ def _special(ctx: _Ctx) -> bool:
     return leaf.special and layout.has_pud_special
 
 
+def _above_memmap(ctx: _Ctx) -> bool:
+    """The leaf's PFN is above ``highest_memmap_pfn`` (unknown: False)."""
+    top, leaf = ctx.layout.highest_memmap_pfn, ctx.leaf
+    return top is not None and leaf is not None and leaf.pfn is not None and leaf.pfn > top
+
+
 def _devmap(ctx: _Ctx) -> bool:
     return ctx.leaf is not None and ctx.leaf.devmap and ctx.layout.devmap_bit is not None
 
@@ -367,6 +373,8 @@ def _nonpresent(ctx: _Ctx, write: bool, longterm: bool, pin: bool, p2p: bool) ->
         return _marker(ctx, write)
     if k == EntryKind.SWAPIN_ERROR:
         return "EFAULT", "do_swap_page", "swap-in error entry: VM_FAULT_SIGBUS", False, True
+    if leaf.swap_type is not None and leaf.swap_type == ctx.layout.swap.pte_marker:
+        return "EFAULT", "handle_pte_marker", "PTE marker with unknown bits: VM_FAULT_SIGBUS", False, True
     return "EFAULT", "do_swap_page", f"{k.value} entry matches no format: the fault reports a bad swap entry", False, True
 
 
@@ -390,9 +398,14 @@ def _present(ctx: _Ctx, write: bool, longterm: bool, pin: bool, p2p: bool) -> _R
                 "\"Bad page map\" and returns no page"
             ), False, faulted
     elif not kind.has_memmap:
+        if _above_memmap(ctx):
+            return "EEXIST", "follow_pfn_pte", (
+                "non-special leaf of a PFN above highest_memmap_pfn: vm_normal_page() reports \"Bad page map\" "
+                "and returns no page"
+            ), False, faulted
         return "oops", vnp, (
-            "non-special leaf of a PFN without struct page: vm_normal_page() returns pfn_to_page() of "
-            "memmap that does not exist (or reports \"Bad page map\" above highest_memmap_pfn)"
+            "non-special leaf of a PFN without struct page below highest_memmap_pfn: vm_normal_page() "
+            "returns pfn_to_page() of memmap that does not exist"
         ), False, faulted
     if write and not leaf.writable:
         if ctx.has("UFFD_WP"):
@@ -578,6 +591,7 @@ def predict(layout: Layout, vma: VmaShape, leaf: Optional[Leaf], kind: PageKind)
     sig = (vma, kind) if leaf is None else (
         vma, kind, leaf.level, leaf.kind, leaf.special, leaf.devmap, leaf.writable,
         leaf.swap_offset if leaf.kind == EntryKind.MARKER else None,
+        kind == PageKind.NO_MEMMAP and _above_memmap(_Ctx(layout, vma, leaf, kind)),
     )
     hit = _cache.get(sig)
     if hit is None:

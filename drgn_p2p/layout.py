@@ -60,6 +60,7 @@ def read_layout(prog: drgn.Program) -> Layout:
     zero_pfn, huge_zero_pfn = _zero_pfns(prog, learned)
     zone_shift, zone_bits, zone_names = _zone_field(prog, learned)
     p2pdma_gate, longterm_file_check, fast_renamed = _gup_facts(prog, learned)
+    highest_memmap_pfn = _highest_memmap_pfn(prog, learned)
 
     layout = Layout(
         arch="x86_64",
@@ -86,6 +87,7 @@ def read_layout(prog: drgn.Program) -> Layout:
         gup_p2pdma_gate=p2pdma_gate,
         gup_longterm_file_check=longterm_file_check,
         gup_fast_renamed=fast_renamed,
+        highest_memmap_pfn=highest_memmap_pfn,
         learned=learned,
     )
     prog.cache["drgn_p2p_layout"] = layout
@@ -96,16 +98,19 @@ def _current(prog: drgn.Program, layout: Layout) -> Layout:
     """*layout* with the facts that change while the kernel runs read again.
 
     The huge zero folio is allocated on first use and freed by its shrinker
-    when unused, then allocated anew: ``huge_zero_pfn`` moves. Everything
+    when unused, then allocated anew: ``huge_zero_pfn`` moves; memory
+    hotplug and memremap_pages() raise ``highest_memmap_pfn``. Everything
     else in a layout is fixed at boot. A long-lived session (the library,
     repeated audits of a live or QMP target) must not judge with a stale one.
     """
     learned: Dict[str, Learned] = {}
     _, huge_zero_pfn = _zero_pfns(prog, learned)
-    if huge_zero_pfn == layout.huge_zero_pfn:
+    highest_memmap_pfn = _highest_memmap_pfn(prog, learned)
+    if huge_zero_pfn == layout.huge_zero_pfn and highest_memmap_pfn == layout.highest_memmap_pfn:
         return layout
     layout = dataclasses.replace(
-        layout, huge_zero_pfn=huge_zero_pfn, learned={**layout.learned, "huge_zero_pfn": learned["huge_zero_pfn"]}
+        layout, huge_zero_pfn=huge_zero_pfn, highest_memmap_pfn=highest_memmap_pfn,
+        learned={**layout.learned, **learned},
     )
     prog.cache["drgn_p2p_layout"] = layout
     return layout
@@ -387,6 +392,18 @@ def _zero_pfns(prog: drgn.Program, learned: Dict[str, Learned]) -> Tuple[int, Op
     except (KeyError, LookupError, drgn.FaultError):
         learned["huge_zero_pfn"] = Learned(None, "variable", "no huge_zero_pfn")
     return zero_pfn, huge_zero_pfn
+
+
+def _highest_memmap_pfn(prog: drgn.Program, learned: Dict[str, Learned]) -> Optional[int]:
+    # mm/memory.c; raised by memmap_init_range() for boot memory, hotplug and
+    # memremap_pages() (ZONE_DEVICE) alike.
+    try:
+        value = prog["highest_memmap_pfn"].value_()
+    except (KeyError, LookupError, drgn.FaultError):
+        learned["highest_memmap_pfn"] = Learned(None, "variable", "no highest_memmap_pfn")
+        return None
+    learned["highest_memmap_pfn"] = Learned(value, "variable", "highest_memmap_pfn")
+    return value
 
 
 def _gup_facts(prog: drgn.Program, learned: Dict[str, Learned]) -> Tuple[bool, bool, bool]:

@@ -184,6 +184,7 @@ def layout_json(layout: Layout) -> Dict[str, object]:
         "gup_p2pdma_gate": layout.gup_p2pdma_gate,
         "gup_longterm_file_check": layout.gup_longterm_file_check,
         "gup_fast_renamed": layout.gup_fast_renamed,
+        "highest_memmap_pfn": hex(layout.highest_memmap_pfn) if layout.highest_memmap_pfn is not None else None,
     }
     learned = {
         name: {"how": l.how, "detail": l.detail} for name, l in layout.learned.items()

@@ -365,3 +365,26 @@ def test_uffd_wp_write_waits_for_the_handler():
     # A write fault on a write-protected PTE: handle_userfault() sleeps until userspace resolves it.
     assert t["odirect-read"] == ("hang", "handle_userfault")
     assert t["odirect-write"][0] == "ok"
+
+
+@pytest.mark.parametrize("layout", ALL, ids=lambda l: l.release)
+def test_memmapless_pte_outside_pfnmap_depends_on_highest_memmap_pfn(layout):
+    """A non-special PTE of a PFN without memmap in a VMA that check_vma_flags() lets through."""
+    vma, lf = _vma(layout, SHARED), leaf(special=False, pfn=0x800000)
+    below = table(dataclasses.replace(layout, highest_memmap_pfn=0x900000), vma, lf, K.NO_MEMMAP)
+    above = table(dataclasses.replace(layout, highest_memmap_pfn=0x7FFFFF), vma, lf, K.NO_MEMMAP)
+    # GUP-fast never compares with highest_memmap_pfn: pte_page() → oops either way.
+    assert below["gup-fast"][0] == above["gup-fast"][0] == "oops"
+    # The slow path alone (pin_user_pages_remote): vm_normal_page() "if (unlikely(pfn >
+    # highest_memmap_pfn))" → "Bad page map", NULL → follow_pfn_pte() -EEXIST → -EFAULT.
+    assert above["pin"] == ("refuse", "follow_pfn_pte")
+    assert below["pin"] == ("oops", "vm_normal_page")
+    assert above["process-vm-readv"] == ("EFAULT", "process_vm_rw_single_vec")
+    assert below["process-vm-readv"][0] == "oops"
+
+
+def test_unknown_pte_marker_is_sigbus():
+    # handle_pte_marker(): a marker with no bit it knows → VM_FAULT_SIGBUS → -EFAULT.
+    lf = dataclasses.replace(leaf(kind=EntryKind.GARBAGE, pfn=None), swap_type=L72.swap.pte_marker)
+    t = table(L72, _vma(L72, RW), lf, K.NONE)
+    assert t["odirect-read"] == ("EFAULT", "handle_pte_marker")
