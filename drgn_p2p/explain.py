@@ -19,7 +19,7 @@ from .arch import decode_leaf, describe
 from .pipeline import select_rules
 from .classify import Classifier, page_zone
 from .errors import UsageError
-from .gup import predict as predict_gup_leaf, vma_shape
+from .gup import predict as predict_gup_leaf, predictions_dict, vma_shape
 from .layout import read_layout
 from .records import Level, PageKind, Run
 from .report import safe_text, table
@@ -117,7 +117,7 @@ def explain(prog: drgn.Program, pid: int, va: int) -> Dict[str, object]:
 
 
 def _gup_json(predictions) -> Dict[str, object]:
-    return {p.user: p.as_dict() for p in predictions}
+    return dict(predictions_dict(predictions))
 
 
 def print_gup(console: Console, gup: Dict[str, Dict[str, object]], empty: bool) -> None:

@@ -33,7 +33,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .records import EntryKind, Layout, Leaf, Level, PageKind, Vma
 
-__all__ = ("USERS", "FLAVOURS", "GupPrediction", "GupSegment", "VmaShape", "vma_shape", "predict", "segments")
+__all__ = (
+    "USERS", "FLAVOURS", "GupPrediction", "GupSegment", "VmaShape", "vma_shape", "predict", "segments",
+    "predictions_dict",
+)
 
 USERS: Tuple[str, ...] = (
     "gup-fast",
@@ -86,11 +89,20 @@ class GupSegment:
     hole: bool = False
 
     def as_dict(self) -> Dict[str, object]:
-        return {
-            "start": hex(self.start),
-            "end": hex(self.end),
-            "predictions": {p.user: p.as_dict() for p in self.predictions},
-        }
+        return {"start": hex(self.start), "end": hex(self.end), "predictions": predictions_dict(self.predictions)}
+
+
+#: id of a cached predictions tuple → (the tuple, its JSON dict): segments share
+#: the tuples :func:`predict` caches, so each is rendered once per audit.
+_json_cache: Dict[int, Tuple[Tuple[GupPrediction, ...], Dict[str, object]]] = {}
+
+
+def predictions_dict(predictions: Tuple[GupPrediction, ...]) -> Dict[str, object]:
+    """``{user: {outcome, decided_by, why, migrates}}`` (the JSON ``predictions``)."""
+    hit = _json_cache.get(id(predictions))
+    if hit is None or hit[0] is not predictions:
+        hit = _json_cache[id(predictions)] = (predictions, {p.user: p.as_dict() for p in predictions})
+    return hit[1]
 
 
 # ---------------------------------------------------------------------------
@@ -587,6 +599,7 @@ def predict(layout: Layout, vma: VmaShape, leaf: Optional[Leaf], kind: PageKind)
     """
     if _cache_layout[0] is not layout:
         _cache.clear()
+        _json_cache.clear()
         _cache_layout[0] = layout
     sig = (vma, kind) if leaf is None else (
         vma, kind, leaf.level, leaf.kind, leaf.special, leaf.devmap, leaf.writable,
