@@ -342,12 +342,18 @@ def print_audit(console: Console, result, layout: Layout, verbose: bool = False)
     shown = [(r, seg) for r, seg in gup_lines if seg is not None]
     if shown:
         console.print("[bold]GUP predicted[/] (per VMA, its first mapped segment; 'drgn-p2p explain PID ADDR' and JSON give every segment and why)")
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(justify="right", no_wrap=True)
+        grid.add_column(no_wrap=True, overflow="ignore")
+        grid.add_column(overflow="fold")
         for r, seg in shown:
             more = len(r.gup) - 1
-            console.print(
-                f"  {r.vma.pid} {seg.start:#x}-{seg.end:#x}  " + escape(gup_summary(seg.predictions))
-                + (f"  [dim](+{more} segment{'s' if more > 1 else ''})[/]" if more > 0 else ""),
+            grid.add_row(
+                str(r.vma.pid), f"{seg.start:#x}-{seg.end:#x}",
+                escape(gup_summary(seg.predictions))
+                + (f" [dim](+{more} segment{'s' if more > 1 else ''})[/]" if more > 0 else ""),
             )
+        console.print(grid)
     if result.findings:
         console.print("[bold]Findings[/]")
         for group in group_findings(sorted(result.findings, key=lambda f: (-f.severity, f.rule, f.vma.pid, f.start))):
