@@ -14,7 +14,7 @@ import pytest
 from report_checkers import check_audit_json
 
 from drgn_p2p import layout as layout_stage
-from drgn_p2p.gup import USERS, GupSegment, predict, segments, vma_shape
+from drgn_p2p.gup import USERS, GupPrediction, predict, segments, vma_shape
 from drgn_p2p.pipeline import AuditResult, VmaReport
 from drgn_p2p.records import EntryKind, Layout, Leaf, Level, PageKind as K, Vma
 from drgn_p2p.report import audit_json, gup_summary
@@ -33,10 +33,20 @@ def _vma(layout: Layout, names, ops: Optional[str] = None, file: Optional[str] =
     return dataclasses.replace(make_vma(vm(layout, *names), file=file), ops=ops)
 
 
-def table(layout: Layout, vma: Vma, lf: Optional[Leaf], kind: K) -> Dict[str, Tuple[str, str]]:
+def records(layout: Layout, vma: Vma, lf: Optional[Leaf], kind: K) -> Dict[str, GupPrediction]:
     preds = predict(layout, vma_shape(vma, kind == K.FSDAX), lf, kind)
     assert tuple(p.user for p in preds) == USERS
-    return {p.user: (p.outcome, p.decided_by) for p in preds}
+    return {p.user: p for p in preds}
+
+
+def table(layout: Layout, vma: Vma, lf: Optional[Leaf], kind: K) -> Dict[str, Tuple[str, str]]:
+    """user → (outcome, decided_by)."""
+    return {u: (p.outcome, p.decided_by) for u, p in records(layout, vma, lf, kind).items()}
+
+
+def expect(t: Dict[str, Tuple[str, str]], outcomes: Dict[str, str], decided_by: str) -> None:
+    """Every user of *outcomes* has that outcome, decided by *decided_by*."""
+    assert {u: t[u] for u in outcomes} == {u: (o, decided_by) for u, o in outcomes.items()}
 
 
 def fast_pte(layout: Layout) -> str:
@@ -136,29 +146,34 @@ def test_p2pdma_pages_on_a_kernel_without_the_gate():
     assert t["futex"] == ("EFAULT", "get_futex_key")
 
 
-@pytest.mark.parametrize("layout", ALL, ids=lambda l: l.release)
-def test_fsdax(layout):
-    # 6.1–6.14: pte_mkdevmap() = special|devmap; v6.15+ (7851bf649d42): plain refcounted PTEs.
+def _dax(layout: Layout, kind: K, level: Level) -> Dict[str, Tuple[str, str]]:
+    """A DAX leaf as the kernel installs it: 6.1–6.14 pte_mkdevmap() = special|devmap
+    (PMD: devmap only); v6.15+ (7851bf649d42) plain refcounted leaves."""
     devmap = not layout.dax_refcounted
-    t = table(layout, _vma(layout, SHARED + ("SYNC",), "ext4_dax_vm_ops", "/mnt/pmem/f"),
-              leaf(special=devmap, devmap=devmap), K.FSDAX)
+    if kind == K.FSDAX:
+        vma = _vma(layout, SHARED + ("SYNC",), "ext4_dax_vm_ops", "/mnt/pmem/f")
+    else:
+        vma = _vma(layout, SHARED + ("HUGEPAGE",), "dax_vm_ops", "/dev/dax0.0")
+    t = table(layout, vma, leaf(level=level, special=devmap and level == Level.PTE, devmap=devmap), kind)
     # GUP-fast: the devmap branch (get_dev_pagemap()) or a plain page: taken.
     assert t["gup-fast"][0] == "take"
+    return t
+
+
+@pytest.mark.parametrize("layout", ALL, ids=lambda l: l.release)
+def test_fsdax(layout):
+    t = _dax(layout, K.FSDAX, Level.PTE)
     assert t["odirect-read"][0] == "ok" and t["vmsplice"][0] == "ok"
-    # check_vma_flags(): "(gup_flags & FOLL_LONGTERM) && vma_is_fsdax(vma)" → -EOPNOTSUPP.
-    assert t["pin-longterm"] == ("refuse", "check_vma_flags")
-    assert t["ibv-reg-mr"] == ("EOPNOTSUPP", "check_vma_flags")
-    assert t["io-uring-register"] == ("EOPNOTSUPP", "check_vma_flags")
     # get_futex_key(): folio->mapping is the file's → inode-based key → futex_wait() -EAGAIN.
     assert t["futex"][0] == "EAGAIN"
+    # check_vma_flags(): "(gup_flags & FOLL_LONGTERM) && vma_is_fsdax(vma)" → -EOPNOTSUPP.
+    expect(t, {"pin-longterm": "refuse", "ibv-reg-mr": "EOPNOTSUPP", "io-uring-register": "EOPNOTSUPP"},
+           "check_vma_flags")
 
 
 @pytest.mark.parametrize("layout", ALL, ids=lambda l: l.release)
 def test_devdax_pmd(layout):
-    devmap = not layout.dax_refcounted
-    t = table(layout, _vma(layout, SHARED + ("HUGEPAGE",), "dax_vm_ops", "/dev/dax0.0"),
-              leaf(level=Level.PMD, devmap=devmap), K.DEVDAX)
-    assert t["gup-fast"][0] == "take"
+    t = _dax(layout, K.DEVDAX, Level.PMD)
     # ib_umem_get(): dax_vm_ops has no page_mkwrite and the dax inode no writeback.
     assert t["ibv-reg-mr"][0] == "ok"
     if layout is L61:
@@ -170,24 +185,20 @@ def test_devdax_pmd(layout):
 
 @pytest.mark.parametrize("layout", ALL, ids=lambda l: l.release)
 def test_device_private_entry_migrates_back(layout):
-    t = table(layout, _vma(layout, RW), leaf(kind=EntryKind.DEVICE_PRIVATE, special=False), K.DEVICE_PRIVATE)
+    p = records(layout, _vma(layout, RW), leaf(kind=EntryKind.DEVICE_PRIVATE), K.DEVICE_PRIVATE)
     # GUP-fast: not present → slow path; do_swap_page() → pgmap->ops->migrate_to_ram().
-    assert t["gup-fast"][0] == "fallback"
-    assert t["pin"] == ("fault-first", "do_swap_page")
-    preds = {p.user: p for p in predict(layout, vma_shape(_vma(layout, RW)),
-                                        leaf(kind=EntryKind.DEVICE_PRIVATE), K.DEVICE_PRIVATE)}
-    assert preds["odirect-read"].outcome == "ok" and preds["odirect-read"].migrates
-    assert preds["process-vm-readv"].migrates
+    assert p["gup-fast"].outcome == "fallback"
+    assert (p["pin"].outcome, p["pin"].decided_by, p["pin"].migrates) == ("fault-first", "do_swap_page", True)
+    assert p["odirect-read"].outcome == "ok" and p["odirect-read"].migrates
+    assert p["process-vm-readv"].migrates
 
 
 @pytest.mark.parametrize("layout", ALL, ids=lambda l: l.release)
 def test_device_coherent_is_migrated_by_longterm_pins(layout):
     t = table(layout, _vma(layout, RW), leaf(), K.DEVICE_COHERENT)
     # folio_is_longterm_pinnable(): "Coherent device memory must always allow eviction."
-    assert t["pin-longterm"] == ("migrate-first", "folio_is_longterm_pinnable")
-    assert t["ibv-reg-mr"] == ("ok", "folio_is_longterm_pinnable")
-    assert t["pin"] == ("pin", "follow_page_pte")
-    assert t["gup-fast"][0] == "take"
+    expect(t, {"pin-longterm": "migrate-first", "ibv-reg-mr": "ok"}, "folio_is_longterm_pinnable")
+    assert t["pin"] == ("pin", "follow_page_pte") and t["gup-fast"][0] == "take"
 
 
 @pytest.mark.parametrize("layout", ALL, ids=lambda l: l.release)
