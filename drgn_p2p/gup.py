@@ -198,7 +198,6 @@ class _Ctx:
             "pud": "gup_fast_pud_leaf" if new else "gup_huge_pud",
             "grab": "try_grab_folio_fast" if new else "try_grab_folio",
             "allowed": "gup_fast_folio_allowed",
-            "devmap": "gup_fast_devmap_leaf" if new else "__gup_device_huge",
         }[key]
 
 

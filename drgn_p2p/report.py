@@ -16,6 +16,7 @@ from rich.table import Table
 
 from .arch import describe
 from .coalesce import group_findings
+from .gup import FLAVOURS
 from .records import Finding, Layout, Severity, Vma
 
 __all__ = (
@@ -250,7 +251,8 @@ def _main_segment(segments):
     return segments[0] if segments else None
 
 
-_SHORT = {"gup-fast": "fast", "pin": "pin", "pin-longterm": "longterm", "pin-p2pdma": "p2pdma"}
+#: Short names of the GUP flavours (:data:`drgn_p2p.gup.FLAVOURS`) for the one-line summary.
+_SHORT = dict(zip(FLAVOURS, ("fast", "pin", "longterm", "p2pdma")))
 
 
 def gup_summary(predictions) -> str:
