@@ -75,6 +75,30 @@ def _route_warnings() -> None:
             logger.propagate = False
 
 
+class Session:
+    """The ``drgn.Program`` of a drgn session, as the click context's object.
+
+    The drgn commands (:mod:`drgn_p2p.drgn_commands`) run these very click
+    commands with it: the target is the session's program, never one the
+    command opens.
+    """
+
+    def __init__(self, prog) -> None:
+        self.prog = prog
+
+
+#: The error when a drgn command is given a program source of its own.
+SESSION_IS_TARGET = ("inside drgn the session's program is the target: "
+                     "give none of -k, -c, --qemu, -s, --debug-directory and --architecture")
+
+
+def session_program():
+    """The program of the drgn session running this command, or None (the CLI)."""
+    ctx = click.get_current_context(silent=True)
+    session = ctx.find_object(Session) if ctx is not None else None
+    return session.prog if session is not None else None
+
+
 def target_options(func: Callable) -> Callable:
     """The program-source options shared by every command (drgn's flags)."""
 
@@ -86,6 +110,11 @@ def target_options(func: Callable) -> Callable:
     @click.option("--architecture", metavar="ARCH", help="Architecture of a dump that lacks it (QEMU kdump: x86_64).")
     @functools.wraps(func)
     def wrapper(*args, live, core, qemu, symbols, debug_directory, architecture, **kwargs):
+        session = session_program()
+        if session is not None:
+            if live or core or qemu or symbols or debug_directory or architecture:
+                _fail(SESSION_IS_TARGET)
+            return func(*args, open_target=lambda: session, **kwargs)
         if sum(bool(x) for x in (live, core, qemu)) > 1:
             _fail("give at most one of -k, -c and --qemu")
 
@@ -186,9 +215,10 @@ _SEVERITIES = {"error": Severity.ERROR, "warning": Severity.WARNING, "info": Sev
 @click.option("-o", "--output", metavar="FILE", help="Write the report to FILE instead of stdout.")
 @click.option("--runs", "keep_runs", is_flag=True, help="With --json: list every VMA's coalesced runs of leaves (raw entries).")
 @click.option("--fail-on", type=click.Choice(list(_SEVERITIES)), default="error", show_default=True, help="Exit 1 when a finding is at least this severe (KTAP and JUnit fail the same findings).")
+@click.option("--baseline", metavar="FILE", help="Known findings (TOML, or JSON when *.json), each with a reason: they are reported as suppressed and do not count for the exit code.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every VMA, not only device and PFN mappings.")
 @_guard
-def audit(open_target, pids, comms, kinds, rules, va_range, fmt, as_json, output, keep_runs, fail_on, verbose) -> None:
+def audit(open_target, pids, comms, kinds, rules, va_range, fmt, as_json, output, keep_runs, fail_on, baseline, verbose) -> None:
     """Walk every process's page tables and report rule violations."""
     from .formats import check_format, render
     from .pipeline import audit as run_audit, check_selection
@@ -201,6 +231,11 @@ def audit(open_target, pids, comms, kinds, rules, va_range, fmt, as_json, output
         _check_output(output)
     rng = _parse_range(va_range)
     check_selection(rules=rules, kinds=kinds)
+    entries = ()
+    if baseline:
+        from .baseline import load_baseline
+
+        entries = load_baseline(baseline)
     prog = open_target()
     with _progress() as progress:
         result = run_audit(
@@ -209,6 +244,10 @@ def audit(open_target, pids, comms, kinds, rules, va_range, fmt, as_json, output
         )
     if pids and not result.stats.processes:
         raise _no_process(pids, result)
+    if entries:
+        from .baseline import suppress
+
+        result.suppressed = suppress(result.findings, result.layout, entries)
     if fmt == "text" and not output:
         print_audit(_stdout, result, result.layout, verbose=verbose)
     else:
@@ -242,7 +281,7 @@ def _write(path: Optional[str], text: str) -> None:
 
 def _no_process(pids: Sequence[int], result) -> UsageError:
     """No process with *pids*, and why, when looking them up failed (a damaged target)."""
-    why = [fault.message for vma, fault in result.faults if vma is None and fault.message.startswith("pid ")]
+    why = [fault.message for _, fault in result.faults if fault.scope == "process" and fault.pid in pids]
     return UsageError(f"no process with pid {', '.join(map(str, pids))}" + (f" ({why[0]})" if why else ""))
 
 
@@ -316,34 +355,10 @@ def maps(open_target, pid, as_json) -> None:
 @_guard
 def pgmaps(open_target, as_json) -> None:
     """List every dev_pagemap: type, range, owner, ops, and who maps its pages."""
-    from .classify import Classifier
-    from .pipeline import audit as run_audit
+    from .pipeline import list_pgmaps
     from .report import print_pgmaps
 
-    prog = open_target()
-    result = run_audit(prog)
-    classifier = Classifier(prog, result.layout)
-    shift = result.layout.page_shift
-    mapped: dict = {}
-    for r in result.vmas:
-        for pgmap, pages in r.pages_by_pgmap:
-            key = f"{r.vma.pid}/{r.vma.comm}"
-            per = mapped.setdefault(pgmap, {})
-            per[key] = per.get(key, 0) + pages
-    rows = [
-        {
-            "pgmap": hex(p.address),
-            "type": p.type_name,
-            "start": hex(p.start_pfn << shift),
-            "end": hex(p.end_pfn << shift),
-            "pages": p.end_pfn - p.start_pfn,
-            "owner": p.owner or classifier.iomem_owner(p.start_pfn),
-            "ops": p.ops,
-            "memmap_readable": p.memmap_readable,
-            "mapped_by": mapped.get(p.address, {}),
-        }
-        for p in classifier.pagemaps
-    ]
+    rows = list_pgmaps(open_target())
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
@@ -361,9 +376,7 @@ def pgmaps(open_target, as_json) -> None:
               help="Show a lab proof run's matrix instead: per kernel, which rules fired, stayed silent or do not apply.")
 @_guard
 def rules(live, core, qemu, symbols, architecture, as_json, proof_file) -> None:
-    """The rule catalogue, with the arguments they encode."""
-    from .rules import RULES
-
+    """The rule catalogue, with the arguments they encode (and, given a target, which apply)."""
     if proof_file:
         from .lab import proof
 
@@ -377,27 +390,19 @@ def rules(live, core, qemu, symbols, architecture, as_json, proof_file) -> None:
             proof.render_terminal(_stdout, doc)
         return
 
+    from .rules import rule_rows
+
     lay = None
-    if live or core or qemu:
+    session = session_program()
+    if session is not None and (live or core or qemu or symbols or architecture):
+        raise UsageError(SESSION_IS_TARGET)
+    if session is not None or live or core or qemu:
         from .layout import read_layout
         from .target import open_program
 
-        lay = read_layout(open_program(core=core, qemu=qemu, symbols=symbols, architecture=architecture))
-    rows = []
-    for r in RULES:
-        reason = r.applies(lay) if lay is not None else None
-        rows.append(
-            {
-                "id": r.id,
-                "severity": r.severity.label,
-                "title": r.title,
-                "thread": r.thread,
-                "quote": r.quote,
-                "kernels": r.kernels,
-                "applicable": None if lay is None else reason is None,
-                "not_applicable_because": reason,
-            }
-        )
+        lay = read_layout(session if session is not None else
+                          open_program(core=core, qemu=qemu, symbols=symbols, architecture=architecture))
+    rows = rule_rows(lay)
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
@@ -427,6 +432,31 @@ def explain(open_target, pid, address, as_json) -> None:
         click.echo(json.dumps(doc, indent=1))
     else:
         print_explanation(_stdout, doc)
+
+
+@cli.command()
+@click.argument("a", metavar="A.json")
+@click.argument("b", metavar="B.json")
+@click.option("--json", "as_json", is_flag=True, help="Write JSON (schema drgn-p2p/diff/1).")
+@_guard
+def diff(a, b, as_json) -> None:
+    """Compare two audits (drgn-p2p audit --json) by mapping kind, never by address or PID.
+
+    Reports the kernel layout facts and rule applicability that differ, and per
+    kind of mapping (file, vm_ops, shared/private, permissions) the page kinds,
+    leaf levels, bits (special, devmap, cache mode with --runs), VMA flags and
+    verdicts that changed. Exit 0 when nothing changed, 1 when something did,
+    2 when a file is not a drgn-p2p audit document.
+    """
+    from .diff import diff_audits, diff_json, load_audit, print_diff
+
+    result = diff_audits(load_audit(a), load_audit(b))
+    if as_json:
+        click.echo(json.dumps(diff_json(result), indent=1))
+    else:
+        print_diff(_stdout, result)
+    changed = result.changed or result.only_a or result.only_b or result.layout or result.rules
+    sys.exit(EXIT_FINDINGS if changed else EXIT_CLEAN)
 
 
 from .lab.cli import lab  # noqa: E402  (the lab group mounts under the main one)

@@ -40,7 +40,7 @@ def explain(prog: drgn.Program, pid: int, va: int) -> Dict[str, object]:
     """
     layout = read_layout(prog)
     faults: List[str] = []
-    process = find_process(prog, pid, on_fault=faults.append)
+    process = find_process(prog, pid, on_fault=lambda message, _pid: faults.append(message))
     if process is None:
         raise UsageError(f"no process with pid {pid}" + (f" ({faults[0]})" if faults else ""))
     vma = next(iter(process_vmas(prog, process, va, va + 1)), None)

@@ -18,6 +18,9 @@ documents ``drgn-p2p audit --format`` writes:
 A finding fails its test when it is at least as severe as *fail_on* (the
 ``--fail-on`` that also sets the exit code); a less severe one is a passing
 subtest (KTAP) or ``<system-out>`` (JUnit) that still carries its evidence.
+A finding a baseline suppresses (``AuditResult.suppressed``) never fails: in
+KTAP it is ``ok N … # SKIP suppressed: <reason>``, in JUnit ``<system-out>``
+led by ``suppressed: <reason>``.
 Every function returns text and prints nothing.
 """
 
@@ -79,6 +82,11 @@ def finding_lines(f: Finding, layout) -> List[str]:
     return lines
 
 
+def _suppressed_lines(result, f: Finding) -> List[str]:
+    reason = result.suppression(f)
+    return [] if reason is None else [f"suppressed: {printable(reason)}"]
+
+
 def _fault_lines(result) -> List[str]:
     lines = []
     for vma, fault in result.faults:
@@ -111,11 +119,20 @@ def audit_ktap(result, fail_on: Severity = Severity.ERROR) -> str:
         out += ["  KTAP version 1", f"  # Subtest: {rule_id}", f"  # {rule_by_id(rule_id).title}", f"  1..{len(findings)}"]
         for sub, f in enumerate(findings, 1):
             out += [f"  # {line}" for line in finding_lines(f, layout)]
+            reason = result.suppression(f)
+            if reason is not None:
+                out.append(f"  ok {sub} pid {f.vma.pid} {f.start:#x}-{f.end:#x} # SKIP suppressed: {printable(reason)}")
+                continue
             verdict = "not ok" if f.severity >= fail_on else "ok"
             out.append(f"  {verdict} {sub} pid {f.vma.pid} {f.start:#x}-{f.end:#x}")
-        failed = any(f.severity >= fail_on for f in findings)
+        failed = any(_fails(result, f, fail_on) for f in findings)
         out.append(f"{'not ok' if failed else 'ok'} {number} {rule_id}")
     return "\n".join(out) + "\n"
+
+
+def _fails(result, f: Finding, fail_on: Severity) -> bool:
+    """Whether *f* fails its test: at least as severe as *fail_on*, and not suppressed."""
+    return f.severity >= fail_on and result.suppression(f) is None
 
 
 def audit_junit(result, fail_on: Severity = Severity.ERROR) -> str:
@@ -124,7 +141,7 @@ def audit_junit(result, fail_on: Severity = Severity.ERROR) -> str:
     found = _by_rule(result.findings)
     rules = _reported_rules(result)
     failures = sum(
-        1 for r in rules if r not in result.not_applicable and any(f.severity >= fail_on for f in found.get(r, []))
+        1 for r in rules if r not in result.not_applicable and any(_fails(result, f, fail_on) for f in found.get(r, []))
     )
     counts = {
         "tests": str(len(rules)),
@@ -153,8 +170,8 @@ def audit_junit(result, fail_on: Severity = Severity.ERROR) -> str:
             ET.SubElement(case, "skipped", message=printable(reason))
             continue
         findings = found.get(rule_id, [])
-        failing = [f for f in findings if f.severity >= fail_on]
-        passing = [f for f in findings if f.severity < fail_on]
+        failing = [f for f in findings if _fails(result, f, fail_on)]
+        passing = [f for f in findings if not _fails(result, f, fail_on)]
         if failing:
             worst = max(f.severity for f in failing)
             failure = ET.SubElement(
@@ -164,7 +181,7 @@ def audit_junit(result, fail_on: Severity = Severity.ERROR) -> str:
             failure.text = "\n\n".join("\n".join(finding_lines(f, layout)) for f in failing) + "\n"
         if passing:
             out = ET.SubElement(case, "system-out")
-            out.text = "\n\n".join("\n".join(finding_lines(f, layout)) for f in passing) + "\n"
+            out.text = "\n\n".join("\n".join(_suppressed_lines(result, f) + finding_lines(f, layout)) for f in passing) + "\n"
     faults = _fault_lines(result)
     if faults:
         ET.SubElement(suite, "system-err").text = "\n".join(faults) + "\n"

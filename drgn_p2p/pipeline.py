@@ -24,13 +24,14 @@ from .coalesce import coalesce_segments, merge_findings
 from .errors import UsageError
 from .gup import GupPrediction, GupSegment, segments as gup_segments, vma_shape
 from .layout import read_layout
-from .records import Finding, Layout, Leaf, Level, PageKind, PfnInfo, Run, Severity, Vma
+from .records import Finding, Layout, Leaf, PageKind, PfnInfo, Run, Severity, Vma
 from .rules import RULES, Rule, VmaTally, evaluate_run, evaluate_vma
 from .scan import PteScanner
 from .tasks import for_each_process
 from .walk import PageTableWalker, Process, PteSlice, RawLeaf, share_names, unshare_names, TableFault, process_vmas
 
-__all__ = ("AuditStats", "VmaReport", "AuditResult", "audit", "check_selection", "select_rules", "predict_gup")
+__all__ = ("AuditStats", "VmaReport", "AuditResult", "audit", "check_selection", "select_rules", "list_pgmaps",
+           "predict_gup")
 
 #: What reading a process's mm, VMAs or files raises when the target is
 #: corrupt, truncated, or (live) changed under the walk: the process exited
@@ -92,9 +93,17 @@ class AuditResult:
     #: Ids of the rules that were run, in catalogue order: a rule here without
     #: a finding passed.
     rules: List[str] = field(default_factory=list)
+    #: ``id(finding)`` → the baseline's reason, for the findings a baseline
+    #: suppresses (:mod:`drgn_p2p.baseline`): reported, but not counted.
+    suppressed: Dict[int, str] = field(default_factory=dict)
+
+    def suppression(self, finding: Finding) -> Optional[str]:
+        """The reason *finding* is suppressed, or None when it counts."""
+        return self.suppressed.get(id(finding))
 
     def worst(self) -> Optional[Severity]:
-        return max((f.severity for f in self.findings), default=None)
+        """The most severe finding that is not suppressed."""
+        return max((f.severity for f in self.findings if id(f) not in self.suppressed), default=None)
 
 
 def check_selection(rules: Sequence[str] = (), kinds: Sequence[str] = ()) -> None:
@@ -257,12 +266,14 @@ def audit(
     for message in classifier.faults:
         result.stats.pgmap_faults += 1
         result.faults.append(
-            (None, TableFault(None, 0, 0, f"{message} (device pages of unread pgmaps may be classified as RAM)"))  # type: ignore[arg-type]
+            (None, TableFault(None, 0, 0, f"{message} (device pages of unread pgmaps may be classified as RAM)",
+                              scope="pgmaps"))
         )
 
-    def process_fault(message: str, phys: int = 0) -> None:
+    def process_fault(message: str, pid: Optional[int]) -> None:
         result.stats.process_faults += 1
-        result.faults.append((None, TableFault(Level.PGD, 0, phys, message)))
+        scope = "tasks" if pid is None else "process"
+        result.faults.append((None, TableFault(None, 0, 0, message, scope=scope, pid=pid)))
 
     # The address spaces are listed first (a few records each) so that a
     # progress bar knows the total.
@@ -277,7 +288,8 @@ def audit(
         except TARGET_CHANGED as e:
             # The process exited (its mm freed or reused) under a live walk,
             # or the target is damaged: say so, and go on with the others.
-            process_fault(f"pid {process.pid} ({process.comm}): cannot read its mm or VMAs: {type(e).__name__}: {e}")
+            process_fault(f"pid {process.pid} ({process.comm}): cannot read its mm or VMAs: {type(e).__name__}: {e}",
+                          process.pid)
             continue
         for vma in vmas:
             report, findings, faults = audit_vma(walker, vma, layout, classifier, active, start, end, keep_runs)
@@ -292,6 +304,42 @@ def audit(
     unshare_names(prog)
     result.stats.seconds = time.monotonic() - started
     return result
+
+
+def list_pgmaps(prog: drgn.Program, result: Optional[AuditResult] = None) -> List[Dict[str, object]]:
+    """Every ``struct dev_pagemap`` of *prog* with who maps its pages.
+
+    One dict per pgmap: ``pgmap`` (its address), ``type`` (``enum
+    memory_type`` name), ``start``/``end`` (physical, hex), ``pages``,
+    ``owner`` (the pgmap's owner, else the iomem resource over it), ``ops``
+    (the ``dev_pagemap_ops`` symbol), ``memmap_readable`` and ``mapped_by``
+    (``"PID/COMM"`` → 4 KiB pages mapped). *result* is an audit of every
+    process of *prog* (run when not given).
+    """
+    if result is None:
+        result = audit(prog)
+    classifier = Classifier(prog, result.layout)
+    shift = result.layout.page_shift
+    mapped: Dict[int, Dict[str, int]] = {}
+    for r in result.vmas:
+        for pgmap, pages in r.pages_by_pgmap:
+            key = f"{r.vma.pid}/{r.vma.comm}"
+            per = mapped.setdefault(pgmap, {})
+            per[key] = per.get(key, 0) + pages
+    return [
+        {
+            "pgmap": hex(p.address),
+            "type": p.type_name,
+            "start": hex(p.start_pfn << shift),
+            "end": hex(p.end_pfn << shift),
+            "pages": p.end_pfn - p.start_pfn,
+            "owner": p.owner or classifier.iomem_owner(p.start_pfn),
+            "ops": p.ops,
+            "memmap_readable": p.memmap_readable,
+            "mapped_by": mapped.get(p.address, {}),
+        }
+        for p in classifier.pagemaps
+    ]
 
 
 def predict_gup(prog: drgn.Program, pid: int, address: int) -> Tuple[GupPrediction, ...]:

@@ -139,9 +139,10 @@ def finding_json(finding: Finding, layout: Layout) -> Dict[str, object]:
     }
 
 
-def run_json(run) -> Dict[str, object]:
+def run_json(run, layout: Layout) -> Dict[str, object]:
     """One coalesced run of leaves (``audit --runs``)."""
     leaf = run.first
+    cache = describe(leaf.raw, leaf.level, layout)[1] if leaf.kind.maps_memory else ""
     return {
         "start": hex(run.start),
         "end": hex(run.end),
@@ -152,6 +153,8 @@ def run_json(run) -> Dict[str, object]:
         "pfn": hex(leaf.pfn) if leaf.pfn is not None else None,
         "special": leaf.special,
         "devmap": leaf.devmap,
+        # The cache mode of a present leaf (WB, UC-, WC, …; null otherwise).
+        "cache": cache or None,
         "page": run.page.kind.value,
         "owner": run.page.owner,
         # False where the struct pages could not be read (a memmap on the
@@ -198,6 +201,7 @@ def audit_json(result, layout: Layout) -> Dict[str, object]:
     counts = {s.label: 0 for s in Severity}
     for f in result.findings:
         counts[f.severity.label] += 1
+    suppressed = result.suppressed
     return {
         "schema": SCHEMA,
         "kernel": {"release": layout.release, "arch": layout.arch},
@@ -211,6 +215,7 @@ def audit_json(result, layout: Layout) -> Dict[str, object]:
             "unreadable_pgmaps": result.stats.pgmap_faults,
             "seconds": round(result.stats.seconds, 3),
             "findings": counts,
+            "suppressed": len(suppressed),
         },
         "vmas": [
             {
@@ -222,18 +227,19 @@ def audit_json(result, layout: Layout) -> Dict[str, object]:
                 "devmap": r.devmap,
                 "unreadable_tables": r.unreadable_tables,
                 "gup": [segment.as_dict() for segment in r.gup],
-                **({"runs": [run_json(run) for run in r.runs]} if r.runs else {}),
+                **({"runs": [run_json(run, layout) for run in r.runs]} if r.runs else {}),
             }
             for r in result.vmas
         ],
-        "findings": [finding_json(f, layout) for f in result.findings],
+        "findings": [{**finding_json(f, layout), "suppressed": suppressed.get(id(f))} for f in result.findings],
         "groups": _groups_json(result.findings),
         "rules": list(result.rules),
         "not_applicable": dict(result.not_applicable),
         "faults": [
             {
-                "pid": vma.pid if vma else None,
-                "level": fault.level.label if hasattr(fault.level, "label") else None,
+                "scope": fault.scope,
+                "pid": vma.pid if vma else fault.pid,
+                "level": fault.level.label if fault.level is not None else None,
                 "va": hex(fault.va),
                 "phys": hex(fault.phys),
                 "message": fault.message,
@@ -283,6 +289,7 @@ def summary_text(result) -> str:
         + (f", pgmap table incomplete ({s.pgmap_faults} unreadable parts)" if s.pgmap_faults else "")
         + f" in {s.seconds:.2f}s; "
         f"{counts[Severity.ERROR]} errors, {counts[Severity.WARNING]} warnings, {counts[Severity.INFO]} info"
+        + (f" ({len(result.suppressed)} suppressed by the baseline)" if result.suppressed else "")
     )
 
 
@@ -359,7 +366,7 @@ def print_audit(console: Console, result, layout: Layout, verbose: bool = False)
     if result.findings:
         console.print("[bold]Findings[/]")
         for group in group_findings(sorted(result.findings, key=lambda f: (-f.severity, f.rule, f.vma.pid, f.start))):
-            print_finding(console, group.first, layout)
+            print_finding(console, group.first, layout, result.suppression(group.first))
             if len(group.pids) > 1:
                 _print_repeats(console, group)
     else:
@@ -402,13 +409,19 @@ def print_pgmaps(console: Console, pgmaps: Iterable[Dict[str, object]]) -> None:
     console.print(rows)
 
 
-def print_finding(console: Console, f: Finding, layout: Layout) -> None:
-    """One finding as a short block: verdict, where, the entry, the argument."""
+def print_finding(console: Console, f: Finding, layout: Layout, suppressed: Optional[str] = None) -> None:
+    """One finding as a short block: verdict, where, the entry, the argument
+    (and, when a baseline suppresses it, why)."""
     what = f"{f.count} {f.first.level.label} leaves" if f.first else "whole VMA"
+    verdict = f"[{_SEVERITY_STYLE[f.severity]}]{f.severity.label.upper()}[/]"
+    if suppressed is not None:
+        verdict = f"[dim]SUPPRESSED {f.severity.label}[/]"
     console.print(
-        f"[{_SEVERITY_STYLE[f.severity]}]{f.severity.label.upper()}[/] [bold]{f.rule}[/]"
+        f"{verdict} [bold]{f.rule}[/]"
         f"  pid {f.vma.pid} ({safe_text(f.vma.comm)})  {f.start:#x}-{f.end:#x}  ({what})"
     )
+    if suppressed is not None:
+        console.print(f"  [dim]suppressed: {escape(suppressed)}[/]", soft_wrap=True)
     console.print(
         f"  VMA {f.vma.start:#x}-{f.vma.end:#x} " + escape(f"[{vm_flag_mnemonics(f.vma.flags, layout)}]")
         + f" {safe_text(f.vma.ops or f.vma.file or 'anon')}"

@@ -40,6 +40,7 @@ __all__ = (
     "evaluate_run",
     "evaluate_vma",
     "evaluate_runs",
+    "rule_rows",
 )
 
 # Thread files (shared/threads/), cited by file name.
@@ -810,3 +811,28 @@ def evaluate_runs(
         tally.add(run)
         yield from evaluate_run(run, layout, rules)
     yield from evaluate_vma(tally.summary(), layout, rules)
+
+
+def rule_rows(layout: Optional[Layout] = None) -> List[Dict[str, object]]:
+    """The catalogue as dicts (what ``drgn-p2p rules --json`` prints).
+
+    Given *layout*, each row says whether the rule applies to that kernel
+    (``applicable``) and, when not, why (``not_applicable_because``); without
+    one both are None.
+    """
+    rows: List[Dict[str, object]] = []
+    for r in RULES:
+        reason = r.applies(layout) if layout is not None else None
+        rows.append(
+            {
+                "id": r.id,
+                "severity": r.severity.label,
+                "title": r.title,
+                "thread": r.thread,
+                "quote": r.quote,
+                "kernels": r.kernels,
+                "applicable": None if layout is None else reason is None,
+                "not_applicable_because": reason,
+            }
+        )
+    return rows

@@ -23,13 +23,12 @@ from drgn.helpers.linux.kallsyms import load_module_kallsyms
 
 from .elf import elf_architecture, elf_build_id, has_debug_info
 from .errors import TargetError
+from .flattened import cut_short, is_flattened
 
-__all__ = ("open_program",)
+__all__ = ("open_program", "add_module_kallsyms")
 
 #: Size of the smallest file that can hold an ELF header; anything shorter is not a core.
 _ELF_HEADER_SIZE = 64
-#: Signature of makedumpfile's flattened format (what QEMU 7.2 writes for kdump-*).
-_FLATTENED_MAGIC = b"makedumpfile"
 #: Signature of a kdump-compressed file (``struct disk_dump_header``).
 _KDUMP_MAGIC = b"KDUMP   "
 #: Seconds to wait for QEMU's QMP greeting before calling the socket busy
@@ -96,15 +95,25 @@ def open_program(
     if not prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL:
         raise TargetError(what)
     _load_debug_info(prog, symbols, debug_directories)
-    # vm_ops of modules (ext4_dax_vm_ops, vfio_pci_mmap_ops, ...) are named
-    # from the target's own kallsyms, so module debug info is not needed.
+    add_module_kallsyms(prog)
+    return prog
+
+
+def add_module_kallsyms(prog: drgn.Program) -> None:
+    """Name module symbols from the target's own kallsyms, once per program.
+
+    vm_ops of modules (ext4_dax_vm_ops, vfio_pci_mmap_ops, ...) are then named
+    without module debug info; the finder comes last, after any debug info.
+    A target whose module list cannot be read keeps the symbols it has.
+    """
+    if "module_kallsyms" in prog.registered_symbol_finders():
+        return
     try:
         prog.register_symbol_finder(
             "module_kallsyms", load_module_kallsyms(prog), enable_index=-1
         )
     except (drgn.FaultError, LookupError, ValueError):
         pass
-    return prog
 
 
 class _NoArchitecture(TargetError):
@@ -147,6 +156,12 @@ def _attach_core(prog: drgn.Program, path: str) -> None:
             head = f.read(_ELF_HEADER_SIZE)
     except OSError as e:
         raise TargetError(f"cannot read vmcore {path}: {e.strerror}") from None
+    expected = None
+    if head.startswith(b"\x7fELF"):
+        expected = _elf_core_size(path)
+    elif head.startswith(_KDUMP_MAGIC):
+        expected = _kdump_size(path)
+    short = expected is not None and st.st_size < expected
     try:
         prog.set_core_dump(path)
     # libkdumpfile's failures reach Python as a bare Exception.
@@ -158,17 +173,18 @@ def _attach_core(prog: drgn.Program, path: str) -> None:
             msg += " (a dump without vmcoreinfo: QEMU needs -device vmcoreinfo and qemu_fw_cfg loaded in the guest)"
         elif "vmcoreinfo" in msg:
             pass  # drgn's message already says what the dump lacks
-        elif head.startswith(_FLATTENED_MAGIC):
-            msg += " (a makedumpfile flattened file that is truncated or corrupt)"
+        elif is_flattened(head):
+            with open(path, "rb") as f:
+                cut = cut_short(f)
+            if cut:
+                raise TargetError(f"cannot open vmcore {path}: a makedumpfile flattened file cut short: {cut}") from None
+            msg += " (a makedumpfile flattened file that is corrupt)"
+        elif short:
+            msg += f" (the file is cut short: {st.st_size} of {expected} bytes)"
         elif (head.startswith(_KDUMP_MAGIC) or head.startswith(b"\x7fELF")) and "not an ELF core" not in msg:
-            msg += " (truncated or corrupt?)"
+            msg += " (corrupt?)"
         raise TargetError(f"cannot open vmcore {path}: {msg}") from None
-    expected = None
-    if head.startswith(b"\x7fELF"):
-        expected = _elf_core_size(path)
-    elif head.startswith(_KDUMP_MAGIC):
-        expected = _kdump_size(path)
-    if expected is not None and st.st_size < expected:
+    if short:
         _log.warning(
             "vmcore %s is truncated: %d of %d bytes (%.0f%%); memory past its end cannot be read",
             path, st.st_size, expected, 100.0 * st.st_size / expected,

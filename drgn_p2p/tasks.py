@@ -32,7 +32,9 @@ __all__ = ("for_each_process", "find_process")
 #: whose tasks exit under the walk).
 TASK_ERRORS = (drgn.FaultError, drgn.BadDataError, drgn.ObjectAbsentError, ValueError, LookupError, OverflowError)
 
-OnFault = Callable[[str], None]
+#: Told ``(message, pid)`` of each part of the PID table, task list or task
+#: that cannot be read; *pid* is the thread-group id lost, None when unknown.
+OnFault = Callable[[str, Optional[int]], None]
 
 #: PID_MAX_LIMIT on 64-bit: a task list longer than this is corrupt (or looping).
 MAX_TASKS = 4 * 1024 * 1024
@@ -41,7 +43,7 @@ MAX_TASKS = 4 * 1024 * 1024
 _XA_CHUNK_SHIFT = 6
 
 
-def _ignore(message: str) -> None:
+def _ignore(message: str, pid: Optional[int]) -> None:
     pass
 
 
@@ -64,12 +66,12 @@ def _xa_entries(prog: drgn.Program, xa: drgn.Object, on_fault: OnFault) -> Itera
                 shift = node.shift.value_()
                 slots = [slot.value_() for slot in node.slots.read_()]
             except TASK_ERRORS as e:
-                on_fault(f"PID table node {entry - 2:#x} (PIDs from {index}) cannot be read: {e}")
+                on_fault(f"PID table node {entry - 2:#x} (PIDs from {index}) cannot be read: {e}", None)
                 continue
             if want is None:  # the root: any whole number of levels that fits an index
                 want = shift if shift % _XA_CHUNK_SHIFT == 0 and shift < 64 else -1
             if shift != want:
-                on_fault(f"PID table node {entry - 2:#x} (PIDs from {index}) is corrupt: shift {shift}")
+                on_fault(f"PID table node {entry - 2:#x} (PIDs from {index}) is corrupt: shift {shift}", None)
                 continue
             below = shift - _XA_CHUNK_SHIFT
             stack.extend((slot, index + (i << shift), below) for i, slot in reversed(list(enumerate(slots))) if slot)
@@ -93,7 +95,7 @@ def _pid_table_tasks(prog: drgn.Program, on_fault: OnFault) -> Iterator[drgn.Obj
         try:
             task = pid_task(drgn.Object(prog, pid_type, entry), pidtype_pid)
         except TASK_ERRORS as e:
-            on_fault(f"pid {index + base}: its struct pid cannot be read: {type(e).__name__}: {e}")
+            on_fault(f"pid {index + base}: its struct pid cannot be read: {type(e).__name__}: {e}", index + base)
             continue
         if task:
             yield task
@@ -123,7 +125,7 @@ def _task_list(prog: drgn.Program, on_fault: OnFault) -> Iterator[drgn.Object]:
                 node = node.member_(direction).read_()
             except TASK_ERRORS as e:
                 on_fault(f"the task list cannot be followed ({direction}) past {node.value_() - offset:#x}: "
-                         f"{type(e).__name__}: {e}")
+                         f"{type(e).__name__}: {e}", None)
                 break
             if node.value_() in seen or len(seen) > MAX_TASKS:
                 if direction == "next" and node.value_() == head.value_():
@@ -138,9 +140,9 @@ def _tasks(prog: drgn.Program, pids: Sequence[int], on_fault: OnFault) -> Iterat
     where part of it cannot be read, through the task list too."""
     faults: List[str] = []
 
-    def fault(message: str) -> None:
+    def fault(message: str, pid: Optional[int]) -> None:
         faults.append(message)
-        on_fault(message)
+        on_fault(message, pid)
 
     found = set()
     if pids:
@@ -148,7 +150,7 @@ def _tasks(prog: drgn.Program, pids: Sequence[int], on_fault: OnFault) -> Iterat
             try:
                 task = find_task(prog, pid)
             except TASK_ERRORS as e:
-                fault(f"pid {pid}: cannot be looked up in the PID table: {type(e).__name__}: {e}")
+                fault(f"pid {pid}: cannot be looked up in the PID table: {type(e).__name__}: {e}", pid)
                 continue
             if task:
                 found.add(pid)
@@ -164,7 +166,7 @@ def _tasks(prog: drgn.Program, pids: Sequence[int], on_fault: OnFault) -> Iterat
         try:
             wanted = task.tgid.value_() in set(pids) - found if pids else task.value_() not in found
         except TASK_ERRORS as e:
-            on_fault(f"task {task.value_():#x}: cannot be read: {type(e).__name__}: {e}")
+            on_fault(f"task {task.value_():#x}: cannot be read: {type(e).__name__}: {e}", None)
             continue
         if wanted:
             yield task
@@ -188,8 +190,9 @@ def for_each_process(
     :param pids: only these thread-group ids (empty: all), each looked up in
         the PID table.
     :param comms: only tasks with these names (empty: all).
-    :param on_fault: called with a one-line message for each part of the PID
-        table or task that could not be read.
+    :param on_fault: called with a one-line message and the thread-group id
+        lost (None when unknown) for each part of the PID table or task that
+        could not be read.
     """
     on_fault = on_fault or _ignore
     wanted = set(pids)
@@ -205,7 +208,7 @@ def for_each_process(
                 continue  # a thread's id: --pid takes thread-group ids
             comm = task.comm.string_().decode(errors="replace")
         except TASK_ERRORS as e:
-            on_fault(f"task {task.value_():#x}: cannot be read: {type(e).__name__}: {e}")
+            on_fault(f"task {task.value_():#x}: cannot be read: {type(e).__name__}: {e}", None)
             continue
         if comms and comm not in comms:
             continue

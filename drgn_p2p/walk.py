@@ -57,12 +57,18 @@ class Process:
 
 @dataclass(frozen=True)
 class TableFault:
-    """A page-table page that could not be read (``FaultError``)."""
+    """Something the audit could not read: a page-table page (``FaultError``;
+    scope ``"table"``), a process's mm or VMAs or its ``struct pid``
+    (``"process"``, *pid* set), a part of the PID table, task list or a task
+    whose process is unknown (``"tasks"``), or a part of the pgmap table
+    (``"pgmaps"``)."""
 
-    level: Level  # level of the entries the unreadable table holds
+    level: Optional[Level]  # level of the entries the unreadable table holds
     va: int  # first address the table's entries map
     phys: int
     message: str
+    scope: str = "table"
+    pid: Optional[int] = None  # the process lost, for scope "process"
 
 
 #: ``(va, level, raw)`` of one non-empty leaf entry.

@@ -124,16 +124,31 @@ def junit_schema():
 @lru_cache(maxsize=None)
 def audit_schema() -> Dict[str, object]:
     """The JSON Schema of ``drgn-p2p audit --json``, as the package ships it."""
-    return json.loads((resources.files("drgn_p2p") / "schema" / "audit-1.json").read_text())
+    return package_schema("audit-1")
+
+
+@lru_cache(maxsize=None)
+def package_schema(name: str) -> Dict[str, object]:
+    """The JSON Schema ``drgn_p2p/schema/NAME.json`` as the package ships it."""
+    return json.loads((resources.files("drgn_p2p") / "schema" / f"{name}.json").read_text())
+
+
+def _check(schema: Dict[str, object], doc: object) -> None:
+    import jsonschema
+
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    validator_class(schema).validate(doc)
 
 
 def check_audit_json(doc: object) -> None:
     """Raise ``jsonschema.ValidationError`` unless *doc* is a valid audit document."""
-    import jsonschema
+    _check(audit_schema(), doc)
 
-    validator_class = jsonschema.validators.validator_for(audit_schema())
-    validator_class.check_schema(audit_schema())
-    validator_class(audit_schema()).validate(doc)
+
+def check_diff_json(doc: object) -> None:
+    """Raise ``jsonschema.ValidationError`` unless *doc* is a valid ``drgn-p2p diff --json`` document."""
+    _check(package_schema("diff-1"), doc)
 
 
 def rule_results(test) -> Dict[str, Sequence[object]]:

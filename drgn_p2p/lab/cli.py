@@ -10,6 +10,7 @@ Each way runs the very ``drgn-p2p audit`` command a user would type.
 """
 
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from ..errors import UsageError
 from . import LabError
 from .bench import bench_command
 from .kernels import fetch_command
@@ -162,6 +164,11 @@ def run(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, 
     and 2 when a scenario failed to set up.
     """
     try:
+        audit_args = baseline_args(audit_args)
+    except UsageError as e:
+        _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
+        sys.exit(2)
+    try:
         guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level)
     except LabError as e:
         _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
@@ -187,6 +194,100 @@ def run(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, 
     finally:
         guest.close()
     sys.exit(worst)
+
+
+@lab.command()
+@click.option("--kernel", "kernel_names", multiple=True, metavar="NAME",
+              help="Lab kernel to run (newest, 6.12, 6.1); repeatable (default: all three).")
+@click.option("--merge", "merge_paths", multiple=True, metavar="FILE",
+              help="Render matrix documents of earlier runs (one per CI job) instead of booting; repeatable.")
+@click.option("-o", "--output", "out_dir", metavar="DIR",
+              help="Write matrix.json, matrix.md and matrix.html into DIR (default: Markdown on stdout).")
+@click.option("--json", "as_json", is_flag=True, help="Write the matrix document (JSON) on stdout.")
+def matrix(kernel_names, merge_paths, out_dir, as_json) -> None:
+    """Every scenario on every lab kernel: the mapping kind × kernel table.
+
+    Boots each kernel with every scenario its config allows, audits it over
+    QMP and tabulates, per mapping kind and kernel, the leaf levels, bits,
+    VMA flags, page kinds and verdict. Exits 2 when a kernel cannot be run
+    or a scenario fails to set up.
+    """
+    from . import matrix as m
+
+    if merge_paths and kernel_names:
+        raise click.UsageError("give either --kernel or --merge, not both")
+    code = 0
+    if merge_paths:
+        try:
+            doc = m.load_all(merge_paths)
+        except OSError as e:
+            _console.print(f"[bold red]error:[/] cannot read {escape(str(e.filename))}: {escape(e.strerror or str(e))}",
+                           soft_wrap=True)
+            sys.exit(2)
+        except ValueError as e:
+            _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
+            sys.exit(2)
+    else:
+        entries = {}
+        for name in kernel_names or ("6.1", "6.12", "newest"):
+            try:
+                entries[name], failed = _matrix_entry(name)
+            except (LabError, subprocess.TimeoutExpired, ValueError) as e:
+                _console.print(f"[bold red]error:[/] {name}: {escape(str(e))}", soft_wrap=True)
+                sys.exit(2)
+            code = 2 if failed else code
+        doc = m.merge([{"schema": m.SCHEMA, "kernels": entries}])
+    if out_dir:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "matrix.json").write_text(json.dumps(doc, indent=1) + "\n")
+        (out / "matrix.md").write_text(m.render_markdown(doc))
+        (out / "matrix.html").write_text(m.render_html(doc))
+        _console.print(f"lab: wrote matrix.json, matrix.md and matrix.html in {out}")
+    if as_json:
+        click.echo(json.dumps(doc, indent=1))
+    elif not out_dir:
+        click.echo(m.render_markdown(doc), nl=False)
+    sys.exit(code)
+
+
+def _matrix_entry(name: str):
+    """Boot lab kernel *name* with every scenario, audit it over QMP; its matrix entry and failed scenarios."""
+    from . import matrix as m
+
+    guest = _boot(name, None, None, None, None, (), False)
+    try:
+        with tempfile.TemporaryDirectory(prefix="drgn-p2p-dump-") as tmp:
+            code, out, err = audit_streams(guest, "qemu", ["--json", "--runs"], Path(tmp))
+        if code not in (0, 1):
+            raise LabError(f"the audit over QMP exited {code}: {err.strip().splitlines()[-1:] or ''}")
+        entry = m.kernel_entry(guest.kernel.kver, guest.mappings, guest.skipped, guest.failed, json.loads(out))
+        return entry, dict(guest.failed)
+    finally:
+        guest.close()
+
+
+def baseline_args(audit_args: Sequence[str]) -> List[str]:
+    """*audit_args* with the ``--baseline`` file checked and made absolute.
+
+    The baseline is read before the guest boots (a bad one is a one-line
+    error, exit 2), and its absolute path reaches the audit inside the guest
+    too (``--via live`` runs with the host's root as the guest's, cwd ``/``).
+
+    :raises UsageError: when the baseline cannot be read or is not valid.
+    """
+    from ..baseline import load_baseline
+
+    args = list(audit_args)
+    for i, arg in enumerate(args):
+        if arg == "--baseline" and i + 1 < len(args):
+            load_baseline(args[i + 1])
+            args[i + 1] = os.path.abspath(args[i + 1])
+        elif arg.startswith("--baseline="):
+            path = arg.partition("=")[2]
+            load_baseline(path)
+            args[i] = "--baseline=" + os.path.abspath(path)
+    return args
 
 
 def _wants_json(audit_args) -> bool:

@@ -393,7 +393,10 @@ def merge(existing: Optional[Mapping[str, Any]], kernels: Mapping[str, Mapping[s
 
 def load(path: "Path | str", schema: str = SCHEMA) -> Dict[str, Any]:
     """Read a lab document of *schema* (a proof document by default); ValueError if it is not one."""
-    doc = json.loads(Path(path).read_text())
+    try:
+        doc = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not JSON ({e})") from None
     if not isinstance(doc, dict) or doc.get("schema") != schema:
         raise ValueError(f"{path} is not a {schema} document")
     return doc

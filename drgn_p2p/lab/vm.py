@@ -36,7 +36,6 @@ import re
 import shlex
 import shutil
 import signal
-import struct
 import sys
 import subprocess
 import tempfile
@@ -47,6 +46,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from drgn_p2p.lab import LabError
 from drgn_p2p.lab.initramfs import build_initramfs
+from drgn_p2p.flattened import SIGNATURE, FlattenedError, is_flattened, records
 from drgn_p2p.lab.qmp import Qmp
 from drgn_p2p.lab.scenarios import GUEST_DIR, Plan, holder_binary, plan
 
@@ -57,20 +57,19 @@ __all__ = ("BOOT_RETRIES", "DUMP_FORMATS", "EarlyDeath", "Guest", "accel_args", 
 #: makedumpfile *flattened* format, which :meth:`Guest.dump` reassembles).
 DUMP_FORMATS = ("elf", "kdump-zlib", "kdump-lzo", "kdump-snappy")
 
-#: Signature at the start of makedumpfile's flattened format.
-_FLATTENED_SIGNATURE = b"makedumpfile"
-#: Size of its header (``MAX_SIZE_MDF_HEADER``).
-_FLATTENED_HEADER_SIZE = 4096
-_FLAT_RECORD = struct.Struct(">qq")
-
 #: Set to ``tcg`` or ``kvm`` to override the accelerator choice.
 ACCEL_ENV = "DRGN_P2P_LAB_ACCEL"
 #: Set to a non-empty value to keep run directories for debugging.
 KEEP_ENV = "DRGN_P2P_LAB_KEEP"
+#: Set to the seconds a guest may take to hold its mappings (default
+#: :data:`BOOT_TIMEOUT`), for a host busy with other work.
+BOOT_TIMEOUT_ENV = "DRGN_P2P_LAB_BOOT_TIMEOUT"
+BOOT_TIMEOUT = 180.0
 
 _live: Set["Guest"] = set()
 
-#: How many times a guest that dies before its stage 2 is booted again.
+#: How many times a guest that dies before it holds its mappings (in early
+#: boot, or in its stage 2 before ``ready``) is booted again.
 BOOT_RETRIES = 1
 
 #: Console lines that say why a guest died: the lab init's own errors, the
@@ -82,7 +81,7 @@ _EXPLAINING = re.compile(
 
 
 class EarlyDeath(LabError):
-    """The guest died (QEMU exited) before its stage 2 started."""
+    """The guest died (QEMU exited) before it held its mappings."""
 
 
 def explaining_lines(lines: Sequence[str], most: int = 8) -> List[str]:
@@ -128,29 +127,23 @@ def accel_args(la57: bool = True) -> List[str]:
 def reassemble(flattened: Path, dest: Path) -> Path:
     """
     Turn makedumpfile's flattened format (what QEMU 7.2 writes for kdump-*)
-    into the ordinary kdump-compressed file, as ``makedumpfile -R`` does.
-
-    The flattened file is a 4 KiB ``struct makedumpfile_header`` followed by
-    records of ``struct makedumpfile_data_header {int64_t offset, buf_size;}``
-    (big-endian) and their data, ended by an offset of -1.
+    into the ordinary kdump-compressed file, as ``makedumpfile -R`` does
+    (the format: :mod:`drgn_p2p.flattened`).
     """
     with open(flattened, "rb") as src, open(dest, "wb") as out:
-        if not src.read(_FLATTENED_HEADER_SIZE).startswith(_FLATTENED_SIGNATURE):
-            raise LabError(f"{flattened} is not in makedumpfile's flattened format")
-        while True:
-            record = src.read(_FLAT_RECORD.size)
-            if len(record) < _FLAT_RECORD.size:
-                raise LabError(f"{flattened} ends before its end marker")
-            offset, size = _FLAT_RECORD.unpack(record)
-            if offset < 0:
-                return dest
-            out.seek(offset)
-            while size > 0:
-                chunk = src.read(min(size, 16 << 20))
-                if not chunk:
-                    raise LabError(f"{flattened} ends inside a record")
-                out.write(chunk)
-                size -= len(chunk)
+        try:
+            for record in records(src):
+                out.seek(record.offset)
+                size = record.size
+                while size > 0:
+                    chunk = src.read(min(size, 16 << 20))
+                    if not chunk:
+                        raise FlattenedError("ends inside a record")
+                    out.write(chunk)
+                    size -= len(chunk)
+        except FlattenedError as e:
+            raise LabError(f"{flattened} {e}") from None
+    return dest
 
 
 def _set_pdeathsig() -> None:
@@ -206,7 +199,7 @@ class Guest:
         #: Wall and guest times in seconds (boot, stage2, ready, uptime_*).
         self.timings: Dict[str, float] = {}
         self._started = started
-        #: Why each earlier boot of this guest died before its stage 2 (see :data:`BOOT_RETRIES`).
+        #: Why each earlier boot of this guest died before it held its mappings (see :data:`BOOT_RETRIES`).
         self.boot_retries: List[str] = []
         self._ncmd = 0
         self._closed = False
@@ -245,10 +238,10 @@ class Guest:
         """Wait until *path* exists, QEMU exits or *deadline* passes."""
         while not path.exists():
             if not self.alive():
-                early = EarlyDeath if path.name == "stage2" else LabError
+                early = EarlyDeath if path.name in ("stage2", "ready") else LabError
                 raise self._diagnose(f"QEMU exited with status {self.proc.returncode} before {what}", early)
             if time.monotonic() > deadline:
-                raise self._diagnose(f"timed out waiting for {what}")
+                raise self._diagnose(f"timed out before {what}")
             time.sleep(0.05)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -256,7 +249,7 @@ class Guest:
         deadline = self._started + timeout
         self._wait_file(self.out_dir / "stage2", deadline, "the guest's stage 2")
         self.timings["stage2"] = time.monotonic() - self._started
-        self._wait_file(self.out_dir / "ready", deadline, "the guest to hold its mappings")
+        self._wait_file(self.out_dir / "ready", deadline, "the guest held its mappings")
         self.timings["ready"] = time.monotonic() - self._started
         self.timings["uptime_stage2"] = float((self.out_dir / "stage2").read_text())
         self.timings["uptime_ready"] = float((self.out_dir / "ready").read_text())
@@ -289,7 +282,7 @@ class Guest:
         os.replace(tmp, base.with_suffix(".sh"))
         rc_file = base.with_suffix(".rc")
         deadline = time.monotonic() + timeout + 30
-        what = f"command {self._ncmd} ({cmd[:60]!r})"
+        what = f"command {self._ncmd} ({cmd[:60]!r}) finished"
         while True:
             self._wait_file(rc_file, deadline, what)
             text = rc_file.read_text()
@@ -322,7 +315,7 @@ class Guest:
         self.qmp("dump-guest-memory", args, timeout=timeout)
         if raw != dest:
             with open(raw, "rb") as f:
-                is_flat = f.read(len(_FLATTENED_SIGNATURE)) == _FLATTENED_SIGNATURE
+                is_flat = is_flattened(f.read(len(SIGNATURE)))
             if is_flat:
                 reassemble(raw, dest)
                 raw.unlink()
@@ -463,7 +456,7 @@ def _run_dir() -> Path:
 
 
 def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = True,
-          extra_cmdline: Sequence[str] = (), timeout: float = 180.0,
+          extra_cmdline: Sequence[str] = (), timeout: Optional[float] = None,
           test_hmm: Optional["os.PathLike[str] | str"] = None,
           memory: str = GUEST_MEMORY, smp: int = 2) -> Guest:
     """
@@ -471,6 +464,11 @@ def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = T
     :class:`Guest` without a ``with`` block; the caller must
     :meth:`Guest.close` it (interpreter exit kills it otherwise).
     """
+    if timeout is None:
+        try:
+            timeout = float(os.environ.get(BOOT_TIMEOUT_ENV) or BOOT_TIMEOUT)
+        except ValueError:
+            raise LabError(f"${BOOT_TIMEOUT_ENV} must be a number of seconds") from None
     plan_ = plan(kernel, scenarios, test_hmm)
     holder = holder_binary()
     initrd = build_initramfs(_modules_dir(kernel), kernel.kver)
@@ -479,13 +477,16 @@ def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = T
         try:
             guest = _start_once(kernel, plan_, holder, initrd, la57, extra_cmdline, timeout, memory, smp)
         except EarlyDeath as e:
-            # Under TCG a guest can die in early boot once in a while (a panic
-            # in sched_clock_cpu) and boot fine the next time.
+            # Under TCG a guest can die once in a while (a panic in
+            # sched_clock_cpu in early boot, an int3 oops in schedule_idle
+            # while its stage 2 sets up) and boot fine the next time; a
+            # scenario that oopses the kernel every time fails the retry too.
             if len(retries) >= BOOT_RETRIES:
                 raise LabError(f"{e} (booted {len(retries) + 1} times)") from None
             why = next(iter(explaining_lines(str(e).splitlines()[1:])), str(e).splitlines()[0])
             retries.append(why)
-            print(f"lab: the {kernel.kver} guest died before its stage 2 ({why.strip()}); booting it again",
+            when = "its stage 2" if "stage 2" in str(e).splitlines()[0] else "it held its mappings"
+            print(f"lab: the {kernel.kver} guest died before {when} ({why.strip()}); booting it again",
                   file=sys.stderr)
             continue
         guest.boot_retries = retries
@@ -526,7 +527,7 @@ def _start_once(kernel: Any, plan_: Plan, holder: Path, initrd: Path, la57: bool
 
 @contextmanager
 def boot(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = True,
-         extra_cmdline: Sequence[str] = (), timeout: float = 180.0,
+         extra_cmdline: Sequence[str] = (), timeout: Optional[float] = None,
          test_hmm: Optional["os.PathLike[str] | str"] = None,
          memory: str = GUEST_MEMORY, smp: int = 2) -> Iterator[Guest]:
     """
@@ -540,7 +541,8 @@ def boot(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = Tr
         :attr:`Guest.skipped` with the reason.
     :param la57: 5-level paging (``-cpu max``); False gives 4-level paging.
     :param extra_cmdline: More kernel command line words.
-    :param timeout: Seconds until every mapping must be held.
+    :param timeout: Seconds until every mapping must be held (default
+        ``$DRGN_P2P_LAB_BOOT_TIMEOUT``, else :data:`BOOT_TIMEOUT`).
     :param test_hmm: test_hmm.ko for ``device-private``
         (default ``$DRGN_P2P_TEST_HMM``).
     :raises LabError: if QEMU cannot start, exits or times out before ready.

@@ -32,9 +32,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Sequence
 
 import pytest
+from audit_docs import check_faults_counted, compare_marked, process_missing_because, runs, same_or_marked, vma_of
 from lab_prereq import check_setup, missing
 
 pytestmark = pytest.mark.lab
@@ -52,8 +53,6 @@ SCENARIOS = ("anon", "thp", "zero-page", "fsdax", "devdax", "pcibar")
 LEVELS = (31, 23)
 #: What makedumpfile prints on a kernel newer than it knows.
 UNSUPPORTED = "The kernel version is not supported"
-#: _PAGE_ACCESSED: LRU aging may clear it between the QMP audit and the crash.
-_ACCESSED = 1 << 5
 #: Page kinds whose PFNs have a struct page.
 _MEMMAP_KINDS = {"ram", "zero-page", "huge-zero", "fsdax", "devdax", "device-generic", "p2pdma", "device-private",
                  "device-coherent"}
@@ -112,29 +111,6 @@ class Crash:
         if not found:
             pytest.skip(f"{kind} not held on {self.kver}: {self.skipped.get(kind, 'not in the manifest')}")
         return found
-
-
-def vma_of(doc: Dict, pid: int, addr: int) -> Optional[Dict]:
-    for vma in doc["vmas"]:
-        if vma["pid"] == pid and int(vma["start"], 16) <= addr < int(vma["end"], 16):
-            return vma
-    return None
-
-
-def runs(vma: Dict) -> List[Tuple]:
-    return [(r["start"], r["end"], r["level"], r["entry"], hex(int(r["raw"], 16) & ~_ACCESSED), r["page"])
-            for r in vma.get("runs", [])]
-
-
-def same_or_marked(got: Dict, ref: Dict, doc: Dict) -> bool:
-    """*got* (a VMA of filtered dump *doc*) has *ref*'s runs; where part of the
-    pgmap table could not be read (``summary.unreadable_pgmaps``, counted), a
-    device page may read as RAM, as the README says, and nothing else differs."""
-    a, b = runs(got), runs(ref)
-    if a == b:
-        return True
-    return bool(doc["summary"]["unreadable_pgmaps"]) and len(a) == len(b) and all(
-        x[:-1] == y[:-1] and x[-1] == "ram" for x, y in zip(a, b) if x != y)
 
 
 @pytest.fixture(scope="module", params=KERNELS)
@@ -244,17 +220,6 @@ def check_memmap_marked(c: Crash, name: str) -> Dict[str, int]:
     return counts
 
 
-def check_faults_counted(doc: Dict) -> None:
-    """The summary counts exactly the faults the document lists."""
-    s = doc["summary"]
-    tables = [f for f in doc["faults"] if f["pid"] is not None]
-    pgmap_faults = [f for f in doc["faults"] if f["pid"] is None and "may be classified as RAM" in f["message"]]
-    assert len(pgmap_faults) == s["unreadable_pgmaps"], (s, doc["faults"][:5])
-    assert len(doc["faults"]) >= s["unreadable_tables"] + s["unreadable_processes"] + s["unreadable_pgmaps"] >= 0
-    assert sum(v["unreadable_tables"] for v in doc["vmas"]) == len(tables), doc["faults"][:5]
-    assert bool(tables) == bool(s["unreadable_tables"]), (s, doc["faults"][:5])
-
-
 # -- the whole /proc/vmcore ---------------------------------------------------------
 
 
@@ -321,28 +286,7 @@ def test_filtered_dump_marks_what_it_cannot_read(crash: Crash, level: int) -> No
     entries), or has unreadable page tables counted, or belongs to a process
     that could not be read and is counted; nothing goes missing unmarked."""
     whole, filtered = crash.docs["elf"], filtered_doc(crash, level)
-    s = filtered["summary"]
-    faulted_pids = {f["pid"] for f in filtered["faults"]}
-    process_faults = [f for f in filtered["faults"] if f["pid"] is None]
-    same = marked_tables = marked_processes = 0
-    problems = []
-    for ref in whole["vmas"]:
-        got = vma_of(filtered, ref["pid"], int(ref["start"], 16))
-        if got is None:
-            # the process (or its VMA tree) could not be read: counted and listed
-            if s["unreadable_processes"] and process_faults:
-                marked_processes += 1
-            else:
-                problems.append(f"pid {ref['pid']} VMA {ref['start']} missing without a fault")
-            continue
-        if got["flags"] != ref["flags"]:
-            problems.append(f"pid {ref['pid']} VMA {ref['start']}: flags {got['flags']} != {ref['flags']}")
-        elif same_or_marked(got, ref, filtered):
-            same += 1
-        elif got["unreadable_tables"] and ref["pid"] in faulted_pids:
-            marked_tables += 1
-        else:
-            problems.append(f"pid {ref['pid']} VMA {ref['start']}: entries differ with no unreadable table")
+    same, marked_tables, marked_processes, problems = compare_marked(whole, filtered)
     print(f"\n{crash.kver} -d {level}: {same} VMAs as in the whole dump, {marked_tables} with unreadable tables, "
           f"{marked_processes} of unreadable processes", file=sys.stderr)
     assert not problems, problems[:10]
@@ -356,8 +300,7 @@ def test_filtered_dump_held_mapping_classified_or_marked(crash: Crash, scenario:
         ref = vma_of(crash.docs["elf"], int(m["pid"]), int(m["addr"]))
         got = vma_of(filtered, int(m["pid"]), int(m["addr"]))
         if got is None:
-            assert filtered["summary"]["unreadable_processes"] >= 1 and any(
-                f["pid"] is None for f in filtered["faults"]), f"{scenario}: missing, unmarked"
+            assert process_missing_because(filtered, int(m["pid"])), f"{scenario}: missing, unmarked"
             print(f"\n{crash.kver} -d {level}: {scenario} not seen; marked: "
                   f"{[f['message'] for f in filtered['faults'] if f['pid'] is None][:1]}", file=sys.stderr)
         elif got["unreadable_tables"] == 0:

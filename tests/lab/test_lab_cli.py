@@ -67,3 +67,34 @@ def test_lab_run_exits_2_naming_a_scenario_that_failed_to_set_up(tmp_path) -> No
     last = proc.stderr.splitlines()[-1]
     assert last.startswith("error: scenario device-private failed to set up: "), proc.stderr[-3000:]
     assert "insmod" in last or "test_hmm" in last, last
+
+
+def test_lab_matrix_tabulates_every_scenario_the_kernel_allows(tmp_path) -> None:
+    """``lab matrix --kernel newest -o DIR``: the document holds every scenario
+    the kernel's config allows (the plan decides from the config, not from the
+    run), each classified; the others skipped with the reason; the Markdown has
+    a row per kind and the HTML page is self-contained."""
+    from drgn_p2p.lab import matrix
+    from drgn_p2p.lab.scenarios import plan
+
+    k = ensure_kernel("newest")
+    argv = [sys.executable, "-m", "drgn_p2p", "lab", "matrix", "--kernel", "newest", "-o", str(tmp_path)]
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = matrix.load_all([str(tmp_path / "matrix.json")])
+    entry = doc["kernels"]["newest"]
+    assert entry["kver"] == k.kver and entry["failed"] == {}
+    expected = plan(k)
+    held = {r["shape"] for r in entry["mappings"]}
+    assert held == {s.name for s in expected.scenarios}, (held ^ {s.name for s in expected.scenarios})
+    assert set(entry["skipped"]) == set(expected.skipped)
+    assert not [r for r in entry["mappings"] if r.get("missing")]
+    by_kind = {r["shape"]: r for r in entry["mappings"]}
+    # remap_pfn_range() of a BAR: VM_IO|VM_PFNMAP, special PTEs, no struct pages
+    bar = by_kind["pcibar"]
+    assert {"PFNMAP", "IO"} <= set(bar["flags"]) and set(bar["pages"]) == {"no-memmap"}
+    assert bar["special"] == sum(bar["leaves"].values()) > 0
+    md = (tmp_path / "matrix.md").read_text()
+    assert all(f"| `{kind}` |" in md for kind in held | set(expected.skipped))
+    page = (tmp_path / "matrix.html").read_text()
+    assert "<script" not in page and "http" not in page and "pcibar" in page

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""How the lab boots when a guest dies before its stage 2, with a stand-in
+"""How the lab boots when a guest dies before it holds its mappings, with a stand-in
 for ``qemu-system-x86_64`` that plays back a real guest's console: a death
 is explained by its first telling lines (not only the console's tail), and a
 boot that dies is retried once, said and counted."""
@@ -37,6 +37,8 @@ boots = len(state.read_text()) if state.exists() else 0
 state.write_text("x" * (boots + 1))
 deaths = int(os.environ["FAKE_QEMU_DEATHS"])
 if boots < deaths:
+    if os.environ.get("FAKE_QEMU_IN_STAGE2"):
+        (out / "stage2").write_text("4.0")
     pathlib.Path(console).write_text(pathlib.Path(os.environ["FAKE_QEMU_CONSOLE"]).read_text())
     sys.exit(0)  # -no-reboot: the guest's panic reboot ends QEMU
 for name, text in (("stage2", "4.0"), ("mappings.json", "[]"), ("skipped.json", "{{}}"), ("ready", "5.0")):
@@ -59,8 +61,9 @@ def fake_qemu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     kernel = SimpleNamespace(name="user", kver="7.2.0-fake", vmlinuz=tmp_path / "vmlinuz", vmlinux=None,
                              config={}, modules_dir=None, dir=tmp_path, cc=None)
 
-    def boot(console: str, deaths: int):
+    def boot(console: str, deaths: int, in_stage2: bool = False):
         (tmp_path / "console").write_text(console)
+        monkeypatch.setenv("FAKE_QEMU_IN_STAGE2", "1" if in_stage2 else "")
         monkeypatch.setenv("FAKE_QEMU_CONSOLE", str(tmp_path / "console"))
         monkeypatch.setenv("FAKE_QEMU_DEATHS", str(deaths))
         return start(kernel, ["anon"], timeout=60)
@@ -90,3 +93,30 @@ def test_a_guest_that_keeps_dying_is_explained_by_its_first_telling_lines(fake_q
     assert text.index("qp-init: mounting the host root failed") < text.index("Attempted to kill init")
     assert "trace line 29" in text  # and the tail
     assert capfd.readouterr().err.count("booting it again") == 1
+
+
+#: A TCG guest that oopsed while its stage 2 set the scenarios up (seen on 6.12).
+STAGE2_FLAKE = """\
+[   41.200113] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI
+[   41.200950] RIP: 0010:schedule_idle+0x1e/0x40
+[   41.215602] Kernel panic - not syncing: Attempted to kill the idle task!
+"""
+
+
+def test_a_guest_that_dies_in_its_stage_2_is_retried_once_and_counted(fake_qemu, capfd) -> None:
+    guest = fake_qemu(STAGE2_FLAKE, deaths=1, in_stage2=True)
+    try:
+        assert guest.alive()
+        assert guest.boot_retries == ["[   41.200113] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI"]
+    finally:
+        guest.close()
+    err = capfd.readouterr().err
+    assert "died before it held its mappings ([   41.200113] Oops: int3" in err
+
+
+def test_a_guest_that_dies_in_its_stage_2_every_time_says_so(fake_qemu) -> None:
+    with pytest.raises(LabError) as info:
+        fake_qemu(STAGE2_FLAKE, deaths=5, in_stage2=True)
+    text = str(info.value)
+    assert text.startswith("QEMU exited with status 0 before the guest held its mappings")
+    assert "(booted 2 times)" in text and "schedule_idle" in text

@@ -83,3 +83,19 @@ def test_drgn_warnings_are_one_line_each(monkeypatch: pytest.MonkeyPatch, capsys
         "warning: vmcore x is truncated: 1 of 2 bytes",
         "error: cannot open vmcore x",
     ]
+
+
+def test_shell_completion_as_the_readme_says() -> None:
+    """The README's completion lines: the scripts, and a completion of a command name."""
+    import os
+    import subprocess
+    import sys
+
+    exe = os.path.join(os.path.dirname(sys.executable), "drgn-p2p")
+    for shell, marker in (("bash", "_drgn_p2p_completion()"), ("zsh", "#compdef drgn-p2p"), ("fish", "complete")):
+        out = subprocess.run([exe], env={**os.environ, "_DRGN_P2P_COMPLETE": f"{shell}_source"},
+                             stdout=subprocess.PIPE, text=True, check=True).stdout
+        assert marker in out, (shell, out[:200])
+    env = {**os.environ, "_DRGN_P2P_COMPLETE": "bash_complete", "COMP_WORDS": "drgn-p2p di", "COMP_CWORD": "1"}
+    out = subprocess.run([exe], env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
+    assert "plain,diff" in out.splitlines()

@@ -325,9 +325,9 @@ def test_audit_json_carries_gup_segments_and_validates():
     broken["vmas"][0]["gup"][0]["predictions"]["odirect-read"]["outcome"] = "maybe"
     with pytest.raises(jsonschema.ValidationError):
         check_audit_json(broken)
-    del broken["vmas"][0]["gup"]
+    broken["vmas"][0]["gup"] = [{"start": gup[0]["start"], "end": gup[0]["end"], "predictions": {}}]
     with pytest.raises(jsonschema.ValidationError):
-        check_audit_json(broken)
+        check_audit_json(broken)  # every user must be predicted
 
 
 def test_text_summary_groups_users_by_outcome():

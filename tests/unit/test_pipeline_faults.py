@@ -75,7 +75,7 @@ def fake_kernel(monkeypatch: pytest.MonkeyPatch):
     ]
 
     def for_each_process(prog, pids=(), comms=(), on_fault=None) -> Iterator[Process]:
-        on_fault("task list cut after 4 tasks: FaultError: could not read memory: 0xdead000")
+        on_fault("task list cut after 4 tasks: FaultError: could not read memory: 0xdead000", None)
         yield from processes
 
     def for_mm(cls, prog, layout, mm) -> PageTableWalker:
@@ -118,7 +118,8 @@ def test_audit_records_what_it_could_not_read_and_goes_on(fake_kernel) -> None:
     assert doc["summary"]["unreadable_tables"] == 1
     assert doc["summary"]["unreadable_processes"] == 3
     assert len(doc["faults"]) == 4
-    assert {f["pid"] for f in doc["faults"]} == {None, 400}
+    assert sorted((f["scope"], f["pid"]) for f in doc["faults"]) == [
+        ("process", 200), ("process", 300), ("table", 400), ("tasks", None)]
     assert [v["comm"] for v in doc["vmas"] if v["pid"] == 400] == [HOSTILE]
 
 

@@ -62,7 +62,7 @@ def _walk(monkeypatch: pytest.MonkeyPatch, head: int, nodes: Dict[int, Dict]):
     faults: List[str] = []
     prog = SimpleNamespace(type=lambda name: name)
     xa = SimpleNamespace(xa_head=_Value(v=head))
-    return list(tasks._xa_entries(prog, xa, faults.append)), faults
+    return list(tasks._xa_entries(prog, xa, lambda message, pid: faults.append(message if pid is None else (message, pid)))), faults
 
 
 def test_every_pointer_in_index_order(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,7 +135,7 @@ def _task_list(monkeypatch: pytest.MonkeyPatch, heads: Dict[int, tuple], head: i
             return SimpleNamespace(type=name)
 
     faults: List[str] = []
-    found = [t.value_() + offset for t in tasks._task_list(Prog(), faults.append)]
+    found = [t.value_() + offset for t in tasks._task_list(Prog(), lambda message, pid: faults.append(message if pid is None else (message, pid)))]
     return found, faults
 
 

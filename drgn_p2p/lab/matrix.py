@@ -1,0 +1,173 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+The kind × kernel matrix
+------------------------
+
+Every mapping the lab holds (its scenarios and the zoo), on every kernel, as
+the audit over QMP saw it: per cell the leaf levels, the bits of the present
+leaves, the VMA flags, the page kinds and the verdict. ``drgn-p2p lab matrix``
+boots each kernel and writes one JSON document (schema :data:`SCHEMA`, one
+entry per kernel under ``"kernels"``); documents of several runs (one CI job
+per kernel) merge into one; :func:`render_markdown` and :func:`render_html`
+turn a document into ``docs/matrix.md`` and a self-contained HTML page.
+"""
+
+import html
+import time
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+from .proof import _md, load, merge_kernels
+from .zoo import _classified, _verdict, mapping_record
+
+__all__ = ("SCHEMA", "LAYOUT_FACTS", "kernel_entry", "merge", "load_all", "rows", "render_markdown", "render_html")
+
+SCHEMA = "drgn-p2p/matrix/1"
+
+#: The layout facts that decide how device mappings look on a kernel, shown per kernel.
+LAYOUT_FACTS = ("levels", "devmap_bit", "has_pmd_special", "has_pud_special", "dax_refcounted")
+
+
+def kernel_entry(kver: str, mappings: Sequence[Mapping[str, Any]], skipped: Mapping[str, str],
+                 failed: Mapping[str, str], doc: Mapping[str, Any]) -> Dict[str, Any]:
+    """One kernel's entry: each held mapping (``Guest.mappings``) as the audit
+    document *doc* (``audit --json --runs``) saw it, and why the others were not held."""
+    records = []
+    for m in mappings:
+        vma = _vma_at(doc, int(m["pid"]), int(m["addr"]))
+        if vma is not None:
+            records.append(mapping_record(m, vma, doc, []))
+        else:
+            records.append({"shape": m["kind"], "expect": m["expect"], "missing": True})
+    return {
+        "kver": kver,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "layout": {k: doc["layout"].get(k) for k in LAYOUT_FACTS},
+        "skipped": {k: v for k, v in skipped.items() if k not in failed},
+        "failed": dict(failed),
+        "mappings": records,
+    }
+
+
+def _vma_at(doc: Mapping[str, Any], pid: int, addr: int) -> Optional[Mapping[str, Any]]:
+    for vma in doc["vmas"]:
+        if vma["pid"] == pid and int(vma["start"], 16) <= addr < int(vma["end"], 16):
+            return vma
+    return None
+
+
+def merge(docs: Iterable[Optional[Mapping[str, Any]]]) -> Dict[str, Any]:
+    """One matrix document from several (later documents win for a kernel they share)."""
+    merged: Optional[Dict[str, Any]] = None
+    for doc in docs:
+        if doc is not None:
+            merged = {"schema": SCHEMA, "kernels": merge_kernels(merged, doc["kernels"], SCHEMA)}
+    return merged or {"schema": SCHEMA, "kernels": {}}
+
+
+def load_all(paths: Sequence[str]) -> Dict[str, Any]:
+    """Merge the matrix documents at *paths*; ValueError or OSError if one is not one."""
+    return merge(load(p, SCHEMA) for p in paths)
+
+
+def rows(doc: Mapping[str, Any]) -> List[str]:
+    """The mapping kinds of the document, in the order the lab first holds them."""
+    seen: Dict[str, None] = {}
+    for entry in doc["kernels"].values():
+        for r in entry["mappings"]:
+            seen.setdefault(r["shape"], None)
+        for name in list(entry["skipped"]) + list(entry["failed"]):
+            seen.setdefault(name, None)
+    return list(seen)
+
+
+def _cell(entry: Mapping[str, Any], kind: str) -> Dict[str, str]:
+    """``{"state", "text", "verdict"}`` of one kind on one kernel."""
+    recs = [r for r in entry["mappings"] if r["shape"] == kind]
+    if kind in entry["failed"]:
+        return {"state": "failed", "text": f"setup failed: {entry['failed'][kind]}", "verdict": "failed"}
+    if not recs:
+        return {"state": "skipped", "text": entry["skipped"].get(kind, "not in this run"), "verdict": "skipped"}
+    if any(r.get("missing") for r in recs):
+        return {"state": "failed", "text": "held, but no VMA at its address in the audit", "verdict": "failed"}
+    parts = []
+    for r in recs:
+        flags = " ".join(f for f in r["flags"] if f in _SHOWN_FLAGS)
+        bits = " / ".join(r["bits"])
+        parts.append("; ".join(p for p in (_classified(r), flags, bits) if p))
+    drawn = {f["severity"] for r in recs for f in r["findings"]}
+    severity = next((s for s in ("error", "warning", "info") if s in drawn), "clean")
+    return {"state": "held", "text": " + ".join(parts), "verdict": _verdict(recs), "severity": severity}
+
+
+#: The VMA flags the threads argue about (the others are in the JSON).
+_SHOWN_FLAGS = frozenset({"PFNMAP", "MIXEDMAP", "IO", "SHARED", "MAYSHARE", "HUGEPAGE", "DONTEXPAND", "DONTDUMP",
+                          "HUGETLB", "UFFD_WP", "UFFD_MINOR", "LOCKED", "DROPPABLE"})
+
+
+def render_markdown(doc: Mapping[str, Any]) -> str:
+    """The matrix as a Markdown page."""
+    kernels = list(doc["kernels"])
+    out = [
+        "# Mapping kind × kernel",
+        "",
+        "<!-- Generated by `drgn-p2p lab matrix -o docs` from a lab run. Do not edit: regenerate. -->",
+        "",
+        "Every mapping the lab holds, on every lab kernel, as `drgn-p2p audit` read it over QMP: page kinds "
+        "with 4 KiB page counts, present leaves per level, non-present entries, special/devmap leaves; the VMA "
+        "flags the threads argue about; the named bits of the present leaves (cache mode in parentheses); and "
+        "what the audit drew. A self-contained HTML page of the same table is `docs/matrix.html`.",
+        "",
+        "| kernel | release | " + " | ".join(LAYOUT_FACTS) + " |",
+        "|---|---|" + "---|" * len(LAYOUT_FACTS),
+    ]
+    for name in kernels:
+        entry = doc["kernels"][name]
+        out.append(f"| {name} | {entry['kver']} ({entry['when']}) | "
+                   + " | ".join(_md(str(entry["layout"].get(k))) for k in LAYOUT_FACTS) + " |")
+    out += ["", "| kind | " + " | ".join(kernels) + " |", "|---|" + "---|" * len(kernels)]
+    for kind in rows(doc):
+        cells = []
+        for name in kernels:
+            c = _cell(doc["kernels"][name], kind)
+            cells.append(f"{c['text']} — {c['verdict']}" if c["state"] == "held" else f"*{c['state']}: {c['text']}*")
+        out.append(f"| `{kind}` | " + " | ".join(_md(c) for c in cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+_CSS = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #bbb; padding: 4px 8px; vertical-align: top; text-align: left; }
+th { background: #eee; position: sticky; top: 0; }
+td.kind { font-family: ui-monospace, monospace; white-space: nowrap; }
+td.clean { background: #e6f4e6; } td.info { background: #e6eef9; } td.warning { background: #fff1d6; }
+td.error, td.failed { background: #f9dede; } td.skipped { background: #f3f3f3; color: #777; }
+.verdict { display: block; margin-top: 3px; font-weight: 600; }
+"""
+
+
+def render_html(doc: Mapping[str, Any]) -> str:
+    """The matrix as one self-contained HTML page (no script, no network)."""
+    kernels = list(doc["kernels"])
+    e = html.escape
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           "<title>drgn-p2p: mapping kind × kernel</title>", f"<style>{_CSS}</style></head><body>",
+           "<h1>Mapping kind × kernel</h1>",
+           "<p>Every mapping the lab holds, as <code>drgn-p2p audit</code> read it over QMP.</p>",
+           "<table><tr><th>kernel</th><th>release</th>" + "".join(f"<th>{e(k)}</th>" for k in LAYOUT_FACTS) + "</tr>"]
+    for name in kernels:
+        entry = doc["kernels"][name]
+        out.append(f"<tr><td>{e(name)}</td><td>{e(entry['kver'])}<br><small>{e(entry['when'])}</small></td>"
+                   + "".join(f"<td>{e(str(entry['layout'].get(k)))}</td>" for k in LAYOUT_FACTS) + "</tr>")
+    out.append("</table>")
+    out.append("<table><tr><th>kind</th>" + "".join(f"<th>{e(k)}</th>" for k in kernels) + "</tr>")
+    for kind in rows(doc):
+        cells = []
+        for name in kernels:
+            c = _cell(doc["kernels"][name], kind)
+            css = c.get("severity", c["state"])
+            verdict = f'<span class="verdict">{e(c["verdict"].replace("`", ""))}</span>' if c["state"] == "held" else ""
+            cells.append(f'<td class="{css}">{e(c["text"])}{verdict}</td>')
+        out.append(f'<tr><td class="kind">{e(kind)}</td>' + "".join(cells) + "</tr>")
+    out += ["</table>", "</body></html>"]
+    return "\n".join(out) + "\n"
