@@ -59,6 +59,8 @@ def read_layout(prog: drgn.Program) -> Layout:
     zone_device = _zone_device(prog, learned)
     zero_pfn, huge_zero_pfn = _zero_pfns(prog, learned)
     zone_shift, zone_bits, zone_names = _zone_field(prog, learned)
+    p2pdma_gate, longterm_file_check, fast_renamed = _gup_facts(prog, learned)
+    highest_memmap_pfn = _highest_memmap_pfn(prog, learned)
 
     layout = Layout(
         arch="x86_64",
@@ -82,6 +84,10 @@ def read_layout(prog: drgn.Program) -> Layout:
         zone_shift=zone_shift,
         zone_bits=zone_bits,
         zone_names=zone_names,
+        gup_p2pdma_gate=p2pdma_gate,
+        gup_longterm_file_check=longterm_file_check,
+        gup_fast_renamed=fast_renamed,
+        highest_memmap_pfn=highest_memmap_pfn,
         learned=learned,
     )
     prog.cache["drgn_p2p_layout"] = layout
@@ -92,16 +98,19 @@ def _current(prog: drgn.Program, layout: Layout) -> Layout:
     """*layout* with the facts that change while the kernel runs read again.
 
     The huge zero folio is allocated on first use and freed by its shrinker
-    when unused, then allocated anew: ``huge_zero_pfn`` moves. Everything
+    when unused, then allocated anew: ``huge_zero_pfn`` moves; memory
+    hotplug and memremap_pages() raise ``highest_memmap_pfn``. Everything
     else in a layout is fixed at boot. A long-lived session (the library,
     repeated audits of a live or QMP target) must not judge with a stale one.
     """
     learned: Dict[str, Learned] = {}
     _, huge_zero_pfn = _zero_pfns(prog, learned)
-    if huge_zero_pfn == layout.huge_zero_pfn:
+    highest_memmap_pfn = _highest_memmap_pfn(prog, learned)
+    if huge_zero_pfn == layout.huge_zero_pfn and highest_memmap_pfn == layout.highest_memmap_pfn:
         return layout
     layout = dataclasses.replace(
-        layout, huge_zero_pfn=huge_zero_pfn, learned={**layout.learned, "huge_zero_pfn": learned["huge_zero_pfn"]}
+        layout, huge_zero_pfn=huge_zero_pfn, highest_memmap_pfn=highest_memmap_pfn,
+        learned={**layout.learned, **learned},
     )
     prog.cache["drgn_p2p_layout"] = layout
     return layout
@@ -383,6 +392,44 @@ def _zero_pfns(prog: drgn.Program, learned: Dict[str, Learned]) -> Tuple[int, Op
     except (KeyError, LookupError, drgn.FaultError):
         learned["huge_zero_pfn"] = Learned(None, "variable", "no huge_zero_pfn")
     return zero_pfn, huge_zero_pfn
+
+
+def _highest_memmap_pfn(prog: drgn.Program, learned: Dict[str, Learned]) -> Optional[int]:
+    # mm/memory.c; raised by memmap_init_range() for boot memory, hotplug and
+    # memremap_pages() (ZONE_DEVICE) alike.
+    try:
+        value = prog["highest_memmap_pfn"].value_()
+    except (KeyError, LookupError, drgn.FaultError):
+        learned["highest_memmap_pfn"] = Learned(None, "variable", "no highest_memmap_pfn")
+        return None
+    learned["highest_memmap_pfn"] = Learned(value, "variable", "highest_memmap_pfn")
+    return value
+
+
+def _gup_facts(prog: drgn.Program, learned: Dict[str, Learned]) -> Tuple[bool, bool, bool]:
+    """What GUP checks, for :mod:`drgn_p2p.gup`."""
+    # 4293399dc6ed ("mm: introduce FOLL_PCI_P2PDMA to gate getting PCI P2PDMA
+    # pages", v6.2): a #define in v6.2, an enumerator of the FOLL_* enum in
+    # include/linux/mm_types.h since v6.3; p2pmem_alloc_mmap() (7e9c7ef83d78,
+    # the same series) is the symbol when the enumerator is not there.
+    try:
+        prog.constant("FOLL_PCI_P2PDMA")
+        gate, how = True, Learned(True, "enum", "FOLL_PCI_P2PDMA")
+    except LookupError:
+        gate = _symbol_exists(prog, "p2pmem_alloc_mmap")
+        how = Learned(gate, "symbol", "p2pmem_alloc_mmap (no FOLL_PCI_P2PDMA enumerator)")
+    learned["gup_p2pdma_gate"] = how
+    # 8ac268436e6d / 7b81ce9 (v6.5) made check_vma_flags() and GUP-fast refuse
+    # FOLL_LONGTERM write pins of file mappings needing dirty tracking, through
+    # the then new vma_needs_dirty_tracking(); edd478269640 in the same series
+    # dropped io_uring's own file-backed VMA check.
+    check = _symbol_exists(prog, "vma_needs_dirty_tracking")
+    learned["gup_longterm_file_check"] = Learned(check, "symbol", "vma_needs_dirty_tracking (v6.5)")
+    # 23babe1934d7 (v6.10) renamed internal_get_user_pages_fast() to
+    # gup_fast_fallback() together with every gup_fast_*() function.
+    renamed = _symbol_exists(prog, "gup_fast_fallback")
+    learned["gup_fast_renamed"] = Learned(renamed, "symbol", "gup_fast_fallback (v6.10 names)")
+    return gate, check, renamed
 
 
 def _zone_field(

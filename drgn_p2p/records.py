@@ -205,6 +205,17 @@ class Layout:
     zone_bits: int = 0
     #: ``enum zone_type`` value → name (``4`` → ``"ZONE_DEVICE"``).
     zone_names: Mapping[int, str] = field(default_factory=dict)
+    #: GUP refuses P2PDMA pages without ``FOLL_PCI_P2PDMA`` (4293399dc6ed, v6.2).
+    gup_p2pdma_gate: bool = False
+    #: FOLL_LONGTERM write pins of file mappings that need dirty tracking are
+    #: refused (``writable_file_mapping_allowed()``, ``gup_fast_folio_allowed()``;
+    #: Lorenzo Stoakes' series of v6.5, which also removed io_uring's own VMA check).
+    gup_longterm_file_check: bool = False
+    #: ``highest_memmap_pfn``: above it ``vm_normal_page()`` reports "Bad page
+    #: map" instead of returning a struct page (grows with memremap_pages()).
+    highest_memmap_pfn: Optional[int] = None
+    #: The GUP-fast functions carry their v6.10 names (``gup_fast_pte_range``…, 23babe1934d7).
+    gup_fast_renamed: bool = False
     learned: Mapping[str, Learned] = field(default_factory=dict, compare=False)
 
     def vm_flag(self, name: str) -> int:

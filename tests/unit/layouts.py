@@ -29,6 +29,7 @@ def make_layout(
     if device_private is None:
         device_private = version >= (7, 0)
     pmd_special, pud_special = lt.has_pmd_pud_special(version)
+    p2pdma_gate, longterm_file_check, fast_renamed = lt.gup_facts(version)
     swap = lt.swap_types(
         device_private=device_private,
         single_device_exclusive=lt.single_device_exclusive(version),
@@ -55,6 +56,9 @@ def make_layout(
         zone_device=4,
         zero_pfn=ZERO_PFN,
         huge_zero_pfn=HUGE_ZERO_PFN,
+        gup_p2pdma_gate=p2pdma_gate,
+        gup_longterm_file_check=longterm_file_check,
+        gup_fast_renamed=fast_renamed,
     )
 
 
