@@ -196,14 +196,15 @@ def vma_bits_from_enum(enumerators, arch: str = "x86_64") -> Dict[str, int]:
     that each bit has the one name *arch* gives it.
     """
     slots = _VMA_SLOTS.get(arch, {})
+    bits = [(name[len("VMA_") : -len("_BIT")], value) for name, value in enumerators
+            if name.startswith("VMA_") and name.endswith("_BIT")]
+    # The slot each arch bit is: an alias of a slot *arch* leaves unnamed (arm64's PKEY_BIT3) goes too.
+    slot_of = {value: name for name, value in bits if name.startswith("HIGH_ARCH_") or name == "ARCH_1"}
     flags: Dict[str, int] = {}
-    for name, value in enumerators:
-        if not (name.startswith("VMA_") and name.endswith("_BIT")):
-            continue
-        name = name[len("VMA_") : -len("_BIT")]
+    for name, value in bits:
         if name in _FOREIGN_VMA_BITS or name in slots.values():
             continue
-        if (name.startswith("HIGH_ARCH_") or name == "ARCH_1") and name not in slots:
+        if value in slot_of and slot_of[value] not in slots:
             continue
         flags[slots.get(name, name)] = value
     return flags

@@ -31,7 +31,7 @@ The offset is not inverted (unlike x86-64). Plain ints throughout.
 from typing import List, Optional, Tuple
 
 from ..records import EntryKind, Geometry, Layout, Leaf, Level, level_shift
-from .swap import swap_leaf, swap_type_name
+from .common import mapped_leaf, swap_leaf, swap_type_name
 
 __all__ = (
     "decode_leaf",
@@ -161,18 +161,8 @@ def decode_leaf(raw: int, va: int, level: Level, layout: Layout) -> Optional[Lea
         entry_kind = EntryKind.PROTNONE
     else:
         return _decode_swap(raw, va, level, layout)
-    devmap_bit = layout.devmap_bit
-    return Leaf(
-        va,
-        level,
-        raw,
-        entry_kind,
-        _pfn(raw, level, layout),
-        special=bool(raw & _SPECIAL),
-        devmap=devmap_bit is not None and bool(raw >> devmap_bit & 1),
-        writable=bool(raw & _WRITE),
-        page_shift=page_shift,
-    )
+    return mapped_leaf(raw, va, level, entry_kind, _pfn(raw, level, layout), layout,
+                       special=bool(raw & _SPECIAL), writable=bool(raw & _WRITE))
 
 
 def _swap_fields(raw: int, layout: Layout) -> Tuple[int, int, int]:

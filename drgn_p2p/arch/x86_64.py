@@ -22,7 +22,7 @@ Plain ints throughout; no object per bit.
 from typing import List, Optional, Tuple
 
 from ..records import LEVEL_SHIFT, EntryKind, Geometry, Layout, Leaf, Level
-from .swap import swap_leaf, swap_type_name
+from .common import mapped_leaf, swap_leaf, swap_type_name
 
 __all__ = (
     "decode_leaf",
@@ -118,17 +118,7 @@ def decode_leaf(raw: int, va: int, level: Level, layout: Layout) -> Optional[Lea
     else:
         return _decode_swap(raw, va, level, layout)
 
-    devmap_bit = layout.devmap_bit
-    return Leaf(
-        va,
-        level,
-        raw,
-        kind,
-        pfn,
-        special=bool(raw & _SPECIAL),
-        devmap=devmap_bit is not None and bool(raw >> devmap_bit & 1),
-        writable=bool(raw & _RW),
-    )
+    return mapped_leaf(raw, va, level, kind, pfn, layout, special=bool(raw & _SPECIAL), writable=bool(raw & _RW))
 
 
 def pte_run_bits(layout: Layout) -> Tuple[int, int, int]:

@@ -443,9 +443,9 @@ def test_vma_flags_from_the_7x_enum_are_named_the_arm64_way():
     enumerators = [("VMA_PFNMAP_BIT", 10), ("VMA_ARCH_1_BIT", 24), ("VMA_HIGH_ARCH_0_BIT", 32),
                    ("VMA_HIGH_ARCH_4_BIT", 36), ("VMA_HIGH_ARCH_5_BIT", 37), ("VMA_HIGH_ARCH_6_BIT", 38),
                    ("VMA_ARM64_BTI_BIT", 24), ("VMA_MTE_BIT", 36), ("VMA_PKEY_BIT0_BIT", 32),
-                   ("VMA_SHADOW_STACK_BIT", 38)]
+                   ("VMA_SHADOW_STACK_BIT", 38), ("VMA_HIGH_ARCH_3_BIT", 35), ("VMA_PKEY_BIT3_BIT", 35)]
     arm = lt.vma_bits_from_enum(enumerators, "arm64")
     assert arm == {"PFNMAP": 10, "ARM64_BTI": 24, "PKEY_BIT0": 32, "MTE": 36, "MTE_ALLOWED": 37, "SHADOW_STACK": 38}
     x86 = lt.vma_bits_from_enum(enumerators, "x86_64")
-    assert x86["PAT"] == 24 and "MTE" not in x86 and "ARM64_BTI" not in x86
+    assert x86["PAT"] == 24 and "MTE" not in x86 and "ARM64_BTI" not in x86 and x86["PKEY_BIT3"] == 35
 

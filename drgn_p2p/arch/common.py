@@ -1,23 +1,33 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """
-Swap-format entries
--------------------
+What every decoder shares
+-------------------------
 
-What a non-present entry's swap type and offset mean is generic mm
-(``include/linux/swapops.h``, ``include/linux/swap.h``); only where the type
-and offset sit in the entry is architecture-specific. Each architecture's
-decoder extracts ``(type, offset)`` its own way and hands them to
-:func:`swap_leaf`.
+The :class:`Leaf` of an entry that maps a PFN (:func:`mapped_leaf`), and what
+a non-present entry's swap type and offset mean, which is generic mm
+(``include/linux/swapops.h``, ``include/linux/swap.h``); only where the bits
+sit in the entry is architecture-specific. Each architecture's decoder
+extracts them its own way and hands them here.
 """
 
 from typing import Optional
 
 from ..records import EntryKind, Layout, Leaf, Level
 
-__all__ = ("swap_leaf", "swap_type_name")
+__all__ = ("mapped_leaf", "swap_leaf", "swap_type_name")
 
 # Migration entries may carry SWP_MIG_YOUNG and SWP_MIG_DIRTY just above the PFN.
 _MIG_EXTRA_BITS = 2
+
+
+def mapped_leaf(raw: int, va: int, level: Level, kind: EntryKind, pfn: int, layout: Layout, *, special: bool,
+                writable: bool) -> Leaf:
+    """The :class:`Leaf` of a present or PROT_NONE entry mapping *pfn*; ``devmap``
+    is bit ``layout.devmap_bit`` of *raw* (never set where the kernel has none)."""
+    devmap_bit = layout.devmap_bit
+    return Leaf(va, level, raw, kind, pfn, special=special,
+                devmap=devmap_bit is not None and bool(raw >> devmap_bit & 1), writable=writable,
+                page_shift=layout.page_shift)
 
 
 def swap_leaf(raw: int, va: int, level: Level, layout: Layout, stype: int, offset: int) -> Leaf:
