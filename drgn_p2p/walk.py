@@ -44,7 +44,6 @@ __all__ = (
 )
 
 
-
 @functools.lru_cache(maxsize=None)
 def _table_format(entries: int) -> struct.Struct:
     """Little-endian ``u64[entries]`` (x86-64 and arm64 Linux are little-endian)."""

@@ -48,9 +48,6 @@ def _kernel(name: Optional[str], bzimage: Optional[str], vmlinux: Optional[str],
     return ensure_kernel(name or "newest", arch)
 
 
-#: ``drgn --architecture`` names by Debian architecture (QEMU's kdump files record none).
-_DRGN_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
-
 
 def audit_argv(guest, via: str, args: Sequence[str], dump_dir: Path) -> Tuple[List[str], Optional[str]]:
     """The ``drgn-p2p audit`` command line for *via*, and where it must run.
@@ -63,10 +60,15 @@ def audit_argv(guest, via: str, args: Sequence[str], dump_dir: Path) -> Tuple[Li
     if via == "qemu":
         return base + ["--qemu", guest.qmp_path] + list(args), None
     if via == "vmcore":
+        if getattr(guest.kernel, "arch", "amd64") != "amd64":
+            # libkdumpfile cannot translate the 52-bit (LPA2, 5-level) arm64 tables of a
+            # QEMU kdump file ("No way to translate"); an ELF dump is read by drgn alone.
+            core = dump_dir / "vmcore.elf"
+            guest.dump(core, fmt="elf")
+            return base + ["-c", str(core)] + list(args), None
         core = dump_dir / "vmcore.kdump"
         guest.dump(core, fmt="kdump-zlib")
-        arch = _DRGN_ARCH[getattr(guest.kernel, "arch", "amd64")]
-        return base + ["-c", str(core), "--architecture", arch] + list(args), None
+        return base + ["-c", str(core), "--architecture", "x86_64"] + list(args), None
     if via == "live":
         if getattr(guest.kernel, "arch", "amd64") != "amd64":
             raise LabError("the arm64 guest's busybox root has no Python and drgn: audit it --via qemu or vmcore")

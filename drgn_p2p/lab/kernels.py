@@ -678,12 +678,20 @@ def user_kernel(
 
 
 @click.command("fetch")
-@click.argument("names", nargs=-1, type=click.Choice(KERNEL_NAMES))
-def fetch_command(names: Tuple[str, ...]) -> None:
-    """Fetch the lab's kernels (default: newest, 6.12, 6.1) and print where each is cached."""
-    for name in names or ("newest", "6.12", "6.1"):
+@click.option("--arch", type=click.Choice(ARCHES), default="amd64", show_default=True,
+              help="Debian architecture of the kernels (arm64: newest, newest-16k, 6.12).")
+@click.argument("names", nargs=-1)
+def fetch_command(arch: str, names: Tuple[str, ...]) -> None:
+    """Fetch the lab's kernels (default: every one pinned for --arch) and print where each is cached."""
+    pinned = list(manifest(arch))
+    unknown = [n for n in names if n not in pinned]
+    if unknown:
+        raise click.BadParameter(f"unknown {arch} kernel {unknown[0]!r}: choose from {', '.join(pinned)}",
+                                 param_hint="NAMES")
+    default = ("newest", "6.12", "6.1") if arch == "amd64" else tuple(pinned)
+    for name in names or default:
         try:
-            kernel = ensure_kernel(name)
+            kernel = ensure_kernel(name, arch)
         except LabError as e:
             raise click.ClickException(str(e)) from e
         click.echo(f"{name}\t{kernel.kver}\t{kernel.dir}")
