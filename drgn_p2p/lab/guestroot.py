@@ -67,29 +67,14 @@ def _first_member(root: Path, rel: str, package: str) -> Path:
 def root_tools(arch: str) -> Dict[str, Path]:
     """The static binaries of :data:`ROOT_PACKAGES` for Debian *arch*, path in the root → cached file.
 
-    Downloaded and extracted once per package version into ``<cache>/roots/ARCH/``.
+    Each package is downloaded and its binary extracted once, into
+    ``<cache>/roots/ARCH/PACKAGE_VERSION/``; a cached one needs no network.
     """
     out: Dict[str, Path] = {}
     for package, member, dest in ROOT_PACKAGES:
-        version = apt.version_in(package, ROOT_SUITE, arch=arch) if not _cached_any(arch, package) else None
-        pdir = _package_dir(arch, package, version)
-        target = pdir / Path(dest).name
-        if not target.is_file():
-            if version is None:
-                version = apt.version_in(package, ROOT_SUITE, arch=arch)
-                if version is None:
-                    raise LabError(f"{ROOT_SUITE} offers no {package} for {arch}")
-                pdir = _package_dir(arch, package, version)
-                target = pdir / Path(dest).name
-            pdir.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(prefix="drgn-p2p-root-") as tmp:
-                (deb,) = apt.download([f"{package}={version}"], Path(tmp), arch=arch)
-                subprocess.run(["dpkg-deb", "-x", str(deb), f"{tmp}/x"], check=True, capture_output=True)
-                found = _first_member(Path(tmp) / "x", member, package)
-                shutil.copyfile(found, f"{target}.tmp")
-                os.chmod(f"{target}.tmp", 0o755)
-                os.replace(f"{target}.tmp", target)
-        out[dest] = target
+        name = Path(dest).name
+        cached = sorted(_roots_dir(arch).glob(f"{package}_*/{name}"), key=lambda p: p.stat().st_mtime)
+        out[dest] = cached[-1] if cached else _extract(arch, package, member, name)
     return out
 
 
@@ -97,20 +82,24 @@ def _roots_dir(arch: str) -> Path:
     return cache_dir() / "roots" / arch
 
 
-def _package_dir(arch: str, package: str, version) -> Path:
-    """``<cache>/roots/ARCH/PACKAGE_VERSION``; with *version* None, the newest one cached."""
+def _extract(arch: str, package: str, member: str, name: str) -> Path:
+    """Download *package* of *arch* from :data:`ROOT_SUITE` and keep its file *member* as *name*."""
+    version = apt.version_in(package, ROOT_SUITE, arch=arch)
     if version is None:
-        cached = sorted(_roots_dir(arch).glob(f"{package}_*"), key=lambda p: p.stat().st_mtime)
-        return cached[-1]
-    return _roots_dir(arch) / f"{package}_{version.replace(':', '%3a')}"
-
-
-def _cached_any(arch: str, package: str) -> bool:
-    """Whether some version of *package* is extracted already (no network needed then)."""
-    for pdir in _roots_dir(arch).glob(f"{package}_*"):
-        if any(p.is_file() and not p.name.endswith(".tmp") for p in pdir.iterdir()):
-            return True
-    return False
+        raise LabError(f"{ROOT_SUITE} offers no {package} for {arch}")
+    target = _roots_dir(arch) / f"{package}_{version.replace(':', '%3a')}" / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="drgn-p2p-root-") as tmp:
+        (deb,) = apt.download([f"{package}={version}"], Path(tmp), arch=arch)
+        proc = subprocess.run(["dpkg-deb", "-x", str(deb), f"{tmp}/x"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise LabError(f"dpkg-deb -x {deb.name} failed: {proc.stderr.strip()[-300:]}")
+        found = _first_member(Path(tmp) / "x", member, package)
+        partial = target.with_name(name + ".tmp")
+        shutil.copyfile(found, partial)
+        os.chmod(partial, 0o755)
+        os.replace(partial, target)
+    return target
 
 
 def _module_tree(modules_dir: Path, kver: str) -> List[Tuple[str, int, bytes]]:
