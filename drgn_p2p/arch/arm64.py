@@ -31,19 +31,9 @@ The offset is not inverted (unlike x86-64). Plain ints throughout.
 from typing import List, Optional, Tuple
 
 from ..records import EntryKind, Geometry, Layout, Leaf, Level, level_shift
-from .common import mapped_leaf, swap_leaf, swap_type_name
+from .common import DECODER_API, mapped_leaf, swap_leaf, swap_type_name
 
-__all__ = (
-    "decode_leaf",
-    "is_table",
-    "table_phys",
-    "geometry",
-    "describe",
-    "memory_type",
-    "pte_run_bits",
-    "SPECIAL_BIT",
-    "MAIR_TYPES",
-)
+__all__ = DECODER_API + ("memory_type", "MAIR_TYPES")
 
 # pgtable-hwdef.h (7.2.8:hwdef:164-176; same bits in 6.1 and 6.12)
 _VALID = 1 << 0

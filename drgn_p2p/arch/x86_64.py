@@ -22,19 +22,9 @@ Plain ints throughout; no object per bit.
 from typing import List, Optional, Tuple
 
 from ..records import LEVEL_SHIFT, EntryKind, Geometry, Layout, Leaf, Level
-from .common import mapped_leaf, swap_leaf, swap_type_name
+from .common import DECODER_API, mapped_leaf, swap_leaf, swap_type_name
 
-__all__ = (
-    "decode_leaf",
-    "is_table",
-    "table_phys",
-    "geometry",
-    "describe",
-    "cache_mode",
-    "pte_run_bits",
-    "SPECIAL_BIT",
-    "PAT_CACHE_MODES",
-)
+__all__ = DECODER_API + ("cache_mode", "PAT_CACHE_MODES")
 
 # _PAGE_BIT_* (pgtable_types.h)
 _PRESENT = 1 << 0

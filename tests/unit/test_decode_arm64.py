@@ -449,3 +449,10 @@ def test_vma_flags_from_the_7x_enum_are_named_the_arm64_way():
     x86 = lt.vma_bits_from_enum(enumerators, "x86_64")
     assert x86["PAT"] == 24 and "MTE" not in x86 and "ARM64_BTI" not in x86 and x86["PKEY_BIT3"] == 35
 
+
+
+def test_both_decoders_provide_the_decoder_api():
+    from drgn_p2p.arch.common import DECODER_API
+
+    for module in (A, X):
+        assert all(hasattr(module, name) for name in DECODER_API), module.__name__
