@@ -41,6 +41,8 @@ ROOT_PACKAGES = (
 ROOT_SUITE = "sid"
 #: Modules the root loads: the 9p results share, and vmcoreinfo through fw_cfg.
 ROOT_MODULES = tuple(m for m in BOOT_MODULES if m != "overlay") + ("qemu_fw_cfg",)
+#: Modules the root holds for the scenarios to load (pmem from the DTB, ext4 for fsdax).
+SCENARIO_MODULES = ("of_pmem", "nd_pmem", "ext4")
 #: Where the holder and the module tree live in the root (``init.sh`` reads them from config.env).
 GUEST_HOLDER = "/guest/holder"
 GUEST_MODULES = "/lib/lab-modules"
@@ -102,11 +104,11 @@ def _extract(arch: str, package: str, member: str, name: str) -> Path:
     return target
 
 
-def _module_tree(modules_dir: Path, kver: str) -> List[Tuple[str, int, bytes]]:
+def _module_tree(modules_dir: Path, kver: str, modules: List[Path]) -> List[Tuple[str, int, bytes]]:
     """Archive entries of a module tree at :data:`GUEST_MODULES` holding
-    :data:`ROOT_MODULES` and their dependencies, decompressed, with the
-    ``modules.dep`` that ``depmod`` writes for exactly them."""
-    modules = module_paths(modules_dir, kver, ROOT_MODULES)
+    *modules* (:data:`ROOT_MODULES`, :data:`SCENARIO_MODULES` and their
+    dependencies), decompressed, with the ``modules.dep`` that ``depmod``
+    writes for exactly them."""
     real = Path(modules_dir).resolve()
     entries: List[Tuple[str, int, bytes]] = []
     with tempfile.TemporaryDirectory(prefix="drgn-p2p-rootmods-") as tmp:
@@ -140,8 +142,9 @@ def build_guest_root(kernel, holder: Path) -> Path:
         raise LabError(f"{kernel.kver} has no module tree: the {kernel.arch} root needs its 9p and fw_cfg modules")
     tools = root_tools(kernel.arch)
     scripts = {name: (GUEST_DIR / name).read_bytes() for name in ("init.sh", "scenarios.sh")}
+    modules = module_paths(Path(kernel.modules_dir), kernel.kver, ROOT_MODULES + SCENARIO_MODULES)
     key = hashlib.sha256(_INIT.encode())
-    for path in [*tools.values(), holder, *(GUEST_DIR / n for n in scripts)]:
+    for path in [*tools.values(), holder, *(GUEST_DIR / n for n in scripts), *modules]:
         key.update(f"{path}\0{path.stat().st_size}\0{path.stat().st_mtime_ns}\0".encode())
     key.update(f"{Path(kernel.modules_dir).resolve()}\0{kernel.kver}".encode())
     dest = cache_dir() / "initramfs" / f"{kernel.kver}-root-{key.hexdigest()[:16]}.cpio"
@@ -158,7 +161,7 @@ def build_guest_root(kernel, holder: Path) -> Path:
     for name, data in scripts.items():
         entries.append((f"guest/{name}", 0o100755, data))
     entries.append((GUEST_HOLDER.lstrip("/"), 0o100755, holder.read_bytes()))
-    entries.extend(_module_tree(Path(kernel.modules_dir), kernel.kver))
+    entries.extend(_module_tree(Path(kernel.modules_dir), kernel.kver, modules))
     # /init's modprobe reads /lib/modules/KVER: point it at the tree (init.sh links it the same way).
     entries.append((f"lib/modules/{kernel.kver}", 0o120777, f"{GUEST_MODULES}/{kernel.kver}".encode()))
     entries.append(("modules.order", 0o100644, "".join(m + "\n" for m in ROOT_MODULES).encode()))

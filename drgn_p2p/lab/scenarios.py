@@ -158,6 +158,15 @@ SCENARIOS: Tuple[Scenario, ...] = (
         requires=_PMEM + ("CONFIG_FS_DAX", "CONFIG_BLK_DEV_PMEM", "CONFIG_EXT4_FS"),
         cmdline=("memmap=256M!1G",),
     ),
+    # arm64: pmem from a device-tree "pmem-region" node (drivers/nvdimm/of_pmem.c),
+    # which the lab adds to QEMU virt's DTB (OF_PMEM_RANGE; mem= keeps RAM below
+    # it), switched to fsdax through sysfs (the pfn seed, as ndctl does) and
+    # mounted with ext4 -o dax.
+    Scenario(
+        "fsdax-of", "fsdax",
+        requires=("CONFIG_OF_PMEM", "CONFIG_ZONE_DEVICE", "CONFIG_FS_DAX", "CONFIG_EXT4_FS"),
+        cmdline=("mem=2048M",),
+    ),
     Scenario(
         "devdax", "devdax-pmd",
         requires=_PMEM + ("CONFIG_DEV_DAX", "CONFIG_DEV_DAX_PMEM"),
@@ -316,8 +325,12 @@ def _find_test_hmm(kernel: Any, test_hmm: Optional[os.PathLike]) -> Tuple[Option
 #: Scenarios the arm64 lab sets up so far (its root is busybox, bash and the
 #: holder: no ndctl, mkfs or test_hmm yet); the others are skipped there with
 #: :data:`ARM64_NOT_YET`.
-ARM64_SCENARIOS = ("anon", "pcibar")
-ARM64_NOT_YET = "not set up by the arm64 lab yet (its busybox root has anon and pcibar only)"
+ARM64_SCENARIOS = ("anon", "pcibar", "fsdax-of")
+ARM64_NOT_YET = "not set up by the arm64 lab yet (its busybox root has anon, pcibar and fsdax-of only)"
+
+#: (physical start, size) of the ``fsdax-of`` pmem: the top 512 MiB of the
+#: guest's 2.5 GiB (QEMU virt's RAM starts at 1 GiB; ``mem=2048M`` ends it here).
+OF_PMEM_RANGE = (0xC000_0000, 512 << 20)
 
 
 def plan(kernel: Any, names: Optional[Iterable[str]] = None,

@@ -49,7 +49,7 @@ from drgn_p2p.lab import LabError
 from drgn_p2p.lab.guestroot import GUEST_HOLDER, GUEST_MODULES, build_guest_root
 from drgn_p2p.lab.initramfs import build_initramfs
 from drgn_p2p.lab.qmp import Qmp
-from drgn_p2p.lab.scenarios import GUEST_DIR, Plan, holder_binary, plan
+from drgn_p2p.lab.scenarios import GUEST_DIR, OF_PMEM_RANGE, Plan, holder_binary, plan
 
 __all__ = ("BOOT_RETRIES", "DUMP_FORMATS", "EarlyDeath", "Guest", "accel_args", "boot", "explaining_lines",
            "kvm_usable", "reassemble")
@@ -488,10 +488,12 @@ def _arm64_argv(kernel: Any, initrd: Path, run_dir: Path, plan_: Plan, lpa2: boo
     cmdline = ["console=ttyAMA0", "loglevel=4", "panic=-1", *plan_.cmdline(), *extra_cmdline]
     early, devices = plan_.qemu_args()
     qmp = lambda name: ["-qmp", f"unix:{run_dir / name},server=on,wait=off"]  # noqa: E731
+    machine = ["-machine", "virt,gic-version=3", *arm64_accel_args(lpa2), "-smp", str(smp), "-m", memory,
+               "-nodefaults", "-no-user-config", "-display", "none"]
+    if any(s.name == "fsdax-of" for s in plan_.scenarios):
+        machine += ["-dtb", str(_pmem_dtb(qemu, machine, run_dir, *OF_PMEM_RANGE))]
     return [
-        qemu, "-name", "drgn-p2p-guest", "-machine", "virt,gic-version=3", *arm64_accel_args(lpa2),
-        "-smp", str(smp), "-m", memory,
-        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        qemu, "-name", "drgn-p2p-guest", *machine, "-no-reboot",
         "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd), "-append", " ".join(cmdline),
         "-chardev", f"file,id=ser0,path={run_dir / 'console.log'}", "-serial", "chardev:ser0",
         *qmp("qmp.sock"), *qmp("qmp-ctl.sock"), "-device", "vmcoreinfo",
@@ -500,6 +502,36 @@ def _arm64_argv(kernel: Any, initrd: Path, run_dir: Path, plan_: Plan, lpa2: boo
         "-device", "virtio-9p-pci,fsdev=out,mount_tag=out",
         *devices,
     ]
+
+
+def _pmem_dtb(qemu: str, machine: Sequence[str], run_dir: Path, base: int, size: int) -> Path:
+    """QEMU virt's device tree for *machine* with a ``pmem-region`` node
+    (drivers/nvdimm/of_pmem.c) for ``[base, base + size)``. QEMU rewrites the
+    memory nodes of a ``-dtb`` from ``-m``: the scenario keeps RAM below *base*
+    with ``mem=`` on the kernel command line."""
+    raw, dtb = run_dir / "virt.dtb", run_dir / "virt-pmem.dtb"
+    argv = list(machine)
+    argv[1] += f",dumpdtb={raw}"
+    proc = subprocess.run([qemu, *argv], capture_output=True, text=True, timeout=120)
+    if not raw.exists():
+        raise LabError(f"QEMU could not dump the virt DTB: {(proc.stderr or proc.stdout).strip()[-300:]}")
+    dtc = shutil.which("dtc")
+    if dtc is None:
+        raise LabError("dtc not found: install device-tree-compiler")
+    dts = subprocess.run([dtc, "-q", "-I", "dtb", "-O", "dts", str(raw)], capture_output=True, text=True).stdout
+
+    def cells(value: int) -> str:
+        return f"{value >> 32:#x} {value & 0xFFFF_FFFF:#x}"
+
+    if not dts.rstrip().endswith("};"):
+        raise LabError("dtc decompiled the virt DTB into something unexpected")
+    node = f"\tpmem@{base:x} {{\n\t\tcompatible = \"pmem-region\";\n\t\treg = <{cells(base)} {cells(size)}>;\n\t}};\n}};\n"
+    dts = dts.rstrip()[:-2] + node
+    proc = subprocess.run([dtc, "-q", "-I", "dts", "-O", "dtb", "-o", str(dtb), "-"], input=dts,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise LabError(f"dtc could not compile the pmem DTB: {proc.stderr.strip()[-300:]}")
+    return dtb
 
 
 def _run_dir() -> Path:

@@ -57,11 +57,11 @@ def arm64_guest(request):
     name, lpa2 = BOOTS[request.param]
     kernel = ensure_kernel(name, "arm64")
     t0 = time.monotonic()
-    guest = start(kernel, ["anon", "pcibar"], la57=lpa2)
+    guest = start(kernel, ["anon", "pcibar", "fsdax-of"], la57=lpa2)
     guest.lpa2 = lpa2
     try:
         check_setup(guest)
-        assert {m["kind"] for m in guest.mappings} == {"anon", "pcibar"}, guest.skipped
+        assert {m["kind"] for m in guest.mappings} == {"anon", "pcibar", "fsdax-of"}, guest.skipped
         print(f"\nlab: arm64 {kernel.kver} ({request.param}) ready in {time.monotonic() - t0:.1f} s wall "
               f"(ready at {guest.timings['uptime_ready']:.1f} s guest uptime)", file=sys.stderr)
         yield guest
@@ -168,6 +168,28 @@ def test_pci_bar_is_special_device_memory(arm64_guest, audited):
         assert run["page"] == "no-memmap" and run["special"]
 
 
+def test_fsdax_from_a_dt_pmem_region(arm64_guest, audited):
+    """ext4 -o dax on the fsdax namespace of a pmem-region node: since 7851bf649d42
+    ("fs/dax: Fix ZONE_DEVICE page reference counts", v6.15) DAX inserts
+    refcounted pages (vmf_insert_page_mkwrite): no special, no devmap; the
+    memory type is protection_map's MT_NORMAL."""
+    m = _mapping(arm64_guest, "fsdax-of")
+    vma = _vma(audited, m)
+    pages = int(m["len"]) >> _page_shift(arm64_guest.kernel.config)
+    assert vma["pages"] == {"fsdax": pages}, vma["pages"]
+    assert vma["special"] == 0 and vma["devmap"] == 0
+    assert "SYNC" in vma["flag_names"]  # MAP_SYNC (holder.c file mode)
+    from drgn_p2p.lab.scenarios import OF_PMEM_RANGE
+
+    base, size = OF_PMEM_RANGE
+    page_shift = _page_shift(arm64_guest.kernel.config)
+    for run in vma["runs"]:
+        raw = int(run["raw"], 16)
+        assert (raw >> 2) & 7 == 0 and not raw & SPECIAL, f"{raw:#x}"
+        assert base >> page_shift <= int(run["pfn"], 16) < (base + size) >> page_shift
+        assert run["page"] == "fsdax" and run["owner"] == "namespace0.0"
+
+
 def test_no_error_or_warning_findings(audited):
     bad = [f for f in audited["findings"] if f["severity"] in ("error", "warning")]
     assert not bad, json.dumps(bad, indent=1)[:3000]
@@ -176,7 +198,7 @@ def test_no_error_or_warning_findings(audited):
 
 def test_qmp_and_vmcore_agree(arm64_guest, audits):
     """The held mappings' runs are the same read live over QMP and from the dump."""
-    for kind in ("anon", "pcibar"):
+    for kind in ("anon", "pcibar", "fsdax-of"):
         m = _mapping(arm64_guest, kind)
         runs = {via: [(r["start"], r["count"], r["raw"], r["page"]) for r in _vma(doc, m)["runs"]]
                 for via, doc in audits.items()}
