@@ -21,7 +21,7 @@ import drgn
 from drgn.helpers.linux.mm import for_each_valid_page_range, pfn_to_page
 from drgn.helpers.linux.xarray import xa_for_each
 
-from .records import Layout, PageKind, PfnInfo
+from .records import Layout, Level, PageKind, PfnInfo
 
 __all__ = ("Pagemap", "Classifier", "read_pagemaps", "page_zone")
 
@@ -319,7 +319,7 @@ class Classifier:
         hz = layout.huge_zero_pfn
         return (
             pfn != layout.zero_pfn
-            and not (hz is not None and hz <= pfn < hz + 512)
+            and not (hz is not None and hz <= pfn < hz + layout.geometry.pages(Level.PMD))
             and self.pagemap(pfn) is None
             and not self.has_memmap(pfn)
         )
@@ -374,7 +374,7 @@ class Classifier:
         layout = self.layout
         points = {layout.zero_pfn, layout.zero_pfn + 1}
         if layout.huge_zero_pfn is not None:
-            points.update((layout.huge_zero_pfn, layout.huge_zero_pfn + 512))
+            points.update((layout.huge_zero_pfn, layout.huge_zero_pfn + layout.geometry.pages(Level.PMD)))
         for p in self.pagemaps:
             points.update((p.start_pfn, p.end_pfn))
         for start, end in self._memmap:
@@ -441,7 +441,7 @@ class Classifier:
         if pfn == layout.zero_pfn:
             return self._cached(("zero",), lambda: PfnInfo(PageKind.ZERO_PAGE))
         hz = layout.huge_zero_pfn
-        if hz is not None and hz <= pfn < hz + 512:
+        if hz is not None and hz <= pfn < hz + layout.geometry.pages(Level.PMD):
             return self._cached(("huge-zero",), lambda: PfnInfo(PageKind.HUGE_ZERO))
         pgmap = self.pagemap(pfn)
         if pgmap is not None:

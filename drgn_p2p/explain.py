@@ -75,8 +75,11 @@ def explain(prog: drgn.Program, pid: int, va: int) -> Dict[str, object]:
         "gup": _gup_json(predict_gup_leaf(layout, vma_shape(vma), None, PageKind.NONE)),
     }
     level, _, raw = path[-1]
-    shift = {Level.PTE: 12, Level.PMD: 21, Level.PUD: 30}.get(level)
-    leaf = decode_leaf(raw, va & ~((1 << shift) - 1), level, layout) if shift else None
+    table = layout.geometry.levels[len(path) - 1]
+    leaf_level, shift = table.leaf_level, table.shift
+    leaf = None
+    if leaf_level in (Level.PTE, Level.PMD, Level.PUD):
+        leaf = decode_leaf(raw, va & ~((1 << shift) - 1), leaf_level, layout)
     if leaf is None:
         return doc
     classifier = Classifier(prog, layout)

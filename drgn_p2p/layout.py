@@ -19,8 +19,12 @@ from typing import Dict, Mapping, Optional, Tuple
 import drgn
 
 from . import layout_tables
+from .arch import arm64, x86_64
 from .errors import TargetError
-from .records import Layout, Learned
+from .records import Arm64Bits, Geometry, Layout, Learned
+
+#: drgn's architectures that drgn-p2p decodes, by the name the layout records.
+_ARCHES = {drgn.Architecture.X86_64: "x86_64", drgn.Architecture.AARCH64: "arm64"}
 
 __all__ = ("read_layout", "vmcoreinfo")
 
@@ -34,10 +38,11 @@ def read_layout(prog: drgn.Program) -> Layout:
         return _current(prog, prog.cache["drgn_p2p_layout"])
     except KeyError:
         pass
-    if prog.platform is None or prog.platform.arch != drgn.Architecture.X86_64:
-        arch = prog.platform.arch.name if prog.platform else "unknown"
-        raise TargetError(f"architecture {arch} is not supported yet (x86-64 only)")
-    learned: Dict[str, Learned] = {}
+    arch = _ARCHES.get(prog.platform.arch) if prog.platform is not None else None
+    if arch is None:
+        name = prog.platform.arch.name if prog.platform else "unknown"
+        raise TargetError(f"architecture {name} is not supported (x86-64 and arm64 only)")
+    learned: Dict[str, Learned] = {"arch": Learned(arch, "platform", "drgn Program.platform")}
     info = vmcoreinfo(prog)
     release = _release(prog, info)
     try:
@@ -45,15 +50,26 @@ def read_layout(prog: drgn.Program) -> Layout:
     except ValueError:
         version = (0, 0)
 
-    levels = _paging_levels(prog, info, learned)
-    sme_mask, pfn_mask = _pfn_mask(prog, info, learned)
-    devmap_bit = _devmap_bit(prog, version, learned)
-    has_pmd_special, has_pud_special = _pxx_special(prog, learned)
+    arm64_bits: Optional[Arm64Bits] = None
+    if arch == "arm64":
+        page_shift, geometry, arm64_bits = _arm64_paging(prog, info, version, learned)
+        sme_mask, pfn_mask = 0, geometry.addr_mask
+        levels = len(geometry.levels)
+    else:
+        page_shift = 12
+        levels = _paging_levels(prog, info, learned)
+        sme_mask, pfn_mask = _pfn_mask(prog, info, learned)
+        geometry = x86_64.geometry(levels, pfn_mask)
+    learned["geometry"] = Learned(
+        f"{levels} levels, {1 << page_shift} B pages, shifts {'/'.join(str(t.shift) for t in geometry.levels)}, "
+        f"root {geometry.levels[0].entries} entries", learned["levels"].how, learned["levels"].detail)
+    devmap_bit = _devmap_bit(prog, version, arch, learned)
+    has_pmd_special, has_pud_special = _pxx_special(prog, arch, learned)
     dax_refcounted = _dax_refcounted(prog, learned)
-    max_physmem_bits = _max_physmem_bits(info, levels, learned)
-    swap = _swap_types(prog, version, max_physmem_bits, learned)
+    max_physmem_bits = _max_physmem_bits(info, levels, arch, learned)
+    swap = _swap_types(prog, version, max_physmem_bits - page_shift, learned)
     pte_markers = _pte_markers(version, learned)
-    vm_flags = _vm_flags(prog, version, learned)
+    vm_flags = _vm_flags(prog, version, arch, learned)
     memory_types = _memory_types(prog, learned)
     pgmap_in = _pgmap_location(prog, learned)
     zone_device = _zone_device(prog, learned)
@@ -63,10 +79,10 @@ def read_layout(prog: drgn.Program) -> Layout:
     highest_memmap_pfn = _highest_memmap_pfn(prog, learned)
 
     layout = Layout(
-        arch="x86_64",
+        arch=arch,
         release=release,
         levels=levels,
-        page_shift=12,
+        page_shift=page_shift,
         pfn_mask=pfn_mask,
         sme_mask=sme_mask,
         devmap_bit=devmap_bit,
@@ -81,6 +97,7 @@ def read_layout(prog: drgn.Program) -> Layout:
         zone_device=zone_device,
         zero_pfn=zero_pfn,
         huge_zero_pfn=huge_zero_pfn,
+        geometry=geometry,
         zone_shift=zone_shift,
         zone_bits=zone_bits,
         zone_names=zone_names,
@@ -88,6 +105,7 @@ def read_layout(prog: drgn.Program) -> Layout:
         gup_longterm_file_check=longterm_file_check,
         gup_fast_renamed=fast_renamed,
         highest_memmap_pfn=highest_memmap_pfn,
+        arm64=arm64_bits,
         learned=learned,
     )
     prog.cache["drgn_p2p_layout"] = layout
@@ -177,6 +195,71 @@ def _paging_levels(prog: drgn.Program, info: Mapping[str, str], learned: Dict[st
         return 4
 
 
+def _vmcoreinfo_number(info: Mapping[str, str], key: str, base: int = 10) -> Optional[int]:
+    value = info.get(key)
+    if value is None:
+        return None
+    try:
+        return int(value, base)
+    except ValueError:
+        return None
+
+
+def _arm64_paging(
+    prog: drgn.Program, info: Mapping[str, str], version: Tuple[int, int], learned: Dict[str, Learned]
+) -> Tuple[int, Geometry, Arm64Bits]:
+    """Granule, levels, LPA2 and descriptor bits of an arm64 kernel (arm64-facts §2, §3).
+
+    ``PAGESIZE`` and ``NUMBER(TCR_EL1_T1SZ)`` are in the vmcoreinfo of every
+    arm64 kernel (6.1.176:arch/arm64/kernel/crash_core.c:21-38;
+    7.2.13:arch/arm64/kernel/vmcore_info.c:22-38). The user tables are as
+    deep as ``vabits_actual`` = 64 - T1SZ (TTBR0 uses T0SZ = 64 -
+    vabits_actual): a 52-bit kernel on a CPU without LPA2 runs with 48 (4K)
+    or 47 (16K) bits and one level fewer. LPA2 (TCR_EL1.DS) is on exactly when
+    a 4K/16K kernel runs with 52-bit VA (7.2.13:arch/arm64/mm/proc.S, the
+    ``ARM64_HAS_VA52`` switch), which is drgn's rule too.
+    """
+    page_size = _vmcoreinfo_number(info, "PAGESIZE")
+    if page_size in (1 << 12, 1 << 14, 1 << 16):
+        page_shift = page_size.bit_length() - 1
+        learned["page_shift"] = Learned(page_shift, "vmcoreinfo", "PAGESIZE")
+    else:
+        try:
+            page_shift = prog["PAGE_SHIFT"].value_()
+        except (KeyError, LookupError):
+            raise TargetError("cannot learn the arm64 page size: no PAGESIZE in vmcoreinfo") from None
+        learned["page_shift"] = Learned(page_shift, "variable", "drgn PAGE_SHIFT")
+    va_bits = _vmcoreinfo_number(info, "NUMBER(VA_BITS)")
+    t1sz = _vmcoreinfo_number(info, "NUMBER(TCR_EL1_T1SZ)", 16)
+    if t1sz:
+        vabits_actual = 64 - t1sz
+        learned["va_bits"] = Learned(vabits_actual, "vmcoreinfo",
+                                     f"64 - NUMBER(TCR_EL1_T1SZ) {t1sz:#x} (config VA_BITS {va_bits})")
+    elif va_bits:
+        vabits_actual = va_bits
+        learned["va_bits"] = Learned(va_bits, "vmcoreinfo", "NUMBER(VA_BITS)")
+    else:
+        raise TargetError("cannot learn the arm64 VA size: no NUMBER(TCR_EL1_T1SZ) or NUMBER(VA_BITS) in vmcoreinfo")
+    lpa2 = page_shift != 16 and vabits_actual == 52
+    learned["lpa2"] = Learned(lpa2, "vmcoreinfo", "4K/16K pages with 52-bit vabits_actual (TCR_EL1.DS)")
+    physmem = _vmcoreinfo_number(info, "NUMBER(MAX_PHYSMEM_BITS)")
+    pa52_64k = page_shift == 16 and physmem == 52
+    addr_top = layout_tables.arm64_addr_top(version)
+    geometry = arm64.geometry(page_shift, vabits_actual, lpa2, pa52_64k, addr_top)
+    learned["pfn_mask"] = Learned(geometry.addr_mask, "version table", f"PTE_ADDR_LOW below bit {addr_top} (50 from v6.9)")
+    learned["levels"] = Learned(len(geometry.levels), "vmcoreinfo",
+                                f"ARM64_HW_PGTABLE_LEVELS({vabits_actual}) with {1 << page_shift} B pages")
+    # arm64 selects HAVE_ARCH_USERFAULTFD_WP if USERFAULTFD (v6.10); fs/userfaultfd.c defines handle_userfault().
+    uffd = _symbol_exists(prog, "handle_userfault")
+    bits = layout_tables.arm64_bits(version, lpa2=lpa2, uffd_wp=uffd, mair=arm64.MAIR_TYPES)
+    learned["arm64"] = Learned(
+        f"present-invalid bit {bits.present_invalid_bit}, PROT_NONE bit {bits.prot_none_bit}, "
+        f"swap type/offset shift {bits.swp_type_shift}/{bits.swp_offset_shift}, uffd-wp bit {bits.uffd_wp_bit}",
+        "version table", "v6.10 PTE_PRESENT_INVALID series; handle_userfault (CONFIG_USERFAULTFD)")
+    learned["mair"] = Learned(bits.mair[:5], "version table", "MT_* AttrIndx slots (same 6.1-7.2)")
+    return page_shift, geometry, bits
+
+
 def _pfn_mask(
     prog: drgn.Program, info: Mapping[str, str], learned: Dict[str, Learned]
 ) -> Tuple[int, int]:
@@ -199,7 +282,7 @@ def _pfn_mask(
 
 
 def _devmap_bit(
-    prog: drgn.Program, version: Tuple[int, int], learned: Dict[str, Learned]
+    prog: drgn.Program, version: Tuple[int, int], arch: str, learned: Dict[str, Learned]
 ) -> Optional[int]:
     # Commit d438d2734170 ("mm: remove devmap related functions and page
     # table bits") (in v6.17) removed _PAGE_DEVMAP together with pfn_t, whose
@@ -210,14 +293,15 @@ def _devmap_bit(
         learned["devmap_bit"] = Learned(None, "type", "no pfn_t: devmap removed (v6.17)")
         return None
     # _PAGE_DEVMAP moved from SOFTW4 = 58 to 57 when the shadow-stack series
-    # took bit 58 for _PAGE_SAVED_DIRTY (v6.6); the bit is a macro, so the
-    # position comes from the version table.
-    bit = layout_tables.devmap_bit(version)
+    # took bit 58 for _PAGE_SAVED_DIRTY (v6.6); arm64's PTE_DEVMAP is 57
+    # (73b20c84d42d, v5.3). The bit is a macro, so the position comes from
+    # the version table.
+    bit = layout_tables.devmap_bit(version, arch)
     learned["devmap_bit"] = Learned(bit, "version table", "pfn_t present; _PAGE_BIT_DEVMAP by release")
     return bit
 
 
-def _pxx_special(prog: drgn.Program, learned: Dict[str, Learned]) -> Tuple[bool, bool]:
+def _pxx_special(prog: drgn.Program, arch: str, learned: Dict[str, Learned]) -> Tuple[bool, bool]:
     # Peter Xu's "mm: Support huge pfnmaps" series (v6.12) added
     # pmd_special()/pud_special() together with the follow_pfnmap API, but
     # only under CONFIG_ARCH_SUPPORTS_PMD_PFNMAP/PUD_PFNMAP, which x86-64
@@ -234,6 +318,12 @@ def _pxx_special(prog: drgn.Program, learned: Dict[str, Learned]) -> Tuple[bool,
     else:
         detail = "follow_pfnmap_start (v6.12) and transparent_hugepage_flags (ARCH_SUPPORTS_HUGE_PFNMAP needs THP)"
     learned["has_pmd_special"] = Learned(has, "symbol", detail)
+    if arch == "arm64":
+        # 3e509c9b03f9 "mm/arm64: support large pfn mappings" (v6.12): arm64
+        # selects ARCH_SUPPORTS_HUGE_PFNMAP (PMD) but never ARCH_SUPPORTS_PUD_PFNMAP
+        # (no HAVE_ARCH_TRANSPARENT_HUGEPAGE_PUD): pud_special() is always false.
+        learned["has_pud_special"] = Learned(False, "version table", "arm64 never selects ARCH_SUPPORTS_PUD_PFNMAP")
+        return has, False
     learned["has_pud_special"] = Learned(has, "symbol", detail)
     return has, has
 
@@ -247,18 +337,21 @@ def _dax_refcounted(prog: drgn.Program, learned: Dict[str, Learned]) -> bool:
     return has
 
 
-def _max_physmem_bits(info: Mapping[str, str], levels: int, learned: Dict[str, Learned]) -> int:
+def _max_physmem_bits(info: Mapping[str, str], levels: int, arch: str, learned: Dict[str, Learned]) -> int:
     value = info.get("NUMBER(MAX_PHYSMEM_BITS)")
     if value is not None:
         bits = int(value)
         learned["max_physmem_bits"] = Learned(bits, "vmcoreinfo", "NUMBER(MAX_PHYSMEM_BITS)")
+    elif arch == "arm64":
+        bits = 48  # CONFIG_ARM64_PA_BITS of every Debian arm64 kernel without LPA2 in use
+        learned["max_physmem_bits"] = Learned(bits, "version table", "MAX_PHYSMEM_BITS 48 without LPA2")
     else:
         bits = 52 if levels == 5 else 46  # arch/x86/include/asm/sparsemem.h
         learned["max_physmem_bits"] = Learned(bits, "version table", "MAX_PHYSMEM_BITS by paging levels")
     return bits
 
 
-def _swap_types(prog: drgn.Program, version: Tuple[int, int], max_physmem_bits: int, learned: Dict[str, Learned]):
+def _swap_types(prog: drgn.Program, version: Tuple[int, int], pfn_bits: int, learned: Dict[str, Learned]):
     try:
         max_swapfiles = prog["swap_info"].type_.length
     except (KeyError, LookupError):
@@ -297,7 +390,7 @@ def _swap_types(prog: drgn.Program, version: Tuple[int, int], max_physmem_bits: 
         has_pte_marker=has_marker,
         migration=migration,
         hwpoison=hwpoison,
-        pfn_bits=max_physmem_bits - 12,
+        pfn_bits=pfn_bits,
     )
     learned["swap.max_swapfiles"] = Learned(max_swapfiles, "type", "length of swap_info[]")
     learned["swap.device_private"] = Learned(device_private, "symbol", device_how)
@@ -314,7 +407,8 @@ def _pte_markers(version: Tuple[int, int], learned: Dict[str, Learned]) -> Mappi
     return markers
 
 
-def _vm_flags(prog: drgn.Program, version: Tuple[int, int], learned: Dict[str, Learned]) -> Mapping[str, int]:
+def _vm_flags(prog: drgn.Program, version: Tuple[int, int], arch: str,
+              learned: Dict[str, Learned]) -> Mapping[str, int]:
     # Since "mm: declare VMA flags by bit" (v6.19), the flags are an
     # anonymous enum of VMA_*_BIT in the debug info.
     try:
@@ -322,10 +416,10 @@ def _vm_flags(prog: drgn.Program, version: Tuple[int, int], learned: Dict[str, L
     except (KeyError, LookupError):
         enumerators = None
     if enumerators:
-        flags = layout_tables.vma_bits_from_enum(enumerators)
+        flags = layout_tables.vma_bits_from_enum(enumerators, arch)
         learned["vm_flags"] = Learned(len(flags), "enum", "VMA_*_BIT")
         return flags
-    flags = layout_tables.vm_flag_bits(version)
+    flags = layout_tables.vm_flag_bits(version, arch)
     learned["vm_flags"] = Learned(len(flags), "version table", "VM_* macros (include/linux/mm.h)")
     return flags
 

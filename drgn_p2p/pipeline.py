@@ -204,9 +204,9 @@ def audit_vma(
         spans.append((run.start, run.end, leaf, run.page.kind))
         entries[leaf.kind.value] += run.count
         if run.page.pgmap:
-            by_pgmap[run.page.pgmap] += run.count * (leaf.size >> 12)
+            by_pgmap[run.page.pgmap] += run.count * (leaf.size >> leaf.page_shift)
         if leaf.kind.maps_memory:
-            pages[run.page.kind.value] += run.count * (leaf.size >> 12)
+            pages[run.page.kind.value] += run.count * (leaf.size >> leaf.page_shift)
             levels[leaf.level.label] += run.count
             special += run.count if leaf.special else 0
             devmap += run.count if leaf.devmap else 0

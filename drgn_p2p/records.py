@@ -21,6 +21,10 @@ from typing import Dict, List, Mapping, Optional, Tuple
 __all__ = (
     "Level",
     "LEVEL_SHIFT",
+    "level_shift",
+    "TableLevel",
+    "Geometry",
+    "Arm64Bits",
     "EntryKind",
     "PageKind",
     "Severity",
@@ -49,14 +53,22 @@ class Level(enum.IntEnum):
         return self.name.lower()
 
 
-#: Address bits translated below each level (x86-64 and arm64 with 4 KiB pages).
-LEVEL_SHIFT: Mapping[Level, int] = {
-    Level.PTE: 12,
-    Level.PMD: 21,
-    Level.PUD: 30,
-    Level.P4D: 39,
-    Level.PGD: 48,  # 5-level; with 4 levels the PGD translates 39 bits (P4D folded)
-}
+def level_shift(level: Level, page_shift: int) -> int:
+    """Address bits translated below an entry of *level*: log2 of the bytes it maps.
+
+    Tables of 8-byte entries fill one page, so each level above the PTE adds
+    ``page_shift - 3`` bits: x86-64 and arm64 4K 12/21/30/39/48, arm64 16K
+    14/25/36/47, 64K 16/29/42 (arm64 ``ARM64_HW_PGTABLE_LEVEL_SHIFT()``,
+    arch/arm64/include/asm/pgtable-hwdef.h). The level is named by this span:
+    with 4 levels of 4 KiB pages the top table's entries map 2^39 bytes, a
+    P4D entry's span (the kernel's folded ``p4d_offset()`` returns the PGD
+    entry itself).
+    """
+    return page_shift + (page_shift - 3) * (int(level) - 1)
+
+
+#: Address bits translated below each level with 4 KiB pages (x86-64, arm64 4K).
+LEVEL_SHIFT: Mapping[Level, int] = {lvl: level_shift(lvl, 12) for lvl in Level}
 
 
 class EntryKind(str, enum.Enum):
@@ -163,6 +175,102 @@ class SwapTypes:
 
 
 @dataclass(frozen=True)
+class TableLevel:
+    """One level of the page-table tree as a walk meets it, top first.
+
+    ``level`` is the kernel's name for the entries (the root is always the
+    PGD); ``leaf_level`` the level a leaf found here is reported at, named by
+    its span (:func:`level_shift`); ``shift`` the address bits below one
+    entry; ``entries`` the entries of one table (a root may be smaller than a
+    page: arm64 with 52-bit VA has 16 or 32).
+    """
+
+    level: Level
+    leaf_level: Level
+    shift: int
+    entries: int
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Page-table geometry of one architecture, granule and paging mode.
+
+    ``levels`` are top first, the last being the PTE level. A table entry
+    (``raw & table_mask == table_bits``) points at the next table at
+    :meth:`address`; the same extraction gives a leaf's output address
+    (huge leaves then clear their alignment bits).
+    """
+
+    page_shift: int
+    va_bits: int
+    levels: Tuple[TableLevel, ...]
+    #: Bits that make an entry above the PTE level a table pointer, and their value.
+    table_mask: int
+    table_bits: int
+    #: Output address: ``(raw & addr_mask) | ((raw & addr_high_mask) << addr_high_shift)``
+    #: (arm64 52-bit PA: PA[51:50] in bits 9:8 with LPA2, PA[51:48] in bits 15:12 with 64K pages).
+    addr_mask: int
+    addr_high_mask: int = 0
+    addr_high_shift: int = 0
+
+    @classmethod
+    def build(
+        cls, *, page_shift: int, va_bits: int, table_mask: int, table_bits: int, addr_mask: int,
+        addr_high_mask: int = 0, addr_high_shift: int = 0,
+    ) -> "Geometry":
+        """The geometry of *va_bits* translated with ``2**page_shift``-byte pages.
+
+        Levels = ceil((va_bits - page_shift) / (page_shift - 3)), as
+        ``ARM64_HW_PGTABLE_LEVELS()`` computes; the same formula gives x86-64's
+        4 (48 bits) and 5 (57 bits). The root has ``2**(va_bits - root shift)``
+        entries, every other table a page of 8-byte entries.
+        """
+        per = page_shift - 3
+        count = (va_bits - 4) // per
+        levels = []
+        for depth in range(count):
+            span = Level(count - depth)
+            shift = level_shift(span, page_shift)
+            entries = 1 << (va_bits - shift if depth == 0 else per)
+            levels.append(TableLevel(Level.PGD if depth == 0 else span, span, shift, min(entries, 1 << per)))
+        return cls(page_shift, va_bits, tuple(levels), table_mask, table_bits, addr_mask,
+                   addr_high_mask, addr_high_shift)
+
+    def address(self, raw: int) -> int:
+        """Output address of entry *raw*: the next table's, or a leaf's (before alignment)."""
+        return (raw & self.addr_mask) | ((raw & self.addr_high_mask) << self.addr_high_shift)
+
+    def pages(self, level: Level) -> int:
+        """Base pages one entry of *level* maps (512 per PMD with 4 KiB pages, 2048 with 16 KiB)."""
+        return 1 << (level_shift(level, self.page_shift) - self.page_shift)
+
+
+@dataclass(frozen=True)
+class Arm64Bits:
+    """The version-dependent arm64 descriptor facts (arm64-facts §1, §2, §5).
+
+    Bits are bit numbers, ``None`` where this kernel has no such bit.
+    """
+
+    #: ``PTE_PRESENT_INVALID`` (= nG, bit 11, read only when VALID is clear), v6.10+.
+    present_invalid_bit: Optional[int]
+    #: ``PTE_PROT_NONE`` (bit 58, VALID clear), before v6.10.
+    prot_none_bit: Optional[int]
+    #: ``PMD_PRESENT_INVALID`` (bit 59 of a PMD, VALID clear), before v6.10.
+    pmd_present_invalid_bit: Optional[int]
+    #: ``PTE_UFFD_WP`` (bit 58, valid entries) and ``PTE_SWP_UFFD_WP`` (bit 3, swap entries), v6.10+.
+    uffd_wp_bit: Optional[int]
+    swp_uffd_wp_bit: Optional[int]
+    #: ``__SWP_TYPE_SHIFT`` and ``__SWP_OFFSET_SHIFT`` (5 type bits, 50 offset bits).
+    swp_type_shift: int
+    swp_offset_shift: int
+    #: LPA2 in use (TCR_EL1.DS): bits 9:8 are PA[51:50], not SH.
+    lpa2: bool
+    #: Memory type selected by each AttrIndx (MAIR_EL1 attribute slots, ``MT_*``).
+    mair: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Layout:
     """What one target kernel is, as far as the audit cares.
 
@@ -171,9 +279,9 @@ class Layout:
     how it was obtained (``drgn-p2p layout`` prints it).
     """
 
-    arch: str  # "x86_64"
+    arch: str  # "x86_64", "arm64"
     release: str  # utsname release, for display only; never compared
-    levels: int  # 4 or 5
+    levels: int  # 2 to 5: len(geometry.levels)
     page_shift: int
     #: Mask of the PFN field of a 4 KiB leaf (PTE_PFN_MASK with sme/physical mask applied).
     pfn_mask: int
@@ -199,6 +307,8 @@ class Layout:
     zone_device: Optional[int]
     zero_pfn: int
     huge_zero_pfn: Optional[int]
+    #: Page-table geometry: levels, shifts, table sizes, table/address bits.
+    geometry: Geometry
     #: ``ZONES_PGSHIFT``: where the zone number sits in ``page->flags``
     #: (``None`` when it could not be learned); the field is ``zone_bits`` wide.
     zone_shift: Optional[int] = None
@@ -216,6 +326,8 @@ class Layout:
     highest_memmap_pfn: Optional[int] = None
     #: The GUP-fast functions carry their v6.10 names (``gup_fast_pte_range``…, 23babe1934d7).
     gup_fast_renamed: bool = False
+    #: arm64 descriptor facts (``None`` on other architectures).
+    arm64: Optional[Arm64Bits] = None
     learned: Mapping[str, Learned] = field(default_factory=dict, compare=False)
 
     def vm_flag(self, name: str) -> int:
@@ -276,10 +388,12 @@ class Leaf:
     writable: bool = False
     swap_type: Optional[int] = None
     swap_offset: Optional[int] = None
+    #: ``PAGE_SHIFT`` of the kernel (the decoder sets it from the layout; arm64 16K: 14).
+    page_shift: int = 12
 
     @property
     def size(self) -> int:
-        return 1 << LEVEL_SHIFT[self.level]
+        return 1 << level_shift(self.level, self.page_shift)
 
     @property
     def huge(self) -> bool:

@@ -163,6 +163,18 @@ def run_json(run, layout: Layout) -> Dict[str, object]:
     }
 
 
+def _geometry_json(geometry) -> Dict[str, object]:
+    """The page-table geometry: levels top first, and how an entry gives its output address."""
+    return {
+        "va_bits": geometry.va_bits,
+        "levels": [{"level": t.level.label, "leaf_level": t.leaf_level.label, "shift": t.shift, "entries": t.entries}
+                   for t in geometry.levels],
+        "addr_mask": hex(geometry.addr_mask),
+        "addr_high_mask": hex(geometry.addr_high_mask),
+        "addr_high_shift": geometry.addr_high_shift,
+    }
+
+
 def layout_json(layout: Layout) -> Dict[str, object]:
     """The layout, each value with how it was learned."""
     fields = {
@@ -189,6 +201,10 @@ def layout_json(layout: Layout) -> Dict[str, object]:
         "gup_longterm_file_check": layout.gup_longterm_file_check,
         "gup_fast_renamed": layout.gup_fast_renamed,
         "highest_memmap_pfn": hex(layout.highest_memmap_pfn) if layout.highest_memmap_pfn is not None else None,
+        "page_shift": layout.page_shift,
+        "geometry": _geometry_json(layout.geometry),
+        "arm64": None if layout.arm64 is None else {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(layout.arm64).items()},
     }
     learned = {
         name: {"how": l.how, "detail": l.detail} for name, l in layout.learned.items()

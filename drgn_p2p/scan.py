@@ -92,7 +92,7 @@ class PteScanner:
         """``(first leaf, page info, count)`` if the slice is one run, else ``None``."""
         first, n = piece.first, piece.last - piece.first + 1
         data = piece.data
-        if first or n != 512:
+        if first or n * 8 != len(data):
             data = data[first * 8 : (first + n) * 8]
         raw = int.from_bytes(data[:8], "little")
         if not raw & self._present:
@@ -115,10 +115,12 @@ class PteScanner:
         if (pfns + rep(_TOP - (hi << shift), n)) & top:
             return None  # some PFN at or above hi
         # 3. The linear test agrees on every entry.
-        va = piece.base + (first << 12)
+        va = piece.base + (first << piece.page_shift)
         linear = (va >> shift) + self._linear_delta  # linear PFN of the first entry
         if linear < hi and linear + n > lo:
             if pfns != ((linear * _ones(n) + _steps(n)) << shift):
                 return None
         leaf = self._decode_leaf(raw, va, Level.PTE, self._layout)
+        if leaf.pfn != pfn:
+            return None  # PA bits outside the PFN field (arm64 52-bit PA): entry by entry
         return leaf, self._classifier.classify(pfn), n

@@ -4,9 +4,12 @@ Walk
 ----
 
 Enumerate processes and VMAs, and walk each VMA's page tables one whole
-4 KiB table per physical read, yielding the raw leaf entries in its range.
+table per physical read, yielding the raw leaf entries in its range. The
+tables' shape (levels, entries, the bits of a table pointer) is the layout's
+:class:`~drgn_p2p.records.Geometry`: 512-entry 4 KiB tables on x86-64, 2048
+entries of 16 KiB on arm64 with 16K pages, a 16-entry root with 52-bit VA.
 
-The walk never uses ``follow_phys()``: a table is read once and its 512
+The walk never uses ``follow_phys()``: a table is read once and its
 entries are examined in Python, and the last table read at each level is
 kept so that neighbouring VMAs sharing a table do not read it again. Memory
 stays flat: everything is a generator.
@@ -26,7 +29,6 @@ import drgn
 from drgn import sizeof
 from drgn.helpers.linux.mm import for_each_vma, virt_to_phys
 
-from .arch import for_layout
 from .records import Layout, Level, Vma
 
 __all__ = (
@@ -41,8 +43,11 @@ __all__ = (
     "PageTableWalker",
 )
 
-_TABLE_ENTRIES = 512
-_TABLE_FORMAT = struct.Struct("<512Q")
+
+@functools.lru_cache(maxsize=None)
+def _table_format(entries: int) -> struct.Struct:
+    """Little-endian ``u64[entries]`` (x86-64 and arm64 Linux are little-endian)."""
+    return struct.Struct(f"<{entries}Q")
 
 
 @dataclass(frozen=True)
@@ -74,30 +79,31 @@ class TableFault:
 #: ``(va, level, raw)`` of one non-empty leaf entry.
 RawLeaf = Tuple[int, Level, int]
 
-_ZERO_TABLE = bytes(4096)
+_ZERO_TABLE = bytes(1 << 16)
 
 
 @dataclass(frozen=True)
 class PteSlice:
     """Entries ``first..last`` (inclusive) of one PTE table, not all empty.
 
-    ``data`` is the whole 4 KiB table as read; entry *i* maps
-    ``base + i * 4096``.
+    ``data`` is the whole table as read; entry *i* maps
+    ``base + (i << page_shift)``.
     """
 
     base: int
     data: bytes
     first: int
     last: int
+    page_shift: int = 12
 
     def leaves(self) -> Iterator[RawLeaf]:
         """The non-empty entries of the slice, as :data:`RawLeaf`, in address order."""
-        base = self.base
-        entries = _TABLE_FORMAT.unpack(self.data)
+        base, shift = self.base, self.page_shift
+        entries = _table_format(len(self.data) // 8).unpack(self.data)
         for i in range(self.first, self.last + 1):
             raw = entries[i]
             if raw:
-                yield (base + (i << 12), Level.PTE, raw)
+                yield (base + (i << shift), Level.PTE, raw)
 
 
 #: More VMAs than one mm can have (vm.max_map_count is an int; 4 Mi is far above any real use).
@@ -246,22 +252,18 @@ class PageTableWalker:
     ) -> None:
         self._read = read
         self._pgd_phys = pgd_phys
-        arch = for_layout(layout)
-        self._is_table = arch.is_table
-        self._table_phys = functools.partial(arch.table_phys, layout=layout)
-        if layout.levels == 5:
-            self._levels = (Level.PGD, Level.P4D, Level.PUD, Level.PMD, Level.PTE)
-            self._shifts = (48, 39, 30, 21, 12)
-        else:
-            # The P4D level is folded: PGD entries point at PUD tables.
-            self._levels = (Level.PGD, Level.PUD, Level.PMD, Level.PTE)
-            self._shifts = (39, 30, 21, 12)
-        #: The level a leaf found at each depth is reported at. With the P4D
-        #: folded a top-level entry spans 2^39 bytes, what a P4D entry spans
-        #: (the kernel's p4d_offset() returns the PGD entry itself), so it is
-        #: a P4D leaf: Leaf.size then gives its true range.
-        self._leaf_levels = tuple(Level.P4D if (lvl, sh) == (Level.PGD, 39) else lvl
-                                  for lvl, sh in zip(self._levels, self._shifts))
+        geometry = layout.geometry
+        self._table_mask, self._table_bits = geometry.table_mask, geometry.table_bits
+        self._table_phys = geometry.address
+        self._page_shift = geometry.page_shift
+        self._levels = tuple(t.level for t in geometry.levels)
+        self._shifts = tuple(t.shift for t in geometry.levels)
+        #: Entries per table at each depth (the root may hold fewer than a page).
+        self._entries = tuple(t.entries for t in geometry.levels)
+        #: The level a leaf found at each depth is reported at, named by its
+        #: span (with 4 levels of 4 KiB a top-level entry is a P4D leaf):
+        #: Leaf.size then gives its true range.
+        self._leaf_levels = tuple(t.leaf_level for t in geometry.levels)
         #: Per depth, the last table read: ``(phys, data, unpacked entries or None)``.
         self._cache: Dict[int, List] = {}
         self.tables_read = 0
@@ -286,25 +288,27 @@ class PageTableWalker:
         if cached is None or cached[0] != phys:
             if phys in self._unreadable:
                 raise drgn.FaultError(self._unreadable[phys], phys)
-            data = self._read(phys, 4096)
+            size = self._entries[depth] * 8
+            data = self._read(phys, size)
             self.tables_read += 1
-            if len(data) != _TABLE_FORMAT.size:
+            if len(data) != size:
                 raise drgn.FaultError(f"short read of a page table ({len(data)} bytes)", phys)
             cached = [phys, data, None]
             self._cache[depth] = cached
         return cached
 
     def _table(self, depth: int, phys: int) -> Tuple[int, ...]:
-        """The 512 entries of the table at *phys* (read once, unpacked once)."""
+        """The entries of the table at *phys* (read once, unpacked once)."""
         cached = self._entry(depth, phys)
         if cached[2] is None:
-            cached[2] = _TABLE_FORMAT.unpack(cached[1])
+            cached[2] = _table_format(self._entries[depth]).unpack(cached[1])
         return cached[2]
 
     def walk(self, start: int, end: int) -> Iterator[Union[RawLeaf, TableFault]]:
         """Yield every non-empty leaf entry mapping ``[start, end)``, in address order.
 
-        Leaves are PTEs, huge PMD/PUD leaves (``_PAGE_PSE``), and any
+        Leaves are PTEs, huge PMD/PUD leaves (x86 ``_PAGE_PSE``, arm64 block
+        descriptors), and any
         non-present, non-zero entry at PUD/PMD/PTE level (swap-format
         entries). An unreadable table yields a :class:`TableFault` and the
         walk continues after it.
@@ -328,12 +332,12 @@ class PageTableWalker:
         level = self._levels[depth]
         shift = self._shifts[depth]
         first = (start - base) >> shift if start > base else 0
-        last = min(_TABLE_ENTRIES - 1, (end - 1 - base) >> shift)
+        last = min(self._entries[depth] - 1, (end - 1 - base) >> shift)
         try:
             if depth == len(self._levels) - 1:
                 data = self._entry(depth, phys)[1]
                 if data[first * 8 : (last + 1) * 8] != _ZERO_TABLE[first * 8 : (last + 1) * 8]:
-                    yield PteSlice(base, data, first, last)
+                    yield PteSlice(base, data, first, last, self._page_shift)
                 return
             entries = self._table(depth, phys)
         except drgn.FaultError as e:
@@ -343,13 +347,13 @@ class PageTableWalker:
             yield TableFault(level, max(start, base), phys, str(e))
             return
         span = 1 << shift
-        is_table = self._is_table
+        table_mask, table_bits = self._table_mask, self._table_bits
         for i in range(first, last + 1):
             raw = entries[i]
             if not raw:
                 continue
             va = base + (i << shift)
-            if is_table(raw, level):
+            if raw & table_mask == table_bits:
                 yield from self._walk(
                     depth + 1, self._table_phys(raw), max(start, va), min(end, va + span), va
                 )
@@ -366,11 +370,12 @@ class PageTableWalker:
         """
         result: List[Tuple[Level, int, int]] = []
         phys = self._pgd_phys
+        last = len(self._levels) - 1
         for depth, (level, shift) in enumerate(zip(self._levels, self._shifts)):
-            index = (va >> shift) & (_TABLE_ENTRIES - 1)
+            index = (va >> shift) & (self._entries[depth] - 1)
             raw = self._table(depth, phys)[index]
             result.append((level, phys + index * 8, raw))
-            if not self._is_table(raw, level):
+            if depth == last or raw & self._table_mask != self._table_bits:
                 break
             phys = self._table_phys(raw)
         return result

@@ -37,15 +37,18 @@ VIAS = ("qemu", "vmcore", "live")
 
 
 def _kernel(name: Optional[str], bzimage: Optional[str], vmlinux: Optional[str], modules: Optional[str],
-            config: Optional[str]):
+            config: Optional[str], arch: str = "amd64"):
     from .kernels import ensure_kernel, user_kernel
 
     if bzimage or vmlinux:
         if not (bzimage and vmlinux):
             raise click.UsageError("--bzimage and --vmlinux go together")
+        if arch != "amd64":
+            raise click.UsageError("--bzimage boots x86-64 kernels only; --arch arm64 uses the lab's Debian kernels")
         return user_kernel(Path(bzimage), Path(vmlinux), Path(modules) if modules else None,
                            Path(config) if config else None)
-    return ensure_kernel(name or "newest")
+    return ensure_kernel(name or "newest", arch)
+
 
 
 def audit_argv(guest, via: str, args: Sequence[str], dump_dir: Path) -> Tuple[List[str], Optional[str]]:
@@ -59,10 +62,18 @@ def audit_argv(guest, via: str, args: Sequence[str], dump_dir: Path) -> Tuple[Li
     if via == "qemu":
         return base + ["--qemu", guest.qmp_path] + list(args), None
     if via == "vmcore":
+        if getattr(guest.kernel, "arch", "amd64") != "amd64":
+            # libkdumpfile cannot translate the 52-bit (LPA2, 5-level) arm64 tables of a
+            # QEMU kdump file ("No way to translate"); an ELF dump is read by drgn alone.
+            core = dump_dir / "vmcore.elf"
+            guest.dump(core, fmt="elf")
+            return base + ["-c", str(core)] + list(args), None
         core = dump_dir / "vmcore.kdump"
         guest.dump(core, fmt="kdump-zlib")
         return base + ["-c", str(core), "--architecture", "x86_64"] + list(args), None
     if via == "live":
+        if getattr(guest.kernel, "arch", "amd64") != "amd64":
+            raise LabError("the arm64 guest's busybox root has no Python and drgn: audit it --via qemu or vmcore")
         return base + ["-k"] + list(args), "guest"
     raise click.UsageError(f"unknown --via {via!r} (one of {', '.join(VIAS)})")
 
@@ -113,13 +124,15 @@ lab.add_command(fetch_command, name="fetch")
 lab.add_command(bench_command, name="bench")
 
 _kernel_options = [
-    click.option("--kernel", "kernel_name", default="newest", show_default=True, help="Lab kernel: newest, 6.12 or 6.1."),
+    click.option("--kernel", "kernel_name", default="newest", show_default=True, help="Lab kernel: newest, 6.12 or 6.1 (arm64: newest, newest-16k, 6.12)."),
+    click.option("--arch", type=click.Choice(("amd64", "arm64")), default="amd64", show_default=True,
+                 help="Debian architecture of the guest; arm64 runs under TCG (qemu-system-aarch64)."),
     click.option("--bzimage", metavar="PATH", help="Boot your own kernel image instead (with --vmlinux)."),
     click.option("--vmlinux", metavar="PATH", help="vmlinux with debug info of --bzimage."),
     click.option("--modules", metavar="DIR", help="Module tree of --bzimage (lib/modules/KVER)."),
     click.option("--config", "kconfig", metavar="PATH", help="Kernel config of --bzimage (default: looked for beside it, in --modules, /boot)."),
     click.option("--scenario", "scenarios", multiple=True, help="Scenario to hold (default: every one the kernel supports); repeatable."),
-    click.option("--4level", "four_level", is_flag=True, help="4-level paging (-cpu max,-la57) instead of 5-level."),
+    click.option("--4level", "four_level", is_flag=True, help="4-level paging instead of 5-level (x86-64: -cpu max,-la57; arm64: lpa2=off, 48-bit VA)."),
 ]
 
 
@@ -129,11 +142,13 @@ def _with_kernel_options(func):
     return func
 
 
-def _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level):
+def _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, arch="amd64"):
     from .vm import start
 
-    kernel = _kernel(kernel_name, bzimage, vmlinux, modules, kconfig)
-    _console.print(f"lab: booting {kernel.kver} ({'4' if four_level else '5'}-level paging)…")
+    kernel = _kernel(kernel_name, bzimage, vmlinux, modules, kconfig, arch)
+    paging = ("lpa2=off" if four_level else "-cpu max, LPA2") if arch == "arm64" else \
+        ("4" if four_level else "5") + "-level paging"
+    _console.print(f"lab: booting {kernel.kver} ({paging})…")
     guest = start(kernel, scenarios or None, la57=not four_level)
     _console.print(f"lab: {len(guest.mappings)} mappings held; boot retries: {len(guest.boot_retries)}")
     for m in guest.mappings:
@@ -155,7 +170,7 @@ def _report_failed(guest) -> None:
 @_with_kernel_options
 @click.option("--via", "vias", multiple=True, type=click.Choice(VIAS), help="Program source(s) to audit through (default: all three).")
 @click.argument("audit_args", nargs=-1, type=click.UNPROCESSED)
-def run(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, vias, audit_args) -> None:
+def run(kernel_name, arch, bzimage, vmlinux, modules, kconfig, scenarios, four_level, vias, audit_args) -> None:
     """Boot, hold the mappings, and run 'drgn-p2p audit AUDIT_ARGS' each way.
 
     With --json among AUDIT_ARGS, stdout carries one JSON line per program
@@ -169,10 +184,12 @@ def run(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, 
         _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
     try:
-        guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level)
+        guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, arch)
     except LabError as e:
         _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
+    if not vias and arch != "amd64":
+        vias = ("qemu", "vmcore")  # no Python in the arm64 root: no live audit
     worst = 0
     as_json = _wants_json(audit_args)
     try:
@@ -299,10 +316,10 @@ def _wants_json(audit_args) -> bool:
 
 @lab.command()
 @_with_kernel_options
-def shell(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level) -> None:
+def shell(kernel_name, arch, bzimage, vmlinux, modules, kconfig, scenarios, four_level) -> None:
     """Boot with the mappings held and keep the guest up until Ctrl-C."""
     try:
-        guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level)
+        guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, arch)
     except LabError as e:
         _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)

@@ -44,7 +44,7 @@ def _program(symbols: Iterable[str], swap_info_len: Optional[int] = None) -> drg
 )
 def test_pmd_pud_special_needs_huge_pfnmap_and_thp(symbols, expected):
     learned: Dict[str, Learned] = {}
-    assert layout._pxx_special(_program(symbols), learned) == (expected, expected)
+    assert layout._pxx_special(_program(symbols), "x86_64", learned) == (expected, expected)
     assert learned["has_pmd_special"].value is expected
 
 
@@ -67,7 +67,7 @@ _ALL = ("migration_entry_wait", "memory_failure")
 )
 def test_swap_types_follow_the_configuration(version, symbols, max_swapfiles, expected):
     learned: Dict[str, Learned] = {}
-    swap = layout._swap_types(_program(symbols, max_swapfiles), version, 46, learned)
+    swap = layout._swap_types(_program(symbols, max_swapfiles), version, 46 - 12, learned)
     assert swap.max_swapfiles == max_swapfiles
     for name, value in expected.items():
         assert getattr(swap, name) == value, name
