@@ -344,7 +344,7 @@ def shell(kernel_name, arch, bzimage, vmlinux, modules, kconfig, scenarios, four
 @_with_kernel_options
 @click.option("-o", "--output", metavar="FILE", help="Write the JSON document (drgn-p2p/gup-observed/1) to FILE "
               "instead of stdout.")
-def gup_probe(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, output) -> None:
+def gup_probe(kernel_name, arch, bzimage, vmlinux, modules, kconfig, scenarios, four_level, output) -> None:
     """Try each GUP user (O_DIRECT, io_uring, RDMA, vmsplice, futex, process_vm_readv,
     /proc/PID/mem) on each held mapping and record what the kernel really did.
 
@@ -352,6 +352,8 @@ def gup_probe(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_l
     """
     from .gup import probe
 
+    if arch != "amd64":
+        raise click.UsageError("gup-probe runs on x86-64 guests only (the arm64 lab holds no probe yet)")
     if output and (not Path(output).parent.is_dir() or Path(output).is_dir()):
         raise click.UsageError(f"cannot write {output}: no such directory, or it is a directory")
     try:

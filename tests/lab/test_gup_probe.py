@@ -26,7 +26,6 @@ import errno
 import json
 import shutil
 import sys
-from pathlib import Path
 
 import pytest
 from conftest import lab_document_path
