@@ -288,6 +288,8 @@ def _folio_mapping(ctx: _Ctx) -> str:
         return "anon"
     if ctx.vma.ops in _SHMEM_OPS:
         return "shmem"
+    if ctx.vma.ops == "fb_deferred_io_vm_ops" and not ctx.layout.fb_defio_page_mapping:
+        return "none"  # vmalloc'ed framebuffer pages, write-protected through the file's mapping
     if not ctx.has("MAYSHARE") and ctx.has("WRITE"):
         return "anon"  # a private file mapping written to holds anonymous COW pages
     return "file"

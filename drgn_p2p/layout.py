@@ -75,7 +75,7 @@ def read_layout(prog: drgn.Program) -> Layout:
     zone_device = _zone_device(prog, learned)
     zero_pfn, huge_zero_pfn = _zero_pfns(prog, learned)
     zone_shift, zone_bits, zone_names = _zone_field(prog, learned)
-    p2pdma_gate, longterm_file_check, fast_renamed = _gup_facts(prog, learned)
+    p2pdma_gate, longterm_file_check, fast_renamed, defio_mapping = _gup_facts(prog, learned)
     highest_memmap_pfn = _highest_memmap_pfn(prog, learned)
 
     layout = Layout(
@@ -104,6 +104,7 @@ def read_layout(prog: drgn.Program) -> Layout:
         gup_p2pdma_gate=p2pdma_gate,
         gup_longterm_file_check=longterm_file_check,
         gup_fast_renamed=fast_renamed,
+        fb_defio_page_mapping=defio_mapping,
         highest_memmap_pfn=highest_memmap_pfn,
         arm64=arm64_bits,
         learned=learned,
@@ -500,7 +501,7 @@ def _highest_memmap_pfn(prog: drgn.Program, learned: Dict[str, Learned]) -> Opti
     return value
 
 
-def _gup_facts(prog: drgn.Program, learned: Dict[str, Learned]) -> Tuple[bool, bool, bool]:
+def _gup_facts(prog: drgn.Program, learned: Dict[str, Learned]) -> Tuple[bool, bool, bool, bool]:
     """What GUP checks, for :mod:`drgn_p2p.gup`."""
     # 4293399dc6ed ("mm: introduce FOLL_PCI_P2PDMA to gate getting PCI P2PDMA
     # pages", v6.2): a #define in v6.2, an enumerator of the FOLL_* enum in
@@ -523,7 +524,13 @@ def _gup_facts(prog: drgn.Program, learned: Dict[str, Learned]) -> Tuple[bool, b
     # gup_fast_fallback() together with every gup_fast_*() function.
     renamed = _symbol_exists(prog, "gup_fast_fallback")
     learned["gup_fast_renamed"] = Learned(renamed, "symbol", "gup_fast_fallback (v6.10 names)")
-    return gate, check, renamed
+    # "fb_defio: do not use deprecated page->mapping, index fields" (Lorenzo
+    # Stoakes, 2025) made fb_deferred_io write-protect through the then new
+    # mapping_wrprotect_range() and stop setting page->mapping (6.12 sets it in
+    # fb_deferred_io_fault(); 7.2 does not).
+    defio = not _symbol_exists(prog, "mapping_wrprotect_range")
+    learned["fb_defio_page_mapping"] = Learned(defio, "symbol", "no mapping_wrprotect_range")
+    return gate, check, renamed, defio
 
 
 def _zone_field(

@@ -397,14 +397,16 @@ def pte_markers(version: Version) -> Dict[str, int]:
     return markers
 
 
-def gup_facts(version: Version) -> Tuple[bool, bool, bool]:
-    """``(gup_p2pdma_gate, gup_longterm_file_check, gup_fast_renamed)`` by release,
+def gup_facts(version: Version) -> Tuple[bool, bool, bool, bool]:
+    """``(gup_p2pdma_gate, gup_longterm_file_check, gup_fast_renamed,
+    fb_defio_page_mapping)`` by release,
     for layouts built without a kernel (the layout stage learns them from an
     enumerator and symbols): FOLL_PCI_P2PDMA 4293399dc6ed (v6.2);
     "mm/gup: disallow FOLL_LONGTERM GUP-nonfast writing to file-backed
     mappings" 8ac268436e6d (v6.5); "mm/gup: consistently name GUP-fast
-    functions" 23babe1934d7 (v6.10)."""
-    return version >= (6, 2), version >= (6, 5), version >= (6, 10)
+    functions" 23babe1934d7 (v6.10); fb_defio's move to
+    mapping_wrprotect_range() (v6.15 [inferred]: after 6.12, before 7.2)."""
+    return version >= (6, 2), version >= (6, 5), version >= (6, 10), version < (6, 15)
 
 
 # ---------------------------------------------------------------------------

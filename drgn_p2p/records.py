@@ -326,6 +326,10 @@ class Layout:
     highest_memmap_pfn: Optional[int] = None
     #: The GUP-fast functions carry their v6.10 names (``gup_fast_pte_range``…, 23babe1934d7).
     gup_fast_renamed: bool = False
+    #: fbdev's deferred I/O sets ``page->mapping`` of the pages it maps (until
+    #: the series that moved it to ``mapping_wrprotect_range()``), so a futex
+    #: on them finds a key; after it ``get_futex_key()`` meets a NULL mapping.
+    fb_defio_page_mapping: bool = True
     #: arm64 descriptor facts (``None`` on other architectures).
     arm64: Optional[Arm64Bits] = None
     learned: Mapping[str, Learned] = field(default_factory=dict, compare=False)

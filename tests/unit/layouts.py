@@ -30,7 +30,7 @@ def make_layout(
     if device_private is None:
         device_private = version >= (7, 0)
     pmd_special, pud_special = lt.has_pmd_pud_special(version)
-    p2pdma_gate, longterm_file_check, fast_renamed = lt.gup_facts(version)
+    p2pdma_gate, longterm_file_check, fast_renamed, defio_mapping = lt.gup_facts(version)
     swap = lt.swap_types(
         device_private=device_private,
         single_device_exclusive=lt.single_device_exclusive(version),
@@ -60,6 +60,7 @@ def make_layout(
         gup_p2pdma_gate=p2pdma_gate,
         gup_longterm_file_check=longterm_file_check,
         gup_fast_renamed=fast_renamed,
+        fb_defio_page_mapping=defio_mapping,
         geometry=x86_64.geometry(levels, PFN_MASK & ~sme_mask),
     )
 

@@ -64,10 +64,13 @@ def test_layout_facts_of_the_lab_kernels():
 @pytest.mark.parametrize(
     "symbols,expected",
     [
-        # Debian 6.12 and 7.2 System.map: both symbols (FOLL_PCI_P2PDMA is an enumerator there).
-        (["vma_needs_dirty_tracking", "gup_fast_fallback", "p2pmem_alloc_mmap"], (True, True, True)),
-        # Debian 6.1 System.map: neither; no FOLL_PCI_P2PDMA.
-        (["internal_get_user_pages_fast"], (False, False, False)),
+        # Debian 7.2 System.map: every symbol (FOLL_PCI_P2PDMA is an enumerator there).
+        (["vma_needs_dirty_tracking", "gup_fast_fallback", "p2pmem_alloc_mmap", "mapping_wrprotect_range"],
+         (True, True, True, False)),
+        # Debian 6.12: no mapping_wrprotect_range (fb_defio still sets page->mapping).
+        (["vma_needs_dirty_tracking", "gup_fast_fallback", "p2pmem_alloc_mmap"], (True, True, True, True)),
+        # Debian 6.1 System.map: none; no FOLL_PCI_P2PDMA.
+        (["internal_get_user_pages_fast"], (False, False, False, True)),
     ],
 )
 def test_gup_facts_are_learned_from_symbols(symbols, expected):
@@ -399,3 +402,17 @@ def test_unknown_pte_marker_is_sigbus():
     lf = dataclasses.replace(leaf(kind=EntryKind.GARBAGE, pfn=None), swap_type=L72.swap.pte_marker)
     t = table(L72, _vma(L72, RW), lf, K.NONE)
     assert t["odirect-read"] == ("EFAULT", "handle_pte_marker")
+
+
+@pytest.mark.parametrize("layout", ALL, ids=lambda l: l.release)
+def test_fbdev_deferred_io_futex(layout):
+    """qxl's fbdev: vmalloc'ed shadow pages mapped by fb_deferred_io_fault().
+    Until fb_defio moved to mapping_wrprotect_range() it set page->mapping
+    (6.12 fb_defio.c: "page->mapping = vmf->vma->vm_file->f_mapping"), so
+    get_futex_key() resolved a file key and the mismatching value gave EAGAIN;
+    7.2 no longer sets it, and get_futex_key() meets a NULL folio->mapping: EFAULT."""
+    t = table(layout, _vma(layout, SHARED + ("DONTEXPAND", "DONTDUMP"), "fb_deferred_io_vm_ops", "/dev/fb0"),
+              leaf(pfn=0x12345), K.RAM)
+    want = ("EAGAIN", "futex_wait_setup") if layout.fb_defio_page_mapping else ("EFAULT", "get_futex_key")
+    assert t["futex"] == want
+    assert layout.fb_defio_page_mapping == (layout is not L72)
