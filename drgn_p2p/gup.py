@@ -535,8 +535,10 @@ def _futex(ctx: _Ctx) -> _Res:
 
 
 def _proc_mem(ctx: _Ctx) -> _Res:
-    """``mem_rw()`` → ``access_remote_vm()``: GUP with FOLL_FORCE, else ``vm_ops->access``."""
-    res = _slow(ctx, False, pin=False, force=True)
+    """``mem_rw()`` → ``access_remote_vm()``: GUP (with FOLL_FORCE when
+    ``proc_mem_foll_force()`` says so; with "ptrace", for a reader that is
+    not the process's tracer: none), else ``vm_ops->access``."""
+    res = _slow(ctx, False, pin=False, force=ctx.layout.proc_mem_force == "always")
     if res[0] in ("ok", "oops", "hang"):
         return res
     access = ctx.vma.access

@@ -77,6 +77,7 @@ def read_layout(prog: drgn.Program) -> Layout:
     zone_shift, zone_bits, zone_names = _zone_field(prog, learned)
     p2pdma_gate, longterm_file_check, fast_renamed, defio_mapping = _gup_facts(prog, learned)
     highest_memmap_pfn = _highest_memmap_pfn(prog, learned)
+    proc_mem_force = _proc_mem_force(prog, learned)
 
     layout = Layout(
         arch=arch,
@@ -105,6 +106,7 @@ def read_layout(prog: drgn.Program) -> Layout:
         gup_longterm_file_check=longterm_file_check,
         gup_fast_renamed=fast_renamed,
         fb_defio_page_mapping=defio_mapping,
+        proc_mem_force=proc_mem_force,
         highest_memmap_pfn=highest_memmap_pfn,
         arm64=arm64_bits,
         learned=learned,
@@ -531,6 +533,21 @@ def _gup_facts(prog: drgn.Program, learned: Dict[str, Learned]) -> Tuple[bool, b
     defio = not _symbol_exists(prog, "mapping_wrprotect_range")
     learned["fb_defio_page_mapping"] = Learned(defio, "symbol", "no mapping_wrprotect_range")
     return gate, check, renamed, defio
+
+
+def _proc_mem_force(prog: drgn.Program, learned: Dict[str, Learned]) -> str:
+    """When /proc/PID/mem reads with FOLL_FORCE: the value of fs/proc/base.c's
+    ``proc_mem_force_override`` (CONFIG_PROC_MEM_* or ``proc_mem.force_override=``),
+    named by its ``enum proc_mem_force`` enumerator; "always" before v6.12."""
+    try:
+        value = prog["proc_mem_force_override"]
+        name = next(n for n, v in value.type_.enumerators if v == value.value_())
+    except (LookupError, drgn.FaultError, StopIteration, TypeError):
+        learned["proc_mem_force"] = Learned("always", "default", "no proc_mem_force_override (before v6.12)")
+        return "always"
+    force = name.replace("PROC_MEM_FORCE_", "").lower()
+    learned["proc_mem_force"] = Learned(force, "variable", f"proc_mem_force_override = {name}")
+    return force
 
 
 def _zone_field(

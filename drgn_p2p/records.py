@@ -330,6 +330,10 @@ class Layout:
     #: the series that moved it to ``mapping_wrprotect_range()``), so a futex
     #: on them finds a key; after it ``get_futex_key()`` meets a NULL mapping.
     fb_defio_page_mapping: bool = True
+    #: When ``/proc/PID/mem`` reads with FOLL_FORCE (``proc_mem_force_override``,
+    #: 41e8149c8892 "proc: add config & param to block forcing mem writes",
+    #: v6.12): ``"always"`` (and before it), ``"ptrace"`` (only the tracer) or ``"never"``.
+    proc_mem_force: str = "always"
     #: arm64 descriptor facts (``None`` on other architectures).
     arm64: Optional[Arm64Bits] = None
     learned: Mapping[str, Learned] = field(default_factory=dict, compare=False)

@@ -201,6 +201,7 @@ def layout_json(layout: Layout) -> Dict[str, object]:
         "gup_longterm_file_check": layout.gup_longterm_file_check,
         "gup_fast_renamed": layout.gup_fast_renamed,
         "fb_defio_page_mapping": layout.fb_defio_page_mapping,
+        "proc_mem_force": layout.proc_mem_force,
         "highest_memmap_pfn": hex(layout.highest_memmap_pfn) if layout.highest_memmap_pfn is not None else None,
         "page_shift": layout.page_shift,
         "geometry": _geometry_json(layout.geometry),

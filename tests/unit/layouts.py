@@ -25,7 +25,9 @@ def make_layout(
 ) -> Layout:
     """A Layout for Debian's kernel *version* (``(6, 1)``, ``(6, 12)``, ``(7, 2)``).
 
-    *device_private* defaults to Debian's ``CONFIG_DEVICE_PRIVATE`` (n before 7.x).
+    *device_private* defaults to Debian's ``CONFIG_DEVICE_PRIVATE`` (n before 7.x),
+    ``proc_mem_force`` to Debian's CONFIG_PROC_MEM_* (ALWAYS_FORCE in 6.12,
+    FORCE_PTRACE in 7.2).
     """
     if device_private is None:
         device_private = version >= (7, 0)
@@ -61,6 +63,7 @@ def make_layout(
         gup_longterm_file_check=longterm_file_check,
         gup_fast_renamed=fast_renamed,
         fb_defio_page_mapping=defio_mapping,
+        proc_mem_force="ptrace" if version >= (7, 0) else "always",
         geometry=x86_64.geometry(levels, PFN_MASK & ~sme_mask),
     )
 

@@ -275,9 +275,10 @@ def test_device_private_entry_to_ram_oopses(layout):
 @pytest.mark.parametrize("layout", ALL, ids=lambda l: l.release)
 def test_prot_none_and_read_only(layout):
     t = table(layout, _vma(layout, ("MAYREAD", "MAYWRITE")), None, K.NONE)
-    # check_vma_flags(): no VM_READ and no FOLL_FORCE → -EFAULT; mem_rw() passes FOLL_FORCE.
+    # check_vma_flags(): no VM_READ and no FOLL_FORCE → -EFAULT; mem_rw() passes FOLL_FORCE
+    # where proc_mem_foll_force() says so (always in 6.1/6.12, only for the tracer in Debian 7.2).
     assert t["odirect-write"] == ("EFAULT", "check_vma_flags")
-    assert t["proc-pid-mem"][0] == "ok"
+    assert t["proc-pid-mem"][0] == ("ok" if layout.proc_mem_force == "always" else "EIO")
     ro = table(layout, _vma(layout, ("READ", "MAYREAD", "MAYWRITE")), leaf(writable=False), K.RAM)
     # get_futex_key(): FOLL_WRITE fails, the read-only retry finds an anonymous page:
     # "A RO anonymous page will never change" → -EFAULT.
@@ -416,3 +417,33 @@ def test_fbdev_deferred_io_futex(layout):
     want = ("EAGAIN", "futex_wait_setup") if layout.fb_defio_page_mapping else ("EFAULT", "get_futex_key")
     assert t["futex"] == want
     assert layout.fb_defio_page_mapping == (layout is not L72)
+
+
+@pytest.mark.parametrize("layout", ALL, ids=lambda l: l.release)
+def test_proc_pid_mem_of_prot_none_follows_the_force_policy(layout):
+    """PROT_NONE anonymous memory read through /proc/PID/mem by a process that
+    does not ptrace it: check_vma_flags() lets a read of a !VM_READ VMA through
+    only with FOLL_FORCE, which mem_rw() adds when proc_mem_foll_force() says
+    so — always before v6.12 and with CONFIG_PROC_MEM_ALWAYS_FORCE (Debian
+    6.12), only for the tracer with CONFIG_PROC_MEM_FORCE_PTRACE (Debian 7.2):
+    then GUP fails and anonymous memory has no vm_ops->access: EIO."""
+    t = table(layout, _vma(layout, ("MAYREAD", "MAYWRITE", "MAYEXEC")), leaf(pfn=0x12345), K.RAM)
+    assert t["proc-pid-mem"][0] == ("ok" if layout.proc_mem_force == "always" else "EIO")
+    assert layout.proc_mem_force == ("ptrace" if layout is L72 else "always")
+
+
+def test_proc_mem_force_is_read_from_the_kernel():
+    class Value:
+        type_ = type("T", (), {"enumerators": (("PROC_MEM_FORCE_ALWAYS", 0), ("PROC_MEM_FORCE_PTRACE", 1),
+                                               ("PROC_MEM_FORCE_NEVER", 2))})()
+
+        def value_(self):
+            return 1
+
+    class Prog(dict):
+        pass
+
+    learned = {}
+    assert layout_stage._proc_mem_force(Prog(proc_mem_force_override=Value()), learned) == "ptrace"
+    assert learned["proc_mem_force"].how == "variable"
+    assert layout_stage._proc_mem_force(Prog(), learned) == "always"
