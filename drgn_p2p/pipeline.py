@@ -265,7 +265,7 @@ def audit(
         result.stats.processes += 1
         try:
             walker = PageTableWalker.for_mm(prog, layout, process.mm)
-            vmas = list(process_vmas(prog, process, start, end))
+            vmas = list(process_vmas(prog, process, start, end, layout=layout))
         except TARGET_CHANGED as e:
             # The process exited (its mm freed or reused) under a live walk,
             # or the target is damaged: say so, and go on with the others.

@@ -80,7 +80,7 @@ def test_floor_reads_exactly_the_tables_the_audit_reads(monkeypatch) -> None:
     def for_mm(cls, prog, layout, mm) -> PageTableWalker:
         return cls(memory.read, layout, tables.root)
 
-    def process_vmas(prog, process, start=0, end=1 << 64) -> Iterator[Vma]:
+    def process_vmas(prog, process, start=0, end=1 << 64, layout=None) -> Iterator[Vma]:
         yield Vma(pid=100, comm="p", mm=1, address=2, start=VA, end=VA + (4 << 20), flags=VM_FLAGS_ANON,
                   pgoff=VA >> 12, file=None, ops=None)
 
