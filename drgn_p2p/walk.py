@@ -72,6 +72,12 @@ RawLeaf = Tuple[int, Level, int]
 _ZERO_TABLE = bytes(4096)
 
 
+@functools.lru_cache(maxsize=None)
+def _entries(n: int) -> struct.Struct:
+    """*n* consecutive little-endian 64-bit entries."""
+    return struct.Struct(f"<{n}Q")
+
+
 @dataclass(frozen=True)
 class PteSlice:
     """Entries ``first..last`` (inclusive) of one PTE table, not all empty.
@@ -87,12 +93,12 @@ class PteSlice:
 
     def leaves(self) -> Iterator[RawLeaf]:
         """The non-empty entries of the slice, as :data:`RawLeaf`, in address order."""
-        base = self.base
-        entries = _TABLE_FORMAT.unpack(self.data)
-        for i in range(self.first, self.last + 1):
-            raw = entries[i]
+        first = self.first
+        va = self.base + (first << 12)
+        for raw in _entries(self.last + 1 - first).unpack_from(self.data, first * 8):
             if raw:
-                yield (base + (i << 12), Level.PTE, raw)
+                yield (va, Level.PTE, raw)
+            va += 4096
 
 
 #: More VMAs than one mm can have (vm.max_map_count is an int; 4 Mi is far above any real use).
