@@ -25,7 +25,7 @@ from .errors import UsageError
 from .layout import read_layout
 from .records import Finding, Layout, Leaf, Level, PageKind, PfnInfo, Run, Severity, Vma
 from .rules import RULES, Rule, VmaTally, evaluate_run, evaluate_vma
-from .scan import PteScanner
+from .scan import PteScanner, pieces
 from .tasks import for_each_process
 from .walk import PageTableWalker, Process, PteSlice, RawLeaf, share_names, unshare_names, TableFault, process_vmas
 
@@ -141,8 +141,9 @@ def _segments(
 ) -> Iterator[Tuple[Leaf, PfnInfo, int]]:
     """``(leaf, page info, count)`` segments of *vma*'s leaves, for :func:`coalesce_segments`.
 
-    A PTE table whose entries are alike is one segment (:mod:`drgn_p2p.scan`);
-    everything else is decoded and classified one leaf at a time.
+    A PTE table whose entries are alike is one segment (:mod:`drgn_p2p.scan`),
+    and so is each stretch of alike entries between empty ones; everything
+    else is decoded and classified one leaf at a time.
     """
     decode_leaf = for_layout(layout).decode_leaf
     classify = classifier.classify
@@ -153,7 +154,19 @@ def _segments(
             if segment is not None:
                 yield segment
                 continue
-            leaves: Iterable[RawLeaf] = item.leaves()
+            # Not one run: judge each stretch between empty entries whole where
+            # it is one run, and leaf by leaf where it is not.
+            for piece in pieces(item):
+                if piece.first < piece.last and (piece.first, piece.last) != (item.first, item.last):
+                    segment = uniform_run(piece)
+                    if segment is not None:
+                        yield segment
+                        continue
+                for va, level, raw in piece.leaves():
+                    leaf = decode_leaf(raw, va, level, layout)
+                    if leaf is not None:
+                        yield leaf, classify(leaf.pfn), 1
+            continue
         elif isinstance(item, TableFault):
             faults.append(item)
             continue

@@ -39,6 +39,9 @@ class StubClassifier:
     def span(self, pfn: int):
         return pfn, pfn + 1
 
+    def span_info(self, pfn: int):
+        return pfn, pfn + 1, self.classify(pfn)
+
 
 class FakeMm:
     """Stands for a ``struct mm_struct *``; its value is the pid, for the fakes below."""
