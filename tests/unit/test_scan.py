@@ -120,22 +120,24 @@ _FLAGS = st.sampled_from([ANON, ANON & ~0x60, ANON & ~0x2, ANON | (1 << 9), ANON
                           ANON | (1 << 58), 0x100 | 0x66, 0])
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    base_pfn=_PFNS,
-    step=st.sampled_from([0, 1, 2]),
-    flags=_FLAGS,
-    flips=st.lists(st.tuples(st.integers(0, 511), _FLAGS, _PFNS), max_size=3),
-    first=st.integers(0, 511),
-    length=st.integers(1, 512),
-    linear_at=st.sampled_from([None, 0, 5, "off"]),
-    layout=st.sampled_from(LAYOUTS),
-)
-def test_fast_path_equals_slow_path(base_pfn, step, flags, flips, first, length, linear_at, layout):
-    last = min(511, first + length - 1)
+#: A table of entries base_pfn + step * i with *flags*, some entries flipped to other flags and PFNs.
+_TABLE = dict(base_pfn=_PFNS, step=st.sampled_from([0, 1, 2]), flags=_FLAGS, first=st.integers(0, 511),
+              length=st.integers(1, 512), layout=st.sampled_from(LAYOUTS))
+
+
+def _entries(base_pfn, step, flags, flips):
     entries = [flags | ((base_pfn + step * i) << 12) if flags else 0 for i in range(512)]
     for i, f, pfn in flips:
         entries[i] = f | (pfn << 12) if f else 0
+    return entries
+
+
+@settings(max_examples=300, deadline=None)
+@given(**_TABLE, flips=st.lists(st.tuples(st.integers(0, 511), _FLAGS, _PFNS), max_size=3),
+       linear_at=st.sampled_from([None, 0, 5, "off"]))
+def test_fast_path_equals_slow_path(base_pfn, step, flags, flips, first, length, linear_at, layout):
+    last = min(511, first + length - 1)
+    entries = _entries(base_pfn, step, flags, flips)
     # pgoff such that entry linear_at is at its linear PFN (when step is 1, all are).
     # "off": the linear PFNs one above the first entry's, in its span.
     pgoff = (0x7F00_0000_0000 >> 12 if linear_at is None else base_pfn + 1 if linear_at == "off"
@@ -156,17 +158,8 @@ class _OneSlice:
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    base_pfn=_PFNS,
-    step=st.sampled_from([0, 1, 2]),
-    flags=_FLAGS,
-    flips=st.lists(st.tuples(st.integers(0, 511), _FLAGS, _PFNS), max_size=6),
-    holes=st.lists(st.tuples(st.integers(0, 511), st.integers(1, 40)), max_size=4),
-    first=st.integers(0, 511),
-    length=st.integers(1, 512),
-    linear=st.booleans(),
-    layout=st.sampled_from(LAYOUTS),
-)
+@given(**_TABLE, flips=st.lists(st.tuples(st.integers(0, 511), _FLAGS, _PFNS), max_size=6),
+       holes=st.lists(st.tuples(st.integers(0, 511), st.integers(1, 40)), max_size=4), linear=st.booleans())
 def test_a_table_judged_in_pieces_gives_the_runs_of_its_leaves(base_pfn, step, flags, flips, holes, first, length,
                                                                linear, layout):
     """The audit's segments of a PTE slice (whole, then each stretch between
@@ -174,9 +167,7 @@ def test_a_table_judged_in_pieces_gives_the_runs_of_its_leaves(base_pfn, step, f
     from drgn_p2p.pipeline import _segments
 
     last = min(511, first + length - 1)
-    entries = [flags | ((base_pfn + step * i) << 12) if flags else 0 for i in range(512)]
-    for i, f, pfn in flips:
-        entries[i] = f | (pfn << 12) if f else 0
+    entries = _entries(base_pfn, step, flags, flips)
     for at, n in holes:
         entries[at:at + n] = [0] * len(entries[at:at + n])
     if not any(entries[first:last + 1]):
