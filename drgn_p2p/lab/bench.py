@@ -12,6 +12,9 @@ same VMAs:
 * the naive drgn way, ``follow_phys()`` per 4 KiB page — inside the guest and
   over QMP (sampled and extrapolated: see :mod:`drgn_p2p.lab.bench_measure`);
 * the kernel's own walk, bulk reads of ``/proc/PID/pagemap`` inside the guest;
+* the floor: in each audit's process, ``prog.read()`` of exactly the page
+  tables that audit read and nothing else; audit ÷ floor (time over time)
+  is what everything but the reads costs;
 
 plus crash's ``vm -p`` when the distribution's crash can read the kernel.
 
