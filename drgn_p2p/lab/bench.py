@@ -21,7 +21,8 @@ plus crash's ``vm -p`` when the distribution's crash can read the kernel.
 The load (``guest/benchload.c``): anonymous memory of each size with 4 KiB
 pages (``MADV_NOHUGEPAGE``) and with THPs (``MADV_HUGEPAGE``), a sparse
 mapping with one page written per 2 MiB, 200 small processes, and the
-``fsdax``, ``devdax`` and ``pcibar`` scenarios. Every measurement runs in a
+``fsdax``, ``devdax`` and ``pcibar`` scenarios; each load is one scope (the
+small processes together), and so is the whole system. Every measurement runs in a
 fresh process (its peak RSS is its own) and repeats the timed part
 ``--repeat`` times; the tables give medians. drgn's start-up (debug info
 load) is kept out of the timings and reported on its own.
@@ -164,6 +165,12 @@ class Measurement:
             "floor_median_s": self.floor_s,
             "audit_over_floor": self.over_floor,
         }
+
+
+def scope_args(load: Load, pids: Sequence[int]) -> List[str]:
+    """The measuring process's scope for *load* held as *pids*: its process, or every small one."""
+    chosen = pids if load.mode == "small" else pids[:1]
+    return [arg for pid in chosen for arg in ("--pid", str(pid))]
 
 
 def _measure_argv(method: str, target: str, scope: Sequence[str], vmlinux: str, qmp: str,
@@ -573,9 +580,7 @@ def main(kernel_name: str = "newest", memory: str = "6G", out: Optional[Path] = 
         _console.print(f"bench: holding {len(loads)} loads …")
         bench.hold(loads)
         for load in loads:
-            if load.mode == "small":
-                continue
-            bench.measure_scope(load.name, load.mapped_mib, ["--pid", str(bench.held[load.name][0])])
+            bench.measure_scope(load.name, load.mapped_mib, scope_args(load, bench.held[load.name]))
         if system:
             bench.measure_scope("system", sum(load.mapped_mib for load in loads), ["--system"])
         if profile:

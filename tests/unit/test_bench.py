@@ -108,3 +108,9 @@ def test_floor_reads_exactly_the_tables_the_audit_reads(monkeypatch) -> None:
     prog = Prog()
     assert time_reads(prog, reads) >= 0
     assert prog.reads == reads
+
+
+def test_each_load_is_a_scope_and_the_small_processes_one_together() -> None:
+    loads = {load.mode: load for load in bench.default_loads((1024,), small=3)}
+    assert bench.scope_args(loads["small"], [11, 12, 13]) == ["--pid", "11", "--pid", "12", "--pid", "13"]
+    assert bench.scope_args(loads["4k"], [42]) == ["--pid", "42"]
