@@ -7,6 +7,7 @@ created as, with the bits its kernel gives it; a clean guest passes
 kernel's results go to the zoo document (``scripts/zoo-matrix`` renders it).
 """
 
+import gc
 import json
 import re
 import sys
@@ -511,23 +512,24 @@ def test_whole_struct_reads_give_the_same_audit(lab_guest, kernel: str) -> None:
     from drgn_p2p.target import open_program
 
     guest = lab_guest(kernel)
-    prog = open_program(qemu=guest.qmp_path, symbols=[str(guest.kernel.vmlinux)])
-    layout = read_layout(prog)
-    assert layout.vma_struct is not None and layout.vma_tree is not None  # every lab kernel has the maple tree (v6.1+)
 
-    def document() -> str:
+    def document(prog) -> str:
         result = audit(prog, keep_runs=True)
         doc = audit_json(result, result.layout)
         del doc["summary"]["seconds"]
         return json.dumps(doc, sort_keys=True)
 
+    prog = open_program(qemu=guest.qmp_path, symbols=[str(guest.kernel.vmlinux)])
     guest.qmp("stop")
     try:
-        fast = document()
+        layout = read_layout(prog)
+        assert layout.vma_struct is not None and layout.vma_tree is not None  # every lab kernel has the maple tree (v6.1+)
+        fast = document(prog)
         prog.cache["drgn_p2p_layout"] = dataclasses.replace(layout, vma_struct=None, vma_tree=None)
-        by_members = document()
+        by_members = document(prog)
     finally:
-        prog.cache["drgn_p2p_layout"] = layout
         guest.qmp("cont")
+        del prog
+        gc.collect()  # closes the QMP connection: QEMU serves one client per socket
     assert json.loads(fast)["summary"]["vmas"] > 100
     assert fast == by_members
