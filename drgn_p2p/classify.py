@@ -312,6 +312,8 @@ class Classifier:
         #: Sorted, disjoint ``(lo, hi)`` PFN spans known to hold neither a
         #: pgmap nor a memmap at a re-read of the tables (see :meth:`_current`).
         self._confirmed: List[Tuple[int, int]] = []
+        #: The last answer of :meth:`span_info` (tables change: forgotten).
+        self._last_span: Optional[Tuple[int, int, PfnInfo]] = None
 
     def _unknown(self, pfn: int) -> bool:
         """Whether the snapshot places *pfn* in no pgmap, no memmap and neither zero page."""
@@ -397,6 +399,24 @@ class Classifier:
         if self._unknown(pfn) or (self._lost_pgmaps() and self.pagemap(pfn) is None):
             return self._ram_span(pfn)
         return _between(self._breaks, pfn)
+
+    def span_info(self, pfn: int) -> Tuple[int, int, PfnInfo]:
+        """``(lo, hi, info)``: :meth:`span` of *pfn* and the :class:`PfnInfo`
+        :meth:`classify` gives every PFN in it.
+
+        The last answer is kept: the PTE tables of a mapping mostly fall in
+        the span of the table before them, which then costs one comparison.
+        """
+        last = self._last_span
+        if last is not None and last[0] <= pfn < last[1]:
+            return last
+        lo, hi = self.span(pfn)
+        tables = self._breaks
+        info = self.classify(pfn)
+        answer = (lo, hi, info)
+        if self._breaks is tables:  # classify() did not read the tables anew
+            self._last_span = answer
+        return answer
 
     def _lost_pgmaps(self) -> bool:
         """Whether part of the pgmap table could not be read (and a kernel is there to ask)."""

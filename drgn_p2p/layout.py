@@ -14,6 +14,7 @@ never a version number.
 """
 
 import dataclasses
+import functools
 from typing import Dict, Mapping, Optional, Tuple
 
 import drgn
@@ -21,7 +22,7 @@ import drgn
 from . import layout_tables
 from .arch import arm64, x86_64
 from .errors import TargetError
-from .records import Arm64Bits, Geometry, Layout, Learned
+from .records import Arm64Bits, Geometry, Layout, Learned, MapleTree, VmaStruct
 
 #: drgn's architectures that drgn-p2p decodes, by the name the layout records.
 _ARCHES = {drgn.Architecture.X86_64: "x86_64", drgn.Architecture.AARCH64: "arm64"}
@@ -78,6 +79,8 @@ def read_layout(prog: drgn.Program) -> Layout:
     p2pdma_gate, longterm_file_check, fast_renamed, defio_mapping = _gup_facts(prog, learned)
     highest_memmap_pfn = _highest_memmap_pfn(prog, learned)
     proc_mem_force = _proc_mem_force(prog, learned)
+    vma_struct = _vma_struct(prog, learned)
+    vma_tree = _vma_tree(prog, learned)
 
     layout = Layout(
         arch=arch,
@@ -109,6 +112,8 @@ def read_layout(prog: drgn.Program) -> Layout:
         proc_mem_force=proc_mem_force,
         highest_memmap_pfn=highest_memmap_pfn,
         arm64=arm64_bits,
+        vma_struct=vma_struct,
+        vma_tree=vma_tree,
         learned=learned,
     )
     prog.cache["drgn_p2p_layout"] = layout
@@ -548,6 +553,70 @@ def _proc_mem_force(prog: drgn.Program, learned: Dict[str, Learned]) -> str:
     force = name.replace("PROC_MEM_FORCE_", "").lower()
     learned["proc_mem_force"] = Learned(force, "variable", f"proc_mem_force_override = {name}")
     return force
+
+
+def _vma_struct(prog: drgn.Program, learned: Dict[str, Learned]) -> Optional[VmaStruct]:
+    """Offsets of the ``struct vm_area_struct`` members the audit reads.
+
+    The flags: ``vm_flags`` became a const member of a union with
+    ``__vm_flags`` in v6.3 (bc292ab00f6c, "mm: introduce vma->vm_flags
+    wrapper functions"), which the same offset serves; 7.x puts it in a union
+    with ``vma_flags_t flags``, a bitmap of NUM_VMA_FLAG_BITS, taken whole
+    where that member exists. ``None`` when the type lacks a member (the VMAs
+    are then read member by member, as drgn objects).
+    """
+    try:
+        fields = vma_struct_of(prog.type("struct vm_area_struct"))
+    except (LookupError, ValueError, TypeError) as e:
+        learned["vma_struct"] = Learned(None, "type", f"struct vm_area_struct: {e}")
+        return None
+    learned["vma_struct"] = Learned(fields, "type", f"struct vm_area_struct (flags: {fields.flags_words} word(s))")
+    return fields
+
+
+def _vma_tree(prog: drgn.Program, learned: Dict[str, Learned]) -> Optional[MapleTree]:
+    """Offsets of an mm's maple tree of VMAs (v6.1+, 763ecb035029, "mm: remove
+    the vma linked list"); ``None`` before it (or without the types)."""
+    try:
+        fields = maple_tree_of(prog.type("struct mm_struct"), prog.type("struct maple_node"))
+    except (LookupError, ValueError, TypeError) as e:
+        learned["vma_tree"] = Learned(None, "member", f"mm_struct.mm_mt / struct maple_node: {e}")
+        return None
+    learned["vma_tree"] = Learned(fields, "member", "mm_struct.mm_mt.ma_root, struct maple_node mr64/ma64")
+    return fields
+
+
+def maple_tree_of(mm: drgn.Type, node: drgn.Type) -> MapleTree:
+    """The :class:`MapleTree` of ``struct mm_struct`` *mm* and ``struct maple_node`` *node*.
+
+    :raises LookupError: without ``mm_mt`` (before v6.1) or a node member the walk reads.
+    """
+
+    def kind(name: str) -> Tuple[int, int, int, int, int]:
+        member = node.member(name).type
+        return (drgn.offsetof(node, f"{name}.pivot"), member.member("pivot").type.length,
+                drgn.offsetof(node, f"{name}.slot"), member.member("slot").type.length,
+                drgn.offsetof(node, f"{name}.meta.end"))
+
+    return MapleTree(root=drgn.offsetof(mm, "mm_mt.ma_root"), node_size=drgn.sizeof(node),
+                     range64=kind("mr64"), arange64=kind("ma64"))
+
+
+def vma_struct_of(vma: drgn.Type) -> VmaStruct:
+    """The :class:`VmaStruct` of ``struct vm_area_struct`` type *vma* (64-bit).
+
+    :raises LookupError: if it lacks a member the audit reads.
+    """
+    offset = functools.partial(drgn.offsetof, vma)
+    words = 1
+    flags = offset("vm_flags")
+    if vma.has_member("flags"):
+        size = drgn.sizeof(vma.member("flags").type)
+        if size % 8 == 0 and offset("flags") == flags:
+            words = size // 8
+    return VmaStruct(size=drgn.sizeof(vma), start=offset("vm_start"), end=offset("vm_end"),
+                     pgoff=offset("vm_pgoff"), file=offset("vm_file"), ops=offset("vm_ops"),
+                     flags=flags, flags_words=words)
 
 
 def _zone_field(

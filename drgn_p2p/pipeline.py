@@ -14,7 +14,7 @@ The CLI and the library API (``drgn_p2p.audit(prog)``) share it.
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import drgn
 
@@ -26,9 +26,9 @@ from .gup import GupPrediction, GupSegment, segments as gup_segments, vma_shape
 from .layout import read_layout
 from .records import Finding, Layout, Leaf, PageKind, PfnInfo, Run, Severity, Vma
 from .rules import RULES, Rule, VmaTally, evaluate_run, evaluate_vma
-from .scan import PteScanner
+from .scan import PteScanner, pieces
 from .tasks import for_each_process
-from .walk import PageTableWalker, Process, PteSlice, RawLeaf, share_names, unshare_names, TableFault, process_vmas
+from .walk import PageTableWalker, Process, PteSlice, share_names, unshare_names, TableFault, process_vmas
 
 __all__ = ("AuditStats", "VmaReport", "AuditResult", "audit", "check_selection", "select_rules", "list_pgmaps",
            "predict_gup")
@@ -153,8 +153,9 @@ def _segments(
 ) -> Iterator[Tuple[Leaf, PfnInfo, int]]:
     """``(leaf, page info, count)`` segments of *vma*'s leaves, for :func:`coalesce_segments`.
 
-    A PTE table whose entries are alike is one segment (:mod:`drgn_p2p.scan`);
-    everything else is decoded and classified one leaf at a time.
+    A PTE table whose entries are alike is one segment (:mod:`drgn_p2p.scan`),
+    and so is each stretch of alike entries between empty ones; everything
+    else is decoded and classified one leaf at a time.
     """
     decode_leaf = for_layout(layout).decode_leaf
     classify = classifier.classify
@@ -165,7 +166,19 @@ def _segments(
             if segment is not None:
                 yield segment
                 continue
-            leaves: Iterable[RawLeaf] = item.leaves()
+            # Not one run: judge each stretch between empty entries whole where
+            # it is one run, and leaf by leaf where it is not.
+            for piece in pieces(item):
+                if piece.first < piece.last and (piece.first, piece.last) != (item.first, item.last):
+                    segment = uniform_run(piece)
+                    if segment is not None:
+                        yield segment
+                        continue
+                for va, level, raw in piece.leaves():
+                    leaf = decode_leaf(raw, va, level, layout)
+                    if leaf is not None:
+                        yield leaf, classify(leaf.pfn), 1
+            continue
         elif isinstance(item, TableFault):
             faults.append(item)
             continue
@@ -284,7 +297,7 @@ def audit(
         result.stats.processes += 1
         try:
             walker = PageTableWalker.for_mm(prog, layout, process.mm)
-            vmas = list(process_vmas(prog, process, start, end))
+            vmas = list(process_vmas(prog, process, start, end, layout=layout))
         except TARGET_CHANGED as e:
             # The process exited (its mm freed or reused) under a live walk,
             # or the target is damaged: say so, and go on with the others.

@@ -271,6 +271,44 @@ class Arm64Bits:
 
 
 @dataclass(frozen=True)
+class VmaStruct:
+    """Where the fields the audit reads sit in ``struct vm_area_struct``, so
+    that a VMA costs one read of the whole struct rather than one per member.
+
+    ``flags`` is the offset of the flags as ``flags_words`` unsigned longs:
+    ``vm_flags`` (one word), or from 7.x the ``vma_flags_t flags`` bitmap it
+    aliases, read whole so that flags past its first word are not lost.
+    """
+
+    size: int
+    start: int
+    end: int
+    pgoff: int
+    file: int
+    ops: int
+    flags: int
+    flags_words: int
+
+
+@dataclass(frozen=True)
+class MapleTree:
+    """Where an mm's VMA tree (a maple tree, v6.1+: 763ecb035029, "mm: remove
+    the vma linked list") and its nodes keep what the walk reads, so that a
+    node costs one read of ``struct maple_node``.
+
+    ``root``: offset of ``mm_mt.ma_root`` in ``struct mm_struct``. Per node
+    kind, ``(pivot offset, pivots, slot offset, slots, meta.end offset)`` of
+    ``mr64`` (``maple_range_64``/``maple_leaf_64``) and ``ma64``
+    (``maple_arange_64``).
+    """
+
+    root: int
+    node_size: int
+    range64: Tuple[int, int, int, int, int]
+    arange64: Tuple[int, int, int, int, int]
+
+
+@dataclass(frozen=True)
 class Layout:
     """What one target kernel is, as far as the audit cares.
 
@@ -336,6 +374,10 @@ class Layout:
     proc_mem_force: str = "always"
     #: arm64 descriptor facts (``None`` on other architectures).
     arm64: Optional[Arm64Bits] = None
+    #: Member offsets of ``struct vm_area_struct`` (``None``: read member by member).
+    vma_struct: Optional[VmaStruct] = field(default=None, compare=False)
+    #: The mm's VMA tree, read node by node (``None``: drgn's ``for_each_vma()``).
+    vma_tree: Optional[MapleTree] = field(default=None, compare=False)
     learned: Mapping[str, Learned] = field(default_factory=dict, compare=False)
 
     def vm_flag(self, name: str) -> int:

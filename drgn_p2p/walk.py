@@ -20,6 +20,7 @@ identical entries with a few whole-table operations (:mod:`drgn_p2p.scan`);
 :meth:`PageTableWalker.walk` expands the slices into single entries.
 """
 
+import collections
 import functools
 import struct
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ import drgn
 from drgn import sizeof
 from drgn.helpers.linux.mm import for_each_vma, virt_to_phys
 
-from .records import Layout, Level, Vma
+from .records import Layout, Level, MapleTree, Vma, VmaStruct
 
 __all__ = (
     "Process",
@@ -98,12 +99,12 @@ class PteSlice:
 
     def leaves(self) -> Iterator[RawLeaf]:
         """The non-empty entries of the slice, as :data:`RawLeaf`, in address order."""
-        base, shift = self.base, self.page_shift
-        entries = _table_format(len(self.data) // 8).unpack(self.data)
-        for i in range(self.first, self.last + 1):
-            raw = entries[i]
+        first, step = self.first, 1 << self.page_shift
+        va = self.base + first * step
+        for raw in _table_format(self.last + 1 - first).unpack_from(self.data, first * 8):
             if raw:
-                yield (base + (i << shift), Level.PTE, raw)
+                yield (va, Level.PTE, raw)
+            va += step
 
 
 #: More VMAs than one mm can have (vm.max_map_count is an int; 4 Mi is far above any real use).
@@ -140,6 +141,9 @@ class NameCache:
 
 
 _NAMES_KEY = "drgn_p2p_names"
+#: Where :func:`drgn_p2p.layout.read_layout` caches the layout on a program.
+_LAYOUT_KEY = "drgn_p2p_layout"
+_U64 = struct.Struct("<Q")
 
 
 def share_names(prog: drgn.Program) -> None:
@@ -156,24 +160,24 @@ def unshare_names(prog: drgn.Program) -> None:
         cache.pop(_NAMES_KEY, None)
 
 
-def _vma_file(vma: drgn.Object, names: Optional[Dict[int, Optional[str]]] = None) -> Optional[str]:
-    file = vma.vm_file.read_()
+def _file_name(prog: drgn.Program, file: int, names: Optional[Dict[int, Optional[str]]] = None) -> Optional[str]:
+    """The path of ``struct file *`` *file* (``None`` for NULL), cached in *names* by pointer."""
     if not file:
         return None
-    key = file.value_()
-    if names is not None and key in names:
-        return names[key]
+    if names is not None and file in names:
+        return names[file]
+    obj = drgn.Object(prog, "struct file *", file)
     try:
         from drgn.helpers.linux.fs import d_path
 
-        name: Optional[str] = d_path(file.f_path).decode(errors="replace")
+        name: Optional[str] = d_path(obj.f_path).decode(errors="replace")
     except (drgn.FaultError, LookupError, ValueError):
         try:
-            name = file.f_path.dentry.d_name.name.string_().decode(errors="replace")
+            name = obj.f_path.dentry.d_name.name.string_().decode(errors="replace")
         except drgn.FaultError:
             name = "?"
     if names is not None:
-        names[key] = name
+        names[file] = name
     return name
 
 
@@ -193,40 +197,131 @@ def _symbol_name(
     return name
 
 
+#: The maple tree's node encoding (include/linux/maple_tree.h): an entry is a
+#: node when ``xa_is_node()`` and above 4096; its type sits in bits 3-6; the
+#: node is 256-byte aligned. ``XA_ZERO_ENTRY`` (xa_mk_internal(257)) is a
+#: reserved, empty slot.
+_MAPLE_NODE_MASK = 255
+_MAPLE_LEAF_64, _MAPLE_RANGE_64, _MAPLE_ARANGE_64 = 1, 2, 3
+_XA_ZERO_ENTRY = (257 << 2) | 2
+
+
+def maple_entries(read: Callable[[int, int], bytes], root: int, tree: MapleTree) -> Iterator[int]:
+    """The non-empty entries (``void *``) of a maple tree whose ``ma_root`` is *root*, in index order.
+
+    drgn's ``mt_for_each()``, with one read of each node (``read(address,
+    size)`` of virtual memory) instead of one per pivot and slot. A node type
+    it cannot hold, or more nodes than any mm has, is a :class:`ValueError`.
+    """
+    if not (root & 3 == 2 and root > 4096):
+        if root:
+            yield root
+        return
+    queue = collections.deque(((root, 0, (1 << 64) - 1),))
+    nodes = 0
+    while queue:
+        entry, lo, hi = queue.popleft()
+        nodes += 1
+        if nodes > MAX_VMAS:
+            raise ValueError(f"more than {MAX_VMAS} maple nodes: the VMA tree is corrupt or changing")
+        kind = (entry >> 3) & 0xF
+        if kind == _MAPLE_ARANGE_64:
+            pivot_at, npivots, slot_at, nslots, end_at = tree.arange64
+        elif kind in (_MAPLE_LEAF_64, _MAPLE_RANGE_64):
+            pivot_at, npivots, slot_at, nslots, end_at = tree.range64
+        else:
+            raise ValueError(f"maple node {entry:#x} has unknown type {kind}")
+        data = read(entry & ~_MAPLE_NODE_MASK, tree.node_size)
+        pivots = struct.unpack_from(f"<{npivots}Q", data, pivot_at)
+        slots = struct.unpack_from(f"<{nslots}Q", data, slot_at)
+        if kind == _MAPLE_ARANGE_64:
+            end = data[end_at]
+        else:
+            last = pivots[-1]
+            end = data[end_at] if not last else (npivots - 1 if last == hi else npivots)
+        if end >= nslots:
+            raise ValueError(f"maple node {entry:#x} claims {end + 1} slots of {nslots}")
+        if kind == _MAPLE_LEAF_64:
+            for slot in slots[: end + 1]:
+                if slot and slot != _XA_ZERO_ENTRY:
+                    yield slot
+        else:
+            prev = lo
+            for offset in range(end):
+                pivot = pivots[offset]
+                queue.append((slots[offset], prev, pivot))
+                prev = pivot + 1
+            queue.append((slots[end], prev, hi))
+
+
+def _vmas_of(prog: drgn.Program, mm: drgn.Object, tree: Optional[MapleTree]) -> Iterator[int]:
+    """Addresses of the ``struct vm_area_struct`` of ``struct mm_struct *`` *mm*, in address order."""
+    if tree is None:
+        for vma in for_each_vma(mm):
+            yield vma.value_()
+        return
+    read = prog.read
+    yield from maple_entries(lambda address, size: read(address, size), prog.read_u64(mm.value_() + tree.root), tree)
+
+
+def vma_members(data: bytes, fields: VmaStruct) -> Tuple[int, int, int, int, int, int]:
+    """``(vm_start, vm_end, flags, vm_pgoff, vm_file, vm_ops)`` of a ``struct vm_area_struct`` read whole."""
+    unpack = _U64.unpack_from
+    words = struct.unpack_from(f"<{fields.flags_words}Q", data, fields.flags)
+    flags = words[0] if len(words) == 1 else sum(w << (64 * i) for i, w in enumerate(words))
+    return (unpack(data, fields.start)[0], unpack(data, fields.end)[0], flags, unpack(data, fields.pgoff)[0],
+            unpack(data, fields.file)[0], unpack(data, fields.ops)[0])
+
+
 def process_vmas(
     prog: drgn.Program,
     process: Process,
     start: int = 0,
     end: int = 1 << 64,
     names: Optional[NameCache] = None,
+    layout: Optional[Layout] = None,
 ) -> Iterator[Vma]:
     """Yield the :class:`Vma` records of *process* that overlap ``[start, end)``.
 
     :param names: a cache to share between the processes of one audit;
         by default the one :func:`share_names` started on *prog*, if any.
+    :param layout: with its :attr:`~Layout.vma_struct`, each VMA is one read
+        of the whole ``struct vm_area_struct``, and with its
+        :attr:`~Layout.vma_tree` each maple node one read (by default the
+        layout cached on *prog*, if any); without, drgn's ``for_each_vma()``
+        and one read per member.
     """
     if names is None:
         names = getattr(prog, "cache", {}).get(_NAMES_KEY)
+    if layout is None:
+        layout = getattr(prog, "cache", {}).get(_LAYOUT_KEY)
+    files = None if names is None else names.files
+    symbols = None if names is None else names.symbols
+    fields = layout.vma_struct if layout is not None else None
+    pid, comm, mm = process.pid, process.comm, process.mm.value_()
+    if fields is not None:
+        read = prog.read
+        tree = layout.vma_tree if layout is not None else None
+        for count, address in enumerate(_vmas_of(prog, process.mm, tree)):
+            if count >= MAX_VMAS:
+                raise ValueError(f"more than {MAX_VMAS} VMAs: the VMA tree is corrupt or changing")
+            vm_start, vm_end, flags, pgoff, file, ops = vma_members(read(address, fields.size), fields)
+            if vm_end <= start or vm_start >= end:
+                continue
+            yield Vma(pid=pid, comm=comm, mm=mm, address=address, start=vm_start, end=vm_end, flags=flags,
+                      pgoff=pgoff, file=_file_name(prog, file, files), ops=_symbol_name(prog, ops, symbols))
+        return
     for count, vma in enumerate(for_each_vma(process.mm)):
         if count >= MAX_VMAS:
             # A maple tree read while it changes (or a damaged vmcore) can loop.
             raise ValueError(f"more than {MAX_VMAS} VMAs: the VMA tree is corrupt or changing")
-        vm_start = vma.vm_start.value_()
-        vm_end = vma.vm_end.value_()
+        vm_start, vm_end = vma.vm_start.value_(), vma.vm_end.value_()
         if vm_end <= start or vm_start >= end:
             continue
-        yield Vma(
-            pid=process.pid,
-            comm=process.comm,
-            mm=process.mm.value_(),
-            address=vma.value_(),
-            start=vm_start,
-            end=vm_end,
-            flags=_vma_flags(vma),
-            pgoff=vma.vm_pgoff.value_(),
-            file=_vma_file(vma, None if names is None else names.files),
-            ops=_symbol_name(prog, vma.vm_ops.value_(), None if names is None else names.symbols),
-        )
+        yield Vma(pid=pid, comm=comm, mm=mm, address=vma.value_(), start=vm_start, end=vm_end,
+                  flags=_vma_flags(vma), pgoff=vma.vm_pgoff.value_(),
+                  file=_file_name(prog, vma.vm_file.value_(), files),
+                  ops=_symbol_name(prog, vma.vm_ops.value_(), symbols))
 
 
 class PageTableWalker:
