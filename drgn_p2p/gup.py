@@ -128,6 +128,12 @@ _TTM_ACCESS_OPS = ("ttm_bo_vm_ops", "drm_gem_ttm_vm_ops", "radeon_gem_vm_ops")
 _TTM_OWN_ACCESS_OPS = ("amdgpu_gem_vm_ops",)
 
 
+#: vm_ops without ``fault``: every page was inserted at mmap or by the
+#: driver's own call (``tcp_zerocopy_receive()``), and a fault of a hole is
+#: ``VM_FAULT_SIGBUS`` from ``do_fault()`` (net/ipv4/tcp.c ``tcp_vm_ops = {}``,
+#: net/packet/af_packet.c ``packet_mmap_ops``: open/close only; 6.1 to 7.2).
+_NO_FAULT_OPS = ("tcp_vm_ops", "packet_mmap_ops")
+
 #: vm_ops of _install_special_mapping() (vDSO, vvar): kernel pages without a mapping.
 _SPECIAL_MAPPING_OPS = ("special_mapping_vmops", "legacy_special_mapping_vmops")
 
@@ -263,6 +269,9 @@ def _fast(ctx: _Ctx, write: bool, longterm: bool, p2p: bool) -> Tuple[str, str, 
         return "fallback", grab, "P2PDMA page without FOLL_PCI_P2PDMA"
     if ctx.vma.ops == "secretmem_vm_ops":
         return "fallback", grab, "secretmem folio"
+    if ctx.layout.gup_fast_secretmem_mapping and leaf.level == Level.PTE and _folio_mapping(ctx) == "none":
+        return "fallback", ctx.fn("allowed"), (
+            "order-0 folio with a NULL mapping: gup_fast_folio_allowed() cannot rule out secretmem")
     if ctx.layout.gup_longterm_file_check and longterm and write:
         mapping = _folio_mapping(ctx)
         if mapping not in ("anon", "shmem", "hugetlb"):
@@ -461,6 +470,9 @@ def _slow(ctx: _Ctx, write: bool, longterm: bool = False, pin: bool = True, p2p:
         return refused
     leaf = ctx.leaf
     if leaf is None:
+        if ctx.kind == PageKind.NONE and ctx.vma.ops in _NO_FAULT_OPS:
+            return "EFAULT", "do_fault", (
+                f"nothing is mapped and {ctx.vma.ops} has no fault handler: VM_FAULT_SIGBUS"), False, False
         if ctx.kind == PageKind.NONE:
             return "ok", "handle_mm_fault", "nothing is mapped: the fault populates it, then GUP pins it", False, True
         # A hole in a VMA of device pages: the fault inserts a page of the same kind.

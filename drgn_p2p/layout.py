@@ -79,6 +79,7 @@ def read_layout(prog: drgn.Program) -> Layout:
     p2pdma_gate, longterm_file_check, fast_renamed, defio_mapping = _gup_facts(prog, learned)
     highest_memmap_pfn = _highest_memmap_pfn(prog, learned)
     proc_mem_force = _proc_mem_force(prog, learned)
+    fast_secretmem = _gup_fast_secretmem_mapping(prog, learned, fast_renamed)
     vma_struct = _vma_struct(prog, learned)
     vma_tree = _vma_tree(prog, learned)
 
@@ -110,6 +111,7 @@ def read_layout(prog: drgn.Program) -> Layout:
         gup_fast_renamed=fast_renamed,
         fb_defio_page_mapping=defio_mapping,
         proc_mem_force=proc_mem_force,
+        gup_fast_secretmem_mapping=fast_secretmem,
         highest_memmap_pfn=highest_memmap_pfn,
         arm64=arm64_bits,
         vma_struct=vma_struct,
@@ -538,6 +540,19 @@ def _gup_facts(prog: drgn.Program, learned: Dict[str, Learned]) -> Tuple[bool, b
     defio = not _symbol_exists(prog, "mapping_wrprotect_range")
     learned["fb_defio_page_mapping"] = Learned(defio, "symbol", "no mapping_wrprotect_range")
     return gate, check, renamed, defio
+
+
+def _gup_fast_secretmem_mapping(prog: drgn.Program, learned: Dict[str, Learned], renamed: bool) -> bool:
+    """Whether GUP-fast reads ``folio->mapping`` of every order-0 folio (and
+    falls back when it is NULL) to rule out secretmem: 65291dcfcf89
+    ("mm/secretmem: fix GUP-fast succeeding on secretmem folios", v6.9), with
+    CONFIG_SECRETMEM (secretmem_fault). The fix is inline code: the v6.10
+    GUP-fast names stand for it (6.9 and its stable backports are missed)."""
+    secretmem = _symbol_exists(prog, "secretmem_fault")
+    value = secretmem and renamed
+    learned["gup_fast_secretmem_mapping"] = Learned(
+        value, "symbol", "secretmem_fault and gup_fast_fallback (CONFIG_SECRETMEM, v6.10 names)")
+    return value
 
 
 def _proc_mem_force(prog: drgn.Program, learned: Dict[str, Learned]) -> str:

@@ -368,6 +368,10 @@ class Layout:
     #: the series that moved it to ``mapping_wrprotect_range()``), so a futex
     #: on them finds a key; after it ``get_futex_key()`` meets a NULL mapping.
     fb_defio_page_mapping: bool = True
+    #: GUP-fast sends an order-0 folio whose ``mapping`` is NULL (a driver's
+    #: page) to the slow path: with CONFIG_SECRETMEM, ``gup_fast_folio_allowed()``
+    #: reads the mapping to rule out secretmem (65291dcfcf89, v6.9).
+    gup_fast_secretmem_mapping: bool = False
     #: When ``/proc/PID/mem`` reads with FOLL_FORCE (``proc_mem_force_override``,
     #: 41e8149c8892 "proc: add config & param to block forcing mem writes",
     #: v6.12): ``"always"`` (and before it), ``"ptrace"`` (only the tracer) or ``"never"``.

@@ -202,6 +202,7 @@ def layout_json(layout: Layout) -> Dict[str, object]:
         "gup_fast_renamed": layout.gup_fast_renamed,
         "fb_defio_page_mapping": layout.fb_defio_page_mapping,
         "proc_mem_force": layout.proc_mem_force,
+        "gup_fast_secretmem_mapping": layout.gup_fast_secretmem_mapping,
         "highest_memmap_pfn": hex(layout.highest_memmap_pfn) if layout.highest_memmap_pfn is not None else None,
         "page_shift": layout.page_shift,
         "geometry": _geometry_json(layout.geometry),

@@ -64,6 +64,7 @@ def make_layout(
         gup_fast_renamed=fast_renamed,
         fb_defio_page_mapping=defio_mapping,
         proc_mem_force="ptrace" if version >= (7, 0) else "always",
+        gup_fast_secretmem_mapping=fast_renamed,  # Debian: CONFIG_SECRETMEM=y
         geometry=x86_64.geometry(levels, PFN_MASK & ~sme_mask),
     )
 

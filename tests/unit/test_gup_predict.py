@@ -447,3 +447,36 @@ def test_proc_mem_force_is_read_from_the_kernel():
     assert layout_stage._proc_mem_force(Prog(proc_mem_force_override=Value()), learned) == "ptrace"
     assert learned["proc_mem_force"].how == "variable"
     assert layout_stage._proc_mem_force(Prog(), learned) == "always"
+
+
+@pytest.mark.parametrize("layout", ALL, ids=lambda l: l.release)
+def test_a_hole_in_a_mapping_without_a_fault_handler(layout):
+    """TCP zerocopy receive's VMA (tcp_mmap(): VM_MIXEDMAP, ``tcp_vm_ops = {}``):
+    only pages tcp_zerocopy_receive() inserted are mapped; GUP faulting a hole
+    gets VM_FAULT_SIGBUS from do_fault() ("if (!vma->vm_ops->fault)"), so
+    pinning fails with EFAULT and /proc/PID/mem, with no vm_ops->access, EIO."""
+    t = table(layout, _vma(layout, ("READ", "MAYREAD", "SHARED", "MAYSHARE", "MIXEDMAP"), "tcp_vm_ops",
+                           "TCP"), None, K.NONE)
+    assert t["process-vm-readv"][0] == "EFAULT"
+    assert t["odirect-write"] == ("EFAULT", "do_fault")
+    assert t["proc-pid-mem"][0] == "EIO"
+
+
+@pytest.mark.parametrize("layout", ALL, ids=lambda l: l.release)
+def test_vdso_data_page_in_a_vm_io_mixedmap(layout):
+    """7.x's [vvar]: kernel data pages with struct pages vm_insert_page()d into a
+    VM_IO|VM_MIXEDMAP special mapping (lib/vdso/datastore.c). GUP-fast would take
+    the non-special PTE, but since 65291dcfcf89 (v6.9) gup_fast_folio_allowed()
+    reads folio->mapping of every order-0 folio when CONFIG_SECRETMEM is set, and
+    a NULL mapping sends it to the slow path, where check_vma_flags() refuses
+    VM_IO: vmsplice (get_user_pages_fast()) gets EFAULT. Before the fix (6.1)
+    GUP-fast took it."""
+    t = table(layout, _vma(layout, ("READ", "MAYREAD", "IO", "DONTEXPAND", "DONTDUMP", "MIXEDMAP"),
+                           "special_mapping_vmops"), leaf(pfn=0x1234, writable=False), K.RAM)
+    if layout.gup_fast_secretmem_mapping:
+        assert t["gup-fast"][0] == "fallback"
+        assert t["vmsplice"] == ("EFAULT", "check_vma_flags")
+    else:
+        assert t["gup-fast"][0] == "take"
+        assert t["vmsplice"][0] == "ok"
+    assert layout.gup_fast_secretmem_mapping == (layout is not L61)
