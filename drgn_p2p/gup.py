@@ -128,6 +128,11 @@ _TTM_ACCESS_OPS = ("ttm_bo_vm_ops", "drm_gem_ttm_vm_ops", "radeon_gem_vm_ops")
 _TTM_OWN_ACCESS_OPS = ("amdgpu_gem_vm_ops",)
 
 
+#: x86-64 reserves the first MiB of RAM at boot ("x86/setup: Always reserve
+#: the first 1M of RAM", v5.13), the only RAM /dev/mem may map under
+#: STRICT_DEVMEM (devmem_is_allowed()).
+_X86_RESERVED_LOW_PFNS = 0x100
+
 #: vm_ops without ``fault``: every page was inserted at mmap or by the
 #: driver's own call (``tcp_zerocopy_receive()``), and a fault of a hole is
 #: ``VM_FAULT_SIGBUS`` from ``do_fault()`` (net/ipv4/tcp.c ``tcp_vm_ops = {}``,
@@ -555,6 +560,11 @@ def _proc_mem(ctx: _Ctx) -> _Res:
         return res
     access = ctx.vma.access
     if access == "phys":
+        low = ctx.leaf is not None and ctx.leaf.pfn is not None and ctx.leaf.pfn < _X86_RESERVED_LOW_PFNS
+        if ctx.kind == PageKind.RAM and low and ctx.layout.arch == "x86_64":
+            return "ok", "generic_access_phys", (
+                f"GUP fails ({res[0]}); the first MiB is reserved (PageReserved), which x86 ioremap "
+                "maps: __ioremap_check_ram() refuses only unreserved System RAM"), False, False
         if ctx.kind == PageKind.RAM:
             return "EIO", "generic_access_phys", (
                 "GUP fails, generic_access_phys() ioremap_prot()s System RAM, which x86 ioremap refuses"
@@ -620,6 +630,7 @@ def predict(layout: Layout, vma: VmaShape, leaf: Optional[Leaf], kind: PageKind)
         vma, kind, leaf.level, leaf.kind, leaf.special, leaf.devmap, leaf.writable,
         leaf.swap_offset if leaf.kind == EntryKind.MARKER else None,
         kind == PageKind.NO_MEMMAP and _above_memmap(_Ctx(layout, vma, leaf, kind)),
+        leaf.pfn is not None and leaf.pfn < _X86_RESERVED_LOW_PFNS,
     )
     hit = _cache.get(sig)
     if hit is None:

@@ -106,6 +106,11 @@ def test_dev_mem_of_ram(layout):
     assert t["odirect-read"] == ("EFAULT", "check_vma_flags")
     # mem_rw(): access_remote_vm() copied nothing → -EIO.
     assert t["proc-pid-mem"] == ("EIO", "generic_access_phys")
+    # The BIOS area the lab maps (0xf0000, which STRICT_DEVMEM allows): the first MiB is
+    # memblock-reserved (PageReserved), and __ioremap_check_ram() lets reserved pages through.
+    low = table(layout, _vma(layout, SHARED + ("PFNMAP", "IO"), "mmap_mem_ops", "/dev/mem"),
+                leaf(special=True, pfn=0xF0), K.RAM)
+    assert low["proc-pid-mem"] == ("ok", "generic_access_phys")
 
 
 def _p2pmem(layout):
