@@ -37,6 +37,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -424,17 +425,39 @@ def _findings(doc: Optional[Mapping[str, Any]]) -> Tuple[Tuple[str, str, str, in
                   f.get("message", "")) for f in doc.get("findings", []))
 
 
+def _audit_once(guest: Any, via: str, state: Path, started: float, dump_dir: Path
+                ) -> Tuple[Audit, Optional[Dict[str, Any]]]:
+    """One ``drgn-p2p audit --json -v --fail-on warning`` through *via*: the :class:`Audit` and its document."""
+    from drgn_p2p.lab.cli import audit_streams
+
+    before = _running(state)
+    t0 = time.monotonic()
+    try:
+        code, stdout, stderr = audit_streams(guest, via, ["--json", "-v", "--fail-on", "warning"], dump_dir,
+                                             timeout=900)
+    except (LabError, subprocess.TimeoutExpired) as e:
+        code, stdout, stderr = 2, "", f"error: {e}"
+    t1 = time.monotonic()
+    try:
+        doc = json.loads(stdout) if stdout.strip() else None
+    except ValueError:
+        doc = None
+    error = next((line for line in stderr.splitlines() if line.startswith("error:")), "") if code == 2 else ""
+    audit = Audit(via, round(t0 - started, 1), round(t1 - t0, 1), code,
+                  tuple(dict.fromkeys(before + _running(state))), _findings(doc), error)
+    return audit, doc
+
+
 def run(guest: Any, bindir: Path, chosen: Sequence[Tuple[Selftest, str]], skipped: Mapping[str, str],
         tier: str, vias: Sequence[str] = ("qemu", "live"), pause: float = 2.0,
         on_audit: Any = None) -> Run:
     """
     Run the *chosen* selftests in *guest* one after another (``guest/selftests.sh``,
-    detached) and audit it through *vias* in turn, every *pause* seconds after
-    the previous audit ended, until the last test has exited; then once more
-    through each via. *on_audit*, if given, is called with each :class:`Audit`.
+    detached) and audit it through each of *vias* at the same time, each via in
+    a loop of its own (an audit, *pause* seconds, the next), until the last
+    test has exited; then once more through each via. *on_audit*, if given, is
+    called with each :class:`Audit`.
     """
-    from drgn_p2p.lab.cli import audit_streams
-
     state = Path(guest.out_dir) / _STATE
     if state.exists():
         shutil.rmtree(state)
@@ -448,40 +471,38 @@ def run(guest: Any, bindir: Path, chosen: Sequence[Tuple[Selftest, str]], skippe
     started = time.monotonic()
     audits: List[Audit] = []
     mapped: Dict[str, Any] = {}
+    lock = threading.Lock()
     comms = [_comm(p) for _, p in chosen]
-    args = ["--json", "-v", "--fail-on", "warning"]
-    final = 0
-    with tempfile.TemporaryDirectory(prefix="drgn-p2p-selftests-") as tmp:
-        i = 0
-        while final < len(vias):
-            if (state / "done").exists():
-                final += 1  # one more audit through every via once the tests are over
-            via = vias[i % len(vias)]
-            i += 1
-            before = _running(state)
-            t0 = time.monotonic()
-            try:
-                code, stdout, stderr = audit_streams(guest, via, args, Path(tmp), timeout=900)
-            except (LabError, subprocess.TimeoutExpired) as e:
-                code, stdout, stderr = 2, "", f"error: {e}"
-            t1 = time.monotonic()
-            try:
-                doc = json.loads(stdout) if stdout.strip() else None
-            except ValueError:
-                doc = None
-            if doc:
-                mapped_by_test(doc, comms, mapped)
-            after = _running(state)
-            error = next((line for line in stderr.splitlines() if line.startswith("error:")), "") if code == 2 else ""
-            audit = Audit(via, round(t0 - started, 1), round(t1 - t0, 1), code,
-                          tuple(dict.fromkeys(before + after)), _findings(doc), error)
-            audits.append(audit)
-            if on_audit is not None:
-                on_audit(audit)
-            if not guest.alive():
-                raise LabError("the guest died while the selftests ran")
-            if not (state / "done").exists():
+    errors: List[BaseException] = []
+
+    def loop(via: str, tmp: str) -> None:
+        try:
+            while True:
+                last = (state / "done").exists()
+                audit, doc = _audit_once(guest, via, state, started, Path(tmp))
+                with lock:
+                    audits.append(audit)
+                    if doc:
+                        mapped_by_test(doc, comms, mapped)
+                    if on_audit is not None:
+                        on_audit(audit)
+                if last:
+                    return
+                if not guest.alive():
+                    raise LabError("the guest died while the selftests ran")
                 time.sleep(pause)
+        except BaseException as e:  # handed to the caller's thread
+            errors.append(e)
+
+    with tempfile.TemporaryDirectory(prefix="drgn-p2p-selftests-") as tmp:
+        threads = [threading.Thread(target=loop, args=(via, tmp), name=f"audit-{via}", daemon=True) for via in vias]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+    audits.sort(key=lambda a: a.at)
     tests = []
     for t, program in chosen:
         rc_file = state / f"{t.name}.rc"
