@@ -1115,6 +1115,12 @@ static void p2pv_restore(struct vm_area_struct *vma, struct p2pv_map *map)
 		p2pv_flags_set(vma, VM_PFNMAP | VM_IO);
 		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, _PAGE_SPECIAL, 0);
 		break;
+	case P2PV_MIXEDMAP_PAGES:
+		/* Back to remap_pfn_range()'s shape: zap then takes no reference it never had. */
+		p2pv_flags_clear(vma, VM_MIXEDMAP);
+		p2pv_flags_set(vma, VM_PFNMAP | VM_IO);
+		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, _PAGE_SPECIAL, 0);
+		break;
 	case P2PV_DEVDAX_SPECIAL:
 		p2pv_flags_set(vma, VM_PFNMAP | VM_IO);
 		break;
