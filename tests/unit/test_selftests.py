@@ -95,7 +95,7 @@ def test_attribute_by_comm():
 
 def test_render_markdown():
     page = S.render_markdown({"schema": S.SCHEMA, "kernels": {"newest": _run_doc()}})
-    assert "| `uffd-stress-anon` | `uffd-stress anon 20 16` | 0 (pass) | 29 | pass:1 | ram 10 — entries: marker 2 — in UFFD_WP | info `r-info` (2 audits) |" in page
+    assert "| `uffd-stress-anon` | `uffd-stress anon 20 16` | 0 (pass) | 29 | pass:1 | 2 | ram 10 — entries: marker 2 — in UFFD_WP | info `r-info` (2 audits) |" in page
     assert "| `cow` | `cow` | 1 (fail) |" in page
     assert "1 via qemu (exit codes 0×1), 1 via live (exit codes 0×1)" in page
     assert "boot 2.0 min, build 0.1 min, run 5.0 min" in page
