@@ -450,7 +450,7 @@ def _audit_once(guest: Any, via: str, state: Path, started: float, dump_dir: Pat
 
 
 def run(guest: Any, bindir: Path, chosen: Sequence[Tuple[Selftest, str]], skipped: Mapping[str, str],
-        tier: str, vias: Sequence[str] = ("qemu", "live"), pause: float = 2.0,
+        tier: str, vias: Sequence[str] = ("qemu", "live"), pause: float = 5.0,
         on_audit: Any = None) -> Run:
     """
     Run the *chosen* selftests in *guest* one after another (``guest/selftests.sh``,
