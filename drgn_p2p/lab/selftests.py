@@ -617,7 +617,10 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
         "often not caught mapped, and its row says `nothing seen`.",
         "",
         "Tiers: `core` runs on every lab kernel, `full` adds the slower tests on the newest "
-        "(cost per kernel in the timings line).",
+        "(cost per kernel in the timings line; `build` is 0 when the binaries were cached).",
+        "",
+        "Regenerate: `scripts/test -k test_selftests` (or `drgn-p2p lab selftests --kernel K --json FILE` "
+        "per kernel), then `scripts/selftests-report [FILE]`.",
         "",
     ]
     for name, run_ in doc["kernels"].items():
