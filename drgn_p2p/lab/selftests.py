@@ -624,6 +624,10 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
         "per kernel), then `scripts/selftests-report [FILE]`.",
         "",
     ]
+    out += ["## The catalogue", "", "| selftest | tier | needs | what it maps |", "|---|---|---|---|"]
+    out += [f"| `{t.name}` | {t.tier} | {', '.join(t.needs + (('test_hmm',) if t.test_hmm else ())) or '—'} | "
+            f"{_md(t.what)} |" for t in SELFTESTS]
+    out.append("")
     for name, run_ in doc["kernels"].items():
         audits = run_["audits"]
         by_via: Dict[str, List[int]] = {}
