@@ -522,14 +522,28 @@ class VmaTally:
 
 
 def _check_mixedmap_all_struct_pages(summary: VmaSummary, layout: Layout) -> Optional[str]:
+    """
+    ZONE_DEVICE pages in a VM_MIXEDMAP VMA that maps nothing but struct pages.
+
+    The thread's objection is to ZONE_DEVICE pages (those with a pgmap, which
+    GUP must tell apart: P2PDMA, device-dax) put into VM_MIXEDMAP to get
+    around finish_fault(). A VMA of ordinary pages is not that case:
+    vm_insert_page(s)() sets VM_MIXEDMAP itself (v3.7, 4b6e1e37026e "mm: kill
+    vma flag VM_INSERTPAGE"), so every AF_PACKET, io_uring or TCP-zerocopy ring
+    and, on 7.x, every process's [vvar] (lib/vdso/datastore.c,
+    _install_special_mapping(VM_MIXEDMAP|VM_IO)) has it by the mm core's
+    choice, not a driver's.
+    """
     if not summary.vma.has(layout, "MIXEDMAP") or summary.present == 0:
         return None
     if summary.kinds.get(PageKind.NO_MEMMAP, 0):
         return None
+    if not any(kind.is_zone_device and n for kind, n in summary.kinds.items()):
+        return None
     kinds = ", ".join(f"{k.value} {n}" for k, n in sorted(summary.kinds.items(), key=lambda kv: kv[0].value))
     return (
-        f"VM_MIXEDMAP VMA maps only pages with a struct page ({kinds}); VM_MIXEDMAP is meant for VMAs "
-        f"that mix struct pages and pure PFNs (the merged P2PDMA mmap does this by design)"
+        f"VM_MIXEDMAP VMA maps ZONE_DEVICE pages and only pages with a struct page ({kinds}); VM_MIXEDMAP is meant "
+        f"for VMAs that mix struct pages and pure PFNs (the merged P2PDMA mmap does this by design)"
     )
 
 
@@ -586,7 +600,7 @@ RULES: Tuple[Rule, ...] = (
     ),
     Rule(
         id="mixedmap-all-struct-pages",
-        title="VM_MIXEDMAP VMA whose present leaves all have struct pages",
+        title="ZONE_DEVICE pages in a VM_MIXEDMAP VMA whose present leaves all have struct pages",
         severity=Severity.INFO,
         thread=T_P2PDMA_MMAP,
         quote="VM_MIXEDMAP should not be set on VMAs that only contain struct pages. "

@@ -316,6 +316,63 @@ def _wants_json(audit_args) -> bool:
 
 @lab.command()
 @_with_kernel_options
+@click.option("--tier", type=click.Choice(("core", "full")), default=None,
+              help="Which selftests: core (every kernel) or full (default: full on newest, core elsewhere).")
+@click.option("--json", "json_out", metavar="FILE",
+              help="Merge this kernel's run into the selftests document FILE (scripts/selftests-report renders it).")
+def selftests(kernel_name, arch, bzimage, vmlinux, modules, kconfig, scenarios, four_level, tier, json_out) -> None:
+    """Run the kernel's own mm selftests in the guest while auditing it over QMP and live.
+
+    The selftests are built from the kernel's linux-source package (root). Prints each test's exit status
+    and every audit; exits 0 when every audit exited 0 (nothing at warning or above), 1 when one drew a
+    finding at warning or above, 2 when the lab or an audit failed.
+    """
+    import time
+
+    from .selftests import kernel_record, merge, run_selftests
+
+    if arch != "amd64":
+        raise click.UsageError("selftests run on x86-64 guests only (the arm64 root has no build of them yet)")
+    t0 = time.monotonic()
+    try:
+        guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level)
+    except LabError as e:
+        _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
+        sys.exit(2)
+    booted = time.monotonic() - t0
+
+    def show(a) -> None:
+        loud = sorted({f"{sev} {rule} ({comm})" for rule, sev, comm, *_ in a.findings if sev != "info"})
+        _console.print(f"lab: audit via {a.via} at {a.at:.0f} s ({a.seconds:.0f} s) during "
+                       f"{', '.join(a.running) or '-'}: exit {a.exit_code}"
+                       + (f" {escape(a.error)}" if a.error else "") + (f" {escape(', '.join(loud))}" if loud else ""))
+
+    try:
+        try:
+            result = run_selftests(guest, tier, on_audit=show)
+        except LabError as e:
+            _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
+            sys.exit(2)
+        for t in result.tests:
+            _console.print(f"  {t.name:<24} {t.verdict:<7} status {t.status:<3} {t.seconds:6.0f} s  {t.totals}")
+        for name, why in result.skipped.items():
+            _console.print(f"  [dim]not run {name}: {escape(why)}[/]")
+        if guest.failed:
+            _report_failed(guest)
+    finally:
+        guest.close()
+    if json_out:
+        path = Path(json_out)
+        existing = json.loads(path.read_text()) if path.is_file() else None
+        entry = kernel_record(result, kernel_name if not bzimage else guest.kernel.kver, booted)
+        path.write_text(json.dumps(merge(existing, {entry["name"]: entry}), indent=1) + "\n")
+        _console.print(f"lab: selftests document {path}")
+    codes = [a.exit_code for a in result.audits]
+    sys.exit(2 if guest.failed or 2 in codes else max(codes, default=0))
+
+
+@lab.command()
+@_with_kernel_options
 def shell(kernel_name, arch, bzimage, vmlinux, modules, kconfig, scenarios, four_level) -> None:
     """Boot with the mappings held and keep the guest up until Ctrl-C."""
     try:

@@ -61,9 +61,10 @@ SHAPES: Mapping[str, str] = {
 #: Info-level findings a clean lab guest draws, and why each is legitimate.
 CLEAN_INFO: Mapping[str, str] = {
     "mixedmap-all-struct-pages":
-        "vm_insert_page(s)() sets VM_MIXEDMAP on VMAs that map only struct pages: the merged P2PDMA "
-        "mmap (p2pdma, p2pdma-ro), AF_PACKET rings, io_uring rings, TCP zerocopy receive, and the vDSO data pages (7.x). "
-        "Jason Gunthorpe calls this an abuse of VM_MIXEDMAP; it is merged kernel code, so info only.",
+        "the merged P2PDMA mmap (p2pdma, p2pdma-ro) vm_insert_page()s ZONE_DEVICE pages into a VMA that "
+        "vm_insert_page() marks VM_MIXEDMAP, with no pure PFN in it: Jason Gunthorpe calls this an abuse of "
+        "VM_MIXEDMAP; it is merged kernel code, so info only. (VMAs of ordinary pages that vm_insert_page() "
+        "made VM_MIXEDMAP, and 7.x's [vvar], do not draw it.)",
 }
 
 #: VMA flags every mapping has or that say nothing about the shape; left out of the tables.

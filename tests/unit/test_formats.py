@@ -62,13 +62,13 @@ def bar_error(layout: Layout, pid: int = 1, comm: str = "holder") -> List[Findin
     return found
 
 
-def vdso_info(layout: Layout, pids: Sequence[int]) -> List[Finding]:
-    """The vDSO-like VM_MIXEDMAP VMA of RAM pages in each of *pids*: one info finding each."""
+def p2pmem_info(layout: Layout, pids: Sequence[int]) -> List[Finding]:
+    """A p2pmem-like VM_MIXEDMAP VMA of P2PDMA pages in each of *pids*: one info finding each."""
     found = []
     for pid in pids:
-        vma = _vma(layout, pid, f"sh{pid}", "READ", "EXEC", "MAYREAD", "MAYEXEC", "MIXEDMAP",
-                   ops="special_mapping_vmops", start=0x7FFF_0000_0000 + (pid << 20), end=0x7FFF_0000_2000 + (pid << 20))
-        found += list(evaluate_runs(vma, [run(vma, leaf(va=vma.start, pfn=0x1000 + pid), PageKind.RAM, count=2)], layout))
+        vma = _vma(layout, pid, f"sh{pid}", "READ", "WRITE", "SHARED", "MAYREAD", "MAYWRITE", "MAYSHARE", "MIXEDMAP",
+                   ops=None, start=0x7FFF_0000_0000 + (pid << 20), end=0x7FFF_0000_2000 + (pid << 20))
+        found += list(evaluate_runs(vma, [run(vma, leaf(va=vma.start, pfn=0x1000 + pid), PageKind.P2PDMA, count=2)], layout))
     assert {f.rule for f in found} == {"mixedmap-all-struct-pages"} and len(found) == len(pids)
     return found
 
@@ -82,7 +82,7 @@ def counts(test) -> tuple:
 
 
 def test_ktap_with_findings() -> None:
-    findings = bar_error(L72) + vdso_info(L72, [10, 11, 12])
+    findings = bar_error(L72) + p2pmem_info(L72, [10, 11, 12])
     result = audit_of(L72, findings)
     test = parse_ktap(audit_ktap(result))
     # 16 rules run: 14 pass without a finding, the three info findings are
@@ -140,10 +140,10 @@ def test_ktap_selected_rules_only() -> None:
 
 
 def test_ktap_fail_on_sets_which_findings_fail() -> None:
-    result = audit_of(L72, bar_error(L72) + vdso_info(L72, [10, 11]))
+    result = audit_of(L72, bar_error(L72) + p2pmem_info(L72, [10, 11]))
     assert counts(parse_ktap(audit_ktap(result, Severity.INFO))) == (14, 3, 2, 0, 0)
     # Nothing fails below the threshold: the error is still a subtest, with its evidence.
-    result = audit_of(L72, vdso_info(L72, [10]))
+    result = audit_of(L72, p2pmem_info(L72, [10]))
     test = parse_ktap(audit_ktap(result, Severity.ERROR))
     assert test.status.name == "SUCCESS" and counts(test) == (16, 0, 2, 0, 0)
 
@@ -170,7 +170,7 @@ def _junit(result, fail_on=Severity.ERROR) -> ET.Element:
 
 
 def test_junit_with_findings() -> None:
-    result = audit_of(L72, bar_error(L72) + vdso_info(L72, [10, 11]))
+    result = audit_of(L72, bar_error(L72) + p2pmem_info(L72, [10, 11]))
     root = _junit(result)
     (suite,) = root.findall("testsuite")
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("18", "1", "0", "2")
@@ -195,7 +195,7 @@ def test_junit_without_findings_and_not_applicable() -> None:
 
 
 def test_junit_fail_on_info_and_hostile_names() -> None:
-    found = bar_error(L72, comm=HOSTILE) + vdso_info(L72, [10])
+    found = bar_error(L72, comm=HOSTILE) + p2pmem_info(L72, [10])
     result = audit_of(L72, found)
     result.faults.append((None, pipeline.TableFault(None, 0, 0, "pgmap_array\x00 unreadable")))  # type: ignore[arg-type]
     suite = _junit(result, Severity.INFO).find("testsuite")
@@ -209,7 +209,7 @@ def test_junit_fail_on_info_and_hostile_names() -> None:
 
 
 def test_json_documents_validate() -> None:
-    for result in (audit_of(L72, bar_error(L72) + vdso_info(L72, [10, 11])), audit_of(L72, []), audit_of(L61, [])):
+    for result in (audit_of(L72, bar_error(L72) + p2pmem_info(L72, [10, 11])), audit_of(L72, []), audit_of(L61, [])):
         doc = json.loads(render(result, "json"))
         check_audit_json(doc)
         assert doc["rules"] == result.rules
@@ -240,7 +240,7 @@ def test_json_schema_names_every_kind_the_code_has() -> None:
 
 
 def test_json_groups_repeated_info_findings() -> None:
-    findings = bar_error(L72) + vdso_info(L72, [10, 11, 12])
+    findings = bar_error(L72) + p2pmem_info(L72, [10, 11, 12])
     doc = audit_json(audit_of(L72, findings), L72)
     check_audit_json(doc)
     assert len(doc["findings"]) == 4  # JSON keeps every finding
@@ -255,7 +255,7 @@ def test_json_groups_repeated_info_findings() -> None:
 
 
 def test_group_findings() -> None:
-    info = vdso_info(L72, [10, 11, 12])
+    info = p2pmem_info(L72, [10, 11, 12])
     errors = bar_error(L72, pid=1) + bar_error(L72, pid=2)
     groups = group_findings(errors + info)
     # Errors keep their addresses: never grouped, even when every process has one.
@@ -270,7 +270,7 @@ def test_group_findings() -> None:
 
 
 def test_text_report_prints_a_repeated_info_finding_once() -> None:
-    result = audit_of(L72, bar_error(L72) + vdso_info(L72, range(10, 30)))
+    result = audit_of(L72, bar_error(L72) + p2pmem_info(L72, range(10, 30)))
     buf = io.StringIO()
     print_audit(Console(file=buf, width=200, color_system=None), result, L72)
     text = buf.getvalue()

@@ -260,10 +260,22 @@ def test_mixedmap_all_struct_pages_fires_on_p2pdma_mmap():
         (VM_FLAGS_P2P, []),  # nothing mapped yet
         (VM_FLAGS_P2P, [(leaf(kind=EntryKind.SWAP, pfn=None), PageKind.NONE, 3)]),
         (VM_FLAGS_ANON, [(leaf(), PageKind.RAM, 4)]),  # not MIXEDMAP
+        # vm_insert_page(s)() sets VM_MIXEDMAP itself (v3.7, 4b6e1e37026e "mm: kill vma flag
+        # VM_INSERTPAGE"): AF_PACKET, io_uring and TCP zerocopy rings map RAM only.
+        (VM_FLAGS_P2P, [(leaf(), PageKind.RAM, 16)]),
+        # 7.x [vvar]: _install_special_mapping(VM_MIXEDMAP|VM_IO) of the vDSO data page (lib/vdso/datastore.c).
+        (VM_FLAGS_P2P, [(leaf(), PageKind.RAM, 1), (leaf(special=True), PageKind.ZERO_PAGE, 1)]),
     ],
 )
 def test_mixedmap_all_struct_pages_silent(flags, runs):
     assert R.evaluate_vma(summary(flags, runs), L72) == []
+
+
+@pytest.mark.parametrize("kind", [PageKind.DEVDAX, PageKind.DEVICE_GENERIC, PageKind.DEVICE_COHERENT])
+def test_mixedmap_all_struct_pages_fires_on_any_zone_device_page(kind):
+    """The thread's case is ZONE_DEVICE pages (pte_devmap, a pgmap) mapped through VM_MIXEDMAP; RAM next to them does not excuse it."""
+    (f,) = R.evaluate_vma(summary(VM_FLAGS_P2P, [(leaf(), kind, 2), (leaf(), PageKind.RAM, 2)]), L72)
+    assert f.rule == "mixedmap-all-struct-pages" and f"{kind.value} 2" in f.message
 
 
 def test_tally_counts_special_as_the_kernel_reads_it():

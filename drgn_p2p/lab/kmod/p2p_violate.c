@@ -14,7 +14,7 @@
  *   pfnmap-not-special    a VM_PFNMAP mapping whose PTEs lack the special bit
  *   huge-pfn-not-special  a PMD PFN leaf without the special bit
  *   special-on-ram        a special PTE on a RAM page outside PFNMAP/MIXEDMAP
- *   mixedmap-pages        plain pages mapped through VM_MIXEDMAP
+ *   mixedmap-pages        P2PDMA pages under plain PTEs in a VM_MIXEDMAP VMA
  *   devmap-on-ram         the devmap bit on an ordinary RAM page's PTE
  *   pfnmap-ram-not-special  RAM pages in a VM_PFNMAP VMA without the special bit
  *   devmap-not-special    a devmap PTE without the special bit (on RAM)
@@ -472,6 +472,8 @@ static unsigned long p2pv_case_pfn(unsigned int kase)
 	switch (kase) {
 	case P2PV_P2PDMA_SPECIAL:
 		return p2pv_devmem_pfn(P2PV_DM_P2PDMA);
+	case P2PV_MIXEDMAP_PAGES:
+		return p2pv_devmem_pfn(P2PV_DM_P2PDMA) + 16;
 	case P2PV_P2PDMA_NO_MIXEDMAP:
 		return p2pv_devmem_pfn(P2PV_DM_P2PDMA) + 4;
 	case P2PV_MIGRATION_TO_P2PDMA:
@@ -782,6 +784,7 @@ static int p2pv_can_build(unsigned int kase)
 		return 0;
 	case P2PV_P2PDMA_SPECIAL:
 	case P2PV_P2PDMA_NO_MIXEDMAP:
+	case P2PV_MIXEDMAP_PAGES:
 		return p2pv_devmem_ready(P2PV_DM_P2PDMA);
 	case P2PV_MIGRATION_TO_P2PDMA:
 #ifndef CONFIG_MIGRATION
@@ -823,7 +826,7 @@ static int p2pv_can_build(unsigned int kase)
 static bool p2pv_needs_pages(unsigned int kase)
 {
 	return kase == P2PV_CONTROL_FAULT_PFN || kase == P2PV_SPECIAL_ON_RAM ||
-	       kase == P2PV_MIXEDMAP_PAGES || kase == P2PV_DEVMAP_ON_RAM ||
+	       kase == P2PV_DEVMAP_ON_RAM ||
 	       kase == P2PV_PFNMAP_RAM_NOT_SPECIAL || kase == P2PV_DEVMAP_NOT_SPECIAL ||
 	       kase == P2PV_PRIVATE_ENTRY_TO_RAM;
 }
@@ -964,8 +967,17 @@ static int p2pv_build(struct vm_area_struct *vma, struct p2pv_map *map)
 		p2pv_flags_set(vma, VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP);
 		return 0;
 	case P2PV_MIXEDMAP_PAGES:
-		/* vm_insert_page() sets VM_MIXEDMAP: the merged P2PDMA shape, on RAM. */
-		return p2pv_insert_pages(vma, map);
+		/*
+		 * What p2pmem_alloc_mmap() makes: ZONE_DEVICE pages under plain
+		 * PTEs in a VMA that vm_insert_page() marked VM_MIXEDMAP, with
+		 * no pure PFN in it.
+		 */
+		ret = p2pv_remap_devmem(vma, map);
+		if (ret)
+			return ret;
+		p2pv_flags_clear(vma, VM_PFNMAP | VM_IO);
+		p2pv_flags_set(vma, VM_MIXEDMAP);
+		return p2pv_change_ptes(vma, start, end, 0, _PAGE_SPECIAL);
 	case P2PV_SPECIAL_ON_RAM:
 		ret = p2pv_insert_pages(vma, map);
 		if (ret)
@@ -1100,6 +1112,12 @@ static void p2pv_restore(struct vm_area_struct *vma, struct p2pv_map *map)
 		p2pv_flags_set(vma, VM_PFNMAP | VM_IO);
 		break;
 	case P2PV_P2PDMA_NO_MIXEDMAP:
+		p2pv_flags_set(vma, VM_PFNMAP | VM_IO);
+		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, _PAGE_SPECIAL, 0);
+		break;
+	case P2PV_MIXEDMAP_PAGES:
+		/* Back to remap_pfn_range()'s shape: zap then takes no reference it never had. */
+		p2pv_flags_clear(vma, VM_MIXEDMAP);
 		p2pv_flags_set(vma, VM_PFNMAP | VM_IO);
 		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, _PAGE_SPECIAL, 0);
 		break;
