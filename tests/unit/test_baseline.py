@@ -21,7 +21,7 @@ from drgn_p2p.records import Severity
 from drgn_p2p.report import audit_json
 
 from .layouts import L72
-from .test_formats import audit_of, bar_error, counts, vdso_info
+from .test_formats import audit_of, bar_error, counts, p2pmem_info
 
 TOML = """
 # known findings
@@ -81,14 +81,14 @@ def test_bad_files(tmp_path) -> None:
 
 
 def test_matched_by_rule_and_kind_not_pid_or_address() -> None:
-    found = vdso_info(L72, [10, 11]) + bar_error(L72)
-    entries = (Suppression("mixedmap-all-struct-pages", "r", ops="special_mapping_vmops", share="private", prot="r-x"),)
+    found = p2pmem_info(L72, [10, 11]) + bar_error(L72)
+    entries = (Suppression("mixedmap-all-struct-pages", "r", ops="-", share="shared", prot="rw-"),)
     hit = suppress(found, L72, entries)
-    # Both processes' vDSOs (other PIDs, other addresses), not the BAR.
+    # Both processes' p2pmem-like mappings (other PIDs, other addresses), not the BAR.
     assert set(hit) == {id(found[0]), id(found[1])}
     assert finding_kind(found[0], L72) == finding_kind(found[1], L72)
     # Another rule, or another vm_ops, does not match.
-    assert not suppress(found, L72, (Suppression("pfnmap-not-special", "r", ops="special_mapping_vmops"),))
+    assert not suppress(found, L72, (Suppression("pfnmap-not-special", "r", ops="-"),))
     assert not suppress(found, L72, (Suppression("mixedmap-all-struct-pages", "r", ops="other_ops"),))
     # A key left out matches anything: the rule alone suppresses every finding of it.
     assert len(suppress(found, L72, (Suppression("no-memmap-not-special", "r"),))) == 1
@@ -96,7 +96,7 @@ def test_matched_by_rule_and_kind_not_pid_or_address() -> None:
 
 def suppressed_result():
     """An error (the BAR) and three info findings; the BAR is suppressed."""
-    found = bar_error(L72) + vdso_info(L72, [10, 11, 12])
+    found = bar_error(L72) + p2pmem_info(L72, [10, 11, 12])
     result = audit_of(L72, found)
     result.suppressed = suppress(found, L72, (Suppression("no-memmap-not-special", "out-of-tree driver, fixed in 2.3"),))
     return result
