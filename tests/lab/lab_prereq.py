@@ -11,6 +11,21 @@ import pytest
 
 #: Set to 1 to skip, not fail, lab tests whose host prerequisites are missing.
 SKIP_MISSING_ENV = "DRGN_P2P_LAB_SKIP_MISSING"
+#: Set to ``full`` for the slower tier: the GUP ground truth and the mm
+#: selftests on every x86-64 lab kernel (the full selftest tier on the newest)
+#: and every arm64 boot. Without it (``scripts/test``, CI) those run on the
+#: newest kernel of each architecture only.
+TIER_ENV = "DRGN_P2P_LAB_TIER"
+
+
+def full_tier() -> bool:
+    """Whether the slower tier runs (``$DRGN_P2P_LAB_TIER=full``)."""
+    return os.environ.get(TIER_ENV) == "full"
+
+
+def tiered(every, newest):
+    """*every* in the full tier, else *newest* (the newest kernel's part)."""
+    return list(every) if full_tier() else list(newest)
 
 
 def missing(reason: str) -> None:

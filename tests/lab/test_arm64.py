@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Dict
 
 import pytest
-from lab_prereq import check_setup, missing
+from lab_prereq import check_setup, missing, tiered
 
 from drgn_p2p.lab.cli import audit_streams
 
@@ -45,7 +45,7 @@ SPECIAL, USER, PXN, UXN, VALID_PAGE = 1 << 56, 1 << 6, 1 << 53, 1 << 54, 3
 BOOTS = {"4k-lpa2": ("newest", True), "4k-48bit": ("newest", False), "16k-lpa2": ("newest-16k", True)}
 
 
-@pytest.fixture(scope="module", params=list(BOOTS))
+@pytest.fixture(scope="module", params=tiered(BOOTS, ["4k-lpa2"]))
 def arm64_guest(request):
     if shutil.which("qemu-system-aarch64") is None:
         missing("qemu-system-aarch64 is not installed (qemu-system-arm)")

@@ -14,25 +14,23 @@ The tests change the guest (huge pages, KSM, THP splits), so the guest is taken
 out of the pool and closed afterwards.
 """
 
-import os
 import sys
 
 import pytest
 from conftest import lab_document_path
+from lab_prereq import full_tier, tiered
 
 from drgn_p2p.lab import proof
 from drgn_p2p.lab.selftests import SCHEMA, kernel_record, merge, run_selftests
 
 pytestmark = pytest.mark.lab
 
-KERNELS = ("newest", "6.12", "6.1")
+#: The core tier on every lab kernel in the full tier; on the newest in CI.
+KERNELS = tiered(("newest", "6.12", "6.1"), ("newest",))
 
 #: Where the selftests document goes (default: the pytest cache).
 SELFTESTS_ENV = "DRGN_P2P_SELFTESTS_OUT"
-#: ``full``: the newest kernel runs the full selftest tier (half an hour and
-#: more under TCG); otherwise every kernel runs the core tier (a few minutes),
-#: which is what ``scripts/test`` and CI run.
-TIER_ENV = "DRGN_P2P_LAB_TIER"
+
 
 #: Page kinds an audit can name (docs/json.md); a selftest's pages must be one of them.
 _KINDS = {"ram", "zero-page", "huge-zero", "fsdax", "devdax", "device-generic", "p2pdma", "device-private",
@@ -47,7 +45,8 @@ def test_selftests_audited_clean(name, lab_session, request) -> None:
     guest = lab_session.take(name)
     try:
         boot = guest.timings.get("ready", 0.0)
-        tier = "full" if name == "newest" and os.environ.get(TIER_ENV) == "full" else "core"
+        # the full selftest tier (half an hour and more under TCG) only in the lab's full tier
+        tier = "full" if name == "newest" and full_tier() else "core"
         result = run_selftests(guest, tier, on_audit=lambda a: print(
             f"\naudit via {a.via} at {a.at:.0f} s during {a.running}: exit {a.exit_code} {a.error}",
             file=sys.stderr))
