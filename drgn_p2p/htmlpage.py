@@ -168,7 +168,9 @@ def _svg(strip: Strip, layout) -> str:
     for seg in strip.segments:
         css = "device" if seg.device else "vma"
         stroke = 'stroke="#000" stroke-width="2"' if seg.device else 'stroke="#888" stroke-width="0.5"'
-        out.append(f'<g class="{css}" data-start="{seg.report.vma.start:#x}" data-kind="{seg.kind}" '
+        vma = seg.report.vma
+        out.append(f'<g class="{css}" data-pid="{vma.pid}" data-start="{vma.start:#x}" data-end="{vma.end:#x}" '
+                   f'data-kind="{seg.kind}" '
                    f'data-level="{seg.level}"><title>{_tooltip(seg, layout)}</title>')
         out.append(f'<rect x="{seg.x:.1f}" y="{top}" width="{seg.width:.1f}" height="{_HEIGHT}" '
                    f'fill="{KIND_COLOURS.get(seg.kind, "#fff")}" {stroke}/>')

@@ -5,15 +5,10 @@ escaped), through the real command line, and rendered by a real browser engine
 (wkhtmltoimage, QtWebKit, installed by scripts/setup) to a PNG that decodes and
 is not blank."""
 
-import shutil
-import struct
-import subprocess
-import zlib
-from html.parser import HTMLParser
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Tuple
 
-import pytest
+from report_checkers import check_self_contained, parse_html, png_pixels, screenshot
 
 from drgn_p2p.formats import render
 from drgn_p2p.htmlpage import KIND_COLOURS, audit_html, strips
@@ -71,65 +66,10 @@ def test_strips_lay_out_by_address_kind_level_and_findings() -> None:
     assert [s.worst for s in out[1].segments] == [Severity.INFO]
 
 
-class _Page(HTMLParser):
-    """Tags, attributes, text and nesting of a page."""
-
-    VOID = {"meta", "br", "rect", "path", "circle", "link", "img", "input", "hr"}
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stack: List[str] = []
-        self.tags: List[Tuple[str, Dict[str, str]]] = []
-        self.text: List[str] = []
-        self.errors: List[str] = []
-
-    def handle_starttag(self, tag, attrs) -> None:
-        self.tags.append((tag, dict(attrs)))
-        if tag not in self.VOID:
-            self.stack.append(tag)
-
-    def handle_startendtag(self, tag, attrs) -> None:
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_endtag(self, tag) -> None:
-        if tag in self.VOID:
-            return
-        if not self.stack or self.stack[-1] != tag:
-            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
-        else:
-            self.stack.pop()
-
-    def handle_data(self, data) -> None:
-        self.text.append(data)
-
-
-def parse(page: str) -> _Page:
-    p = _Page()
-    p.feed(page)
-    p.close()
-    assert not p.errors and p.stack == [], (p.errors, p.stack)
-    return p
-
-
-def check_self_contained(p: _Page, page: str) -> None:
-    """No script, no stylesheet or image or font from anywhere, no link out."""
-    assert not {t for t, _ in p.tags} & {"script", "link", "img", "iframe", "object", "embed"}
-    for tag, attrs in p.tags:
-        for name, value in attrs.items():
-            if name in ("src", "href", "xlink:href", "action"):
-                raise AssertionError(f"<{tag} {name}={value!r}>")
-            if name == "xmlns":
-                assert value == "http://www.w3.org/2000/svg"
-            elif value and "url(" in value:
-                assert value.startswith("url(#"), value
-    assert "@import" not in page and "@font-face" not in page
-    assert page.count("http") == page.count('xmlns="http://www.w3.org/2000/svg"')
-
-
 def test_page_parses_and_is_self_contained() -> None:
     result, bar_vma, dax, big = sample()
     page = audit_html(result)
-    p = parse(page)
+    p = parse_html(page)
     check_self_contained(p, page)
     drawn = {a["data-start"]: a for t, a in p.tags if t == "g" and "data-start" in a}
     assert set(drawn) == {f"{r.vma.start:#x}" for r in result.vmas}
@@ -148,7 +88,7 @@ def test_page_escapes_names_and_marks_suppressed() -> None:
     object.__setattr__(bar.vma, "comm", HOSTILE)
     result.suppressed = {id(bar): "known <BAR> & fine"}
     page = audit_html(result)
-    p = parse(page)
+    p = parse_html(page)
     assert "<b>" not in page and "\x1b" not in page and "\x01" not in page
     rows = [a.get("class") for t, a in p.tags if t == "tr" and a.get("class")]
     assert rows[0] == "suppressed" and "suppressed: known <BAR> & fine" in "".join(p.text)
@@ -159,57 +99,8 @@ def test_cli_html_to_file(fake_audit, capsys, tmp_path: Path) -> None:  # noqa: 
     code, stdout, err = _run(["audit", "-c", "/x", "--format", "html", "-o", str(out)], capsys)
     assert (code, stdout, err) == (1, "", "")
     page = out.read_text()
-    check_self_contained(parse(page), page)
+    check_self_contained(parse_html(page), page)
     assert render(audit_of(L72, bar_error(L72), [_vma(L72, 1, "holder")]), "html") == page
-
-
-def png_pixels(data: bytes) -> Tuple[int, int, set]:
-    """Width, height and the set of distinct pixels of an 8-bit RGB/RGBA PNG (decoded here)."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, header = 8, b"", None
-    while pos < len(data):
-        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
-        chunk = data[pos + 8:pos + 8 + length]
-        if ctype == b"IHDR":
-            header = struct.unpack(">IIBBBBB", chunk)
-        elif ctype == b"IDAT":
-            idat += chunk
-        pos += 12 + length
-    width, height, depth, colour, _, _, interlace = header
-    assert depth == 8 and colour in (2, 6) and interlace == 0, header
-    bpp = 3 if colour == 2 else 4
-    raw = zlib.decompress(idat)
-    stride = width * bpp
-    prev = bytearray(stride)
-    colours = set()
-    for y in range(height):
-        ftype, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
-        for i in range(stride):
-            a = line[i - bpp] if i >= bpp else 0
-            b, c = prev[i], prev[i - bpp] if i >= bpp else 0
-            if ftype == 1:
-                line[i] = (line[i] + a) & 0xFF
-            elif ftype == 2:
-                line[i] = (line[i] + b) & 0xFF
-            elif ftype == 3:
-                line[i] = (line[i] + (a + b) // 2) & 0xFF
-            elif ftype == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 0xFF
-        colours.update(bytes(line[i:i + 3]) for i in range(0, stride, bpp * 7))  # a sample of every 7th pixel
-        prev = line
-    return width, height, colours
-
-
-def screenshot(page: Path, png: Path, width: int = 1000) -> bytes:
-    """*page* rendered by wkhtmltoimage (QtWebKit, offscreen, no JavaScript, no network)."""
-    tool = shutil.which("wkhtmltoimage")
-    assert tool, "wkhtmltoimage is missing: scripts/setup installs it (Debian package wkhtmltopdf)"
-    subprocess.run([tool, "--quiet", "--disable-javascript", "--disable-local-file-access", "--width", str(width),
-                    str(page), str(png)], check=True, timeout=120,
-                   env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "XDG_RUNTIME_DIR": str(page.parent)})
-    return png.read_bytes()
 
 
 def test_page_renders_in_a_browser(tmp_path: Path) -> None:
