@@ -199,12 +199,13 @@ def run(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, 
 @lab.command()
 @click.option("--kernel", "kernel_names", multiple=True, metavar="NAME",
               help="Lab kernel to run (newest, 6.12, 6.1); repeatable (default: all three).")
-@click.option("--merge", "merge_paths", multiple=True, metavar="FILE",
-              help="Render matrix documents of earlier runs (one per CI job) instead of booting; repeatable.")
+@click.option("--merge", "merge", is_flag=True,
+              help="Render the matrix documents FILES of earlier runs (one per CI job) instead of booting.")
 @click.option("-o", "--output", "out_dir", metavar="DIR",
               help="Write matrix.json, matrix.md and matrix.html into DIR (default: Markdown on stdout).")
 @click.option("--json", "as_json", is_flag=True, help="Write the matrix document (JSON) on stdout.")
-def matrix(kernel_names, merge_paths, out_dir, as_json) -> None:
+@click.argument("merge_paths", nargs=-1, metavar="[FILES]...")
+def matrix(kernel_names, merge, out_dir, as_json, merge_paths) -> None:
     """Every scenario on every lab kernel: the mapping kind × kernel table.
 
     Boots each kernel with every scenario its config allows, audits it over
@@ -214,10 +215,13 @@ def matrix(kernel_names, merge_paths, out_dir, as_json) -> None:
     """
     from . import matrix as m
 
-    if merge_paths and kernel_names:
+    if merge and kernel_names:
         raise click.UsageError("give either --kernel or --merge, not both")
+    if merge != bool(merge_paths):
+        raise click.UsageError("--merge takes the matrix documents to merge: --merge FILE..." if merge
+                               else f"unexpected argument {merge_paths[0]!r} (FILES go with --merge)")
     code = 0
-    if merge_paths:
+    if merge:
         try:
             doc = m.load_all(merge_paths)
         except OSError as e:
