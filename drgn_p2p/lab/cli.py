@@ -37,9 +37,20 @@ VIAS = ("qemu", "vmcore", "live")
 
 
 def _kernel(name: Optional[str], bzimage: Optional[str], vmlinux: Optional[str], modules: Optional[str],
-            config: Optional[str]):
-    from .kernels import ensure_kernel, user_kernel
+            config: Optional[str], kernel_dir: Optional[str] = None):
+    from .kernels import KERNEL_NAMES, build_tree_kernel, ensure_kernel, user_kernel
 
+    if kernel_dir:
+        if bzimage or vmlinux or config:
+            raise click.UsageError("--kernel-dir takes the image, vmlinux and .config from the build tree: "
+                                   "give no --bzimage, --vmlinux or --config")
+        return build_tree_kernel(Path(kernel_dir), Path(modules) if modules else None)
+    if name and name not in KERNEL_NAMES:
+        if not Path(name).is_file():
+            raise click.UsageError(f"--kernel {name}: neither a lab kernel ({', '.join(KERNEL_NAMES)}) nor an image file")
+        if bzimage:
+            raise click.UsageError("give the image once: --kernel PATH or --bzimage PATH")
+        bzimage = name
     if bzimage or vmlinux:
         if not (bzimage and vmlinux):
             raise click.UsageError("--bzimage and --vmlinux go together")
@@ -113,7 +124,8 @@ lab.add_command(fetch_command, name="fetch")
 lab.add_command(bench_command, name="bench")
 
 _kernel_options = [
-    click.option("--kernel", "kernel_name", default="newest", show_default=True, help="Lab kernel: newest, 6.12 or 6.1."),
+    click.option("--kernel", "kernel_name", default="newest", show_default=True, help="Lab kernel (newest, 6.12 or 6.1), or the path of a kernel image (with --vmlinux)."),
+    click.option("--kernel-dir", metavar="BUILD", help="A kernel build tree: arch/x86/boot/bzImage, vmlinux, .config; modules from lib/modules/KVER under it (make modules_install INSTALL_MOD_PATH=BUILD) or built in place."),
     click.option("--bzimage", metavar="PATH", help="Boot your own kernel image instead (with --vmlinux)."),
     click.option("--vmlinux", metavar="PATH", help="vmlinux with debug info of --bzimage."),
     click.option("--modules", metavar="DIR", help="Module tree of --bzimage (lib/modules/KVER)."),
@@ -129,10 +141,15 @@ def _with_kernel_options(func):
     return func
 
 
-def _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level):
+def _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, kernel_dir=None):
     from .vm import start
 
-    kernel = _kernel(kernel_name, bzimage, vmlinux, modules, kconfig)
+    from .scenarios import plan
+
+    kernel = _kernel(kernel_name, bzimage, vmlinux, modules, kconfig, kernel_dir)
+    # Said before the boot: which scenarios this kernel's config (or release) rules out, and why.
+    for name, reason in sorted(plan(kernel, scenarios or None).skipped.items()):
+        _console.print(f"lab: {kernel.kver} will skip {name}: {escape(reason)}", soft_wrap=True)
     _console.print(f"lab: booting {kernel.kver} ({'4' if four_level else '5'}-level paging)…")
     guest = start(kernel, scenarios or None, la57=not four_level)
     _console.print(f"lab: {len(guest.mappings)} mappings held; boot retries: {len(guest.boot_retries)}")
@@ -155,7 +172,7 @@ def _report_failed(guest) -> None:
 @_with_kernel_options
 @click.option("--via", "vias", multiple=True, type=click.Choice(VIAS), help="Program source(s) to audit through (default: all three).")
 @click.argument("audit_args", nargs=-1, type=click.UNPROCESSED)
-def run(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, vias, audit_args) -> None:
+def run(kernel_name, kernel_dir, bzimage, vmlinux, modules, kconfig, scenarios, four_level, vias, audit_args) -> None:
     """Boot, hold the mappings, and run 'drgn-p2p audit AUDIT_ARGS' each way.
 
     With --json among AUDIT_ARGS, stdout carries one JSON line per program
@@ -169,7 +186,7 @@ def run(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, 
         _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
     try:
-        guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level)
+        guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, kernel_dir)
     except LabError as e:
         _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
@@ -303,10 +320,10 @@ def _wants_json(audit_args) -> bool:
 
 @lab.command()
 @_with_kernel_options
-def shell(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level) -> None:
+def shell(kernel_name, kernel_dir, bzimage, vmlinux, modules, kconfig, scenarios, four_level) -> None:
     """Boot with the mappings held and keep the guest up until Ctrl-C."""
     try:
-        guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level)
+        guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, kernel_dir)
     except LabError as e:
         _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)

@@ -624,6 +624,61 @@ def user_kernel(
     )
 
 
+def build_tree_kernel(build: Path, modules_dir: Optional[Path] = None) -> Kernel:
+    """
+    Describe a kernel from its build tree *build*: ``arch/x86/boot/bzImage``,
+    ``vmlinux`` and ``.config`` as ``make`` leaves them, the modules from
+    *modules_dir*, else ``lib/modules/KVER`` under *build* (``make
+    modules_install INSTALL_MOD_PATH=BUILD``), else the modules built in place
+    (listed in ``modules.order``: the lab's own tree of symlinks to them, on
+    which depmod runs).
+    """
+    build = Path(build)
+    if not build.is_dir():
+        raise LabError(f"{build} is not a directory")
+    bzimage, vmlinux, config = build / "arch" / "x86" / "boot" / "bzImage", build / "vmlinux", build / ".config"
+    missing = [str(p.relative_to(build)) for p in (bzimage, vmlinux, config) if not p.is_file()]
+    if missing:
+        raise LabError(f"{build} is not a built kernel tree: no {', '.join(missing)}")
+    if modules_dir is None:
+        kver = bzimage_release(bzimage)
+        installed = build / "lib" / "modules" / kver
+        if installed.is_dir():
+            modules_dir = installed
+        elif (build / "modules.order").is_file():
+            modules_dir = _in_place_modules(build, kver)
+    return user_kernel(bzimage, vmlinux, modules_dir, config)
+
+
+def _in_place_modules(build: Path, kver: str) -> Path:
+    """A ``lib/modules/KVER`` tree in the cache whose ``kernel/`` holds a symlink
+    to every module of *build*'s ``modules.order`` (``path/x.o`` since v6.2,
+    commit f65a486821cf, ``kernel/path/x.ko`` before), depmod run on it."""
+    modules = []
+    for line in (build / "modules.order").read_text().split():
+        rel = line[len("kernel/"):] if line.startswith("kernel/") else line
+        ko = build / (rel[:-2] + ".ko" if rel.endswith(".o") else rel)
+        if not ko.is_file():
+            raise LabError(f"{build}: {ko.relative_to(build)} of modules.order is not built (run make modules)")
+        modules.append(ko)
+    real = build.resolve()
+    stamp = f"{real}\0{(build / 'modules.order').stat().st_mtime_ns}"
+    root = cache_dir() / "modules" / f"{kver}-inplace-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}"
+    tree = root / "lib" / "modules" / kver
+    if (tree / "modules.dep").is_file():
+        return tree
+    shutil.rmtree(root, ignore_errors=True)
+    for ko in modules:
+        link = tree / "kernel" / ko.relative_to(build)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(ko.resolve())
+    (tree / "modules.order").write_text("".join(f"kernel/{ko.relative_to(build)}\n" for ko in modules))
+    for name in ("modules.builtin", "modules.builtin.modinfo"):
+        if (build / name).is_file():
+            (tree / name).symlink_to((build / name).resolve())
+    return _with_modules_dep(tree, kver)
+
+
 # ---------------------------------------------------------------- CLI
 
 
