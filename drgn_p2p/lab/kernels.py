@@ -550,6 +550,13 @@ def _user_modules(kver: str, bzimage: Path) -> Optional[Path]:
     return None
 
 
+def _modules_cache(kver: str, source: Path, changed: Path) -> Path:
+    """The lab's directory for a module tree made from *source*, named after
+    it and the time *changed* was last modified (a rebuild makes a new one)."""
+    stamp = f"{source}\0{changed.stat().st_mtime_ns}"
+    return cache_dir() / "modules" / f"{kver}-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}"
+
+
 def _with_modules_dep(modules_dir: Path, kver: str) -> Path:
     """
     Return *modules_dir* if depmod has run on it, else the lab's own copy of
@@ -563,8 +570,7 @@ def _with_modules_dep(modules_dir: Path, kver: str) -> Path:
         raise LabError(f"{modules_dir} has no modules.dep and depmod is not installed (install kmod, "
                        f"or run 'depmod -b ROOT {kver}' on the tree, ROOT being the directory above lib/modules)")
     real = modules_dir.resolve()
-    stamp = f"{real}\0{real.stat().st_mtime_ns}"
-    root = cache_dir() / "modules" / f"{kver}-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}"
+    root = _modules_cache(kver, real, real)
     copy = root / "lib" / "modules" / kver
     if (copy / "modules.dep").is_file():
         return copy
@@ -661,9 +667,7 @@ def _in_place_modules(build: Path, kver: str) -> Path:
         if not ko.is_file():
             raise LabError(f"{build}: {ko.relative_to(build)} of modules.order is not built (run make modules)")
         modules.append(ko)
-    real = build.resolve()
-    stamp = f"{real}\0{(build / 'modules.order').stat().st_mtime_ns}"
-    root = cache_dir() / "modules" / f"{kver}-inplace-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}"
+    root = _modules_cache(kver, build.resolve(), build / "modules.order")
     tree = root / "lib" / "modules" / kver
     if (tree / "modules.dep").is_file():
         return tree
@@ -676,7 +680,11 @@ def _in_place_modules(build: Path, kver: str) -> Path:
     for name in ("modules.builtin", "modules.builtin.modinfo"):
         if (build / name).is_file():
             (tree / name).symlink_to((build / name).resolve())
-    return _with_modules_dep(tree, kver)
+    if shutil.which("depmod") is None:
+        raise LabError(f"depmod is not installed (install kmod): it must index the modules of {build}")
+    with _step(f"depmod on the lab's tree of {build}'s modules"):
+        _check(["depmod", "-b", str(root), kver])
+    return tree
 
 
 # ---------------------------------------------------------------- CLI
