@@ -1,9 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """``drgn-p2p lab run --kernel-dir BUILD`` on the 6.12 lab kernel's files laid
 out as a build tree (symlinks: arch/x86/boot/bzImage, vmlinux, .config, and the
-modules where ``make modules_install INSTALL_MOD_PATH=BUILD`` puts them) — a
-real ``make`` of a kernel takes hours on this machine's two cores, too long for
-a test. The scenarios its config rules out are said before the boot, each with
+modules where ``make modules_install INSTALL_MOD_PATH=BUILD`` puts them): a real ``make`` of a
+distribution kernel is far too slow for a test on a two-core machine (not timed here). The scenarios its config rules out are said before the boot, each with
 the config option or release, and are exactly the ones the plan skips for
 the lab's own 6.12 (which lacks CONFIG_PCI_P2PDMA and CONFIG_DEVICE_PRIVATE);
 the audit reads the kernel of the tree."""
