@@ -15,13 +15,13 @@ From a drgn session::
 :func:`audit` returns the same records the ``drgn-p2p audit`` command prints.
 """
 
-__all__ = ("audit", "AuditResult", "read_layout")
+__all__ = ("audit", "AuditResult", "read_layout", "predict_gup")
 
 
 def __getattr__(name: str):
     # Imported on first use, so that the pure stages (decode, rules) and
     # their unit tests do not load drgn.
-    if name in ("audit", "AuditResult"):
+    if name in ("audit", "AuditResult", "predict_gup"):
         from . import pipeline
 
         return getattr(pipeline, name)

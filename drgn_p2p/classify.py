@@ -21,7 +21,7 @@ import drgn
 from drgn.helpers.linux.mm import for_each_valid_page_range, pfn_to_page
 from drgn.helpers.linux.xarray import xa_for_each
 
-from .records import Layout, PageKind, PfnInfo
+from .records import Layout, Level, PageKind, PfnInfo
 
 __all__ = ("Pagemap", "Classifier", "read_pagemaps", "page_zone")
 
@@ -312,6 +312,8 @@ class Classifier:
         #: Sorted, disjoint ``(lo, hi)`` PFN spans known to hold neither a
         #: pgmap nor a memmap at a re-read of the tables (see :meth:`_current`).
         self._confirmed: List[Tuple[int, int]] = []
+        #: The last answer of :meth:`span_info` (tables change: forgotten).
+        self._last_span: Optional[Tuple[int, int, PfnInfo]] = None
 
     def _unknown(self, pfn: int) -> bool:
         """Whether the snapshot places *pfn* in no pgmap, no memmap and neither zero page."""
@@ -319,7 +321,7 @@ class Classifier:
         hz = layout.huge_zero_pfn
         return (
             pfn != layout.zero_pfn
-            and not (hz is not None and hz <= pfn < hz + 512)
+            and not (hz is not None and hz <= pfn < hz + layout.geometry.pages(Level.PMD))
             and self.pagemap(pfn) is None
             and not self.has_memmap(pfn)
         )
@@ -374,7 +376,7 @@ class Classifier:
         layout = self.layout
         points = {layout.zero_pfn, layout.zero_pfn + 1}
         if layout.huge_zero_pfn is not None:
-            points.update((layout.huge_zero_pfn, layout.huge_zero_pfn + 512))
+            points.update((layout.huge_zero_pfn, layout.huge_zero_pfn + layout.geometry.pages(Level.PMD)))
         for p in self.pagemaps:
             points.update((p.start_pfn, p.end_pfn))
         for start, end in self._memmap:
@@ -397,6 +399,24 @@ class Classifier:
         if self._unknown(pfn) or (self._lost_pgmaps() and self.pagemap(pfn) is None):
             return self._ram_span(pfn)
         return _between(self._breaks, pfn)
+
+    def span_info(self, pfn: int) -> Tuple[int, int, PfnInfo]:
+        """``(lo, hi, info)``: :meth:`span` of *pfn* and the :class:`PfnInfo`
+        :meth:`classify` gives every PFN in it.
+
+        The last answer is kept: the PTE tables of a mapping mostly fall in
+        the span of the table before them, which then costs one comparison.
+        """
+        last = self._last_span
+        if last is not None and last[0] <= pfn < last[1]:
+            return last
+        lo, hi = self.span(pfn)
+        tables = self._breaks
+        info = self.classify(pfn)
+        answer = (lo, hi, info)
+        if self._breaks is tables:  # classify() did not read the tables anew
+            self._last_span = answer
+        return answer
 
     def _lost_pgmaps(self) -> bool:
         """Whether part of the pgmap table could not be read (and a kernel is there to ask)."""
@@ -441,7 +461,7 @@ class Classifier:
         if pfn == layout.zero_pfn:
             return self._cached(("zero",), lambda: PfnInfo(PageKind.ZERO_PAGE))
         hz = layout.huge_zero_pfn
-        if hz is not None and hz <= pfn < hz + 512:
+        if hz is not None and hz <= pfn < hz + layout.geometry.pages(Level.PMD):
             return self._cached(("huge-zero",), lambda: PfnInfo(PageKind.HUGE_ZERO))
         pgmap = self.pagemap(pfn)
         if pgmap is not None:

@@ -24,12 +24,10 @@ from .records import Finding, Leaf, PfnInfo, Run, Severity, Vma
 
 __all__ = ("coalesce", "coalesce_segments", "merge_findings", "FindingGroup", "group_findings")
 
-_PAGE_SHIFT = 12  # linearity is in PAGE_SIZE units; x86-64 and arm64-4K
-
-
 def _key(leaf: Leaf, vma: Vma) -> Tuple[object, ...]:
     pfn = leaf.pfn
-    linear = pfn is not None and pfn == vma.pgoff + ((leaf.va - vma.start) >> _PAGE_SHIFT)
+    # Linearity is in PAGE_SIZE units (vm_pgoff counts pages).
+    linear = pfn is not None and pfn == vma.pgoff + ((leaf.va - vma.start) >> leaf.page_shift)
     return (leaf.level, leaf.kind, leaf.special, leaf.devmap, leaf.writable, leaf.swap_type, linear)
 
 

@@ -19,14 +19,15 @@ from .arch import decode_leaf, describe
 from .pipeline import select_rules
 from .classify import Classifier, page_zone
 from .errors import UsageError
+from .gup import predict as predict_gup_leaf, predictions_dict, vma_shape
 from .layout import read_layout
-from .records import Level, Run
+from .records import Level, PageKind, Run
 from .report import safe_text, table
 from .rules import evaluate_run
 from .tasks import find_process
 from .walk import PageTableWalker, process_vmas
 
-__all__ = ("explain", "print_explanation")
+__all__ = ("explain", "print_explanation", "print_gup")
 
 #: Verdicts :func:`print_explanation` counts instead of listing.
 _QUIET_VERDICTS = ("ok", "not applicable")
@@ -71,10 +72,14 @@ def explain(prog: drgn.Program, pid: int, va: int) -> Dict[str, object]:
         "walk": levels,
         "leaf": None,
         "rules": [],
+        "gup": _gup_json(predict_gup_leaf(layout, vma_shape(vma), None, PageKind.NONE)),
     }
     level, _, raw = path[-1]
-    shift = {Level.PTE: 12, Level.PMD: 21, Level.PUD: 30}.get(level)
-    leaf = decode_leaf(raw, va & ~((1 << shift) - 1), level, layout) if shift else None
+    table = layout.geometry.levels[len(path) - 1]
+    leaf_level, shift = table.leaf_level, table.shift
+    leaf = None
+    if leaf_level in (Level.PTE, Level.PMD, Level.PUD):
+        leaf = decode_leaf(raw, va & ~((1 << shift) - 1), leaf_level, layout)
     if leaf is None:
         return doc
     classifier = Classifier(prog, layout)
@@ -109,7 +114,23 @@ def explain(prog: drgn.Program, pid: int, va: int) -> Dict[str, object]:
     for rule_id, reason in skipped.items():
         rules.append({"rule": rule_id, "verdict": "not applicable", "message": reason})
     doc["rules"] = rules
+    shape = vma_shape(vma, fsdax_pages=page.kind == PageKind.FSDAX)
+    doc["gup"] = _gup_json(predict_gup_leaf(layout, shape, leaf, page.kind))
     return doc
+
+
+def _gup_json(predictions) -> Dict[str, object]:
+    return dict(predictions_dict(predictions))
+
+
+def print_gup(console: Console, gup: Dict[str, Dict[str, object]], empty: bool) -> None:
+    """The GUP prediction of one address as a table: user, outcome, deciding function, why."""
+    title = "GUP prediction" + (" (nothing mapped: after the fault)" if empty else "")
+    rows = table(title, ("user", "outcome", "decided by", "why"))
+    for user, p in gup.items():
+        outcome = str(p["outcome"]) + (" (migrates)" if p["migrates"] else "")
+        rows.add_row(user, outcome, str(p["decided_by"]), escape(str(p["why"])))
+    console.print(rows)
 
 
 def print_explanation(console: Console, doc: Dict[str, object]) -> None:
@@ -127,6 +148,7 @@ def print_explanation(console: Console, doc: Dict[str, object]) -> None:
     leaf = doc["leaf"]
     if leaf is None:
         console.print("No leaf maps this address.")
+        print_gup(console, doc["gup"], empty=True)
         return
     console.print(
         f"leaf: {leaf['kind']} {leaf['level']} pfn {leaf['pfn']} special={leaf['special']} "
@@ -145,3 +167,4 @@ def print_explanation(console: Console, doc: Dict[str, object]) -> None:
         f"; {verdicts['ok']} other{'' if verdicts['ok'] == 1 else 's'} passed"
         f", {verdicts['not applicable']} do not apply to this kernel (--json lists every verdict)."
     )
+    print_gup(console, doc["gup"], empty=False)

@@ -33,6 +33,8 @@ __all__ = (
     "single_device_exclusive",
     "has_swapin_error",
     "pte_markers",
+    "arm64_bits",
+    "arm64_addr_top",
 )
 
 Version = Tuple[int, int]
@@ -100,10 +102,20 @@ _VM_FLAGS_X86: Mapping[str, int] = {
 def vm_flag_bits(version: Version, arch: str = "x86_64") -> Dict[str, int]:
     """VMA flag name (without ``VM_``) → bit number for *version* on *arch*.
 
-    Only the x86-64 arch bits are tabulated; for another *arch* the result
-    holds the generic bits only (PFNMAP, IO, MIXEDMAP, … are generic).
+    The x86-64 and arm64 arch bits are tabulated; for another *arch* the
+    result holds the generic bits only (PFNMAP, IO, MIXEDMAP, … are generic).
     """
     bits = dict(_VM_FLAGS_GENERIC)
+    if arch == "arm64":
+        # VM_ARM64_BTI = VM_ARCH_1 (6.1.176/6.12.117 include/linux/mm.h:359/382).
+        bits["ARM64_BTI"] = 24
+        if version >= (6, 12):
+            # POE pkeys took VM_HIGH_ARCH_0..2 and VM_MTE moved to HIGH_ARCH_4/5
+            # ("arm64: add POIndex defines"/"mm: arm64: ... VM_PKEY_BIT*", v6.12
+            # [inferred]; 6.12.117:mm.h:340-390).
+            bits.update(PKEY_BIT0=32, PKEY_BIT1=33, PKEY_BIT2=34, MTE=36, MTE_ALLOWED=37)
+        else:
+            bits.update(MTE=32, MTE_ALLOWED=33)  # VM_HIGH_ARCH_0/1 (6.1.176:mm.h:366-367)
     if arch == "x86_64":
         bits.update(_VM_FLAGS_X86)
         if version >= (6, 6):
@@ -161,24 +173,40 @@ _X86_VMA_SLOTS = {
     "HIGH_ARCH_3": "PKEY_BIT3",
     "HIGH_ARCH_5": "SHADOW_STACK",
 }
+#: arm64 names of the arch slots (7.2.8:include/linux/mm.h:357-388: BTI, POE
+#: pkeys 0-2, MTE, MTE_ALLOWED, GCS shadow stack).
+_ARM64_VMA_SLOTS = {
+    "ARCH_1": "ARM64_BTI",
+    "HIGH_ARCH_0": "PKEY_BIT0",
+    "HIGH_ARCH_1": "PKEY_BIT1",
+    "HIGH_ARCH_2": "PKEY_BIT2",
+    "HIGH_ARCH_4": "MTE",
+    "HIGH_ARCH_5": "MTE_ALLOWED",
+    "HIGH_ARCH_6": "SHADOW_STACK",
+}
+_VMA_SLOTS = {"x86_64": _X86_VMA_SLOTS, "arm64": _ARM64_VMA_SLOTS}
 
 
-def vma_bits_from_enum(enumerators) -> Dict[str, int]:
-    """VMA flag name → bit from the ``VMA_*_BIT`` enumerators of an x86-64 kernel.
+def vma_bits_from_enum(enumerators, arch: str = "x86_64") -> Dict[str, int]:
+    """VMA flag name → bit from the ``VMA_*_BIT`` enumerators of a kernel of *arch*.
 
-    Drops other architectures' aliases and names the generic arch slots the
-    x86-64 way, so that each bit has the one name x86-64 gives it.
+    The enum declares every architecture's aliases whatever the architecture
+    built: this keeps the generic names, drops the aliases, and names the
+    arch slots (``ARCH_1``, ``HIGH_ARCH_n``) the way *arch* uses them, so
+    that each bit has the one name *arch* gives it.
     """
+    slots = _VMA_SLOTS.get(arch, {})
+    bits = [(name[len("VMA_") : -len("_BIT")], value) for name, value in enumerators
+            if name.startswith("VMA_") and name.endswith("_BIT")]
+    # The slot each arch bit is: an alias of a slot *arch* leaves unnamed (arm64's PKEY_BIT3) goes too.
+    slot_of = {value: name for name, value in bits if name.startswith("HIGH_ARCH_") or name == "ARCH_1"}
     flags: Dict[str, int] = {}
-    for name, value in enumerators:
-        if not (name.startswith("VMA_") and name.endswith("_BIT")):
+    for name, value in bits:
+        if name in _FOREIGN_VMA_BITS or name in slots.values():
             continue
-        name = name[len("VMA_") : -len("_BIT")]
-        if name in _FOREIGN_VMA_BITS:
+        if value in slot_of and slot_of[value] not in slots:
             continue
-        if name.startswith("HIGH_ARCH_") and name not in _X86_VMA_SLOTS:
-            continue
-        flags[_X86_VMA_SLOTS.get(name, name)] = value
+        flags[slots.get(name, name)] = value
     return flags
 
 
@@ -367,3 +395,51 @@ def pte_markers(version: Version) -> Dict[str, int]:
         # PTE_MARKER_GUARD (guard regions, v6.13 [inferred]; 7.2.8:swapops.h:283-300).
         markers["guard"] = 1 << 2
     return markers
+
+
+def gup_facts(version: Version) -> Tuple[bool, bool, bool, bool]:
+    """``(gup_p2pdma_gate, gup_longterm_file_check, gup_fast_renamed,
+    fb_defio_page_mapping)`` by release,
+    for layouts built without a kernel (the layout stage learns them from an
+    enumerator and symbols): FOLL_PCI_P2PDMA 4293399dc6ed (v6.2);
+    "mm/gup: disallow FOLL_LONGTERM GUP-nonfast writing to file-backed
+    mappings" 8ac268436e6d (v6.5); "mm/gup: consistently name GUP-fast
+    functions" 23babe1934d7 (v6.10); fb_defio's move to
+    mapping_wrprotect_range() (v6.15 [inferred]: after 6.12, before 7.2)."""
+    return version >= (6, 2), version >= (6, 5), version >= (6, 10), version < (6, 15)
+
+
+# ---------------------------------------------------------------------------
+# arm64 descriptor bits (arm64-facts §1, §5)
+# ---------------------------------------------------------------------------
+
+
+def arm64_bits(version: Version, *, lpa2: bool, uffd_wp: bool, mair) -> "Arm64Bits":
+    """The arm64 bit positions that are macros (no debug info carries them).
+
+    v6.10 (Ryan Roberts' series in "[GIT PULL] arm64 updates for 6.10"):
+    b28c74e25967 "generalize PMD_PRESENT_INVALID for all levels", f0f5863a0fb0
+    "Remove PTE_PROT_NONE bit" and 55564814a838 "Move PTE_PRESENT_INVALID to
+    overlay PTE_NG" made bit 11 the present-invalid bit of every level and
+    moved the swap type to bits 6-10 and the offset to 12-61
+    (6.12.117:pgtable.h:1432-1437, 7.2.13:1523-1528); 5b32510af77b "Add uffd
+    write-protect support" put PTE_UFFD_WP at 58 and PTE_SWP_UFFD_WP at 3 when
+    HAVE_ARCH_USERFAULTFD_WP (selected ``if USERFAULTFD``, *uffd_wp*). Before:
+    PTE_PROT_NONE 58, PMD_PRESENT_INVALID 59, swap type 3-7, offset 8-57
+    (6.1.176:pgtable-prot.h:21,28; pgtable.h:1000-1016).
+    """
+    from .records import Arm64Bits
+
+    if version >= (6, 10):
+        return Arm64Bits(present_invalid_bit=11, prot_none_bit=None, pmd_present_invalid_bit=None,
+                         uffd_wp_bit=58 if uffd_wp else None, swp_uffd_wp_bit=3 if uffd_wp else None,
+                         swp_type_shift=6, swp_offset_shift=12, lpa2=lpa2, mair=tuple(mair))
+    return Arm64Bits(present_invalid_bit=None, prot_none_bit=58, pmd_present_invalid_bit=59, uffd_wp_bit=None,
+                     swp_uffd_wp_bit=None, swp_type_shift=3, swp_offset_shift=8, lpa2=lpa2, mair=tuple(mair))
+
+
+def arm64_addr_top(version: Version) -> int:
+    """One past the top bit of ``PTE_ADDR_LOW``: 50 since the LPA2 series
+    ("arm64: mm: Add LPA2 support to phys<->pte conversion routines", with
+    352b0395b505, v6.9; 6.12.117:pgtable-hwdef.h:174), 48 before (6.1.176:158)."""
+    return 50 if version >= (6, 9) else 48

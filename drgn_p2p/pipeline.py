@@ -14,7 +14,7 @@ The CLI and the library API (``drgn_p2p.audit(prog)``) share it.
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import drgn
 
@@ -22,14 +22,16 @@ from .arch import for_layout
 from .classify import Classifier
 from .coalesce import coalesce_segments, merge_findings
 from .errors import UsageError
+from .gup import GupPrediction, GupSegment, segments as gup_segments, vma_shape
 from .layout import read_layout
 from .records import Finding, Layout, Leaf, PageKind, PfnInfo, Run, Severity, Vma
 from .rules import RULES, Rule, VmaTally, evaluate_run, evaluate_vma
-from .scan import PteScanner
+from .scan import PteScanner, pieces
 from .tasks import for_each_process
-from .walk import PageTableWalker, Process, PteSlice, RawLeaf, share_names, unshare_names, TableFault, process_vmas
+from .walk import PageTableWalker, Process, PteSlice, share_names, unshare_names, TableFault, process_vmas
 
-__all__ = ("AuditStats", "VmaReport", "AuditResult", "audit", "check_selection", "select_rules", "list_pgmaps")
+__all__ = ("AuditStats", "VmaReport", "AuditResult", "audit", "check_selection", "select_rules", "list_pgmaps",
+           "predict_gup")
 
 #: What reading a process's mm, VMAs or files raises when the target is
 #: corrupt, truncated, or (live) changed under the walk: the process exited
@@ -70,6 +72,8 @@ class VmaReport:
     pages_by_pgmap: Tuple[Tuple[int, int], ...] = ()
     #: The coalesced runs, kept only when asked for (``keep_runs``).
     runs: Tuple[Run, ...] = ()
+    #: GUP predictions over the walked part of the VMA (:mod:`drgn_p2p.gup`).
+    gup: Tuple[GupSegment, ...] = ()
 
     @property
     def kinds(self) -> Tuple[str, ...]:
@@ -149,8 +153,9 @@ def _segments(
 ) -> Iterator[Tuple[Leaf, PfnInfo, int]]:
     """``(leaf, page info, count)`` segments of *vma*'s leaves, for :func:`coalesce_segments`.
 
-    A PTE table whose entries are alike is one segment (:mod:`drgn_p2p.scan`);
-    everything else is decoded and classified one leaf at a time.
+    A PTE table whose entries are alike is one segment (:mod:`drgn_p2p.scan`),
+    and so is each stretch of alike entries between empty ones; everything
+    else is decoded and classified one leaf at a time.
     """
     decode_leaf = for_layout(layout).decode_leaf
     classify = classifier.classify
@@ -161,7 +166,19 @@ def _segments(
             if segment is not None:
                 yield segment
                 continue
-            leaves: Iterable[RawLeaf] = item.leaves()
+            # Not one run: judge each stretch between empty entries whole where
+            # it is one run, and leaf by leaf where it is not.
+            for piece in pieces(item):
+                if piece.first < piece.last and (piece.first, piece.last) != (item.first, item.last):
+                    segment = uniform_run(piece)
+                    if segment is not None:
+                        yield segment
+                        continue
+                for va, level, raw in piece.leaves():
+                    leaf = decode_leaf(raw, va, level, layout)
+                    if leaf is not None:
+                        yield leaf, classify(leaf.pfn), 1
+            continue
         elif isinstance(item, TableFault):
             faults.append(item)
             continue
@@ -193,14 +210,16 @@ def audit_vma(
     findings: List[Finding] = []
     tally = VmaTally(vma, layout)
     kept: List[Run] = []
+    spans: List[Tuple[int, int, Leaf, PageKind]] = []
     for run in coalesce_segments(vma, _segments(walker, vma, layout, classifier, start, end, faults)):
         leaf = run.first
         tally.add(run)
+        spans.append((run.start, run.end, leaf, run.page.kind))
         entries[leaf.kind.value] += run.count
         if run.page.pgmap:
-            by_pgmap[run.page.pgmap] += run.count * (leaf.size >> 12)
+            by_pgmap[run.page.pgmap] += run.count * (leaf.size >> leaf.page_shift)
         if leaf.kind.maps_memory:
-            pages[run.page.kind.value] += run.count * (leaf.size >> 12)
+            pages[run.page.kind.value] += run.count * (leaf.size >> leaf.page_shift)
             levels[leaf.level.label] += run.count
             special += run.count if leaf.special else 0
             devmap += run.count if leaf.devmap else 0
@@ -208,6 +227,8 @@ def audit_vma(
         if keep_runs:
             kept.append(run)
     findings.extend(evaluate_vma(tally.summary(), layout, rules))
+    fsdax = any(kind == PageKind.FSDAX for _, _, _, kind in spans)
+    gup = gup_segments(layout, vma_shape(vma, fsdax), max(start, vma.start), min(end, vma.end), spans)
     report = VmaReport(
         vma=vma,
         pages_by_kind=tuple(sorted(pages.items())),
@@ -218,6 +239,7 @@ def audit_vma(
         unreadable_tables=len(faults),
         pages_by_pgmap=tuple(sorted(by_pgmap.items())),
         runs=tuple(kept),
+        gup=gup,
     )
     return report, list(merge_findings(findings)), faults
 
@@ -275,7 +297,7 @@ def audit(
         result.stats.processes += 1
         try:
             walker = PageTableWalker.for_mm(prog, layout, process.mm)
-            vmas = list(process_vmas(prog, process, start, end))
+            vmas = list(process_vmas(prog, process, start, end, layout=layout))
         except TARGET_CHANGED as e:
             # The process exited (its mm freed or reused) under a live walk,
             # or the target is damaged: say so, and go on with the others.
@@ -331,3 +353,20 @@ def list_pgmaps(prog: drgn.Program, result: Optional[AuditResult] = None) -> Lis
         }
         for p in classifier.pagemaps
     ]
+
+
+def predict_gup(prog: drgn.Program, pid: int, address: int) -> Tuple[GupPrediction, ...]:
+    """What every GUP flavour and user of :data:`drgn_p2p.gup.USERS` will do
+    with the page at *address* of process *pid* (in that order).
+
+    :raises UsageError: if there is no such process or *address* is in no VMA.
+    """
+    page = address & ~0xFFF
+    result = audit(prog, pids=[pid], va_range=(page, page + 0x1000))
+    if not result.stats.processes:
+        raise UsageError(f"no process with pid {pid}")
+    for report in result.vmas:
+        for segment in report.gup:
+            if segment.start <= address < segment.end:
+                return segment.predictions
+    raise UsageError(f"address {address:#x} is not in any VMA of pid {pid}")

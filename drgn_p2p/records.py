@@ -21,6 +21,10 @@ from typing import Dict, List, Mapping, Optional, Tuple
 __all__ = (
     "Level",
     "LEVEL_SHIFT",
+    "level_shift",
+    "TableLevel",
+    "Geometry",
+    "Arm64Bits",
     "EntryKind",
     "PageKind",
     "Severity",
@@ -49,14 +53,22 @@ class Level(enum.IntEnum):
         return self.name.lower()
 
 
-#: Address bits translated below each level (x86-64 and arm64 with 4 KiB pages).
-LEVEL_SHIFT: Mapping[Level, int] = {
-    Level.PTE: 12,
-    Level.PMD: 21,
-    Level.PUD: 30,
-    Level.P4D: 39,
-    Level.PGD: 48,  # 5-level; with 4 levels the PGD translates 39 bits (P4D folded)
-}
+def level_shift(level: Level, page_shift: int) -> int:
+    """Address bits translated below an entry of *level*: log2 of the bytes it maps.
+
+    Tables of 8-byte entries fill one page, so each level above the PTE adds
+    ``page_shift - 3`` bits: x86-64 and arm64 4K 12/21/30/39/48, arm64 16K
+    14/25/36/47, 64K 16/29/42 (arm64 ``ARM64_HW_PGTABLE_LEVEL_SHIFT()``,
+    arch/arm64/include/asm/pgtable-hwdef.h). The level is named by this span:
+    with 4 levels of 4 KiB pages the top table's entries map 2^39 bytes, a
+    P4D entry's span (the kernel's folded ``p4d_offset()`` returns the PGD
+    entry itself).
+    """
+    return page_shift + (page_shift - 3) * (int(level) - 1)
+
+
+#: Address bits translated below each level with 4 KiB pages (x86-64, arm64 4K).
+LEVEL_SHIFT: Mapping[Level, int] = {lvl: level_shift(lvl, 12) for lvl in Level}
 
 
 class EntryKind(str, enum.Enum):
@@ -163,6 +175,140 @@ class SwapTypes:
 
 
 @dataclass(frozen=True)
+class TableLevel:
+    """One level of the page-table tree as a walk meets it, top first.
+
+    ``level`` is the kernel's name for the entries (the root is always the
+    PGD); ``leaf_level`` the level a leaf found here is reported at, named by
+    its span (:func:`level_shift`); ``shift`` the address bits below one
+    entry; ``entries`` the entries of one table (a root may be smaller than a
+    page: arm64 with 52-bit VA has 16 or 32).
+    """
+
+    level: Level
+    leaf_level: Level
+    shift: int
+    entries: int
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Page-table geometry of one architecture, granule and paging mode.
+
+    ``levels`` are top first, the last being the PTE level. A table entry
+    (``raw & table_mask == table_bits``) points at the next table at
+    :meth:`address`; the same extraction gives a leaf's output address
+    (huge leaves then clear their alignment bits).
+    """
+
+    page_shift: int
+    va_bits: int
+    levels: Tuple[TableLevel, ...]
+    #: Bits that make an entry above the PTE level a table pointer, and their value.
+    table_mask: int
+    table_bits: int
+    #: Output address: ``(raw & addr_mask) | ((raw & addr_high_mask) << addr_high_shift)``
+    #: (arm64 52-bit PA: PA[51:50] in bits 9:8 with LPA2, PA[51:48] in bits 15:12 with 64K pages).
+    addr_mask: int
+    addr_high_mask: int = 0
+    addr_high_shift: int = 0
+
+    @classmethod
+    def build(
+        cls, *, page_shift: int, va_bits: int, table_mask: int, table_bits: int, addr_mask: int,
+        addr_high_mask: int = 0, addr_high_shift: int = 0,
+    ) -> "Geometry":
+        """The geometry of *va_bits* translated with ``2**page_shift``-byte pages.
+
+        Levels = ceil((va_bits - page_shift) / (page_shift - 3)), as
+        ``ARM64_HW_PGTABLE_LEVELS()`` computes; the same formula gives x86-64's
+        4 (48 bits) and 5 (57 bits). The root has ``2**(va_bits - root shift)``
+        entries, every other table a page of 8-byte entries.
+        """
+        per = page_shift - 3
+        count = (va_bits - 4) // per
+        levels = []
+        for depth in range(count):
+            span = Level(count - depth)
+            shift = level_shift(span, page_shift)
+            entries = 1 << (va_bits - shift if depth == 0 else per)
+            levels.append(TableLevel(Level.PGD if depth == 0 else span, span, shift, min(entries, 1 << per)))
+        return cls(page_shift, va_bits, tuple(levels), table_mask, table_bits, addr_mask,
+                   addr_high_mask, addr_high_shift)
+
+    def address(self, raw: int) -> int:
+        """Output address of entry *raw*: the next table's, or a leaf's (before alignment)."""
+        return (raw & self.addr_mask) | ((raw & self.addr_high_mask) << self.addr_high_shift)
+
+    def pages(self, level: Level) -> int:
+        """Base pages one entry of *level* maps (512 per PMD with 4 KiB pages, 2048 with 16 KiB)."""
+        return 1 << (level_shift(level, self.page_shift) - self.page_shift)
+
+
+@dataclass(frozen=True)
+class Arm64Bits:
+    """The version-dependent arm64 descriptor facts (arm64-facts §1, §2, §5).
+
+    Bits are bit numbers, ``None`` where this kernel has no such bit.
+    """
+
+    #: ``PTE_PRESENT_INVALID`` (= nG, bit 11, read only when VALID is clear), v6.10+.
+    present_invalid_bit: Optional[int]
+    #: ``PTE_PROT_NONE`` (bit 58, VALID clear), before v6.10.
+    prot_none_bit: Optional[int]
+    #: ``PMD_PRESENT_INVALID`` (bit 59 of a PMD, VALID clear), before v6.10.
+    pmd_present_invalid_bit: Optional[int]
+    #: ``PTE_UFFD_WP`` (bit 58, valid entries) and ``PTE_SWP_UFFD_WP`` (bit 3, swap entries), v6.10+.
+    uffd_wp_bit: Optional[int]
+    swp_uffd_wp_bit: Optional[int]
+    #: ``__SWP_TYPE_SHIFT`` and ``__SWP_OFFSET_SHIFT`` (5 type bits, 50 offset bits).
+    swp_type_shift: int
+    swp_offset_shift: int
+    #: LPA2 in use (TCR_EL1.DS): bits 9:8 are PA[51:50], not SH.
+    lpa2: bool
+    #: Memory type selected by each AttrIndx (MAIR_EL1 attribute slots, ``MT_*``).
+    mair: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VmaStruct:
+    """Where the fields the audit reads sit in ``struct vm_area_struct``, so
+    that a VMA costs one read of the whole struct rather than one per member.
+
+    ``flags`` is the offset of the flags as ``flags_words`` unsigned longs:
+    ``vm_flags`` (one word), or from 7.x the ``vma_flags_t flags`` bitmap it
+    aliases, read whole so that flags past its first word are not lost.
+    """
+
+    size: int
+    start: int
+    end: int
+    pgoff: int
+    file: int
+    ops: int
+    flags: int
+    flags_words: int
+
+
+@dataclass(frozen=True)
+class MapleTree:
+    """Where an mm's VMA tree (a maple tree, v6.1+: 763ecb035029, "mm: remove
+    the vma linked list") and its nodes keep what the walk reads, so that a
+    node costs one read of ``struct maple_node``.
+
+    ``root``: offset of ``mm_mt.ma_root`` in ``struct mm_struct``. Per node
+    kind, ``(pivot offset, pivots, slot offset, slots, meta.end offset)`` of
+    ``mr64`` (``maple_range_64``/``maple_leaf_64``) and ``ma64``
+    (``maple_arange_64``).
+    """
+
+    root: int
+    node_size: int
+    range64: Tuple[int, int, int, int, int]
+    arange64: Tuple[int, int, int, int, int]
+
+
+@dataclass(frozen=True)
 class Layout:
     """What one target kernel is, as far as the audit cares.
 
@@ -171,9 +317,9 @@ class Layout:
     how it was obtained (``drgn-p2p layout`` prints it).
     """
 
-    arch: str  # "x86_64"
+    arch: str  # "x86_64", "arm64"
     release: str  # utsname release, for display only; never compared
-    levels: int  # 4 or 5
+    levels: int  # 2 to 5: len(geometry.levels)
     page_shift: int
     #: Mask of the PFN field of a 4 KiB leaf (PTE_PFN_MASK with sme/physical mask applied).
     pfn_mask: int
@@ -199,12 +345,39 @@ class Layout:
     zone_device: Optional[int]
     zero_pfn: int
     huge_zero_pfn: Optional[int]
+    #: Page-table geometry: levels, shifts, table sizes, table/address bits.
+    geometry: Geometry
     #: ``ZONES_PGSHIFT``: where the zone number sits in ``page->flags``
     #: (``None`` when it could not be learned); the field is ``zone_bits`` wide.
     zone_shift: Optional[int] = None
     zone_bits: int = 0
     #: ``enum zone_type`` value → name (``4`` → ``"ZONE_DEVICE"``).
     zone_names: Mapping[int, str] = field(default_factory=dict)
+    #: GUP refuses P2PDMA pages without ``FOLL_PCI_P2PDMA`` (4293399dc6ed, v6.2).
+    gup_p2pdma_gate: bool = False
+    #: FOLL_LONGTERM write pins of file mappings that need dirty tracking are
+    #: refused (``writable_file_mapping_allowed()``, ``gup_fast_folio_allowed()``;
+    #: Lorenzo Stoakes' series of v6.5, which also removed io_uring's own VMA check).
+    gup_longterm_file_check: bool = False
+    #: ``highest_memmap_pfn``: above it ``vm_normal_page()`` reports "Bad page
+    #: map" instead of returning a struct page (grows with memremap_pages()).
+    highest_memmap_pfn: Optional[int] = None
+    #: The GUP-fast functions carry their v6.10 names (``gup_fast_pte_range``…, 23babe1934d7).
+    gup_fast_renamed: bool = False
+    #: fbdev's deferred I/O sets ``page->mapping`` of the pages it maps (until
+    #: the series that moved it to ``mapping_wrprotect_range()``), so a futex
+    #: on them finds a key; after it ``get_futex_key()`` meets a NULL mapping.
+    fb_defio_page_mapping: bool = True
+    #: When ``/proc/PID/mem`` reads with FOLL_FORCE (``proc_mem_force_override``,
+    #: 41e8149c8892 "proc: add config & param to block forcing mem writes",
+    #: v6.12): ``"always"`` (and before it), ``"ptrace"`` (only the tracer) or ``"never"``.
+    proc_mem_force: str = "always"
+    #: arm64 descriptor facts (``None`` on other architectures).
+    arm64: Optional[Arm64Bits] = None
+    #: Member offsets of ``struct vm_area_struct`` (``None``: read member by member).
+    vma_struct: Optional[VmaStruct] = field(default=None, compare=False)
+    #: The mm's VMA tree, read node by node (``None``: drgn's ``for_each_vma()``).
+    vma_tree: Optional[MapleTree] = field(default=None, compare=False)
     learned: Mapping[str, Learned] = field(default_factory=dict, compare=False)
 
     def vm_flag(self, name: str) -> int:
@@ -265,10 +438,12 @@ class Leaf:
     writable: bool = False
     swap_type: Optional[int] = None
     swap_offset: Optional[int] = None
+    #: ``PAGE_SHIFT`` of the kernel (the decoder sets it from the layout; arm64 16K: 14).
+    page_shift: int = 12
 
     @property
     def size(self) -> int:
-        return 1 << LEVEL_SHIFT[self.level]
+        return 1 << level_shift(self.level, self.page_shift)
 
     @property
     def huge(self) -> bool:

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from .arch import describe
 from .coalesce import group_findings
+from .gup import FLAVOURS
 from .records import Finding, Layout, Severity, Vma
 
 __all__ = (
@@ -24,6 +25,7 @@ __all__ = (
     "safe_text",
     "printable",
     "summary_text",
+    "gup_summary",
     "vm_flag_mnemonics",
     "layout_json",
     "audit_json",
@@ -162,6 +164,18 @@ def run_json(run, layout: Layout) -> Dict[str, object]:
     }
 
 
+def _geometry_json(geometry) -> Dict[str, object]:
+    """The page-table geometry: levels top first, and how an entry gives its output address."""
+    return {
+        "va_bits": geometry.va_bits,
+        "levels": [{"level": t.level.label, "leaf_level": t.leaf_level.label, "shift": t.shift, "entries": t.entries}
+                   for t in geometry.levels],
+        "addr_mask": hex(geometry.addr_mask),
+        "addr_high_mask": hex(geometry.addr_high_mask),
+        "addr_high_shift": geometry.addr_high_shift,
+    }
+
+
 def layout_json(layout: Layout) -> Dict[str, object]:
     """The layout, each value with how it was learned."""
     fields = {
@@ -184,6 +198,16 @@ def layout_json(layout: Layout) -> Dict[str, object]:
         "huge_zero_pfn": hex(layout.huge_zero_pfn) if layout.huge_zero_pfn is not None else None,
         "zone_shift": layout.zone_shift,
         "zone_bits": layout.zone_bits,
+        "gup_p2pdma_gate": layout.gup_p2pdma_gate,
+        "gup_longterm_file_check": layout.gup_longterm_file_check,
+        "gup_fast_renamed": layout.gup_fast_renamed,
+        "fb_defio_page_mapping": layout.fb_defio_page_mapping,
+        "proc_mem_force": layout.proc_mem_force,
+        "highest_memmap_pfn": hex(layout.highest_memmap_pfn) if layout.highest_memmap_pfn is not None else None,
+        "page_shift": layout.page_shift,
+        "geometry": _geometry_json(layout.geometry),
+        "arm64": None if layout.arm64 is None else {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(layout.arm64).items()},
     }
     learned = {
         name: {"how": l.how, "detail": l.detail} for name, l in layout.learned.items()
@@ -221,6 +245,7 @@ def audit_json(result, layout: Layout) -> Dict[str, object]:
                 "special": r.special,
                 "devmap": r.devmap,
                 "unreadable_tables": r.unreadable_tables,
+                "gup": [segment.as_dict() for segment in r.gup],
                 **({"runs": [run_json(run, layout) for run in r.runs]} if r.runs else {}),
             }
             for r in result.vmas
@@ -241,6 +266,35 @@ def audit_json(result, layout: Layout) -> Dict[str, object]:
             for vma, fault in result.faults
         ],
     }
+
+
+def _main_segment(segments):
+    """The segment a one-line summary shows: the first one something is mapped in."""
+    for seg in segments:
+        if not seg.hole:
+            return seg
+    return segments[0] if segments else None
+
+
+#: Short names of the GUP flavours (:data:`drgn_p2p.gup.FLAVOURS`) for the one-line summary.
+_SHORT = dict(zip(FLAVOURS, ("fast", "pin", "longterm", "p2pdma")))
+
+
+def gup_summary(predictions) -> str:
+    """One line: the flavours' outcomes, then the users grouped by outcome.
+
+    ``fast:fallback pin:refuse(EFAULT) … | EFAULT: odirect-read vmsplice | ok: proc-pid-mem``
+    """
+    flavours, users = [], {}
+    for p in predictions:
+        if p.user in _SHORT:
+            outcome = p.outcome
+            if outcome == "refuse" and p.why.startswith("-E"):
+                outcome += f"({p.why[1:].split(':', 1)[0]})"
+            flavours.append(f"{_SHORT[p.user]}:{outcome}")
+        else:
+            users.setdefault(p.outcome + ("+migrates" if p.migrates else ""), []).append(p.user)
+    return " ".join(flavours) + "".join(f" | {o}: {' '.join(u)}" for o, u in users.items())
 
 
 def summary_text(result) -> str:
@@ -297,10 +351,12 @@ def print_audit(console: Console, result, layout: Layout, verbose: bool = False)
         ("pid", "comm", "range", "flags", "ops/file", "pages by kind", "leaves", "other entries", "S", "D"),
         addresses=("range",),
     )
+    gup_lines = []
     for r in result.vmas:
         if not (verbose or is_device_mapping(r, layout)):
             continue
         other = " ".join(f"{k}:{v}" for k, v in r.entries_by_kind if k not in ("present", "protnone"))
+        gup_lines.append((r, _main_segment(r.gup)))
         rows.add_row(
             str(r.vma.pid),
             safe_text(r.vma.comm),
@@ -314,6 +370,21 @@ def print_audit(console: Console, result, layout: Layout, verbose: bool = False)
             str(r.devmap),
         )
     console.print(rows)
+    shown = [(r, seg) for r, seg in gup_lines if seg is not None]
+    if shown:
+        console.print("[bold]GUP predicted[/] (per VMA, its first mapped segment; 'drgn-p2p explain PID ADDR' and JSON give every segment and why)")
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(justify="right", no_wrap=True)
+        grid.add_column(no_wrap=True, overflow="ignore")
+        grid.add_column(overflow="fold")
+        for r, seg in shown:
+            more = len(r.gup) - 1
+            grid.add_row(
+                str(r.vma.pid), f"{seg.start:#x}-{seg.end:#x}",
+                escape(gup_summary(seg.predictions))
+                + (f" [dim](+{more} segment{'s' if more > 1 else ''})[/]" if more > 0 else ""),
+            )
+        console.print(grid)
     if result.findings:
         console.print("[bold]Findings[/]")
         for group in group_findings(sorted(result.findings, key=lambda f: (-f.severity, f.rule, f.vma.pid, f.start))):

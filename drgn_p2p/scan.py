@@ -25,7 +25,8 @@ A slice of entries ``first..last`` is one run when
    ``classify()`` returns one and the same :class:`PfnInfo`;
 3. either no PFN can be the VMA's linear PFN (``vm_pgoff + (va - vm_start) >>
    PAGE_SHIFT``: the linear range misses the interval of step 2), or every
-   PFN is (the table is an exact arithmetic progression).
+   PFN is (the table is an exact arithmetic progression), or none is (no
+   lane of the PFNs XOR the progression is zero).
 
 Lane arithmetic stays exact because a PFN field (PFN << 12) is below 2**52
 (``pfn_mask``), so adding a constant below 2**52 to a lane never carries into
@@ -34,14 +35,15 @@ complement.
 """
 
 import functools
-from typing import Callable, Dict, Optional, Tuple
+import struct
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 from .arch import for_layout
 from .classify import Classifier
 from .records import Layout, Leaf, Level, PfnInfo, Vma
 from .walk import PteSlice
 
-__all__ = ("PteScanner",)
+__all__ = ("PteScanner", "pieces")
 
 _LANE_BITS = 64
 _TOP = 1 << 52  # above every PFN field: lane comparisons carry into bit 52
@@ -57,6 +59,31 @@ def _ones(n: int) -> int:
 def _steps(n: int) -> int:
     """``j`` in lane ``j``, for ``j < n``."""
     return sum(j << (_LANE_BITS * j) for j in range(n))
+
+
+@functools.lru_cache(maxsize=None)
+def _entries(n: int) -> struct.Struct:
+    return struct.Struct(f"<{n}Q")
+
+
+def pieces(piece: PteSlice) -> Iterator[PteSlice]:
+    """The maximal runs of non-empty entries of *piece*, as slices of the same table.
+
+    A run of leaves never spans an empty entry (the next leaf would not
+    continue it in virtual address space), so each piece can be judged whole
+    by :meth:`PteScanner.uniform_run` on its own.
+    """
+    first = piece.first
+    start = -1
+    for i, raw in enumerate(_entries(piece.last + 1 - first).unpack_from(piece.data, first * 8), first):
+        if raw:
+            if start < 0:
+                start = i
+        elif start >= 0:
+            yield PteSlice(piece.base, piece.data, start, i - 1)
+            start = -1
+    if start >= 0:
+        yield PteSlice(piece.base, piece.data, start, piece.last)
 
 
 class PteScanner:
@@ -92,7 +119,7 @@ class PteScanner:
         """``(first leaf, page info, count)`` if the slice is one run, else ``None``."""
         first, n = piece.first, piece.last - piece.first + 1
         data = piece.data
-        if first or n != 512:
+        if first or n * 8 != len(data):
             data = data[first * 8 : (first + n) * 8]
         raw = int.from_bytes(data[:8], "little")
         if not raw & self._present:
@@ -107,7 +134,7 @@ class PteScanner:
         shift = self._shift
         pfns = table & rep(self._pfn_mask, n)  # PFN << shift in each lane
         pfn = (raw & self._pfn_mask) >> shift
-        lo, hi = self._classifier.span(pfn)
+        lo, hi, info = self._classifier.span_info(pfn)
         hi = min(hi, _TOP >> shift)
         top = rep(_TOP, n)
         if (pfns + rep(_TOP - (lo << shift), n)) & top != top:
@@ -115,10 +142,15 @@ class PteScanner:
         if (pfns + rep(_TOP - (hi << shift), n)) & top:
             return None  # some PFN at or above hi
         # 3. The linear test agrees on every entry.
-        va = piece.base + (first << 12)
+        va = piece.base + (first << piece.page_shift)
         linear = (va >> shift) + self._linear_delta  # linear PFN of the first entry
         if linear < hi and linear + n > lo:
-            if pfns != ((linear * _ones(n) + _steps(n)) << shift):
-                return None
+            # Lane j is zero where entry j maps its linear PFN; a non-zero
+            # lane plus (_TOP - 1) carries into bit 52.
+            off = pfns ^ ((linear * _ones(n) + _steps(n)) << shift)
+            if off and (off + rep(_TOP - 1, n)) & top != top:
+                return None  # some entries linear, some not
         leaf = self._decode_leaf(raw, va, Level.PTE, self._layout)
-        return leaf, self._classifier.classify(pfn), n
+        if leaf.pfn != pfn:
+            return None  # PA bits outside the PFN field (arm64 52-bit PA): entry by entry
+        return leaf, info, n

@@ -4,9 +4,12 @@ Walk
 ----
 
 Enumerate processes and VMAs, and walk each VMA's page tables one whole
-4 KiB table per physical read, yielding the raw leaf entries in its range.
+table per physical read, yielding the raw leaf entries in its range. The
+tables' shape (levels, entries, the bits of a table pointer) is the layout's
+:class:`~drgn_p2p.records.Geometry`: 512-entry 4 KiB tables on x86-64, 2048
+entries of 16 KiB on arm64 with 16K pages, a 16-entry root with 52-bit VA.
 
-The walk never uses ``follow_phys()``: a table is read once and its 512
+The walk never uses ``follow_phys()``: a table is read once and its
 entries are examined in Python, and the last table read at each level is
 kept so that neighbouring VMAs sharing a table do not read it again. Memory
 stays flat: everything is a generator.
@@ -17,6 +20,7 @@ identical entries with a few whole-table operations (:mod:`drgn_p2p.scan`);
 :meth:`PageTableWalker.walk` expands the slices into single entries.
 """
 
+import collections
 import functools
 import struct
 from dataclasses import dataclass, field
@@ -26,8 +30,7 @@ import drgn
 from drgn import sizeof
 from drgn.helpers.linux.mm import for_each_vma, virt_to_phys
 
-from .arch import for_layout
-from .records import Layout, Level, Vma
+from .records import Layout, Level, MapleTree, Vma, VmaStruct
 
 __all__ = (
     "Process",
@@ -41,8 +44,11 @@ __all__ = (
     "PageTableWalker",
 )
 
-_TABLE_ENTRIES = 512
-_TABLE_FORMAT = struct.Struct("<512Q")
+
+@functools.lru_cache(maxsize=None)
+def _table_format(entries: int) -> struct.Struct:
+    """Little-endian ``u64[entries]`` (x86-64 and arm64 Linux are little-endian)."""
+    return struct.Struct(f"<{entries}Q")
 
 
 @dataclass(frozen=True)
@@ -74,30 +80,31 @@ class TableFault:
 #: ``(va, level, raw)`` of one non-empty leaf entry.
 RawLeaf = Tuple[int, Level, int]
 
-_ZERO_TABLE = bytes(4096)
+_ZERO_TABLE = bytes(1 << 16)
 
 
 @dataclass(frozen=True)
 class PteSlice:
     """Entries ``first..last`` (inclusive) of one PTE table, not all empty.
 
-    ``data`` is the whole 4 KiB table as read; entry *i* maps
-    ``base + i * 4096``.
+    ``data`` is the whole table as read; entry *i* maps
+    ``base + (i << page_shift)``.
     """
 
     base: int
     data: bytes
     first: int
     last: int
+    page_shift: int = 12
 
     def leaves(self) -> Iterator[RawLeaf]:
         """The non-empty entries of the slice, as :data:`RawLeaf`, in address order."""
-        base = self.base
-        entries = _TABLE_FORMAT.unpack(self.data)
-        for i in range(self.first, self.last + 1):
-            raw = entries[i]
+        first, step = self.first, 1 << self.page_shift
+        va = self.base + first * step
+        for raw in _table_format(self.last + 1 - first).unpack_from(self.data, first * 8):
             if raw:
-                yield (base + (i << 12), Level.PTE, raw)
+                yield (va, Level.PTE, raw)
+            va += step
 
 
 #: More VMAs than one mm can have (vm.max_map_count is an int; 4 Mi is far above any real use).
@@ -134,6 +141,9 @@ class NameCache:
 
 
 _NAMES_KEY = "drgn_p2p_names"
+#: Where :func:`drgn_p2p.layout.read_layout` caches the layout on a program.
+_LAYOUT_KEY = "drgn_p2p_layout"
+_U64 = struct.Struct("<Q")
 
 
 def share_names(prog: drgn.Program) -> None:
@@ -150,24 +160,24 @@ def unshare_names(prog: drgn.Program) -> None:
         cache.pop(_NAMES_KEY, None)
 
 
-def _vma_file(vma: drgn.Object, names: Optional[Dict[int, Optional[str]]] = None) -> Optional[str]:
-    file = vma.vm_file.read_()
+def _file_name(prog: drgn.Program, file: int, names: Optional[Dict[int, Optional[str]]] = None) -> Optional[str]:
+    """The path of ``struct file *`` *file* (``None`` for NULL), cached in *names* by pointer."""
     if not file:
         return None
-    key = file.value_()
-    if names is not None and key in names:
-        return names[key]
+    if names is not None and file in names:
+        return names[file]
+    obj = drgn.Object(prog, "struct file *", file)
     try:
         from drgn.helpers.linux.fs import d_path
 
-        name: Optional[str] = d_path(file.f_path).decode(errors="replace")
+        name: Optional[str] = d_path(obj.f_path).decode(errors="replace")
     except (drgn.FaultError, LookupError, ValueError):
         try:
-            name = file.f_path.dentry.d_name.name.string_().decode(errors="replace")
+            name = obj.f_path.dentry.d_name.name.string_().decode(errors="replace")
         except drgn.FaultError:
             name = "?"
     if names is not None:
-        names[key] = name
+        names[file] = name
     return name
 
 
@@ -187,40 +197,131 @@ def _symbol_name(
     return name
 
 
+#: The maple tree's node encoding (include/linux/maple_tree.h): an entry is a
+#: node when ``xa_is_node()`` and above 4096; its type sits in bits 3-6; the
+#: node is 256-byte aligned. ``XA_ZERO_ENTRY`` (xa_mk_internal(257)) is a
+#: reserved, empty slot.
+_MAPLE_NODE_MASK = 255
+_MAPLE_LEAF_64, _MAPLE_RANGE_64, _MAPLE_ARANGE_64 = 1, 2, 3
+_XA_ZERO_ENTRY = (257 << 2) | 2
+
+
+def maple_entries(read: Callable[[int, int], bytes], root: int, tree: MapleTree) -> Iterator[int]:
+    """The non-empty entries (``void *``) of a maple tree whose ``ma_root`` is *root*, in index order.
+
+    drgn's ``mt_for_each()``, with one read of each node (``read(address,
+    size)`` of virtual memory) instead of one per pivot and slot. A node type
+    it cannot hold, or more nodes than any mm has, is a :class:`ValueError`.
+    """
+    if not (root & 3 == 2 and root > 4096):
+        if root:
+            yield root
+        return
+    queue = collections.deque(((root, 0, (1 << 64) - 1),))
+    nodes = 0
+    while queue:
+        entry, lo, hi = queue.popleft()
+        nodes += 1
+        if nodes > MAX_VMAS:
+            raise ValueError(f"more than {MAX_VMAS} maple nodes: the VMA tree is corrupt or changing")
+        kind = (entry >> 3) & 0xF
+        if kind == _MAPLE_ARANGE_64:
+            pivot_at, npivots, slot_at, nslots, end_at = tree.arange64
+        elif kind in (_MAPLE_LEAF_64, _MAPLE_RANGE_64):
+            pivot_at, npivots, slot_at, nslots, end_at = tree.range64
+        else:
+            raise ValueError(f"maple node {entry:#x} has unknown type {kind}")
+        data = read(entry & ~_MAPLE_NODE_MASK, tree.node_size)
+        pivots = struct.unpack_from(f"<{npivots}Q", data, pivot_at)
+        slots = struct.unpack_from(f"<{nslots}Q", data, slot_at)
+        if kind == _MAPLE_ARANGE_64:
+            end = data[end_at]
+        else:
+            last = pivots[-1]
+            end = data[end_at] if not last else (npivots - 1 if last == hi else npivots)
+        if end >= nslots:
+            raise ValueError(f"maple node {entry:#x} claims {end + 1} slots of {nslots}")
+        if kind == _MAPLE_LEAF_64:
+            for slot in slots[: end + 1]:
+                if slot and slot != _XA_ZERO_ENTRY:
+                    yield slot
+        else:
+            prev = lo
+            for offset in range(end):
+                pivot = pivots[offset]
+                queue.append((slots[offset], prev, pivot))
+                prev = pivot + 1
+            queue.append((slots[end], prev, hi))
+
+
+def _vmas_of(prog: drgn.Program, mm: drgn.Object, tree: Optional[MapleTree]) -> Iterator[int]:
+    """Addresses of the ``struct vm_area_struct`` of ``struct mm_struct *`` *mm*, in address order."""
+    if tree is None:
+        for vma in for_each_vma(mm):
+            yield vma.value_()
+        return
+    read = prog.read
+    yield from maple_entries(lambda address, size: read(address, size), prog.read_u64(mm.value_() + tree.root), tree)
+
+
+def vma_members(data: bytes, fields: VmaStruct) -> Tuple[int, int, int, int, int, int]:
+    """``(vm_start, vm_end, flags, vm_pgoff, vm_file, vm_ops)`` of a ``struct vm_area_struct`` read whole."""
+    unpack = _U64.unpack_from
+    words = struct.unpack_from(f"<{fields.flags_words}Q", data, fields.flags)
+    flags = words[0] if len(words) == 1 else sum(w << (64 * i) for i, w in enumerate(words))
+    return (unpack(data, fields.start)[0], unpack(data, fields.end)[0], flags, unpack(data, fields.pgoff)[0],
+            unpack(data, fields.file)[0], unpack(data, fields.ops)[0])
+
+
 def process_vmas(
     prog: drgn.Program,
     process: Process,
     start: int = 0,
     end: int = 1 << 64,
     names: Optional[NameCache] = None,
+    layout: Optional[Layout] = None,
 ) -> Iterator[Vma]:
     """Yield the :class:`Vma` records of *process* that overlap ``[start, end)``.
 
     :param names: a cache to share between the processes of one audit;
         by default the one :func:`share_names` started on *prog*, if any.
+    :param layout: with its :attr:`~Layout.vma_struct`, each VMA is one read
+        of the whole ``struct vm_area_struct``, and with its
+        :attr:`~Layout.vma_tree` each maple node one read (by default the
+        layout cached on *prog*, if any); without, drgn's ``for_each_vma()``
+        and one read per member.
     """
     if names is None:
         names = getattr(prog, "cache", {}).get(_NAMES_KEY)
+    if layout is None:
+        layout = getattr(prog, "cache", {}).get(_LAYOUT_KEY)
+    files = None if names is None else names.files
+    symbols = None if names is None else names.symbols
+    fields = layout.vma_struct if layout is not None else None
+    pid, comm, mm = process.pid, process.comm, process.mm.value_()
+    if fields is not None:
+        read = prog.read
+        tree = layout.vma_tree if layout is not None else None
+        for count, address in enumerate(_vmas_of(prog, process.mm, tree)):
+            if count >= MAX_VMAS:
+                raise ValueError(f"more than {MAX_VMAS} VMAs: the VMA tree is corrupt or changing")
+            vm_start, vm_end, flags, pgoff, file, ops = vma_members(read(address, fields.size), fields)
+            if vm_end <= start or vm_start >= end:
+                continue
+            yield Vma(pid=pid, comm=comm, mm=mm, address=address, start=vm_start, end=vm_end, flags=flags,
+                      pgoff=pgoff, file=_file_name(prog, file, files), ops=_symbol_name(prog, ops, symbols))
+        return
     for count, vma in enumerate(for_each_vma(process.mm)):
         if count >= MAX_VMAS:
             # A maple tree read while it changes (or a damaged vmcore) can loop.
             raise ValueError(f"more than {MAX_VMAS} VMAs: the VMA tree is corrupt or changing")
-        vm_start = vma.vm_start.value_()
-        vm_end = vma.vm_end.value_()
+        vm_start, vm_end = vma.vm_start.value_(), vma.vm_end.value_()
         if vm_end <= start or vm_start >= end:
             continue
-        yield Vma(
-            pid=process.pid,
-            comm=process.comm,
-            mm=process.mm.value_(),
-            address=vma.value_(),
-            start=vm_start,
-            end=vm_end,
-            flags=_vma_flags(vma),
-            pgoff=vma.vm_pgoff.value_(),
-            file=_vma_file(vma, None if names is None else names.files),
-            ops=_symbol_name(prog, vma.vm_ops.value_(), None if names is None else names.symbols),
-        )
+        yield Vma(pid=pid, comm=comm, mm=mm, address=vma.value_(), start=vm_start, end=vm_end,
+                  flags=_vma_flags(vma), pgoff=vma.vm_pgoff.value_(),
+                  file=_file_name(prog, vma.vm_file.value_(), files),
+                  ops=_symbol_name(prog, vma.vm_ops.value_(), symbols))
 
 
 class PageTableWalker:
@@ -246,22 +347,18 @@ class PageTableWalker:
     ) -> None:
         self._read = read
         self._pgd_phys = pgd_phys
-        arch = for_layout(layout)
-        self._is_table = arch.is_table
-        self._table_phys = functools.partial(arch.table_phys, layout=layout)
-        if layout.levels == 5:
-            self._levels = (Level.PGD, Level.P4D, Level.PUD, Level.PMD, Level.PTE)
-            self._shifts = (48, 39, 30, 21, 12)
-        else:
-            # The P4D level is folded: PGD entries point at PUD tables.
-            self._levels = (Level.PGD, Level.PUD, Level.PMD, Level.PTE)
-            self._shifts = (39, 30, 21, 12)
-        #: The level a leaf found at each depth is reported at. With the P4D
-        #: folded a top-level entry spans 2^39 bytes, what a P4D entry spans
-        #: (the kernel's p4d_offset() returns the PGD entry itself), so it is
-        #: a P4D leaf: Leaf.size then gives its true range.
-        self._leaf_levels = tuple(Level.P4D if (lvl, sh) == (Level.PGD, 39) else lvl
-                                  for lvl, sh in zip(self._levels, self._shifts))
+        geometry = layout.geometry
+        self._table_mask, self._table_bits = geometry.table_mask, geometry.table_bits
+        self._table_phys = geometry.address
+        self._page_shift = geometry.page_shift
+        self._levels = tuple(t.level for t in geometry.levels)
+        self._shifts = tuple(t.shift for t in geometry.levels)
+        #: Entries per table at each depth (the root may hold fewer than a page).
+        self._entries = tuple(t.entries for t in geometry.levels)
+        #: The level a leaf found at each depth is reported at, named by its
+        #: span (with 4 levels of 4 KiB a top-level entry is a P4D leaf):
+        #: Leaf.size then gives its true range.
+        self._leaf_levels = tuple(t.leaf_level for t in geometry.levels)
         #: Per depth, the last table read: ``(phys, data, unpacked entries or None)``.
         self._cache: Dict[int, List] = {}
         self.tables_read = 0
@@ -286,25 +383,27 @@ class PageTableWalker:
         if cached is None or cached[0] != phys:
             if phys in self._unreadable:
                 raise drgn.FaultError(self._unreadable[phys], phys)
-            data = self._read(phys, 4096)
+            size = self._entries[depth] * 8
+            data = self._read(phys, size)
             self.tables_read += 1
-            if len(data) != _TABLE_FORMAT.size:
+            if len(data) != size:
                 raise drgn.FaultError(f"short read of a page table ({len(data)} bytes)", phys)
             cached = [phys, data, None]
             self._cache[depth] = cached
         return cached
 
     def _table(self, depth: int, phys: int) -> Tuple[int, ...]:
-        """The 512 entries of the table at *phys* (read once, unpacked once)."""
+        """The entries of the table at *phys* (read once, unpacked once)."""
         cached = self._entry(depth, phys)
         if cached[2] is None:
-            cached[2] = _TABLE_FORMAT.unpack(cached[1])
+            cached[2] = _table_format(self._entries[depth]).unpack(cached[1])
         return cached[2]
 
     def walk(self, start: int, end: int) -> Iterator[Union[RawLeaf, TableFault]]:
         """Yield every non-empty leaf entry mapping ``[start, end)``, in address order.
 
-        Leaves are PTEs, huge PMD/PUD leaves (``_PAGE_PSE``), and any
+        Leaves are PTEs, huge PMD/PUD leaves (x86 ``_PAGE_PSE``, arm64 block
+        descriptors), and any
         non-present, non-zero entry at PUD/PMD/PTE level (swap-format
         entries). An unreadable table yields a :class:`TableFault` and the
         walk continues after it.
@@ -328,12 +427,12 @@ class PageTableWalker:
         level = self._levels[depth]
         shift = self._shifts[depth]
         first = (start - base) >> shift if start > base else 0
-        last = min(_TABLE_ENTRIES - 1, (end - 1 - base) >> shift)
+        last = min(self._entries[depth] - 1, (end - 1 - base) >> shift)
         try:
             if depth == len(self._levels) - 1:
                 data = self._entry(depth, phys)[1]
                 if data[first * 8 : (last + 1) * 8] != _ZERO_TABLE[first * 8 : (last + 1) * 8]:
-                    yield PteSlice(base, data, first, last)
+                    yield PteSlice(base, data, first, last, self._page_shift)
                 return
             entries = self._table(depth, phys)
         except drgn.FaultError as e:
@@ -343,13 +442,13 @@ class PageTableWalker:
             yield TableFault(level, max(start, base), phys, str(e))
             return
         span = 1 << shift
-        is_table = self._is_table
+        table_mask, table_bits = self._table_mask, self._table_bits
         for i in range(first, last + 1):
             raw = entries[i]
             if not raw:
                 continue
             va = base + (i << shift)
-            if is_table(raw, level):
+            if raw & table_mask == table_bits:
                 yield from self._walk(
                     depth + 1, self._table_phys(raw), max(start, va), min(end, va + span), va
                 )
@@ -366,11 +465,12 @@ class PageTableWalker:
         """
         result: List[Tuple[Level, int, int]] = []
         phys = self._pgd_phys
+        last = len(self._levels) - 1
         for depth, (level, shift) in enumerate(zip(self._levels, self._shifts)):
-            index = (va >> shift) & (_TABLE_ENTRIES - 1)
+            index = (va >> shift) & (self._entries[depth] - 1)
             raw = self._table(depth, phys)[index]
             result.append((level, phys + index * 8, raw))
-            if not self._is_table(raw, level):
+            if depth == last or raw & self._table_mask != self._table_bits:
                 break
             phys = self._table_phys(raw)
         return result

@@ -5,8 +5,9 @@ Architectures
 
 Per-architecture decoding of raw page-table entries. Each module provides
 ``decode_leaf(raw, va, level, layout)``, ``is_table(raw, level)``,
-``table_phys(raw, layout)``, ``describe(raw, level, layout)`` and
-``SPECIAL_BIT``. Hot loops should fetch the module once with :func:`for_layout`;
+``table_phys(raw, layout)``, ``describe(raw, level, layout)``,
+``pte_run_bits(layout)``, ``geometry(...)`` (the layout's
+:class:`~drgn_p2p.records.Geometry`) and ``SPECIAL_BIT``. Hot loops should fetch the module once with :func:`for_layout`;
 the module-level functions here dispatch on ``layout.arch`` per call.
 """
 
@@ -14,11 +15,11 @@ from types import ModuleType
 from typing import List, Optional, Tuple
 
 from ..records import Layout, Leaf, Level
-from . import x86_64
+from . import arm64, x86_64
 
 __all__ = ("for_layout", "decode_leaf", "describe", "special_bit", "devmap_label", "special_label")
 
-_ARCHES = {"x86_64": x86_64}
+_ARCHES = {"x86_64": x86_64, "arm64": arm64}
 
 
 def for_layout(layout: Layout) -> ModuleType:

@@ -21,18 +21,10 @@ Plain ints throughout; no object per bit.
 
 from typing import List, Optional, Tuple
 
-from ..records import LEVEL_SHIFT, EntryKind, Layout, Leaf, Level
+from ..records import LEVEL_SHIFT, EntryKind, Geometry, Layout, Leaf, Level
+from .common import DECODER_API, mapped_leaf, swap_leaf, swap_type_name
 
-__all__ = (
-    "decode_leaf",
-    "is_table",
-    "table_phys",
-    "describe",
-    "cache_mode",
-    "pte_run_bits",
-    "SPECIAL_BIT",
-    "PAT_CACHE_MODES",
-)
+__all__ = DECODER_API + ("cache_mode", "PAT_CACHE_MODES")
 
 # _PAGE_BIT_* (pgtable_types.h)
 _PRESENT = 1 << 0
@@ -62,8 +54,6 @@ _SWP_FLAGS = _SWP_SOFT_DIRTY | _SWP_UFFD_WP | _SWP_EXCLUSIVE
 _SWP_TYPE_SHIFT = 59  # 64 - SWP_TYPE_BITS
 _SWP_OFFSET_FIRST_BIT = 9  # _PAGE_BIT_PROTNONE + 1
 _SWP_OFFSET_MASK = (1 << 50) - 1  # bits 9-58
-# Migration entries may carry SWP_MIG_YOUNG and SWP_MIG_DIRTY just above the PFN.
-_MIG_EXTRA_BITS = 2
 
 #: Linux's PAT MSR programming, indexed by PAT:PCD:PWT (bit 2:1:0). From the
 #: table in pat_bp_init() (arch/x86/mm/pat/memtype.c, unchanged 6.1 → 7.2):
@@ -118,17 +108,7 @@ def decode_leaf(raw: int, va: int, level: Level, layout: Layout) -> Optional[Lea
     else:
         return _decode_swap(raw, va, level, layout)
 
-    devmap_bit = layout.devmap_bit
-    return Leaf(
-        va,
-        level,
-        raw,
-        kind,
-        pfn,
-        special=bool(raw & _SPECIAL),
-        devmap=devmap_bit is not None and bool(raw >> devmap_bit & 1),
-        writable=bool(raw & _RW),
-    )
+    return mapped_leaf(raw, va, level, kind, pfn, layout, special=bool(raw & _SPECIAL), writable=bool(raw & _RW))
 
 
 def pte_run_bits(layout: Layout) -> Tuple[int, int, int]:
@@ -158,53 +138,10 @@ def _decode_swap(raw: int, va: int, level: Level, layout: Layout) -> Leaf:
     stype = entry >> _SWP_TYPE_SHIFT
     offset = (~entry >> _SWP_OFFSET_FIRST_BIT) & _SWP_OFFSET_MASK
 
-    def leaf(kind: EntryKind, pfn: Optional[int] = None, writable: bool = False) -> Leaf:
-        return Leaf(va, level, raw, kind, pfn, writable=writable, swap_type=stype, swap_offset=offset)
-
-    garbage = leaf(EntryKind.GARBAGE)
     # Bit 7 is 0 in every swap entry (and _PAGE_PSE at PMD/PUD, handled as present).
     if raw & _PSE:
-        return garbage
-
-    st = layout.swap
-    pfn_bits = st.pfn_bits
-    pfn = offset & ((1 << pfn_bits) - 1)
-    high = offset >> pfn_bits  # must be 0 for PFN-carrying types (but migration flags)
-    is_pte = level == Level.PTE
-
-    if stype < st.max_swapfiles:
-        # A real swap device; THP/hugetlb never swap out as a PMD/PUD entry on x86.
-        return leaf(EntryKind.SWAP) if is_pte else garbage
-    if stype in (st.migration_read, st.migration_read_exclusive, st.migration_write):
-        # PTE, THP PMD migration, hugetlb PMD/PUD migration.
-        if high >> _MIG_EXTRA_BITS:
-            return garbage
-        return leaf(EntryKind.MIGRATION, pfn, stype == st.migration_write)
-    if stype in (st.device_write, st.device_read):
-        # PTE, or (7.x, THP migration of device-private folios) PMD.
-        if high or level == Level.PUD:
-            return garbage
-        return leaf(EntryKind.DEVICE_PRIVATE, pfn, stype == st.device_write)
-    if stype in (st.device_exclusive_write, st.device_exclusive_read):
-        if high or not is_pte:
-            return garbage
-        # Before v6.15 the write permission is in the type; after it, in the VMA.
-        writable = st.device_exclusive_write != st.device_exclusive_read and stype == st.device_exclusive_write
-        return leaf(EntryKind.DEVICE_EXCLUSIVE, pfn, writable)
-    if stype == st.hwpoison:
-        # make_hwpoison_entry(page) stores page_to_pfn(); hugetlb may poison PMD/PUD.
-        return garbage if high else leaf(EntryKind.HWPOISON, pfn)
-    if stype == st.pte_marker:
-        # Markers are PTE-level, or hugetlb huge PTEs (uffd-wp, poison).
-        known = 0
-        for bit in layout.pte_markers.values():
-            known |= bit
-        if offset == 0 or offset & ~known:
-            return garbage
-        return leaf(EntryKind.MARKER)
-    if stype == st.swapin_error:
-        return leaf(EntryKind.SWAPIN_ERROR) if is_pte else garbage
-    return garbage
+        return Leaf(va, level, raw, EntryKind.GARBAGE, None, swap_type=stype, swap_offset=offset)
+    return swap_leaf(raw, va, level, layout, stype, offset)
 
 
 def is_table(raw: int, level: Level) -> bool:
@@ -217,6 +154,14 @@ def is_table(raw: int, level: Level) -> bool:
     if level == Level.PTE or not raw & _PRESENT:
         return False
     return not raw & _PSE
+
+
+def geometry(levels: int, pfn_mask: int) -> Geometry:
+    """4 KiB tables of 512 entries; 48-bit VA with 4 levels, 57-bit with 5
+    (LA57). A table entry is present without ``_PAGE_PSE``; its address is
+    ``raw & PTE_PFN_MASK`` (*pfn_mask*, with the SME bit already cleared)."""
+    return Geometry.build(page_shift=12, va_bits=57 if levels == 5 else 48, table_mask=_PRESENT | _PSE,
+                          table_bits=_PRESENT, addr_mask=pfn_mask)
 
 
 def table_phys(raw: int, layout: Layout) -> int:
@@ -305,7 +250,7 @@ def _describe_swap(raw: int, layout: Layout) -> List[str]:
     entry = raw & ~_SWP_FLAGS
     stype = entry >> _SWP_TYPE_SHIFT
     offset = (~entry >> _SWP_OFFSET_FIRST_BIT) & _SWP_OFFSET_MASK
-    names = [f"TYPE={stype}({_swap_type_name(stype, layout)})", f"OFFSET={offset:#x}"]
+    names = [f"TYPE={stype}({swap_type_name(stype, layout)})", f"OFFSET={offset:#x}"]
     if raw & _SWP_SOFT_DIRTY:
         names.append("SWP_SOFT_DIRTY")
     if raw & _SWP_UFFD_WP:
@@ -316,26 +261,3 @@ def _describe_swap(raw: int, layout: Layout) -> List[str]:
         if raw >> bit & 1:
             names.append(f"BIT{bit}")
     return names
-
-
-def _swap_type_name(stype: int, layout: Layout) -> str:
-    st = layout.swap
-    if stype < st.max_swapfiles:
-        return "swapfile"
-    for name in (
-        "hwpoison",
-        "migration_read",
-        "migration_read_exclusive",
-        "migration_write",
-        "device_write",
-        "device_read",
-        "device_exclusive_write",
-        "device_exclusive_read",
-        "pte_marker",
-        "swapin_error",
-    ):
-        if getattr(st, name) == stype:
-            if st.device_exclusive_write == st.device_exclusive_read and name.startswith("device_exclusive"):
-                return "device_exclusive"
-            return name
-    return "undefined"

@@ -5,9 +5,10 @@ Private apt configuration
 
 An apt configuration of the lab's own, kept in the cache: its own
 ``sources.list``, lists directory and archives directory under
-``cache_dir()/apt``. It reaches bookworm, trixie and sid ``main`` on the same
-Debian mirror the system's apt already uses, and it never touches the
-system's sources, lists or package cache.
+``cache_dir()/apt`` (``cache_dir()/apt-ARCH`` for another Debian architecture,
+e.g. ``arm64`` for the arm64 lab's kernels and guest packages). It reaches
+bookworm, trixie and sid ``main`` on the same Debian mirror the system's apt
+already uses, and it never touches the system's sources, lists or package cache.
 
 Nothing here installs packages: lookups (``apt-cache madison``/``show``) and
 ``apt-get download`` only.
@@ -52,6 +53,9 @@ __all__ = (
 #: The Debian suites the private configuration reaches (``main`` only).
 SUITES = ("bookworm", "trixie", "sid")
 
+#: The host's Debian architecture; every function takes ``arch`` to reach another one's packages.
+HOST_ARCH = "amd64"
+
 #: Lists older than this are refreshed by :func:`update`.
 MAX_LIST_AGE = 6 * 3600
 
@@ -66,17 +70,17 @@ class Candidate(NamedTuple):
     suite: str
 
 
-def apt_dir() -> Path:
-    """Return the directory holding the private apt configuration."""
-    return cache_dir() / "apt"
+def apt_dir(arch: str = HOST_ARCH) -> Path:
+    """Return the directory holding the private apt configuration for Debian architecture *arch*."""
+    return cache_dir() / ("apt" if arch == HOST_ARCH else f"apt-{arch}")
 
 
-def _sources_list() -> Path:
-    return apt_dir() / "sources.list"
+def _sources_list(arch: str) -> Path:
+    return apt_dir(arch) / "sources.list"
 
 
-def _stamp() -> Path:
-    return apt_dir() / "lists" / ".updated"
+def _stamp(arch: str) -> Path:
+    return apt_dir(arch) / "lists" / ".updated"
 
 
 def _run(argv: Sequence[str], cwd: Optional[Path] = None) -> str:
@@ -112,11 +116,11 @@ def mirror() -> str:
     raise LabError("no Debian mirror in the system's apt sources (apt-get indextargets)")
 
 
-def options() -> List[str]:
-    """Return the ``-o`` options that make apt-get/apt-cache use the private configuration."""
-    d = apt_dir()
+def options(arch: str = HOST_ARCH) -> List[str]:
+    """Return the ``-o`` options that make apt-get/apt-cache use the private configuration of *arch*."""
+    d = apt_dir(arch)
     opts = {
-        "Dir::Etc::sourcelist": str(_sources_list()),
+        "Dir::Etc::sourcelist": str(_sources_list(arch)),
         "Dir::Etc::sourceparts": "/dev/null",
         "Dir::State::Lists": str(d / "lists"),
         "Dir::State::status": "/dev/null",
@@ -124,7 +128,8 @@ def options() -> List[str]:
         # Keep binary caches here even where the host disables them (Docker images).
         "Dir::Cache::pkgcache": "pkgcache.bin",
         "Dir::Cache::srcpkgcache": "srcpkgcache.bin",
-        "APT::Architecture": "amd64",
+        "APT::Architecture": arch,
+        "APT::Architectures": arch,
     }
     if os.geteuid() == 0:
         # The _apt sandbox user cannot write into root's cache directory.
@@ -132,43 +137,42 @@ def options() -> List[str]:
     return [arg for key, value in opts.items() for arg in ("-o", f"{key}={value}")]
 
 
-def _write_sources() -> bool:
+def _write_sources(arch: str) -> bool:
     """Write the private sources.list and its directories; return whether it changed."""
-    d = apt_dir()
+    d = apt_dir(arch)
     for sub in ("lists/partial", "cache/archives/partial"):
         (d / sub).mkdir(parents=True, exist_ok=True)
     base = mirror()
     text = "".join(f"deb {base} {suite} main\n" for suite in SUITES)
-    path = _sources_list()
+    path = _sources_list(arch)
     if path.exists() and path.read_text() == text:
         return False
     path.write_text(text)
     return True
 
 
-def _lists_fresh() -> bool:
-    stamp = _stamp()
+def _lists_fresh(arch: str) -> bool:
+    stamp = _stamp(arch)
     return stamp.exists() and time.time() - stamp.stat().st_mtime < MAX_LIST_AGE
 
 
-_checked = False
+_checked: set = set()
 
 
-def update(force: bool = False) -> None:
+def update(force: bool = False, arch: str = HOST_ARCH) -> None:
     """
-    Run ``apt-get update`` on the private configuration, unless its lists are
-    younger than six hours (and the sources did not change). Checked once per
-    process unless ``force``.
+    Run ``apt-get update`` on the private configuration of *arch*, unless its
+    lists are younger than six hours (and the sources did not change).
+    Checked once per process and architecture unless ``force``.
     """
-    global _checked
-    if _checked and not force:
+    if arch in _checked and not force:
         return
-    changed = _write_sources()
-    if force or changed or not _lists_fresh():
-        with _console.status("apt-get update (bookworm, trixie, sid)"):
-            _run(["apt-get", *options(), "update"])
-        _stamp().touch()
-    _checked = True
+    changed = _write_sources(arch)
+    if force or changed or not _lists_fresh(arch):
+        with _console.status(f"apt-get update (bookworm, trixie, sid; {arch})"):
+            _run(["apt-get", *options(arch), "update"])
+        _stamp(arch).touch()
+    _checked.add(arch)
 
 
 def parse_madison(text: str) -> List[Candidate]:
@@ -187,15 +191,15 @@ def parse_madison(text: str) -> List[Candidate]:
     return result
 
 
-def madison(*packages: str) -> List[Candidate]:
-    """Return every version of ``packages`` offered by the private configuration."""
-    update()
-    return parse_madison(_run(["apt-cache", *options(), "madison", *packages]))
+def madison(*packages: str, arch: str = HOST_ARCH) -> List[Candidate]:
+    """Return every version of ``packages`` offered by the private configuration of *arch*."""
+    update(arch=arch)
+    return parse_madison(_run(["apt-cache", *options(arch), "madison", *packages]))
 
 
-def version_in(package: str, suite: str) -> Optional[str]:
+def version_in(package: str, suite: str, arch: str = HOST_ARCH) -> Optional[str]:
     """Return the version of ``package`` in ``suite``, or None if the suite lacks it."""
-    for c in madison(package):
+    for c in madison(package, arch=arch):
         if c.package == package and c.suite == suite:
             return c.version
     return None
@@ -221,14 +225,14 @@ def parse_stanzas(text: str) -> List[Dict[str, str]]:
     return stanzas
 
 
-def show(spec: str) -> List[Dict[str, str]]:
+def show(spec: str, arch: str = HOST_ARCH) -> List[Dict[str, str]]:
     """
     Return the records of ``apt-cache show spec`` (``spec`` is ``name`` or
     ``name=version``), or an empty list if apt knows no such package.
     """
-    update()
+    update(arch=arch)
     try:
-        return parse_stanzas(_run(["apt-cache", *options(), "show", spec]))
+        return parse_stanzas(_run(["apt-cache", *options(arch), "show", spec]))
     except LabError:
         return []
 
@@ -246,9 +250,9 @@ def parse_depends(field: str) -> List[str]:
     return names
 
 
-def depends(spec: str) -> List[str]:
+def depends(spec: str, arch: str = HOST_ARCH) -> List[str]:
     """Return the dependencies (first alternatives) of ``spec`` (``name`` or ``name=version``)."""
-    records = show(spec)
+    records = show(spec, arch)
     if not records:
         raise LabError(f"apt knows no package {spec}")
     return parse_depends(records[0].get("Depends", ""))
@@ -261,10 +265,10 @@ def _base_name(spec: str) -> str:
     return spec
 
 
-def _total_size(packages: Sequence[str]) -> Optional[int]:
+def _total_size(packages: Sequence[str], arch: str) -> Optional[int]:
     total = 0
     for spec in packages:
-        records = show(spec)
+        records = show(spec, arch)
         if not records or not records[0].get("Size", "").isdigit():
             return None
         total += int(records[0]["Size"])
@@ -275,19 +279,20 @@ def _dir_bytes(dest: Path, before: set) -> int:
     return sum(p.stat().st_size for p in dest.iterdir() if p.name not in before and p.is_file())
 
 
-def download(packages: List[str], dest: Path) -> List[Path]:
+def download(packages: List[str], dest: Path, arch: str = HOST_ARCH) -> List[Path]:
     """
-    Download ``packages`` (``name``, ``name=version`` or ``name/suite``) into
-    ``dest`` with ``apt-get download`` and return the .deb paths, in order.
-    A progress bar on stderr follows the bytes written.
+    Download ``packages`` (``name``, ``name=version`` or ``name/suite``) of
+    Debian architecture *arch* into ``dest`` with ``apt-get download`` and
+    return the .deb paths, in order. A progress bar on stderr follows the
+    bytes written.
     """
     if not packages:
         return []
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    total = _total_size(packages)
+    total = _total_size(packages, arch)
     before = {p.name for p in dest.iterdir()}
-    argv = ["apt-get", *options(), "download", *packages]
+    argv = ["apt-get", *options(arch), "download", *packages]
     env = dict(os.environ, LC_ALL="C", LANG="C")
     columns = (
         TextColumn("[bold]download[/] {task.description}"),

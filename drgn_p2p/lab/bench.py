@@ -12,13 +12,17 @@ same VMAs:
 * the naive drgn way, ``follow_phys()`` per 4 KiB page — inside the guest and
   over QMP (sampled and extrapolated: see :mod:`drgn_p2p.lab.bench_measure`);
 * the kernel's own walk, bulk reads of ``/proc/PID/pagemap`` inside the guest;
+* the floor: in each audit's process, ``prog.read()`` of exactly the page
+  tables that audit read and nothing else; audit ÷ floor (time over time)
+  is what everything but the reads costs;
 
 plus crash's ``vm -p`` when the distribution's crash can read the kernel.
 
 The load (``guest/benchload.c``): anonymous memory of each size with 4 KiB
 pages (``MADV_NOHUGEPAGE``) and with THPs (``MADV_HUGEPAGE``), a sparse
 mapping with one page written per 2 MiB, 200 small processes, and the
-``fsdax``, ``devdax`` and ``pcibar`` scenarios. Every measurement runs in a
+``fsdax``, ``devdax`` and ``pcibar`` scenarios; each load is one scope (the
+small processes together), and so is the whole system. Every measurement runs in a
 fresh process (its peak RSS is its own) and repeats the timed part
 ``--repeat`` times; the tables give medians. drgn's start-up (debug info
 load) is kept out of the timings and reported on its own.
@@ -43,6 +47,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import LabError, cache_dir
@@ -126,6 +131,18 @@ class Measurement:
         return statistics.median(setup) if setup else None
 
     @property
+    def floor_s(self) -> Optional[float]:
+        """audit: median time of reading only the page tables it reads (the floor)."""
+        floor = self.record.get("floor_s")
+        return statistics.median(floor) if floor else None
+
+    @property
+    def over_floor(self) -> Optional[float]:
+        """audit: median time over the floor's median time (1.0: nothing but the reads)."""
+        t, floor = self.median_s, self.floor_s
+        return t / floor if t and floor else None
+
+    @property
     def walk_rate(self) -> Optional[float]:
         """audit: slots per second of the time above the fixed cost (the marginal rate)."""
         t, setup = self.median_s, self.setup_s
@@ -145,7 +162,15 @@ class Measurement:
             "entries_per_s": self.rate,
             "audit_setup_median_s": self.setup_s,
             "entries_per_s_above_setup": self.walk_rate,
+            "floor_median_s": self.floor_s,
+            "audit_over_floor": self.over_floor,
         }
+
+
+def scope_args(load: Load, pids: Sequence[int]) -> List[str]:
+    """The measuring process's scope for *load* held as *pids*: its process, or every small one."""
+    chosen = pids if load.mode == "small" else pids[:1]
+    return [arg for pid in chosen for arg in ("--pid", str(pid))]
 
 
 def _measure_argv(method: str, target: str, scope: Sequence[str], vmlinux: str, qmp: str,
@@ -243,7 +268,7 @@ class Bench:
                 raise LabError(f"status {rc}: {output[-1500:]}")
             record = _last_json(output, what)
         except (LabError, subprocess.TimeoutExpired, ValueError) as e:
-            _console.print(f" [red]failed[/] ({e})")
+            _console.print(f" [red]failed[/] ({escape(str(e))})")
             self.notes.setdefault("failures", []).append(f"{what}: {e}")
             return None
         if guest_profile:
@@ -321,7 +346,8 @@ def _ratio(a: Optional[Measurement], b: Optional[Measurement]) -> Optional[float
 
 
 def ratios(results: Sequence[Measurement]) -> List[Dict[str, Any]]:
-    """Per scope: drgn-p2p over pagemap and over follow_phys (throughput ratios)."""
+    """Per scope: drgn-p2p's time over its floor's (bare page-table reads), and its
+    throughput over pagemap's and follow_phys's."""
     rows = []
     for scope in dict.fromkeys(m.scope for m in results):
         live = _find(results, scope, "audit", "kcore")
@@ -329,6 +355,8 @@ def ratios(results: Sequence[Measurement]) -> List[Dict[str, Any]]:
         pagemap = _find(results, scope, "pagemap", "pagemap")
         rows.append({
             "scope": scope,
+            "audit_live_over_floor": live.over_floor if live else None,
+            "audit_qemu_over_floor": qemu.over_floor if qemu else None,
             "audit_live_over_pagemap": _ratio(live, pagemap),
             "audit_live_above_setup_over_pagemap": (
                 live.walk_rate / pagemap.rate if live and pagemap and live.walk_rate and pagemap.rate else None
@@ -366,6 +394,7 @@ def _rows(results: Sequence[Measurement]) -> List[List[str]]:
             str(r["slots"]), str(r.get("present", "")), _fmt(m.median_s, ".4g"),
             _fmt(m.rate / 1e6 if m.rate else None),
             _fmt(m.setup_s, ".3g") if m.setup_s is not None else "",
+            _fmt(m.floor_s, ".3g") if m.floor_s is not None else "",
             _fmt(m.walk_rate / 1e6 if m.walk_rate else None) if m.setup_s is not None else "",
             _fmt(r["hwm_kib"] / 1024, ".0f"),
             _fmt((r["hwm_kib"] - r["hwm_startup_kib"]) / 1024, ".0f"), note,
@@ -374,10 +403,10 @@ def _rows(results: Sequence[Measurement]) -> List[List[str]]:
 
 
 _HEADERS = ["scope", "mapped MiB", "method", "leaf slots", "present", "median s",
-            "M entries/s", "audit setup s", "M entries/s above setup", "peak RSS MiB", "RSS growth MiB", "note"]
-_RATIO_KEYS = ("audit_live_over_pagemap", "audit_live_above_setup_over_pagemap",
+            "M entries/s", "audit setup s", "floor s", "M entries/s above setup", "peak RSS MiB", "RSS growth MiB", "note"]
+_RATIO_KEYS = ("audit_live_over_floor", "audit_qemu_over_floor", "audit_live_over_pagemap", "audit_live_above_setup_over_pagemap",
                "audit_live_over_follow_live", "audit_qemu_over_follow_qemu")
-_RATIO_HEADERS = ["scope", "audit:pagemap (live)", "audit:pagemap above setup (live)",
+_RATIO_HEADERS = ["scope", "audit time ÷ floor (live)", "audit time ÷ floor (qemu)", "audit:pagemap (live)", "audit:pagemap above setup (live)",
                   "audit:follow_phys (live)", "audit:follow_phys (qemu)"]
 
 
@@ -402,6 +431,9 @@ def markdown(doc: Dict[str, Any], results: Sequence[Measurement]) -> str:
         "entries/s = leaf slots examined (4 KiB pages covered by the VMAs walked) / median time. "
         "Ratios are throughput ratios within this one run. \"audit setup\" is the same audit() call "
         "selecting no process (layout, classifier, task-list walk): its fixed cost per call; "
+        "\"floor\" is the bare cost of the audit's own reads (prog.read of exactly the page tables "
+        "the audit reads, in the same process and guest), and \"audit time ÷ floor\" the audit's "
+        "median time over the floor's (1.0×: nothing but the reads); "
         "\"above setup\" rates divide the slots by the time above it. \"mapped MiB\" of the system "
         "scope is the sum of the loads' sizes (the sparse mapping is mostly unpopulated).",
         "",
@@ -429,23 +461,42 @@ def markdown(doc: Dict[str, Any], results: Sequence[Measurement]) -> str:
     return "\n".join(parts)
 
 
-def print_tables(doc: Dict[str, Any], results: Sequence[Measurement]) -> None:
-    """The result tables with rich, on stderr."""
-    t = Table(title="drgn-p2p:pagemap and drgn-p2p:follow_phys (throughput ratios)")
+def _table_console(console: Console) -> Console:
+    """*console*, or when it is not a terminal (a log, a pipe) one as wide as the tables need.
+
+    rich lays a non-terminal out in 80 columns, which cuts every cell of the
+    measurements table to a few characters; a log has no width to respect.
+    """
+    if console.is_terminal:
+        return console
+    return Console(file=console.file, highlight=False, width=_LOG_WIDTH, force_terminal=False)
+
+
+#: Columns of the tables written to a non-terminal: wider than any row.
+_LOG_WIDTH = 400
+
+
+def print_tables(doc: Dict[str, Any], results: Sequence[Measurement], markdown_path: Optional[Path] = None,
+                 console: Optional[Console] = None) -> None:
+    """The result tables with rich, on stderr (at full width when stderr is not a terminal)."""
+    console = _table_console(console or _console)
+    t = Table(title="drgn-p2p ÷ floor (time), drgn-p2p:pagemap and drgn-p2p:follow_phys (throughput ratios)")
     for h in _RATIO_HEADERS:
         t.add_column(h, justify="right" if h != "scope" else "left")
     for row in _ratio_rows(doc["ratios"]):
         t.add_row(*row)
-    _console.print(t)
+    console.print(t)
     t = Table(title="Measurements (medians)")
     for h in _HEADERS:
         t.add_column(h, justify="left" if h in ("scope", "method", "note") else "right")
     for row in _rows(results):
         t.add_row(*row)
-    _console.print(t)
+    console.print(t)
     for target, v in doc["startup"].items():
-        _console.print(f"drgn start-up via {target}: median {v['median_s']:.3g} s "
+        console.print(f"drgn start-up via {target}: median {v['median_s']:.3g} s "
                        f"(min {v['min_s']:.3g}, max {v['max_s']:.3g}, {v['n']} processes)")
+    if markdown_path is not None:
+        console.print(f"the same tables in Markdown: {escape(str(markdown_path))}")
 
 
 def plot(results: Sequence[Measurement], path: Path) -> Optional[str]:
@@ -492,6 +543,11 @@ def plot(results: Sequence[Measurement], path: Path) -> Optional[str]:
     return None
 
 
+def results_message(out: Path, why_not: Optional[str]) -> str:
+    """The last line of a run, as rich markup (*out* and *why_not* escaped: ``[bench]`` is not a tag)."""
+    return f"bench: results in {escape(str(out))}" + (f" (no plot: {escape(why_not)})" if why_not else "")
+
+
 def _default_out() -> Path:
     return cache_dir() / "bench" / time.strftime("%Y%m%d-%H%M%S")
 
@@ -524,9 +580,7 @@ def main(kernel_name: str = "newest", memory: str = "6G", out: Optional[Path] = 
         _console.print(f"bench: holding {len(loads)} loads …")
         bench.hold(loads)
         for load in loads:
-            if load.mode == "small":
-                continue
-            bench.measure_scope(load.name, load.mapped_mib, ["--pid", str(bench.held[load.name][0])])
+            bench.measure_scope(load.name, load.mapped_mib, scope_args(load, bench.held[load.name]))
         if system:
             bench.measure_scope("system", sum(load.mapped_mib for load in loads), ["--system"])
         if profile:
@@ -554,8 +608,8 @@ def main(kernel_name: str = "newest", memory: str = "6G", out: Optional[Path] = 
     doc["plot"] = str(out / "bench.png") if why_not is None else why_not
     (out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
     (out / "results.md").write_text(markdown(doc, results))
-    print_tables(doc, results)
-    _console.print(f"bench: results in {out}" + (f" (no plot: {why_not})" if why_not else ""))
+    print_tables(doc, results, out / "results.md")
+    _console.print(results_message(out, why_not))
     return out
 
 
@@ -584,5 +638,5 @@ def bench_command(kernel_name: str, memory: str, out: Optional[Path], repeat: in
         main(kernel_name, memory, out, repeat, sample, size_list, small, not no_system, not no_crash,
              timeout, profile)
     except LabError as e:
-        _console.print(f"[bold red]error:[/] {e}")
+        _console.print(f"[bold red]error:[/] {escape(str(e))}")
         sys.exit(2)

@@ -28,6 +28,12 @@ Methods:
     ``drgn_p2p.audit(prog, pids=...)`` end to end (layout, classifier, walk,
     decode, classify, coalesce, rules). ``setup_s``: the same call selecting
     no process (layout, classifier, task-list walk), the per-call fixed cost.
+    ``floor_s``: the floor, the bare cost of the audit's own page-table reads:
+    one more (untimed) audit records every ``(phys, size)`` its walkers read,
+    and each repeat then times only ``prog.read(phys, size, True)`` of exactly
+    those, in the same order, on the same program (``floor_reads``,
+    ``floor_bytes``). ``audit ÷ floor`` is what everything but reading the
+    page tables costs on top of them.
 ``follow``
     drgn's ``follow_phys(mm, addr)`` for every 4 KiB page of the same VMAs
     (``FaultError`` = not mapped). With ``--sample N`` only N evenly spaced
@@ -93,15 +99,63 @@ def _measure_audit(prog, pids: Sequence[int], repeat: int) -> Dict[str, object]:
         setup.append(time.perf_counter() - t)
     slots = sum((v.vma.end - v.vma.start) // _PAGE for v in result.vmas)
     present = sum(n for v in result.vmas for _, n in v.pages_by_kind)
+    reads = audit_reads(prog, pids)
+    floor: List[float] = []
+    for _ in range(repeat):
+        floor.append(time_reads(prog, reads))
     return {
         "times_s": times,
         "slots": slots,
         "vmas": len(result.vmas),
         "present": present,
         "setup_s": setup,
+        "floor_s": floor,
+        "floor_reads": len(reads),
+        "floor_bytes": sum(size for _, size in reads),
         "tables_read": result.stats.tables_read,
         "findings": len(result.findings),
     }
+
+
+def audit_reads(prog, pids: Sequence[int]) -> List[Tuple[int, int]]:
+    """``(phys, size)`` of every page-table read of one ``audit(prog, pids=pids)``, in order.
+
+    The audit's walkers are built by ``drgn_p2p.pipeline.PageTableWalker``;
+    for this one call it is a subclass whose physical reader records each read.
+    """
+    from drgn_p2p import audit, pipeline
+
+    reads: List[Tuple[int, int]] = []
+    walker = pipeline.PageTableWalker
+
+    class Recording(walker):  # type: ignore[misc, valid-type]
+        def __init__(self, read, *args, **kwargs) -> None:
+            def recorded(phys: int, size: int) -> bytes:
+                reads.append((phys, size))
+                return read(phys, size)
+
+            super().__init__(recorded, *args, **kwargs)
+
+    pipeline.PageTableWalker = Recording
+    try:
+        audit(prog, pids=pids)
+    finally:
+        pipeline.PageTableWalker = walker
+    return reads
+
+
+def time_reads(prog, reads: Sequence[Tuple[int, int]]) -> float:
+    """Seconds to read *reads* (``(phys, size)``) of physical memory, nothing else."""
+    import drgn
+
+    read = prog.read
+    t = time.perf_counter()
+    for phys, size in reads:
+        try:
+            read(phys, size, True)
+        except drgn.FaultError:
+            pass  # the audit met the same fault (a TableFault)
+    return time.perf_counter() - t
 
 
 # -- follow_phys ---------------------------------------------------------------

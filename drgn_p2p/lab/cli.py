@@ -37,26 +37,33 @@ VIAS = ("qemu", "vmcore", "live")
 
 
 def _kernel(name: Optional[str], bzimage: Optional[str], vmlinux: Optional[str], modules: Optional[str],
-            config: Optional[str], kernel_dir: Optional[str] = None):
-    from .kernels import KERNEL_NAMES, build_tree_kernel, ensure_kernel, user_kernel
+            config: Optional[str], arch: str = "amd64", kernel_dir: Optional[str] = None):
+    from .kernels import build_tree_kernel, ensure_kernel, user_kernel
 
+    if kernel_dir and arch != "amd64":
+        raise click.UsageError("--kernel-dir boots x86-64 kernels only; --arch arm64 uses the lab's Debian kernels")
     if kernel_dir:
         if bzimage or vmlinux or config:
             raise click.UsageError("--kernel-dir takes the image, vmlinux and .config from the build tree: "
                                    "give no --bzimage, --vmlinux or --config")
         return build_tree_kernel(Path(kernel_dir), Path(modules) if modules else None)
-    if name and name not in KERNEL_NAMES:
+    if name and ("/" in name or Path(name).is_file()):  # an image file, not a lab kernel's name
         if not Path(name).is_file():
-            raise click.UsageError(f"--kernel {name}: neither a lab kernel ({', '.join(KERNEL_NAMES)}) nor an image file")
+            raise click.UsageError(f"--kernel {name}: no such kernel image file (nor a lab kernel's name)")
+        if arch != "amd64":
+            raise click.UsageError("--kernel PATH boots x86-64 kernels only; --arch arm64 uses the lab's Debian kernels")
         if bzimage:
             raise click.UsageError("give the image once: --kernel PATH or --bzimage PATH")
         bzimage = name
     if bzimage or vmlinux:
         if not (bzimage and vmlinux):
             raise click.UsageError("--bzimage and --vmlinux go together")
+        if arch != "amd64":
+            raise click.UsageError("--bzimage boots x86-64 kernels only; --arch arm64 uses the lab's Debian kernels")
         return user_kernel(Path(bzimage), Path(vmlinux), Path(modules) if modules else None,
                            Path(config) if config else None)
-    return ensure_kernel(name or "newest")
+    return ensure_kernel(name or "newest", arch)
+
 
 
 def audit_argv(guest, via: str, args: Sequence[str], dump_dir: Path) -> Tuple[List[str], Optional[str]]:
@@ -70,10 +77,18 @@ def audit_argv(guest, via: str, args: Sequence[str], dump_dir: Path) -> Tuple[Li
     if via == "qemu":
         return base + ["--qemu", guest.qmp_path] + list(args), None
     if via == "vmcore":
+        if getattr(guest.kernel, "arch", "amd64") != "amd64":
+            # libkdumpfile cannot translate the 52-bit (LPA2, 5-level) arm64 tables of a
+            # QEMU kdump file ("No way to translate"); an ELF dump is read by drgn alone.
+            core = dump_dir / "vmcore.elf"
+            guest.dump(core, fmt="elf")
+            return base + ["-c", str(core)] + list(args), None
         core = dump_dir / "vmcore.kdump"
         guest.dump(core, fmt="kdump-zlib")
         return base + ["-c", str(core), "--architecture", "x86_64"] + list(args), None
     if via == "live":
+        if getattr(guest.kernel, "arch", "amd64") != "amd64":
+            raise LabError("the arm64 guest's busybox root has no Python and drgn: audit it --via qemu or vmcore")
         return base + ["-k"] + list(args), "guest"
     raise click.UsageError(f"unknown --via {via!r} (one of {', '.join(VIAS)})")
 
@@ -124,14 +139,16 @@ lab.add_command(fetch_command, name="fetch")
 lab.add_command(bench_command, name="bench")
 
 _kernel_options = [
-    click.option("--kernel", "kernel_name", default="newest", show_default=True, help="Lab kernel (newest, 6.12 or 6.1), or the path of a kernel image (with --vmlinux)."),
+    click.option("--kernel", "kernel_name", default="newest", show_default=True, help="Lab kernel: newest, 6.12 or 6.1 (arm64: newest, newest-16k, 6.12), or the path of a kernel image (with --vmlinux)."),
     click.option("--kernel-dir", metavar="BUILD", help="A kernel build tree: arch/x86/boot/bzImage, vmlinux, .config; modules from lib/modules/KVER under it (make modules_install INSTALL_MOD_PATH=BUILD) or built in place."),
+    click.option("--arch", type=click.Choice(("amd64", "arm64")), default="amd64", show_default=True,
+                 help="Debian architecture of the guest; arm64 runs under TCG (qemu-system-aarch64)."),
     click.option("--bzimage", metavar="PATH", help="Boot your own kernel image instead (with --vmlinux)."),
     click.option("--vmlinux", metavar="PATH", help="vmlinux with debug info of --bzimage."),
     click.option("--modules", metavar="DIR", help="Module tree of --bzimage (lib/modules/KVER)."),
     click.option("--config", "kconfig", metavar="PATH", help="Kernel config of --bzimage (default: looked for beside it, in --modules, /boot)."),
     click.option("--scenario", "scenarios", multiple=True, help="Scenario to hold (default: every one the kernel supports); repeatable."),
-    click.option("--4level", "four_level", is_flag=True, help="4-level paging (-cpu max,-la57) instead of 5-level."),
+    click.option("--4level", "four_level", is_flag=True, help="4-level paging instead of 5-level (x86-64: -cpu max,-la57; arm64: lpa2=off, 48-bit VA)."),
 ]
 
 
@@ -141,16 +158,17 @@ def _with_kernel_options(func):
     return func
 
 
-def _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, kernel_dir=None):
+def _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, arch="amd64", kernel_dir=None):
+    from .scenarios import plan
     from .vm import start
 
-    from .scenarios import plan
-
-    kernel = _kernel(kernel_name, bzimage, vmlinux, modules, kconfig, kernel_dir)
+    kernel = _kernel(kernel_name, bzimage, vmlinux, modules, kconfig, arch, kernel_dir)
     # Said before the boot: which scenarios this kernel's config (or release) rules out, and why.
     for name, reason in sorted(plan(kernel, scenarios or None).skipped.items()):
         _console.print(f"lab: {kernel.kver} will skip {name}: {escape(reason)}", soft_wrap=True)
-    _console.print(f"lab: booting {kernel.kver} ({'4' if four_level else '5'}-level paging)…")
+    paging = ("lpa2=off" if four_level else "-cpu max, LPA2") if arch == "arm64" else \
+        ("4" if four_level else "5") + "-level paging"
+    _console.print(f"lab: booting {kernel.kver} ({paging})…")
     guest = start(kernel, scenarios or None, la57=not four_level)
     _console.print(f"lab: {len(guest.mappings)} mappings held; boot retries: {len(guest.boot_retries)}")
     for m in guest.mappings:
@@ -172,7 +190,7 @@ def _report_failed(guest) -> None:
 @_with_kernel_options
 @click.option("--via", "vias", multiple=True, type=click.Choice(VIAS), help="Program source(s) to audit through (default: all three).")
 @click.argument("audit_args", nargs=-1, type=click.UNPROCESSED)
-def run(kernel_name, kernel_dir, bzimage, vmlinux, modules, kconfig, scenarios, four_level, vias, audit_args) -> None:
+def run(kernel_name, kernel_dir, arch, bzimage, vmlinux, modules, kconfig, scenarios, four_level, vias, audit_args) -> None:
     """Boot, hold the mappings, and run 'drgn-p2p audit AUDIT_ARGS' each way.
 
     With --json among AUDIT_ARGS, stdout carries one JSON line per program
@@ -186,10 +204,12 @@ def run(kernel_name, kernel_dir, bzimage, vmlinux, modules, kconfig, scenarios, 
         _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
     try:
-        guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, kernel_dir)
+        guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, arch, kernel_dir)
     except LabError as e:
         _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
+    if not vias and arch != "amd64":
+        vias = ("qemu", "vmcore")  # no Python in the arm64 root: no live audit
     worst = 0
     as_json = _wants_json(audit_args)
     try:
@@ -320,10 +340,10 @@ def _wants_json(audit_args) -> bool:
 
 @lab.command()
 @_with_kernel_options
-def shell(kernel_name, kernel_dir, bzimage, vmlinux, modules, kconfig, scenarios, four_level) -> None:
+def shell(kernel_name, kernel_dir, arch, bzimage, vmlinux, modules, kconfig, scenarios, four_level) -> None:
     """Boot with the mappings held and keep the guest up until Ctrl-C."""
     try:
-        guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, kernel_dir)
+        guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, arch, kernel_dir)
     except LabError as e:
         _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
@@ -342,3 +362,43 @@ def shell(kernel_name, kernel_dir, bzimage, vmlinux, modules, kconfig, scenarios
         pass
     finally:
         guest.close()
+
+
+@lab.command("gup-probe")
+@_with_kernel_options
+@click.option("-o", "--output", metavar="FILE", help="Write the JSON document (drgn-p2p/gup-observed/1) to FILE "
+              "instead of stdout.")
+def gup_probe(kernel_name, arch, bzimage, vmlinux, modules, kconfig, scenarios, four_level, output) -> None:
+    """Try each GUP user (O_DIRECT, io_uring, RDMA, vmsplice, futex, process_vm_readv,
+    /proc/PID/mem) on each held mapping and record what the kernel really did.
+
+    Exits 2 when the lab fails, or when a mapping could not be set up or probed.
+    """
+    from .gup import probe
+
+    if arch != "amd64":
+        raise click.UsageError("gup-probe runs on x86-64 guests only (the arm64 lab holds no probe yet)")
+    if output and (not Path(output).parent.is_dir() or Path(output).is_dir()):
+        raise click.UsageError(f"cannot write {output}: no such directory, or it is a directory")
+    try:
+        kernel = _kernel(kernel_name, bzimage, vmlinux, modules, kconfig)
+        observed = probe(kernel, scenarios or None, la57=not four_level, log=lambda line: _console.print(escape(line), soft_wrap=True))
+    except LabError as e:
+        _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
+        sys.exit(2)
+    text = json.dumps(observed.to_json(), indent=1) + "\n"
+    if output:
+        try:
+            Path(output).write_text(text)
+        except OSError as e:
+            _console.print(f"[bold red]error:[/] cannot write {escape(output)}: {escape(e.strerror or str(e))}")
+            sys.exit(2)
+    else:
+        click.echo(text, nl=False)
+    for m in observed.mappings:
+        outcomes = " ".join(f"{a.user}={a.outcome}{'*' if a.migrated else ''}" for a in m.attempts)
+        _console.print(f"  {m.scenario:<16} {m.expect:<20} {escape(outcomes)}", soft_wrap=True)
+    for problem in observed.problems:
+        _console.print(f"[bold red]problem:[/] {escape(problem)}", soft_wrap=True)
+    _console.print(f"lab: gup-probe of {observed.kernel} took {observed.timings.get('total', 0):.0f} s")
+    sys.exit(2 if observed.problems else 0)

@@ -68,7 +68,9 @@ def _busybox() -> Path:
 def module_paths(modules_dir: Path, kver: str, names: Iterable[str] = BOOT_MODULES) -> List[Path]:
     """
     Return the module files that load *names* and their dependencies, in load
-    order, using ``modprobe --show-depends``. Built-in modules are left out.
+    order, using ``modprobe --show-depends`` without the host's modprobe.d
+    (whose ``install`` rules, such as ndctl's for libnvdimm, would hide a
+    dependency). Built-in modules are left out.
 
     :param modules_dir: The kernel's module directory (with modules.dep).
     """
@@ -80,7 +82,7 @@ def module_paths(modules_dir: Path, kver: str, names: Iterable[str] = BOOT_MODUL
         (Path(root) / "lib" / "modules" / kver).symlink_to(Path(modules_dir).resolve())
         for name in names:
             proc = subprocess.run(
-                [modprobe, "-d", root, "-S", kver, "--show-depends", name],
+                [modprobe, "-C", "/dev/null", "-d", root, "-S", kver, "--show-depends", name],
                 capture_output=True, text=True,
             )
             if proc.returncode != 0:

@@ -4,8 +4,10 @@ Lab kernels
 -----------
 
 The kernels the lab boots: Debian builds pinned in ``kernels.json`` (``6.1``
-from bookworm, ``6.12`` from trixie, ``newest`` from sid), fetched with the
-private apt configuration of :mod:`drgn_p2p.lab.apt` and normalised into
+from bookworm, ``6.12`` from trixie, ``newest`` from sid; entries named
+``arm64/NAME`` are the arm64 lab's, with their Debian ``arch`` and
+``flavour``), fetched with the private apt configuration of
+:mod:`drgn_p2p.lab.apt` for their architecture and normalised into
 ``cache_dir()/kernels/<KVER>/``::
 
     vmlinuz  config  System.map  vmlinux  kernel.json  .complete
@@ -17,7 +19,8 @@ the -dbg archive is read once, up to vmlinux, and nothing else is extracted. ``.
 fetched again from scratch. The .debs are deleted afterwards.
 
 A pinned kernel that has left the mirror is replaced by the current one of its
-suite, found through the suite's ``linux-image-amd64`` metapackage.
+suite, found through the suite's ``linux-image-FLAVOUR`` metapackage
+(``linux-image-amd64``, ``linux-image-arm64``, ``linux-image-arm64-16k``).
 """
 
 import fcntl
@@ -67,6 +70,8 @@ __all__ = (
 
 #: Names of the pinned kernels, in manifest order.
 KERNEL_NAMES = ("6.1", "6.12", "newest")
+#: Debian architectures the lab can boot, the host's first.
+ARCHES = ("amd64", "arm64")
 
 #: Config options recorded in kernel.json (None when not set).
 RECORDED_CONFIG = (
@@ -103,9 +108,14 @@ class KernelSpec:
     version: str
     packages: Tuple[str, ...]
     dbg: str
+    #: Debian architecture of the packages (``amd64``, ``arm64``).
+    arch: str = "amd64"
+    #: Debian kernel flavour: the ``linux-image-FLAVOUR`` metapackage that names the suite's current kernel.
+    flavour: str = "amd64"
 
     @classmethod
     def from_manifest(cls, name: str, entry: Mapping[str, object]) -> "KernelSpec":
+        arch = str(entry.get("arch", "amd64"))
         return cls(
             name=name,
             suite=str(entry["suite"]),
@@ -113,6 +123,8 @@ class KernelSpec:
             version=str(entry["version"]),
             packages=tuple(str(p) for p in entry["packages"]),  # type: ignore[union-attr]
             dbg=str(entry["dbg"]),
+            arch=arch,
+            flavour=str(entry.get("flavour", arch)),
         )
 
     def all_packages(self) -> Tuple[str, ...]:
@@ -133,6 +145,8 @@ class Kernel:
     suite: Optional[str] = None
     cc: Optional[str] = None
     system_map: Optional[Path] = None
+    #: Debian architecture the kernel runs on (``amd64``, ``arm64``).
+    arch: str = "amd64"
 
     @classmethod
     def from_dir(cls, kdir: Path) -> "Kernel":
@@ -150,6 +164,7 @@ class Kernel:
             suite=record["suite"],
             cc=record.get("cc"),
             system_map=kdir / "System.map" if (kdir / "System.map").exists() else None,
+            arch=record.get("arch", "amd64"),
         )
 
 
@@ -210,20 +225,38 @@ def image_packages(kver: str, available: Sequence[str], image_depends: Sequence[
     return split
 
 
+#: ``struct arm64_image_header``: ``magic`` at offset 0x38 (Documentation/arch/arm64/booting.rst).
+_ARM64_IMAGE_MAGIC = b"ARM\x64"
+
+
 def bzimage_version(path: Path) -> str:
     """
-    Return the version string of an x86 bzImage's setup header, e.g.
-    ``6.12.117+deb13-amd64 (builder@host) #1 SMP ...``.
+    Return the version string of a kernel image, e.g.
+    ``6.12.117+deb13-amd64 (builder@host) #1 SMP ...``: from an x86 bzImage's
+    setup header, or from the ``linux_banner`` inside an (uncompressed, as
+    Debian ships it) arm64 ``Image``.
     """
     with open(path, "rb") as f:
         head = f.read(0x8000)
+    if head[0x38:0x3C] == _ARM64_IMAGE_MAGIC:
+        return _arm64_image_version(path)
     if head[0x202:0x206] != b"HdrS":
-        raise LabError(f"{path} is not an x86 bzImage")
+        raise LabError(f"{path} is neither an x86 bzImage nor an arm64 Image")
     offset, = struct.unpack_from("<H", head, 0x20E)
     text = head[0x200 + offset :].split(b"\0", 1)[0].decode(errors="replace")
     if not text.split():
         raise LabError(f"{path} carries no kernel version string")
     return text
+
+
+def _arm64_image_version(path: Path) -> str:
+    """The text after ``Linux version `` of an arm64 Image's banner, up to its newline."""
+    data = path.read_bytes()
+    start = data.find(b"Linux version ")
+    if start < 0:
+        raise LabError(f"{path} is an arm64 Image without a Linux version banner (compressed?)")
+    end = data.find(b"\n", start)
+    return data[start + len("Linux version ") : end].decode(errors="replace")
 
 
 def bzimage_release(path: Path) -> str:
@@ -261,39 +294,51 @@ def kernels_dir() -> Path:
     return cache_dir() / "kernels"
 
 
-def manifest() -> Dict[str, KernelSpec]:
-    """Return the pinned kernels of ``kernels.json`` by name."""
+def manifest(arch: str = "amd64") -> Dict[str, KernelSpec]:
+    """Return the pinned kernels of ``kernels.json`` for Debian architecture *arch*, by name.
+
+    The host architecture's entries are named plainly (``newest``); another
+    architecture's are ``ARCH/NAME`` in the file and ``NAME`` here.
+    """
     data = json.loads(_MANIFEST.read_text())
-    return {name: KernelSpec.from_manifest(name, entry) for name, entry in data.items()}
+    specs = {}
+    for key, entry in data.items():
+        spec = KernelSpec.from_manifest(key.split("/", 1)[-1], entry)
+        if spec.arch == arch:
+            specs[spec.name] = spec
+    return specs
 
 
-def _spec(name: str) -> KernelSpec:
-    specs = manifest()
+def _spec(name: str, arch: str = "amd64") -> KernelSpec:
+    specs = manifest(arch)
+    if not specs:
+        raise LabError(f"the lab has no {arch} kernels: choose --arch {' or '.join(ARCHES)}")
     if name not in specs:
-        raise LabError(f"unknown kernel {name!r}: choose one of {', '.join(specs)}")
+        raise LabError(f"unknown {arch} kernel {name!r}: choose one of {', '.join(specs)}")
     return specs[name]
 
 
 def _offered(spec: KernelSpec) -> bool:
     """Whether the suite still offers every package of ``spec`` at its pinned version."""
-    offered = {(c.package, c.version, c.suite) for c in apt.madison(*spec.all_packages())}
+    offered = {(c.package, c.version, c.suite) for c in apt.madison(*spec.all_packages(), arch=spec.arch)}
     return all((p, spec.version, spec.suite) in offered for p in spec.all_packages())
 
 
 def resolve(spec: KernelSpec) -> KernelSpec:
     """
     Return ``spec`` if its suite still offers it, else the suite's current
-    kernel as named by its ``linux-image-amd64`` metapackage.
+    kernel as named by its ``linux-image-FLAVOUR`` metapackage.
     """
     if _offered(spec):
         return spec
-    version = apt.version_in("linux-image-amd64", spec.suite)
+    meta, arch = f"linux-image-{spec.flavour}", spec.arch
+    version = apt.version_in(meta, spec.suite, arch=arch)
     if version is None:
-        raise LabError(f"{spec.suite} offers no linux-image-amd64")
-    kver = kver_from_meta_depends(apt.depends(f"linux-image-amd64={version}"))
+        raise LabError(f"{spec.suite} offers no {meta} ({arch})")
+    kver = kver_from_meta_depends(apt.depends(f"{meta}={version}", arch=arch))
     unsigned = f"linux-image-{kver}-unsigned"
-    available = [c.package for c in apt.madison(unsigned) if c.suite == spec.suite]
-    image_deps = [] if available else apt.depends(f"linux-image-{kver}={version}")
+    available = [c.package for c in apt.madison(unsigned, arch=arch) if c.suite == spec.suite]
+    image_deps = [] if available else apt.depends(f"linux-image-{kver}={version}", arch=arch)
     current = KernelSpec(
         name=spec.name,
         suite=spec.suite,
@@ -301,6 +346,8 @@ def resolve(spec: KernelSpec) -> KernelSpec:
         version=version,
         packages=tuple(image_packages(kver, available, image_deps)),
         dbg=f"linux-image-{kver}-dbg",
+        arch=arch,
+        flavour=spec.flavour,
     )
     if not _offered(current):
         raise LabError(f"{spec.suite} does not offer every package of {kver} at {version}")
@@ -434,6 +481,7 @@ def _verify_vmlinux(path: Path, bzimage: Path) -> Optional[str]:
 def _record(spec: KernelSpec, pin: str, config: Mapping[str, str], build_id: Optional[str]) -> Dict[str, object]:
     return {
         "name": spec.name,
+        "arch": spec.arch,
         "suite": spec.suite,
         "kver": spec.kver,
         "pin": pin,
@@ -454,8 +502,8 @@ def _fetch(spec: KernelSpec, pin: str, kdir: Path) -> None:
     staging.mkdir(parents=True)
     _console.print(f"[bold]fetching {spec.name}[/] ({spec.kver}, {spec.suite}) into {kdir}")
     pinned = [f"{p}={spec.version}" for p in spec.packages]
-    images = apt.download(pinned, debs)
-    (dbg,) = apt.download([f"{spec.dbg}={spec.version}"], debs)
+    images = apt.download(pinned, debs, arch=spec.arch)
+    (dbg,) = apt.download([f"{spec.dbg}={spec.version}"], debs, arch=spec.arch)
     with _step("extract image and modules"):
         for deb in images:
             _check(["dpkg-deb", "-x", str(deb), str(staging)])
@@ -492,17 +540,19 @@ def _cached(spec: KernelSpec) -> Optional[Kernel]:
         return Kernel.from_dir(kdir)
     for kernel in cached_kernels():
         record = json.loads((kernel.dir / _RECORD).read_text())
-        if record.get("name") == spec.name and record.get("pin") == spec.kver:
+        if (record.get("name") == spec.name and record.get("pin") == spec.kver
+                and record.get("arch", "amd64") == spec.arch):
             return kernel
     return None
 
 
-def ensure_kernel(name: str) -> Kernel:
+def ensure_kernel(name: str, arch: str = "amd64") -> Kernel:
     """
-    Return the pinned kernel ``name`` (``"6.1"``, ``"6.12"`` or ``"newest"``),
-    fetching it first unless it is cached. A cached kernel needs no network.
+    Return the pinned kernel ``name`` (``"6.1"``, ``"6.12"`` or ``"newest"``)
+    of Debian architecture *arch*, fetching it first unless it is cached. A
+    cached kernel needs no network.
     """
-    spec = _spec(name)
+    spec = _spec(name, arch)
     kernel = _cached(spec)
     if kernel is not None:
         return kernel
@@ -691,12 +741,20 @@ def _in_place_modules(build: Path, kver: str) -> Path:
 
 
 @click.command("fetch")
-@click.argument("names", nargs=-1, type=click.Choice(KERNEL_NAMES))
-def fetch_command(names: Tuple[str, ...]) -> None:
-    """Fetch the lab's kernels (default: newest, 6.12, 6.1) and print where each is cached."""
-    for name in names or ("newest", "6.12", "6.1"):
+@click.option("--arch", type=click.Choice(ARCHES), default="amd64", show_default=True,
+              help="Debian architecture of the kernels (arm64: newest, newest-16k, 6.12).")
+@click.argument("names", nargs=-1)
+def fetch_command(arch: str, names: Tuple[str, ...]) -> None:
+    """Fetch the lab's kernels (default: every one pinned for --arch) and print where each is cached."""
+    pinned = list(manifest(arch))
+    unknown = [n for n in names if n not in pinned]
+    if unknown:
+        raise click.BadParameter(f"unknown {arch} kernel {unknown[0]!r}: choose from {', '.join(pinned)}",
+                                 param_hint="NAMES")
+    default = ("newest", "6.12", "6.1") if arch == "amd64" else tuple(pinned)
+    for name in names or default:
         try:
-            kernel = ensure_kernel(name)
+            kernel = ensure_kernel(name, arch)
         except LabError as e:
             raise click.ClickException(str(e)) from e
         click.echo(f"{name}\t{kernel.kver}\t{kernel.dir}")

@@ -28,6 +28,7 @@ from drgn_p2p.lab import LabError, cache_dir
 
 __all__ = (
     "GUEST_DIR",
+    "NVME_CMB_ID",
     "SCENARIOS",
     "ZOO",
     "Plan",
@@ -88,8 +89,11 @@ _IVSHMEM16 = (
     "-object", "memory-backend-memfd,id=qp-ivs0,size=16M,share=on",
     "-device", "ivshmem-plain,memdev=qp-ivs0",
 )
-#: The NVMe controller whose CMB hosts p2pmem (``p2pdma``, ``p2pdma-ro``).
-_NVME_CMB = ("-device", "nvme,serial=qpnvme0,cmb_size_mb=64")
+#: The QEMU id of the NVMe controller whose CMB hosts p2pmem (the GUP probe
+#: gives it a namespace: O_DIRECT there may move P2PDMA pages).
+NVME_CMB_ID = "qpnvme0"
+#: That controller (``p2pdma``, ``p2pdma-ro``); its serial is its id.
+_NVME_CMB = ("-device", f"nvme,id={NVME_CMB_ID},serial={NVME_CMB_ID},cmb_size_mb=64")
 _P2PDMA = ("CONFIG_PCI_P2PDMA", "CONFIG_BLK_DEV_NVME")
 #: The display devices of ``drm-ttm`` (qxl also backs ``fbdev``).
 _QXL_BOCHS = ("-device", "qxl", "-device", "bochs-display")
@@ -157,6 +161,15 @@ SCENARIOS: Tuple[Scenario, ...] = (
         "fsdax", "fsdax",
         requires=_PMEM + ("CONFIG_FS_DAX", "CONFIG_BLK_DEV_PMEM", "CONFIG_EXT4_FS"),
         cmdline=("memmap=256M!1G",),
+    ),
+    # arm64: pmem from a device-tree "pmem-region" node (drivers/nvdimm/of_pmem.c),
+    # which the lab adds to QEMU virt's DTB (OF_PMEM_RANGE; mem= keeps RAM below
+    # it), switched to fsdax through sysfs (the pfn seed, as ndctl does) and
+    # mounted with ext4 -o dax.
+    Scenario(
+        "fsdax-of", "fsdax",
+        requires=("CONFIG_OF_PMEM", "CONFIG_ZONE_DEVICE", "CONFIG_FS_DAX", "CONFIG_EXT4_FS"),
+        cmdline=("mem=2048M",),
     ),
     Scenario(
         "devdax", "devdax-pmd",
@@ -313,6 +326,17 @@ def _find_test_hmm(kernel: Any, test_hmm: Optional[os.PathLike]) -> Tuple[Option
     return path, None
 
 
+#: Scenarios the arm64 lab sets up so far (its root is busybox, bash and the
+#: holder: no ndctl, mkfs or test_hmm yet); the others are skipped there with
+#: :data:`ARM64_NOT_YET`.
+ARM64_SCENARIOS = ("anon", "pcibar", "fsdax-of")
+ARM64_NOT_YET = "not set up by the arm64 lab yet (its busybox root has anon, pcibar and fsdax-of only)"
+
+#: (physical start, size) of the ``fsdax-of`` pmem: the top 512 MiB of the
+#: guest's 2.5 GiB (QEMU virt's RAM starts at 1 GiB; ``mem=2048M`` ends it here).
+OF_PMEM_RANGE = (0xC000_0000, 512 << 20)
+
+
 def plan(kernel: Any, names: Optional[Iterable[str]] = None,
          test_hmm: Optional[os.PathLike] = None) -> Plan:
     """
@@ -331,10 +355,13 @@ def plan(kernel: Any, names: Optional[Iterable[str]] = None,
     run: List[Scenario] = []
     skipped: Dict[str, str] = {}
     hmm: Optional[Path] = None
+    arm64 = getattr(kernel, "arch", "amd64") == "arm64"
     for s in SCENARIOS:
         if s.name not in wanted:
             continue
         reason = _missing_config(s, config, kernel_version(kernel))
+        if reason is None and arm64 and s.name not in ARM64_SCENARIOS:
+            reason = ARM64_NOT_YET
         if reason is None and s.name in _TEST_HMM_SCENARIOS:
             if hmm is None:
                 hmm, reason = _find_test_hmm(kernel, test_hmm)
@@ -345,31 +372,42 @@ def plan(kernel: Any, names: Optional[Iterable[str]] = None,
     return Plan(tuple(run), skipped, hmm)
 
 
-def holder_binary() -> Path:
+def holder_binary(arch: str = "amd64") -> Path:
     """
-    Return the path of the static ``holder`` program, compiling
-    ``guest/holder.c`` with ``gcc -O2 -static`` into
+    Return the path of the static ``holder`` program for Debian *arch*,
+    compiling ``guest/holder.c`` with ``gcc -O2 -static`` into
     ``<cache>/bin/<source hash>/`` when no binary for this exact source
     exists yet.
     """
-    return guest_binary("holder")
+    return guest_binary("holder", arch)
 
 
-def guest_binary(name: str) -> Path:
+#: The C compiler that builds static guest programs for each Debian architecture
+#: (``gcc-aarch64-linux-gnu`` and ``libc6-dev-arm64-cross`` for arm64).
+GUEST_CC = {"amd64": ("gcc", "gcc libc6-dev"), "arm64": ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu libc6-dev-arm64-cross")}
+
+
+def guest_binary(name: str, arch: str = "amd64") -> Path:
     """
     Return the path of the static guest program ``guest/<name>.c`` (``holder``,
-    ``benchload``), compiled with ``gcc -O2 -static`` into
-    ``<cache>/bin/<source hash>/<name>`` when no binary for this exact source
-    exists yet. The binary keeps the source's name, so its ``comm`` is *name*.
+    ``benchload``) for Debian *arch*, compiled with ``gcc -O2 -static`` (the
+    cross compiler of :data:`GUEST_CC` for another architecture) into
+    ``<cache>/bin/<source hash>[-ARCH]/<name>`` when no binary for this exact
+    source exists yet (the hash covers the headers ``guest/*.h`` it may include).
+    The binary keeps the source's name, so its ``comm`` is *name*.
     """
     src = GUEST_DIR / f"{name}.c"
-    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
-    dest = cache_dir() / "bin" / digest / name
+    digest = hashlib.sha256(src.read_bytes() + b"".join(
+        h.read_bytes() for h in sorted(GUEST_DIR.glob("*.h")))).hexdigest()[:16]
+    dest = cache_dir() / "bin" / (digest if arch == "amd64" else f"{digest}-{arch}") / name
     if dest.exists():
         return dest
-    gcc = shutil.which("gcc")
+    if arch not in GUEST_CC:
+        raise LabError(f"no compiler known for {arch} guests")
+    compiler, packages = GUEST_CC[arch]
+    gcc = shutil.which(compiler)
     if gcc is None:
-        raise LabError(f"gcc not found: the lab compiles guest/{name}.c (install gcc libc6-dev)")
+        raise LabError(f"{compiler} not found: the lab compiles guest/{name}.c (install {packages})")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f"{name}.tmp{os.getpid()}")
     proc = subprocess.run([gcc, "-O2", "-static", "-Wall", "-o", str(tmp), str(src)],

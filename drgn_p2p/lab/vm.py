@@ -45,10 +45,11 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from drgn_p2p.lab import LabError
+from drgn_p2p.lab.guestroot import GUEST_HOLDER, GUEST_MODULES, build_guest_root
 from drgn_p2p.lab.initramfs import build_initramfs
 from drgn_p2p.flattened import SIGNATURE, FlattenedError, is_flattened, records
 from drgn_p2p.lab.qmp import Qmp
-from drgn_p2p.lab.scenarios import GUEST_DIR, Plan, holder_binary, plan
+from drgn_p2p.lab.scenarios import GUEST_DIR, OF_PMEM_RANGE, Plan, holder_binary, plan
 
 __all__ = ("BOOT_RETRIES", "DUMP_FORMATS", "EarlyDeath", "Guest", "accel_args", "boot", "explaining_lines",
            "kvm_usable", "reassemble")
@@ -67,6 +68,9 @@ BOOT_TIMEOUT_ENV = "DRGN_P2P_LAB_BOOT_TIMEOUT"
 BOOT_TIMEOUT = 180.0
 
 _live: Set["Guest"] = set()
+
+#: Seconds an arm64 guest (emulated by TCG on an x86-64 host) may take to hold its mappings.
+FOREIGN_BOOT_TIMEOUT = 900.0
 
 #: How many times a guest that dies before it holds its mappings (in early
 #: boot, or in its stage 2 before ``ready``) is booted again.
@@ -106,6 +110,17 @@ def kvm_usable() -> bool:
     except OSError:
         return False
     return "vmx" in flags or "svm" in flags
+
+
+def arm64_accel_args(lpa2: bool = True) -> List[str]:
+    """
+    QEMU's accelerator and CPU for an arm64 guest on this (x86-64) host: TCG
+    with ``-cpu max``, which has FEAT_LPA2, so a 52-bit kernel runs with
+    52-bit VA (5 levels with 4K pages); ``lpa2=False`` adds ``lpa2=off``
+    (48 bits, 4 levels). ``pauth-impdef=on`` only makes TCG's pointer
+    authentication cheaper.
+    """
+    return ["-accel", "tcg,thread=multi,tb-size=256", "-cpu", "max,pauth-impdef=on" + ("" if lpa2 else ",lpa2=off")]
 
 
 def accel_args(la57: bool = True) -> List[str]:
@@ -388,13 +403,19 @@ def _modules_dir(kernel: Any) -> Optional[Path]:
     return mdir if (mdir / "modules.dep").exists() else None
 
 
+def _foreign(kernel: Any) -> bool:
+    """Whether *kernel* runs on another architecture than the host: its guest boots its own root."""
+    return getattr(kernel, "arch", "amd64") != "amd64"
+
+
 def _config_env(kernel: Any, plan_: Plan, holder: Path) -> str:
     """The shell-quoted /out/config.env that the guest sources."""
     names = " ".join(s.name for s in plan_.scenarios)
+    moddir = f"{GUEST_MODULES}/{kernel.kver}" if _foreign(kernel) else str(_modules_dir(kernel) or "")
     lines = [
         f"QP_KVER={shlex.quote(kernel.kver)}",
-        f"QP_MODDIR={shlex.quote(str(_modules_dir(kernel) or ''))}",
-        f"QP_HOLDER={shlex.quote(str(holder))}",
+        f"QP_MODDIR={shlex.quote(moddir)}",
+        f"QP_HOLDER={shlex.quote(GUEST_HOLDER if _foreign(kernel) else str(holder))}",
         f"QP_TEST_HMM={shlex.quote(str(plan_.test_hmm or ''))}",
         f"QP_TEST_HMM_ARGS={shlex.quote(' '.join(plan_.test_hmm_args()))}",
         f"QP_SCENARIOS={shlex.quote(names)}",
@@ -420,8 +441,11 @@ GUEST_MEMORY = "2560M"
 
 
 def _qemu_argv(kernel: Any, initrd: Path, run_dir: Path, plan_: Plan, la57: bool,
-               memory: str, smp: int, extra_cmdline: Sequence[str]) -> List[str]:
+               memory: str, smp: int, extra_cmdline: Sequence[str],
+               extra_qemu_args: Sequence[str] = ()) -> List[str]:
     """The full QEMU command line for one boot."""
+    if _foreign(kernel):
+        return _arm64_argv(kernel, initrd, run_dir, plan_, la57, memory, smp, extra_cmdline)
     stage2 = _no_space(GUEST_DIR / "init.sh", "guest script")
     cmdline = ["console=ttyS0", "loglevel=4", "panic=-1", f"qp.stage2={stage2}",
                *plan_.cmdline(), *extra_cmdline]
@@ -441,8 +465,67 @@ def _qemu_argv(kernel: Any, initrd: Path, run_dir: Path, plan_: Plan, la57: bool
         *qmp("qmp.sock"), *qmp("qmp-ctl.sock"), "-device", "vmcoreinfo",
         *early,
         *fsdev("hostroot", "/", True), *fsdev("out", run_dir / "out", False),
+        *devices, *extra_qemu_args,
+    ]
+
+
+def _arm64_argv(kernel: Any, initrd: Path, run_dir: Path, plan_: Plan, lpa2: bool,
+                memory: str, smp: int, extra_cmdline: Sequence[str]) -> List[str]:
+    """QEMU's command line for an arm64 guest: the ``virt`` machine with GICv3
+    under TCG, its own root in *initrd* (:mod:`.guestroot`), the out share,
+    the vmcoreinfo device and the scenarios' devices."""
+    if kernel.arch != "arm64":
+        raise LabError(f"the lab cannot boot {kernel.arch} kernels")
+    qemu = shutil.which("qemu-system-aarch64")
+    if qemu is None:
+        raise LabError("qemu-system-aarch64 not found: install qemu-system-arm")
+    cmdline = ["console=ttyAMA0", "loglevel=4", "panic=-1", *plan_.cmdline(), *extra_cmdline]
+    early, devices = plan_.qemu_args()
+    qmp = lambda name: ["-qmp", f"unix:{run_dir / name},server=on,wait=off"]  # noqa: E731
+    machine = ["-machine", "virt,gic-version=3", *arm64_accel_args(lpa2), "-smp", str(smp), "-m", memory,
+               "-nodefaults", "-no-user-config", "-display", "none"]
+    if any(s.name == "fsdax-of" for s in plan_.scenarios):
+        machine += ["-dtb", str(_pmem_dtb(qemu, machine, run_dir, *OF_PMEM_RANGE))]
+    return [
+        qemu, "-name", "drgn-p2p-guest", *machine, "-no-reboot",
+        "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd), "-append", " ".join(cmdline),
+        "-chardev", f"file,id=ser0,path={run_dir / 'console.log'}", "-serial", "chardev:ser0",
+        *qmp("qmp.sock"), *qmp("qmp-ctl.sock"), "-device", "vmcoreinfo",
+        *early,
+        "-fsdev", f"local,id=out,path={run_dir / 'out'},security_model=none",
+        "-device", "virtio-9p-pci,fsdev=out,mount_tag=out",
         *devices,
     ]
+
+
+def _pmem_dtb(qemu: str, machine: Sequence[str], run_dir: Path, base: int, size: int) -> Path:
+    """QEMU virt's device tree for *machine* with a ``pmem-region`` node
+    (drivers/nvdimm/of_pmem.c) for ``[base, base + size)``. QEMU rewrites the
+    memory nodes of a ``-dtb`` from ``-m``: the scenario keeps RAM below *base*
+    with ``mem=`` on the kernel command line."""
+    raw, dtb = run_dir / "virt.dtb", run_dir / "virt-pmem.dtb"
+    argv = list(machine)
+    argv[1] += f",dumpdtb={raw}"
+    proc = subprocess.run([qemu, *argv], capture_output=True, text=True, timeout=120)
+    if not raw.exists():
+        raise LabError(f"QEMU could not dump the virt DTB: {(proc.stderr or proc.stdout).strip()[-300:]}")
+    dtc = shutil.which("dtc")
+    if dtc is None:
+        raise LabError("dtc not found: install device-tree-compiler")
+    dts = subprocess.run([dtc, "-q", "-I", "dtb", "-O", "dts", str(raw)], capture_output=True, text=True).stdout
+
+    def cells(value: int) -> str:
+        return f"{value >> 32:#x} {value & 0xFFFF_FFFF:#x}"
+
+    if not dts.rstrip().endswith("};"):
+        raise LabError("dtc decompiled the virt DTB into something unexpected")
+    node = f"\tpmem@{base:x} {{\n\t\tcompatible = \"pmem-region\";\n\t\treg = <{cells(base)} {cells(size)}>;\n\t}};\n}};\n"
+    dts = dts.rstrip()[:-2] + node
+    proc = subprocess.run([dtc, "-q", "-I", "dts", "-O", "dtb", "-o", str(dtb), "-"], input=dts,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise LabError(f"dtc could not compile the pmem DTB: {proc.stderr.strip()[-300:]}")
+    return dtb
 
 
 def _run_dir() -> Path:
@@ -458,7 +541,7 @@ def _run_dir() -> Path:
 def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = True,
           extra_cmdline: Sequence[str] = (), timeout: Optional[float] = None,
           test_hmm: Optional["os.PathLike[str] | str"] = None,
-          memory: str = GUEST_MEMORY, smp: int = 2) -> Guest:
+          memory: str = GUEST_MEMORY, smp: int = 2, extra_qemu_args: Sequence[str] = ()) -> Guest:
     """
     Boot and wait until ready, like :func:`boot`, but return the
     :class:`Guest` without a ``with`` block; the caller must
@@ -470,12 +553,18 @@ def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = T
         except ValueError:
             raise LabError(f"${BOOT_TIMEOUT_ENV} must be a number of seconds") from None
     plan_ = plan(kernel, scenarios, test_hmm)
-    holder = holder_binary()
-    initrd = build_initramfs(_modules_dir(kernel), kernel.kver)
+    if _foreign(kernel):
+        timeout = max(timeout, FOREIGN_BOOT_TIMEOUT)
+    holder = holder_binary(getattr(kernel, "arch", "amd64"))
+    if _foreign(kernel):
+        initrd = build_guest_root(kernel, holder)
+    else:
+        initrd = build_initramfs(_modules_dir(kernel), kernel.kver)
     retries: List[str] = []
     while True:
         try:
-            guest = _start_once(kernel, plan_, holder, initrd, la57, extra_cmdline, timeout, memory, smp)
+            guest = _start_once(kernel, plan_, holder, initrd, la57, extra_cmdline, timeout, memory, smp,
+                                extra_qemu_args)
         except EarlyDeath as e:
             # Under TCG a guest can die once in a while (a panic in
             # sched_clock_cpu in early boot, an int3 oops in schedule_idle
@@ -494,12 +583,12 @@ def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = T
 
 
 def _start_once(kernel: Any, plan_: Plan, holder: Path, initrd: Path, la57: bool, extra_cmdline: Sequence[str],
-                timeout: float, memory: str, smp: int) -> Guest:
+                timeout: float, memory: str, smp: int, extra_qemu_args: Sequence[str]) -> Guest:
     """One boot of :func:`start`."""
     run_dir = _run_dir()
     try:
         _prepare_out(run_dir / "out", kernel, plan_, holder)
-        argv = _qemu_argv(kernel, initrd, run_dir, plan_, la57, memory, smp, extra_cmdline)
+        argv = _qemu_argv(kernel, initrd, run_dir, plan_, la57, memory, smp, extra_cmdline, extra_qemu_args)
         (run_dir / "qemu.argv").write_text(shlex.join(argv) + "\n")
         with open(run_dir / "qemu.log", "wb") as log:
             started = time.monotonic()
@@ -529,7 +618,7 @@ def _start_once(kernel: Any, plan_: Plan, holder: Path, initrd: Path, la57: bool
 def boot(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = True,
          extra_cmdline: Sequence[str] = (), timeout: Optional[float] = None,
          test_hmm: Optional["os.PathLike[str] | str"] = None,
-         memory: str = GUEST_MEMORY, smp: int = 2) -> Iterator[Guest]:
+         memory: str = GUEST_MEMORY, smp: int = 2, extra_qemu_args: Sequence[str] = ()) -> Iterator[Guest]:
     """
     Boot *kernel* with *scenarios* held and yield the ready :class:`Guest`;
     release it (power off, kill after 30 s) on exit.
@@ -541,13 +630,15 @@ def boot(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = Tr
         :attr:`Guest.skipped` with the reason.
     :param la57: 5-level paging (``-cpu max``); False gives 4-level paging.
     :param extra_cmdline: More kernel command line words.
+    :param extra_qemu_args: More QEMU arguments, after the scenarios' devices
+        (e.g. the GUP probe's virtio-blk disk).
     :param timeout: Seconds until every mapping must be held (default
         ``$DRGN_P2P_LAB_BOOT_TIMEOUT``, else :data:`BOOT_TIMEOUT`).
     :param test_hmm: test_hmm.ko for ``device-private``
         (default ``$DRGN_P2P_TEST_HMM``).
     :raises LabError: if QEMU cannot start, exits or times out before ready.
     """
-    guest = start(kernel, scenarios, la57, extra_cmdline, timeout, test_hmm, memory, smp)
+    guest = start(kernel, scenarios, la57, extra_cmdline, timeout, test_hmm, memory, smp, extra_qemu_args)
     try:
         yield guest
     finally:

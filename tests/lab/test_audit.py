@@ -7,6 +7,7 @@ created as, with the bits its kernel gives it; a clean guest passes
 kernel's results go to the zoo document (``scripts/zoo-matrix`` renders it).
 """
 
+import gc
 import json
 import re
 import sys
@@ -498,3 +499,40 @@ def test_four_level_paging() -> None:
             for m in lab4.mappings(scenario):
                 problems = _check_expectation(m["expect"], lab4.vma(m), doc)
                 assert not problems, f"{scenario} with 4-level paging: {problems}"
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_whole_struct_reads_give_the_same_audit(lab_guest, kernel: str) -> None:
+    """The audit reading each VMA as one ``struct vm_area_struct`` and each
+    maple node as one read (offsets the layout learns from the kernel's types)
+    gives the very JSON document that drgn's ``for_each_vma()`` and member
+    reads give, on the same stopped guest."""
+    import dataclasses
+
+    from drgn_p2p import audit
+    from drgn_p2p.layout import read_layout
+    from drgn_p2p.report import audit_json
+    from drgn_p2p.target import open_program
+
+    guest = lab_guest(kernel)
+
+    def document(prog) -> str:
+        result = audit(prog, keep_runs=True)
+        doc = audit_json(result, result.layout)
+        del doc["summary"]["seconds"]
+        return json.dumps(doc, sort_keys=True)
+
+    prog = open_program(qemu=guest.qmp_path, symbols=[str(guest.kernel.vmlinux)])
+    guest.qmp("stop")
+    try:
+        layout = read_layout(prog)
+        assert layout.vma_struct is not None and layout.vma_tree is not None  # every lab kernel has the maple tree (v6.1+)
+        fast = document(prog)
+        prog.cache["drgn_p2p_layout"] = dataclasses.replace(layout, vma_struct=None, vma_tree=None)
+        by_members = document(prog)
+    finally:
+        guest.qmp("cont")
+        del prog
+        gc.collect()  # closes the QMP connection: QEMU serves one client per socket
+    assert json.loads(fast)["summary"]["vmas"] > 100
+    assert fast == by_members

@@ -6,6 +6,7 @@ tests that must not read a kernel."""
 from typing import Optional
 
 from drgn_p2p import layout_tables as lt
+from drgn_p2p.arch import x86_64
 from drgn_p2p.records import EntryKind, Layout, Leaf, Level, PageKind, PfnInfo, Run, Vma
 
 #: PTE_PFN_MASK with __PHYSICAL_MASK_SHIFT 52 and no SME.
@@ -24,11 +25,14 @@ def make_layout(
 ) -> Layout:
     """A Layout for Debian's kernel *version* (``(6, 1)``, ``(6, 12)``, ``(7, 2)``).
 
-    *device_private* defaults to Debian's ``CONFIG_DEVICE_PRIVATE`` (n before 7.x).
+    *device_private* defaults to Debian's ``CONFIG_DEVICE_PRIVATE`` (n before 7.x),
+    ``proc_mem_force`` to Debian's CONFIG_PROC_MEM_* (ALWAYS_FORCE in 6.12,
+    FORCE_PTRACE in 7.2).
     """
     if device_private is None:
         device_private = version >= (7, 0)
     pmd_special, pud_special = lt.has_pmd_pud_special(version)
+    p2pdma_gate, longterm_file_check, fast_renamed, defio_mapping = lt.gup_facts(version)
     swap = lt.swap_types(
         device_private=device_private,
         single_device_exclusive=lt.single_device_exclusive(version),
@@ -55,6 +59,12 @@ def make_layout(
         zone_device=4,
         zero_pfn=ZERO_PFN,
         huge_zero_pfn=HUGE_ZERO_PFN,
+        gup_p2pdma_gate=p2pdma_gate,
+        gup_longterm_file_check=longterm_file_check,
+        gup_fast_renamed=fast_renamed,
+        fb_defio_page_mapping=defio_mapping,
+        proc_mem_force="ptrace" if version >= (7, 0) else "always",
+        geometry=x86_64.geometry(levels, PFN_MASK & ~sme_mask),
     )
 
 
@@ -96,3 +106,66 @@ def leaf(va: int = 0x7F00_0000_0000, level: Level = Level.PTE, kind: EntryKind =
 
 def run(vma: Vma, lf: Leaf, page: PageKind, count: int = 1, owner: Optional[str] = None) -> Run:
     return Run(vma, lf, count, PfnInfo(page, pgmap=0xFFFF_8880_1000_0000 if page.is_zone_device else None, owner=owner))
+
+
+# --- arm64 -------------------------------------------------------------------
+
+
+def make_arm64_layout(
+    version: tuple,
+    *,
+    page_shift: int = 12,
+    va_bits: int = 52,
+    pa52_64k: bool = False,
+    device_private: Optional[bool] = None,
+) -> Layout:
+    """A Layout for Debian's arm64 kernel *version* with *va_bits* in use
+    (``vabits_actual``): LPA2 is on exactly for 4K/16K pages with 52 bits,
+    as the layout stage learns it from vmcoreinfo."""
+    from drgn_p2p.arch import arm64
+
+    if device_private is None:
+        device_private = version >= (7, 0)
+    lpa2 = page_shift != 16 and va_bits == 52
+    physmem = 52 if lpa2 or pa52_64k else 48
+    geometry = arm64.geometry(page_shift, va_bits, lpa2, pa52_64k, lt.arm64_addr_top(version))
+    pmd_special, _ = lt.has_pmd_pud_special(version, "arm64")
+    swap = lt.swap_types(
+        device_private=device_private,
+        single_device_exclusive=lt.single_device_exclusive(version),
+        has_swapin_error=lt.has_swapin_error(version),
+        # No uffd-wp on arm64 before v6.10: 6.1 has no PTE marker (arm64-facts §5.3).
+        has_pte_marker=version >= (6, 10),
+        pfn_bits=physmem - page_shift,
+    )
+    return Layout(
+        arch="arm64",
+        release="%d.%d.0-test-arm64" % version,
+        levels=len(geometry.levels),
+        page_shift=page_shift,
+        pfn_mask=geometry.addr_mask,
+        sme_mask=0,
+        devmap_bit=lt.devmap_bit(version, "arm64"),
+        has_pmd_special=pmd_special,
+        has_pud_special=False,
+        dax_refcounted=lt.dax_refcounted(version),
+        swap=swap,
+        pte_markers=lt.pte_markers(version),
+        vm_flags=lt.vm_flag_bits(version, "arm64"),
+        memory_types=dict(MEMORY_TYPES),
+        pgmap_in="folio" if version >= (6, 15) else "page",
+        zone_device=4,
+        zero_pfn=ZERO_PFN,
+        huge_zero_pfn=HUGE_ZERO_PFN,
+        geometry=geometry,
+        arm64=lt.arm64_bits(version, lpa2=lpa2, uffd_wp=version >= (6, 10), mair=arm64.MAIR_TYPES),
+    )
+
+
+A61 = make_arm64_layout((6, 1), va_bits=48)
+A612 = make_arm64_layout((6, 12))
+A72 = make_arm64_layout((7, 2))
+A72_48 = make_arm64_layout((7, 2), va_bits=48)  # LPA2 off: 4 levels
+A72_16K = make_arm64_layout((7, 2), page_shift=14)
+A72_16K_47 = make_arm64_layout((7, 2), page_shift=14, va_bits=47)
+A72_64K_52 = make_arm64_layout((7, 2), page_shift=16, va_bits=52, pa52_64k=True)

@@ -17,7 +17,7 @@ from drgn_p2p.lab import kernels
 @pytest.mark.parametrize("args, message", [
     (["--kernel-dir", "{tmp}"], "is not a built kernel tree: no arch/x86/boot/bzImage, vmlinux, .config"),
     (["--kernel-dir", "{tmp}/nope"], "nope is not a directory"),
-    (["--kernel", "{tmp}/nope"], "neither a lab kernel (6.1, 6.12, newest) nor an image file"),
+    (["--kernel", "{tmp}/nope"], "no such kernel image file (nor a lab kernel's name)"),
     (["--kernel-dir", "{tmp}", "--bzimage", "x"], "--kernel-dir takes the image, vmlinux and .config from the build tree"),
 ])
 def test_bad_kernel_dir_or_path_is_one_error_line(tmp_path: Path, args, message) -> None:
@@ -34,7 +34,7 @@ def test_kernel_dir_resolves_the_build_tree(tmp_path: Path, monkeypatch: pytest.
     seen = []
     monkeypatch.setattr(kernels, "bzimage_release", lambda path: "6.99.0")
     monkeypatch.setattr(kernels, "user_kernel", lambda *args: seen.append(args) or "kernel")
-    assert lab_cli._kernel(None, None, None, None, None, str(tmp_path)) == "kernel"
+    assert lab_cli._kernel(None, None, None, None, None, kernel_dir=str(tmp_path)) == "kernel"
     assert seen == [(tmp_path / "arch/x86/boot/bzImage", tmp_path / "vmlinux", tmp_path / "lib/modules/6.99.0",
                      tmp_path / ".config")]
     # A lab kernel's name is a lab kernel; any other --kernel is an image file, with --vmlinux.

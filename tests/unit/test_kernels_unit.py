@@ -102,6 +102,38 @@ def test_manifest_pins_every_kernel():
         assert all(spec.kver in p for p in spec.packages)
 
 
+def test_manifest_pins_arm64_kernels_apart():
+    """arm64 entries (``arm64/NAME`` in kernels.json) are their own manifest: Debian arch and flavour set."""
+    specs = manifest("arm64")
+    assert set(specs) == {"newest", "newest-16k", "6.12"}
+    for spec in specs.values():
+        assert spec.arch == "arm64" and spec.kver.endswith("-" + spec.flavour)
+        assert spec.dbg == f"linux-image-{spec.kver}-dbg" and all(spec.kver in p for p in spec.packages)
+    assert specs["newest-16k"].flavour == "arm64-16k"
+    assert all(spec.arch == "amd64" for spec in manifest().values())
+    assert manifest("riscv64") == {}
+
+
+def test_arm64_image_version_is_read_from_its_banner(tmp_path):
+    """An arm64 Image (magic "ARM\\x64" at 0x38, Documentation/arch/arm64/booting.rst) carries
+    linux_banner uncompressed; Debian ships it so."""
+    from drgn_p2p.lab.kernels import bzimage_release, bzimage_version
+
+    image = bytearray(0x10000)
+    image[0:2] = b"MZ"
+    image[0x38:0x3C] = b"ARM\x64"
+    banner = b"Linux version 7.2.13+deb14-arm64 (debian-kernel@lists.debian.org) (gcc) # SMP Debian 7.2.13-1\n"
+    image[0x8000:0x8000 + len(banner)] = banner
+    path = tmp_path / "vmlinuz"
+    path.write_bytes(bytes(image))
+    assert bzimage_version(path) == banner[len("Linux version "):-1].decode()
+    assert bzimage_release(path) == "7.2.13+deb14-arm64"
+    image[0x8000:0x8000 + len(banner)] = bytes(len(banner))
+    path.write_bytes(bytes(image))
+    with pytest.raises(LabError, match="banner"):
+        bzimage_version(path)
+
+
 def _tiny_elf(path: Path, build_id: bytes) -> None:
     """Write a minimal ELF64 LE with .debug_info and a GNU build-id note."""
     note = struct.pack("<III", 4, len(build_id), 3) + b"GNU\0" + build_id

@@ -44,7 +44,7 @@ def _program(symbols: Iterable[str], swap_info_len: Optional[int] = None) -> drg
 )
 def test_pmd_pud_special_needs_huge_pfnmap_and_thp(symbols, expected):
     learned: Dict[str, Learned] = {}
-    assert layout._pxx_special(_program(symbols), learned) == (expected, expected)
+    assert layout._pxx_special(_program(symbols), "x86_64", learned) == (expected, expected)
     assert learned["has_pmd_special"].value is expected
 
 
@@ -67,7 +67,7 @@ _ALL = ("migration_entry_wait", "memory_failure")
 )
 def test_swap_types_follow_the_configuration(version, symbols, max_swapfiles, expected):
     learned: Dict[str, Learned] = {}
-    swap = layout._swap_types(_program(symbols, max_swapfiles), version, 46, learned)
+    swap = layout._swap_types(_program(symbols, max_swapfiles), version, 46 - 12, learned)
     assert swap.max_swapfiles == max_swapfiles
     for name, value in expected.items():
         assert getattr(swap, name) == value, name
@@ -113,3 +113,34 @@ def test_vma_flags_from_the_bitmap_or_the_word():
     old = prog.struct_type("vm_area_struct", 8, (drgn.TypeMember(ul, "vm_flags", 0),))
     assert _vma_flags(drgn.Object(prog, old, value={"vm_flags": 0x10000400})) == 0x10000400
     assert _vma_flags(drgn.Object(prog, new, value={"flags": {"__vma_flags": [0x10000400, 0x3]}})) == 0x3 << 64 | 0x10000400
+
+
+def test_a_vma_read_whole_gives_what_its_members_give():
+    """A VMA costs one read of ``struct vm_area_struct`` at the offsets the
+    layout learned from the type: the same values as reading each member
+    (flags from the 7.x bitmap or the ``vm_flags`` word)."""
+    from drgn_p2p.layout import vma_struct_of
+    from drgn_p2p.walk import _vma_flags, vma_members
+
+    prog = drgn.Program(drgn.Platform(drgn.Architecture.X86_64, drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN))
+    ul = prog.int_type("unsigned long", 8, False)
+    ptr = prog.pointer_type(prog.void_type())
+    bitmap = prog.struct_type("vma_flags_t", 16, (drgn.TypeMember(prog.array_type(ul, 2), "__vma_flags", 0),))
+    flags_union = prog.union_type(None, 16, (drgn.TypeMember(ul, "vm_flags", 0), drgn.TypeMember(bitmap, "flags", 0)))
+    common = (drgn.TypeMember(ul, "vm_start", 0), drgn.TypeMember(ul, "vm_end", 64))
+    new = prog.struct_type("vm_area_struct", 64, common + (
+        drgn.TypeMember(flags_union, None, 128), drgn.TypeMember(ul, "vm_pgoff", 256),
+        drgn.TypeMember(ptr, "vm_file", 320), drgn.TypeMember(ptr, "vm_ops", 384)))
+    old = prog.struct_type("vm_area_struct", 56, common + (
+        drgn.TypeMember(ptr, "vm_ops", 128), drgn.TypeMember(ul, "vm_flags", 192),
+        drgn.TypeMember(ul, "vm_pgoff", 256), drgn.TypeMember(ptr, "vm_file", 320)))
+    values = {"vm_start": 0x7F00_0000_0000, "vm_end": 0x7F00_0020_0000, "vm_pgoff": 0x7F00_0000,
+              "vm_file": 0xFFFF_8880_1234_5600, "vm_ops": 0xFFFF_FFFF_8123_4560}
+    for vma_type, flags in ((new, {"flags": {"__vma_flags": [0x10000400, 0x3]}}), (old, {"vm_flags": 0x10000400})):
+        obj = drgn.Object(prog, vma_type, value={**values, **flags})
+        fields = vma_struct_of(vma_type)
+        assert fields.size == drgn.sizeof(vma_type)
+        assert vma_members(obj.to_bytes_(), fields) == (
+            obj.vm_start.value_(), obj.vm_end.value_(), _vma_flags(obj), obj.vm_pgoff.value_(),
+            obj.vm_file.value_(), obj.vm_ops.value_())
+    assert vma_struct_of(new).flags_words == 2 and vma_struct_of(old).flags_words == 1

@@ -39,6 +39,9 @@ class StubClassifier:
     def span(self, pfn: int):
         return pfn, pfn + 1
 
+    def span_info(self, pfn: int):
+        return pfn, pfn + 1, self.classify(pfn)
+
 
 class FakeMm:
     """Stands for a ``struct mm_struct *``; its value is the pid, for the fakes below."""
@@ -86,7 +89,7 @@ def fake_kernel(monkeypatch: pytest.MonkeyPatch):
             return PageTableWalker(memories[100].read, layout, roots[100])
         return PageTableWalker(memories[pid].read, layout, roots[pid])
 
-    def process_vmas(prog, process, start=0, end=1 << 64) -> Iterator[Vma]:
+    def process_vmas(prog, process, start=0, end=1 << 64, layout=None) -> Iterator[Vma]:
         yield vma(process.pid, process.comm)
         if process.pid == 300:
             raise ValueError("unknown maple node type 7")

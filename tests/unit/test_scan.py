@@ -104,6 +104,15 @@ def test_partly_linear_table_falls_back():
     assert check(entries, vma, L72) is None
 
 
+def test_table_whose_linear_range_overlaps_but_no_entry_is_linear_is_one_run():
+    # A file mapping's page cache: pgoff puts its linear PFNs in the same RAM
+    # span as the pages, but no page sits at its linear PFN.
+    vma = make_vma(VM_FLAGS_ANON, start=BASE, end=BASE + (2 << 20), pgoff=0x5001)
+    entries = [ANON | ((0x5000 + 3 * i) << 12) for i in range(512)]
+    runs = check(entries, vma, L72)
+    assert runs is not None and runs[0][1] == 512
+
+
 # PFN regimes that put entries near every classification boundary.
 _PFNS = st.sampled_from([0x1000, 0x3FFFF, 0x40000, 0x47FFF, 0x48000, 0x7FFFF, 0x80000,
                          0xC0000, ZERO_PFN, 0x5000])
@@ -111,24 +120,72 @@ _FLAGS = st.sampled_from([ANON, ANON & ~0x60, ANON & ~0x2, ANON | (1 << 9), ANON
                           ANON | (1 << 58), 0x100 | 0x66, 0])
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    base_pfn=_PFNS,
-    step=st.sampled_from([0, 1, 2]),
-    flags=_FLAGS,
-    flips=st.lists(st.tuples(st.integers(0, 511), _FLAGS, _PFNS), max_size=3),
-    first=st.integers(0, 511),
-    length=st.integers(1, 512),
-    linear_at=st.sampled_from([None, 0, 5]),
-    layout=st.sampled_from(LAYOUTS),
-)
-def test_fast_path_equals_slow_path(base_pfn, step, flags, flips, first, length, linear_at, layout):
-    last = min(511, first + length - 1)
+#: A table of entries base_pfn + step * i with *flags*, some entries flipped to other flags and PFNs.
+_TABLE = dict(base_pfn=_PFNS, step=st.sampled_from([0, 1, 2]), flags=_FLAGS, first=st.integers(0, 511),
+              length=st.integers(1, 512), layout=st.sampled_from(LAYOUTS))
+
+
+def _entries(base_pfn, step, flags, flips):
     entries = [flags | ((base_pfn + step * i) << 12) if flags else 0 for i in range(512)]
     for i, f, pfn in flips:
         entries[i] = f | (pfn << 12) if f else 0
+    return entries
+
+
+@settings(max_examples=300, deadline=None)
+@given(**_TABLE, flips=st.lists(st.tuples(st.integers(0, 511), _FLAGS, _PFNS), max_size=3),
+       linear_at=st.sampled_from([None, 0, 5, "off"]))
+def test_fast_path_equals_slow_path(base_pfn, step, flags, flips, first, length, linear_at, layout):
+    last = min(511, first + length - 1)
+    entries = _entries(base_pfn, step, flags, flips)
     # pgoff such that entry linear_at is at its linear PFN (when step is 1, all are).
-    pgoff = 0x7F00_0000_0000 >> 12 if linear_at is None else base_pfn + step * linear_at - linear_at
+    # "off": the linear PFNs one above the first entry's, in its span.
+    pgoff = (0x7F00_0000_0000 >> 12 if linear_at is None else base_pfn + 1 if linear_at == "off"
+             else base_pfn + step * linear_at - linear_at)
     pgoff = max(pgoff, 0)
     vma = make_vma(VM_FLAGS_PCIBAR, start=BASE, end=BASE + (2 << 20), pgoff=pgoff)
     check(entries, vma, layout, first, last)
+
+
+class _OneSlice:
+    """A walker that hands over one PTE slice."""
+
+    def __init__(self, piece) -> None:
+        self.piece = piece
+
+    def walk_tables(self, start, end):
+        yield self.piece
+
+
+@settings(max_examples=300, deadline=None)
+@given(**_TABLE, flips=st.lists(st.tuples(st.integers(0, 511), _FLAGS, _PFNS), max_size=6),
+       holes=st.lists(st.tuples(st.integers(0, 511), st.integers(1, 40)), max_size=4), linear=st.booleans())
+def test_a_table_judged_in_pieces_gives_the_runs_of_its_leaves(base_pfn, step, flags, flips, holes, first, length,
+                                                               linear, layout):
+    """The audit's segments of a PTE slice (whole, then each stretch between
+    empty entries, then leaf by leaf) coalesce to the runs of its leaves."""
+    from drgn_p2p.pipeline import _segments
+
+    last = min(511, first + length - 1)
+    entries = _entries(base_pfn, step, flags, flips)
+    for at, n in holes:
+        entries[at:at + n] = [0] * len(entries[at:at + n])
+    if not any(entries[first:last + 1]):
+        return
+    piece = table(entries, first, last)
+    vma = make_vma(VM_FLAGS_PCIBAR, start=BASE, end=BASE + (2 << 20), pgoff=base_pfn if linear else 0x7F00_0000_0000 >> 12)
+    faults = []
+    segments = _segments(_OneSlice(piece), vma, layout, classifier(layout), BASE, BASE + (2 << 20), faults)
+    assert [(r.first, r.count, r.page) for r in coalesce_segments(vma, segments)] == slow_runs(piece, vma, layout)
+    assert faults == []
+
+
+def test_stretches_between_empty_entries_are_judged_whole():
+    from drgn_p2p.scan import pieces
+
+    entries = [0] * 512
+    entries[3:10] = [ANON | ((0x2000 + 7 * i) << 12) for i in range(7)]  # scattered RAM pages: one run
+    entries[20] = ANON | (0x3000 << 12)
+    piece = table(entries, 0, 511)
+    assert [(p.first, p.last) for p in pieces(piece)] == [(3, 9), (20, 20)]
+    assert [(p.first, p.last) for p in pieces(table(entries, 5, 20))] == [(5, 9), (20, 20)]

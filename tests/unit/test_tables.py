@@ -11,6 +11,7 @@ import pytest
 from rich.console import Console
 
 from drgn_p2p.explain import print_explanation
+from drgn_p2p.gup import predict, segments, vma_shape
 from drgn_p2p.pipeline import AuditResult, VmaReport
 from drgn_p2p.records import PageKind
 from drgn_p2p.report import print_audit, print_maps, print_pgmaps
@@ -37,6 +38,8 @@ def _result() -> AuditResult:
             leaves_by_level=(("pmd", 8), ("pte", 16), ("pud", 1)),
             special=16, devmap=0, unreadable_tables=0, pages_by_pgmap=((0xFFFF_8880_0412_3400, 16),),
             runs=(run(vma, leaf(va=start, pfn=0xFD000, special=True), PageKind.NO_MEMMAP, count=4),),
+            gup=segments(L72, vma_shape(vma), start, end,
+                         [(start + 0x1000, start + 0x2000, leaf(va=start, pfn=0xFD000, special=True), PageKind.NO_MEMMAP)]),
         ))
     result = AuditResult(layout=L72, vmas=reports)
     result.stats.processes, result.stats.vmas = 1, 2
@@ -73,6 +76,9 @@ def test_address_ranges_never_wrap(command: str, width: int) -> None:
     assert max(len(line) for line in text.splitlines()) <= width
     if command == "pgmaps":
         wanted = [f"{r['start']}-{r['end']}" for r in _pgmap_rows()] + [r["pgmap"] for r in _pgmap_rows()]
+    elif command == "audit":
+        # The VMA ranges in the table, and the GUP line's mapped segment.
+        wanted = [f"{START:#x}-{END:#x}", f"{START57:#x}-{END57:#x}", f"{START + 0x1000:#x}-{START + 0x2000:#x}"]
     else:
         wanted = [f"{START:#x}-{END:#x}", f"{START57:#x}-{END57:#x}"]
     for address in wanted:
@@ -91,7 +97,31 @@ def _explain_doc(verdicts):
                  "memmap_readable": True, "zone": None},
         "rules": [{"rule": f"rule-{i}", "verdict": v, "message": f"why {i}" if v != "ok" else None}
                   for i, v in enumerate(verdicts)],
+        "gup": _pcibar_gup(),
     }
+
+
+def _pcibar_gup():
+    """The GUP prediction of a special PTE of a PCI BAR mmap (sysfs resourceN)."""
+    vma = make_vma(vm(L72, "READ", "WRITE", "SHARED", "MAYREAD", "MAYWRITE", "MAYSHARE", "PFNMAP", "IO"),
+                   file="/sys/devices/pci0000:00/0000:00:04.0/resource2")
+    vma = vma.__class__(**{**vma.__dict__, "ops": "kernfs_vm_ops"})
+    preds = predict(L72, vma_shape(vma), leaf(pfn=0xFD000, special=True), PageKind.NO_MEMMAP)
+    return {p.user: p.as_dict() for p in preds}
+
+
+def test_explain_shows_the_gup_prediction_with_the_deciding_function() -> None:
+    text = _render(150, print_explanation, _explain_doc(["ok"] * 3))
+    assert "GUP prediction" in text
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:4]]
+            for line in text.splitlines() if line.count("│") >= 5 and line.split("│")[1].strip()}
+    # check_vma_flags() refuses VM_IO|VM_PFNMAP; /proc/PID/mem falls back to
+    # kernfs_vma_access() → pci_phys_vm_ops.access = generic_access_phys().
+    assert rows["odirect-read"] == ["EFAULT", "check_vma_flags"]
+    assert rows["pin"] == ["refuse", "check_vma_flags"]
+    assert rows["gup-fast"] == ["fallback", "gup_fast_pte_range"]
+    assert rows["proc-pid-mem"] == ["ok", "generic_access_phys"]
+    assert "VM_IO|VM_PFNMAP" in text
 
 
 def test_explain_lists_the_rules_that_fired_and_counts_the_others() -> None:

@@ -5,6 +5,7 @@ process that exits mid-walk (its tables freed from some read on) and tables
 that change between reads, and terminates on tables that point back at
 themselves or an ancestor, reading no more tables than the range allows."""
 
+import struct
 from typing import Dict, List, Sequence, Tuple
 
 import pytest
@@ -327,3 +328,45 @@ def test_garbage_top_level_entry_spans_its_level(levels: int, size: int) -> None
     leaf = X.decode_leaf(raw, va, level, t.layout)
     assert leaf.kind == EntryKind.GARBAGE and leaf.size == size
     assert va == VA & ~(size - 1)
+
+
+def test_maple_entries_reads_each_node_once_in_index_order() -> None:
+    """The VMA tree walked one node per read gives what drgn's mt_for_each()
+    gives: the non-empty, non-zero leaf slots in index order, through an
+    arange64 root and range64/leaf64 children (range64 with its end in
+    meta.end or implied by a full or max pivot)."""
+    from drgn_p2p.records import MapleTree
+    from drgn_p2p.walk import _XA_ZERO_ENTRY, maple_entries
+
+    # The 7.2 offsets of struct maple_node (mr64: pivot[15], slot[16], meta.end in slot[15]; ma64: pivot[9], slot[10]).
+    tree = MapleTree(root=72, node_size=256, range64=(8, 15, 128, 16, 248), arange64=(8, 9, 80, 10, 240))
+    memory = {}
+
+    def node(address: int, kind: int, pivots, slots, end=None) -> int:
+        data = bytearray(256)
+        at_pivot, npivots, at_slot, nslots, at_end = tree.arange64 if kind == 3 else tree.range64
+        struct.pack_into(f"<{len(pivots)}Q", data, at_pivot, *pivots)
+        struct.pack_into(f"<{len(slots)}Q", data, at_slot, *slots)
+        if end is not None:
+            data[at_end] = end
+        memory[address] = bytes(data)
+        return address | (kind << 3) | 2  # an encoded node entry
+
+    left = node(0x1000, 1, [0x0FFF, 0x1FFF, 0x2FFF], [0, 0xA1, _XA_ZERO_ENTRY, 0xA2], end=3)
+    right = node(0x2000, 1, [0x5FFF], [0xB1, 0xB2], end=1)
+    root = node(0x3000, 3, [0x3FFF], [left, right], end=1)
+    reads = []
+
+    def read(address: int, size: int) -> bytes:
+        reads.append(address)
+        return memory[address][:size]
+
+    assert list(maple_entries(read, root, tree)) == [0xA1, 0xA2, 0xB1, 0xB2]
+    assert reads == [0x3000, 0x1000, 0x2000]
+    assert list(maple_entries(read, 0xFFFF_8880_0000_0000, tree)) == [0xFFFF_8880_0000_0000]  # a lone entry
+    assert list(maple_entries(read, 0, tree)) == []
+    bad = node(0x4000, 3, [0x3FFF], [left, right], end=12)
+    with pytest.raises(ValueError, match="claims 13 slots of 10"):
+        list(maple_entries(read, bad, tree))
+    with pytest.raises(ValueError, match="unknown type 7"):
+        list(maple_entries(read, 0x5000 | (7 << 3) | 2, tree))

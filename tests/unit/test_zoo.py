@@ -30,7 +30,7 @@ def test_every_zoo_shape_has_a_guest_function_a_holder_mode_and_a_description():
 def test_a_device_two_scenarios_share_is_given_once():
     kernel = _kernel("6.12.1", "CONFIG_PCI_P2PDMA", "CONFIG_BLK_DEV_NVME")
     plan = scenarios.plan(kernel, ["p2pdma", "p2pdma-ro"])
-    assert plan.qemu_args() == ([], ["-device", "nvme,serial=qpnvme0,cmb_size_mb=64"])
+    assert plan.qemu_args() == ([], ["-device", "nvme,id=qpnvme0,serial=qpnvme0,cmb_size_mb=64"])
 
 
 def test_a_shape_newer_than_the_kernel_is_skipped_with_its_release():

@@ -11,6 +11,13 @@
  * partial file), then pause()s.  On failure it prints the reason to stderr
  * and exits with status 1.
  *
+ * SIGUSR1 asks a holder to run the GUP users on its own mappings (gup.h:
+ * O_DIRECT, io_uring buffer registration, RDMA memory registration,
+ * vmsplice, futex, process_vm_readv, /proc/PID/mem) and write one JSON line
+ * per attempt to OUTFILE.gup; OUTFILE.gup-req names the O_DIRECT disk and
+ * the uverbs device.  "holder --peek USER PID ADDR" is the second process
+ * of the cross-process users.
+ *
  * Modes (the guest's scenario script picks one per scenario):
  *   anon | thp | zero | protnone | swap
  *   file PATH            fsdax: MAP_SHARED_VALIDATE|MAP_SYNC on a DAX file
@@ -147,6 +154,17 @@ static const char *kind, *expect, *outfile;
 static char lines[4096];
 static size_t lines_len;
 
+/* A recorded mapping, and where the GUP users probe it (gup.h). */
+struct held {
+	uintptr_t addr;
+	size_t len;
+	char expect[64];
+	/* User i probes addr + probe_off + i * probe_stride (modulo the rest of the mapping). */
+	size_t probe_off, probe_stride;
+};
+static struct held held[8];
+static int nheld;
+
 static void die(const char *fmt, ...)
 {
 	va_list ap;
@@ -168,6 +186,22 @@ static void record(void *addr, size_t len, const char *suffix)
 	lines_len += snprintf(lines + lines_len, sizeof(lines) - lines_len,
 			      "%s %d %#lx %zu %s%s\n", kind, (int)getpid(),
 			      (unsigned long)addr, len, expect, suffix);
+	if (nheld < (int)(sizeof(held) / sizeof(held[0]))) {
+		struct held *h = &held[nheld++];
+
+		h->addr = (uintptr_t)addr;
+		h->len = len;
+		snprintf(h->expect, sizeof(h->expect), "%s%s", expect, suffix);
+		h->probe_off = 0;
+		h->probe_stride = PAGE;	/* each user its own page */
+	}
+}
+
+/* Probe the last recorded mapping at @off, every user on the same page when @stride is 0. */
+static void probe_window(size_t off, size_t stride)
+{
+	held[nheld - 1].probe_off = off;
+	held[nheld - 1].probe_stride = stride;
 }
 
 /* Publish the queued lines atomically. */
@@ -743,6 +777,7 @@ static void mode_guard(int shmem)
 	if (madvise(p + 16 * KiB, 16 * KiB, MADV_GUARD_INSTALL))
 		die("madvise(MADV_GUARD_INSTALL)");
 	record(p, len, "");
+	probe_window(16 * KiB, 0);	/* the guard pages */
 }
 
 /* madvise(MADV_HWPOISON) may send this process SIGBUS (MF_ACTION_REQUIRED). */
@@ -765,6 +800,7 @@ static void mode_hwpoison(void)
 	if (madvise(p + PAGE, PAGE, MADV_SOFT_OFFLINE))
 		die("madvise(MADV_SOFT_OFFLINE)");
 	record(p, len, "");
+	probe_window(0, 0);	/* the poisoned page */
 }
 
 static void mode_udmabuf(const char *dev)
@@ -928,10 +964,15 @@ static void need(int argc, int n)
 	}
 }
 
+#include "gup.h"
+
 int main(int argc, char **argv)
 {
 	const char *mode;
 
+	if (argc >= 5 && !strcmp(argv[1], "--peek"))
+		return gup_peek(argv[2], argv[3], argv[4]);
+	gup_arm();
 	if (argc < 5) {
 		fprintf(stderr, "usage: holder OUTFILE KIND EXPECT MODE [ARG...]\n");
 		return 2;
@@ -1011,6 +1052,5 @@ int main(int argc, char **argv)
 	}
 
 	publish();
-	for (;;)
-		pause();
+	gup_serve();
 }

@@ -167,6 +167,32 @@ scn_fsdax() {
 	hold fsdax file "$mnt/held"
 }
 
+# fsdax on the label-less nd region of a device-tree pmem-region node: take
+# its raw namespace from nd_pmem, give it to the region's pfn seed with the
+# memmap on the device (what "ndctl create-namespace -m fsdax --map=dev" does
+# through sysfs), make an ext2-format file system (busybox) and mount it with
+# the ext4 driver, -o dax.
+scn_fsdax_of() {
+	local nd=/sys/bus/nd ns=namespace0.0 pfn dev mnt bs
+	step modprobe -a of_pmem nd_pmem ext4 || return
+	wait_for 100 test -e "$nd/devices/$ns" || { fail "no $ns (pmem-region node missing from the DTB?)"; return 1; }
+	pfn=$(cat "$nd/devices/region0/pfn_seed") || { fail "region0 has no pfn seed"; return 1; }
+	[ -e "$nd/drivers/nd_pmem/$ns" ] && echo "$ns" > "$nd/drivers/nd_pmem/unbind"
+	echo "$ns" > "$nd/devices/$pfn/namespace" && echo pmem > "$nd/devices/$pfn/mode" &&
+		cat /proc/sys/kernel/random/uuid > "$nd/devices/$pfn/uuid" &&
+		echo "$pfn" > "$nd/drivers/nd_pmem/bind" || { fail "configuring $pfn for fsdax failed"; return 1; }
+	dev=$(ls "$nd/devices/$pfn/block" 2> /dev/null)
+	[ -n "$dev" ] || { fail "$pfn has no block device"; return 1; }
+	wait_for 50 test -b "/dev/$dev" || { fail "/dev/$dev did not appear"; return 1; }
+	# DAX needs file system blocks of the kernel's page size (16 KiB on
+	# -arm64-16k); busybox mke2fs wants bytes per inode of at least a block.
+	bs=$(awk '/KernelPageSize/ {print $2 * 1024; exit}' /proc/self/smaps)
+	step mke2fs -F -b "$bs" -i $((bs * 4)) "/dev/$dev" || return
+	mnt=$(mktemp -d /tmp/qp-fsdax.XXXXXX)
+	step mount -t ext4 -o dax "/dev/$dev" "$mnt" || return
+	hold fsdax-of file "$mnt/held"
+}
+
 scn_devdax() {
 	local dev
 	pmem_namespace 0x60000000 /tmp/qp-devdax.json -m devdax --align=2M || return

@@ -1,0 +1,205 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The arm64 lab: Debian's newest arm64 kernels booted under TCG from their own
+busybox root, with anonymous memory and an ivshmem BAR (sysfs resource2) held,
+audited over QMP from the x86-64 host. Three boots: the 4K kernel with -cpu
+max's FEAT_LPA2 (52-bit VA, 5 levels), the same kernel with ``lpa2=off`` (it
+falls back to 48 bits and 4 levels), and the ``-arm64-16k`` kernel (52-bit VA
+with LPA2: 4 levels of 2048-entry tables under a 32-entry root).
+
+Expectations come from the kernel's config and source, never from the audit:
+- levels = ARM64_HW_PGTABLE_LEVELS(va) = (va - 4) / (PAGE_SHIFT - 3) and the
+  level shifts (PAGE_SHIFT - 3) * (4 - n) + 3 (pgtable-hwdef.h), with va = 52
+  when the CPU has LPA2 and VA_BITS_MIN (48 with 4K, 47 with 16K pages,
+  arch/arm64/include/asm/memory.h) when it has not;
+- with LPA2, adjust_protection_map() (arch/arm64/mm/mmap.c) strips SH from
+  every user protection, so bits 9:8 of a user PTE are 0 (PA[51:50] of a low
+  address); without it they are PTE_SHARED, 0b11;
+- pci_mmap_resource_range() (drivers/pci/mmap.c) maps the BAR with
+  pgprot_device() = AttrIndx MT_DEVICE_nGnRE (4) and io_remap_pfn_range(), so
+  every PTE is special (bit 56), user (bit 6), PXN and UXN (bits 53, 54), and
+  the VMA is VM_IO|VM_PFNMAP; the PFNs are the BAR's, page after page;
+- the holder's anonymous memory is RAM with struct pages.
+"""
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict
+
+import pytest
+from lab_prereq import check_setup, missing
+
+from drgn_p2p.lab.cli import audit_streams
+
+pytestmark = pytest.mark.lab
+
+#: MT_DEVICE_nGnRE (arch/arm64/include/asm/memory.h), what pgprot_device() selects.
+MT_DEVICE_nGnRE = 4
+SPECIAL, USER, PXN, UXN, VALID_PAGE = 1 << 56, 1 << 6, 1 << 53, 1 << 54, 3
+
+
+#: (kernel, LPA2 on the CPU) of each boot.
+BOOTS = {"4k-lpa2": ("newest", True), "4k-48bit": ("newest", False), "16k-lpa2": ("newest-16k", True)}
+
+
+@pytest.fixture(scope="module", params=list(BOOTS))
+def arm64_guest(request):
+    if shutil.which("qemu-system-aarch64") is None:
+        missing("qemu-system-aarch64 is not installed (qemu-system-arm)")
+    if shutil.which("aarch64-linux-gnu-gcc") is None:
+        missing("aarch64-linux-gnu-gcc is not installed (gcc-aarch64-linux-gnu)")
+    from drgn_p2p.lab.kernels import ensure_kernel
+    from drgn_p2p.lab.vm import start
+
+    name, lpa2 = BOOTS[request.param]
+    kernel = ensure_kernel(name, "arm64")
+    t0 = time.monotonic()
+    guest = start(kernel, ["anon", "pcibar", "fsdax-of"], la57=lpa2)
+    guest.lpa2 = lpa2
+    try:
+        check_setup(guest)
+        assert {m["kind"] for m in guest.mappings} == {"anon", "pcibar", "fsdax-of"}, guest.skipped
+        print(f"\nlab: arm64 {kernel.kver} ({request.param}) ready in {time.monotonic() - t0:.1f} s wall "
+              f"(ready at {guest.timings['uptime_ready']:.1f} s guest uptime)", file=sys.stderr)
+        yield guest
+    finally:
+        guest.close()
+
+
+def _page_shift(config: Dict[str, str]) -> int:
+    for shift, option in ((12, "CONFIG_ARM64_4K_PAGES"), (14, "CONFIG_ARM64_16K_PAGES"), (16, "CONFIG_ARM64_64K_PAGES")):
+        if config.get(option) == "y":
+            return shift
+    raise AssertionError("no CONFIG_ARM64_*K_PAGES")
+
+
+@pytest.fixture(scope="module")
+def audits(arm64_guest) -> Dict[str, Dict]:
+    """The audit documents through QMP and through an ELF vmcore of the same guest."""
+    docs = {}
+    with tempfile.TemporaryDirectory(prefix="drgn-p2p-test-") as tmp:
+        for via in ("qemu", "vmcore"):
+            t0 = time.monotonic()
+            code, out, err = audit_streams(arm64_guest, via, ["--json", "--runs", "-v", "--fail-on", "warning"],
+                                           Path(tmp))
+            print(f"\nlab: arm64 audit via {via} took {time.monotonic() - t0:.1f} s", file=sys.stderr)
+            assert code == 0, f"audit via {via} exited {code}:\n{err[-3000:]}"
+            docs[via] = json.loads(out)
+    return docs
+
+
+@pytest.fixture(scope="module")
+def audited(audits) -> Dict:
+    return audits["qemu"]
+
+
+def _vma(doc: Dict, mapping: Dict) -> Dict:
+    addr = int(mapping["addr"])
+    for vma in doc["vmas"]:
+        if vma["pid"] == int(mapping["pid"]) and int(vma["start"], 16) <= addr < int(vma["end"], 16):
+            return vma
+    raise AssertionError(f"no VMA of pid {mapping['pid']} holds {addr:#x}")
+
+
+def _mapping(guest, kind: str) -> Dict:
+    (m,) = [m for m in guest.mappings if m["kind"] == kind]
+    return m
+
+
+def test_layout_is_the_running_kernels(arm64_guest, audited):
+    config = arm64_guest.kernel.config
+    assert config.get("CONFIG_ARM64_VA_BITS") == "52" and config.get("CONFIG_ARM64_LPA2") == "y"
+    page_shift = _page_shift(config)
+    lpa2 = arm64_guest.lpa2
+    va = 52 if lpa2 else {12: 48, 14: 47}[page_shift]  # VA_BITS_MIN
+    per = page_shift - 3
+    levels = (va - 4) // per
+    if lpa2:
+        assert levels == int(config["CONFIG_PGTABLE_LEVELS"])
+    shifts = [per * (levels - 1 - d) + page_shift for d in range(levels)]
+    entries = [1 << (va - shifts[0])] + [1 << per] * (levels - 1)
+    layout = audited["layout"]
+    assert layout["arch"] == "arm64" and layout["page_shift"] == page_shift and layout["levels"] == levels
+    geometry = layout["geometry"]
+    assert geometry["va_bits"] == va
+    assert [(lvl["shift"], lvl["entries"]) for lvl in geometry["levels"]] == list(zip(shifts, entries))
+    # With LPA2, PA[51:50] come from bits 9:8 (__pte_to_phys, 7.2 pgtable.h); without it they are SH.
+    assert (geometry["addr_high_mask"], geometry["addr_high_shift"]) == (("0x300", 42) if lpa2 else ("0x0", 0))
+    assert layout["arm64"]["lpa2"] is lpa2 and layout["devmap_bit"] is None  # PTE_DEVMAP gone in v6.17
+    assert layout["has_pmd_special"] is True and layout["has_pud_special"] is False
+
+
+def test_anon_is_ram(arm64_guest, audited):
+    m = _mapping(arm64_guest, "anon")
+    vma = _vma(audited, m)
+    pages = int(m["len"]) >> _page_shift(arm64_guest.kernel.config)
+    assert vma["pages"] == {"ram": pages}, vma["pages"]
+    assert vma["special"] == 0 and vma["devmap"] == 0
+    for run in vma["runs"]:
+        raw = int(run["raw"], 16)
+        assert (raw >> 2) & 7 == 0, f"anonymous memory not MT_NORMAL: {raw:#x}"  # protection_map: AttrIndx 0
+        assert (raw >> 8) & 3 == (0 if arm64_guest.lpa2 else 3), f"SH/PA[51:50] bits: {raw:#x}"
+
+
+def test_pci_bar_is_special_device_memory(arm64_guest, audited):
+    m = _mapping(arm64_guest, "pcibar")
+    vma = _vma(audited, m)
+    assert {"PFNMAP", "IO"} <= set(vma["flag_names"]), vma["flag_names"]
+    assert vma["file"].endswith("/resource2")
+    page_shift = _page_shift(arm64_guest.kernel.config)
+    pages = int(m["len"]) >> page_shift
+    assert vma["pages"] == {"no-memmap": pages} and vma["special"] == pages and vma["leaves"] == {"pte": pages}
+    # The BAR's physical start, from the guest's sysfs: PFNs are its pages in order.
+    bdf = vma["file"].split("/")[-2]
+    code, text = arm64_guest.run(f"sed -n 3p /sys/bus/pci/devices/{bdf}/resource")
+    assert code == 0, text
+    bar_start = int(text.split()[0], 16)
+    runs = vma["runs"]
+    assert int(runs[0]["pfn"], 16) == bar_start >> page_shift
+    assert sum(r["count"] for r in runs) == pages
+    for run in runs:
+        raw = int(run["raw"], 16)
+        assert raw & 3 == VALID_PAGE and (raw >> 2) & 7 == MT_DEVICE_nGnRE, f"{raw:#x}"
+        assert raw & SPECIAL and raw & USER and raw & PXN and raw & UXN, f"{raw:#x}"
+        assert (raw >> 8) & 3 == (0 if arm64_guest.lpa2 else 3), f"SH/PA[51:50] bits: {raw:#x}"
+        assert run["page"] == "no-memmap" and run["special"]
+
+
+def test_fsdax_from_a_dt_pmem_region(arm64_guest, audited):
+    """ext4 -o dax on the fsdax namespace of a pmem-region node: since 7851bf649d42
+    ("fs/dax: Fix ZONE_DEVICE page reference counts", v6.15) DAX inserts
+    refcounted pages (vmf_insert_page_mkwrite): no special, no devmap; the
+    memory type is protection_map's MT_NORMAL."""
+    m = _mapping(arm64_guest, "fsdax-of")
+    vma = _vma(audited, m)
+    pages = int(m["len"]) >> _page_shift(arm64_guest.kernel.config)
+    assert vma["pages"] == {"fsdax": pages}, vma["pages"]
+    assert vma["special"] == 0 and vma["devmap"] == 0
+    assert "SYNC" in vma["flag_names"]  # MAP_SYNC (holder.c file mode)
+    from drgn_p2p.lab.scenarios import OF_PMEM_RANGE
+
+    base, size = OF_PMEM_RANGE
+    page_shift = _page_shift(arm64_guest.kernel.config)
+    for run in vma["runs"]:
+        raw = int(run["raw"], 16)
+        assert (raw >> 2) & 7 == 0 and not raw & SPECIAL, f"{raw:#x}"
+        assert base >> page_shift <= int(run["pfn"], 16) < (base + size) >> page_shift
+        assert run["page"] == "fsdax" and run["owner"] == "namespace0.0"
+
+
+def test_no_error_or_warning_findings(audited):
+    bad = [f for f in audited["findings"] if f["severity"] in ("error", "warning")]
+    assert not bad, json.dumps(bad, indent=1)[:3000]
+    assert audited["summary"]["unreadable_tables"] == 0
+
+
+def test_qmp_and_vmcore_agree(arm64_guest, audits):
+    """The held mappings' runs are the same read live over QMP and from the dump."""
+    for kind in ("anon", "pcibar", "fsdax-of"):
+        m = _mapping(arm64_guest, kind)
+        runs = {via: [(r["start"], r["count"], r["raw"], r["page"]) for r in _vma(doc, m)["runs"]]
+                for via, doc in audits.items()}
+        assert runs["qemu"] == runs["vmcore"], kind
