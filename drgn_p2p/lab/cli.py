@@ -368,7 +368,7 @@ def shell(kernel_name, kernel_dir, arch, bzimage, vmlinux, modules, kconfig, sce
 @_with_kernel_options
 @click.option("-o", "--output", metavar="FILE", help="Write the JSON document (drgn-p2p/gup-observed/1) to FILE "
               "instead of stdout.")
-def gup_probe(kernel_name, arch, bzimage, vmlinux, modules, kconfig, scenarios, four_level, output) -> None:
+def gup_probe(kernel_name, kernel_dir, arch, bzimage, vmlinux, modules, kconfig, scenarios, four_level, output) -> None:
     """Try each GUP user (O_DIRECT, io_uring, RDMA, vmsplice, futex, process_vm_readv,
     /proc/PID/mem) on each held mapping and record what the kernel really did.
 
@@ -381,7 +381,7 @@ def gup_probe(kernel_name, arch, bzimage, vmlinux, modules, kconfig, scenarios, 
     if output and (not Path(output).parent.is_dir() or Path(output).is_dir()):
         raise click.UsageError(f"cannot write {output}: no such directory, or it is a directory")
     try:
-        kernel = _kernel(kernel_name, bzimage, vmlinux, modules, kconfig)
+        kernel = _kernel(kernel_name, bzimage, vmlinux, modules, kconfig, arch, kernel_dir)
         observed = probe(kernel, scenarios or None, la57=not four_level, log=lambda line: _console.print(escape(line), soft_wrap=True))
     except LabError as e:
         _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
