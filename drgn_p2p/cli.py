@@ -210,7 +210,7 @@ _SEVERITIES = {"error": Severity.ERROR, "warning": Severity.WARNING, "info": Sev
 @click.option("--kind", "kinds", multiple=True, help="Only VMAs mapping this page kind (fsdax, devdax, p2pdma, device-private, device-coherent, no-memmap, ram, …); repeatable.")
 @click.option("--rule", "rules", multiple=True, help="Only this rule id; repeatable (see 'drgn-p2p rules').")
 @click.option("--range", "va_range", metavar="START-END", help="Only this virtual address range.")
-@click.option("--format", "fmt", metavar="FORMAT", help="text (default), json (schema drgn-p2p/audit/1), ktap (KTAP version 1: a test per rule) or junit (JUnit XML).")
+@click.option("--format", "fmt", metavar="FORMAT", help="text (default), json (schema drgn-p2p/audit/1), ktap (KTAP version 1: a test per rule), junit (JUnit XML) or html (one self-contained page).")
 @click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
 @click.option("-o", "--output", metavar="FILE", help="Write the report to FILE instead of stdout.")
 @click.option("--runs", "keep_runs", is_flag=True, help="With --json: list every VMA's coalesced runs of leaves (raw entries).")

@@ -13,7 +13,9 @@ documents ``drgn-p2p audit --format`` writes:
   a test per rule, a subtest per finding, ``# SKIP`` with the reason for rules
   that cannot apply to the kernel, the evidence as diagnostic lines;
 * ``junit``: JUnit XML, one testsuite with a testcase per rule, a
-  ``<failure>`` carrying its findings, ``<skipped>`` its reason.
+  ``<failure>`` carrying its findings, ``<skipped>`` its reason;
+* ``html``: one self-contained page, the findings and a strip of each
+  process's address space (:mod:`drgn_p2p.htmlpage`).
 
 A finding fails its test when it is at least as severe as *fail_on* (the
 ``--fail-on`` that also sets the exit code); a less severe one is a passing
@@ -39,7 +41,7 @@ from .rules import RULES, rule_by_id
 __all__ = ("FORMATS", "check_format", "finding_lines", "audit_ktap", "audit_junit", "audit_text", "render")
 
 #: The names ``--format`` accepts; the first is the default.
-FORMATS = ("text", "json", "ktap", "junit")
+FORMATS = ("text", "json", "ktap", "junit", "html")
 
 
 def check_format(name: str) -> str:
@@ -205,4 +207,8 @@ def render(result, fmt: str, fail_on: Severity = Severity.ERROR, verbose: bool =
         return audit_ktap(result, fail_on)
     if fmt == "junit":
         return audit_junit(result, fail_on)
+    if fmt == "html":
+        from .htmlpage import audit_html
+
+        return audit_html(result, fail_on)
     return audit_text(result, verbose)

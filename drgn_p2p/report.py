@@ -21,6 +21,7 @@ from .records import Finding, Layout, Severity, Vma
 
 __all__ = (
     "SCHEMA",
+    "is_device_mapping",
     "safe_text",
     "printable",
     "summary_text",
@@ -333,6 +334,17 @@ _SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Sever
 _INTERESTING = ("fsdax", "devdax", "device-generic", "p2pdma", "device-private", "device-coherent", "no-memmap")
 
 
+def is_device_mapping(r, layout: Layout) -> bool:
+    """Whether the VMA report *r* maps device memory (mapped, or held in
+    device-private entries), or any page behind a PFNMAP/MIXEDMAP/IO VMA."""
+    kinds = dict(r.pages_by_kind)
+    return bool(
+        any(k in kinds for k in _INTERESTING)
+        or r.pages_by_pgmap
+        or (kinds and r.vma.has(layout, "PFNMAP", "MIXEDMAP", "IO"))
+    )
+
+
 def print_audit(console: Console, result, layout: Layout, verbose: bool = False) -> None:
     """Print the per-VMA summary and the findings by rule."""
     rows = table(
@@ -342,15 +354,7 @@ def print_audit(console: Console, result, layout: Layout, verbose: bool = False)
     )
     gup_lines = []
     for r in result.vmas:
-        kinds = dict(r.pages_by_kind)
-        # Device memory (mapped, or held in device-private entries), or any
-        # page behind a PFNMAP/MIXEDMAP/IO VMA; empty VMAs only with -v.
-        interesting = (
-            any(k in kinds for k in _INTERESTING)
-            or r.pages_by_pgmap
-            or (kinds and r.vma.has(layout, "PFNMAP", "MIXEDMAP", "IO"))
-        )
-        if not (verbose or interesting):
+        if not (verbose or is_device_mapping(r, layout)):
             continue
         other = " ".join(f"{k}:{v}" for k, v in r.entries_by_kind if k not in ("present", "protnone"))
         gup_lines.append((r, _main_segment(r.gup)))

@@ -21,17 +21,21 @@ import importlib
 import json
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tarfile
 import tempfile
+import zlib
 from functools import lru_cache
+from html.parser import HTMLParser
 from importlib import metadata, resources
 from pathlib import Path
 from types import ModuleType
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence, Tuple
 
-__all__ = ("kunit_parser", "parse_ktap", "junit_schema", "audit_schema", "check_audit_json")
+__all__ = ("kunit_parser", "parse_ktap", "junit_schema", "audit_schema", "check_audit_json", "parse_html",
+           "check_self_contained", "png_pixels", "screenshot")
 
 #: The files of tools/testing/kunit that parsing needs.
 KUNIT_FILES = ("kunit_parser.py", "kunit_printer.py")
@@ -154,3 +158,108 @@ def check_diff_json(doc: object) -> None:
 def rule_results(test) -> Dict[str, Sequence[object]]:
     """``{rule id: (status name, [subtest status names])}`` of a parsed KTAP document."""
     return {t.name: (t.status.name, [s.status.name for s in t.subtests]) for t in test.subtests}
+
+
+class _Page(HTMLParser):
+    """Tags, attributes, text and nesting of a page."""
+
+    VOID = {"meta", "br", "rect", "path", "circle", "link", "img", "input", "hr"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: List[str] = []
+        self.tags: List[Tuple[str, Dict[str, str]]] = []
+        self.text: List[str] = []
+        self.errors: List[str] = []
+
+    def handle_starttag(self, tag, attrs) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_endtag(self, tag) -> None:
+        if tag in self.VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+        else:
+            self.stack.pop()
+
+    def handle_data(self, data) -> None:
+        self.text.append(data)
+
+
+def parse_html(page: str) -> _Page:
+    """*page* parsed; asserts every element is closed in order."""
+    p = _Page()
+    p.feed(page)
+    p.close()
+    assert not p.errors and p.stack == [], (p.errors, p.stack)
+    return p
+
+
+def check_self_contained(p: _Page, page: str) -> None:
+    """No script, no stylesheet or image or font from anywhere, no link out."""
+    assert not {t for t, _ in p.tags} & {"script", "link", "img", "iframe", "object", "embed"}
+    for tag, attrs in p.tags:
+        for name, value in attrs.items():
+            if name in ("src", "href", "xlink:href", "action"):
+                raise AssertionError(f"<{tag} {name}={value!r}>")
+            if name == "xmlns":
+                assert value == "http://www.w3.org/2000/svg"
+            elif value and "url(" in value:
+                assert value.startswith("url(#"), value
+    assert "@import" not in page and "@font-face" not in page
+    assert page.count("http") == page.count('xmlns="http://www.w3.org/2000/svg"')
+
+
+def png_pixels(data: bytes) -> Tuple[int, int, set]:
+    """Width, height and the set of distinct pixels of an 8-bit RGB/RGBA PNG (decoded here)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
+        chunk = data[pos + 8:pos + 8 + length]
+        if ctype == b"IHDR":
+            header = struct.unpack(">IIBBBBB", chunk)
+        elif ctype == b"IDAT":
+            idat += chunk
+        pos += 12 + length
+    width, height, depth, colour, _, _, interlace = header
+    assert depth == 8 and colour in (2, 6) and interlace == 0, header
+    bpp = 3 if colour == 2 else 4
+    raw = zlib.decompress(idat)
+    stride = width * bpp
+    prev = bytearray(stride)
+    colours = set()
+    for y in range(height):
+        ftype, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b, c = prev[i], prev[i - bpp] if i >= bpp else 0
+            if ftype == 1:
+                line[i] = (line[i] + a) & 0xFF
+            elif ftype == 2:
+                line[i] = (line[i] + b) & 0xFF
+            elif ftype == 3:
+                line[i] = (line[i] + (a + b) // 2) & 0xFF
+            elif ftype == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 0xFF
+        colours.update(bytes(line[i:i + 3]) for i in range(0, stride, bpp * 7))  # a sample of every 7th pixel
+        prev = line
+    return width, height, colours
+
+
+def screenshot(page: Path, png: Path, width: int = 1000) -> bytes:
+    """*page* rendered by wkhtmltoimage (QtWebKit, offscreen, no JavaScript, no network)."""
+    tool = shutil.which("wkhtmltoimage")
+    assert tool, "wkhtmltoimage is missing: scripts/setup installs it (Debian package wkhtmltopdf)"
+    subprocess.run([tool, "--quiet", "--disable-javascript", "--disable-local-file-access", "--width", str(width),
+                    str(page), str(png)], check=True, timeout=120,
+                   env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "XDG_RUNTIME_DIR": str(page.parent)})
+    return png.read_bytes()

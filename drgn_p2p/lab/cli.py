@@ -37,9 +37,24 @@ VIAS = ("qemu", "vmcore", "live")
 
 
 def _kernel(name: Optional[str], bzimage: Optional[str], vmlinux: Optional[str], modules: Optional[str],
-            config: Optional[str], arch: str = "amd64"):
-    from .kernels import ensure_kernel, user_kernel
+            config: Optional[str], arch: str = "amd64", kernel_dir: Optional[str] = None):
+    from .kernels import build_tree_kernel, ensure_kernel, user_kernel
 
+    if kernel_dir and arch != "amd64":
+        raise click.UsageError("--kernel-dir boots x86-64 kernels only; --arch arm64 uses the lab's Debian kernels")
+    if kernel_dir:
+        if bzimage or vmlinux or config:
+            raise click.UsageError("--kernel-dir takes the image, vmlinux and .config from the build tree: "
+                                   "give no --bzimage, --vmlinux or --config")
+        return build_tree_kernel(Path(kernel_dir), Path(modules) if modules else None)
+    if name and ("/" in name or Path(name).is_file()):  # an image file, not a lab kernel's name
+        if not Path(name).is_file():
+            raise click.UsageError(f"--kernel {name}: no such kernel image file (nor a lab kernel's name)")
+        if arch != "amd64":
+            raise click.UsageError("--kernel PATH boots x86-64 kernels only; --arch arm64 uses the lab's Debian kernels")
+        if bzimage:
+            raise click.UsageError("give the image once: --kernel PATH or --bzimage PATH")
+        bzimage = name
     if bzimage or vmlinux:
         if not (bzimage and vmlinux):
             raise click.UsageError("--bzimage and --vmlinux go together")
@@ -124,7 +139,8 @@ lab.add_command(fetch_command, name="fetch")
 lab.add_command(bench_command, name="bench")
 
 _kernel_options = [
-    click.option("--kernel", "kernel_name", default="newest", show_default=True, help="Lab kernel: newest, 6.12 or 6.1 (arm64: newest, newest-16k, 6.12)."),
+    click.option("--kernel", "kernel_name", default="newest", show_default=True, help="Lab kernel: newest, 6.12 or 6.1 (arm64: newest, newest-16k, 6.12), or the path of a kernel image (with --vmlinux)."),
+    click.option("--kernel-dir", metavar="BUILD", help="A kernel build tree: arch/x86/boot/bzImage, vmlinux, .config; modules from lib/modules/KVER under it (make modules_install INSTALL_MOD_PATH=BUILD) or built in place."),
     click.option("--arch", type=click.Choice(("amd64", "arm64")), default="amd64", show_default=True,
                  help="Debian architecture of the guest; arm64 runs under TCG (qemu-system-aarch64)."),
     click.option("--bzimage", metavar="PATH", help="Boot your own kernel image instead (with --vmlinux)."),
@@ -142,10 +158,14 @@ def _with_kernel_options(func):
     return func
 
 
-def _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, arch="amd64"):
+def _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, arch="amd64", kernel_dir=None):
+    from .scenarios import plan
     from .vm import start
 
-    kernel = _kernel(kernel_name, bzimage, vmlinux, modules, kconfig, arch)
+    kernel = _kernel(kernel_name, bzimage, vmlinux, modules, kconfig, arch, kernel_dir)
+    # Said before the boot: which scenarios this kernel's config (or release) rules out, and why.
+    for name, reason in sorted(plan(kernel, scenarios or None).skipped.items()):
+        _console.print(f"lab: {kernel.kver} will skip {name}: {escape(reason)}", soft_wrap=True)
     paging = ("lpa2=off" if four_level else "-cpu max, LPA2") if arch == "arm64" else \
         ("4" if four_level else "5") + "-level paging"
     _console.print(f"lab: booting {kernel.kver} ({paging})…")
@@ -170,7 +190,7 @@ def _report_failed(guest) -> None:
 @_with_kernel_options
 @click.option("--via", "vias", multiple=True, type=click.Choice(VIAS), help="Program source(s) to audit through (default: all three).")
 @click.argument("audit_args", nargs=-1, type=click.UNPROCESSED)
-def run(kernel_name, arch, bzimage, vmlinux, modules, kconfig, scenarios, four_level, vias, audit_args) -> None:
+def run(kernel_name, kernel_dir, arch, bzimage, vmlinux, modules, kconfig, scenarios, four_level, vias, audit_args) -> None:
     """Boot, hold the mappings, and run 'drgn-p2p audit AUDIT_ARGS' each way.
 
     With --json among AUDIT_ARGS, stdout carries one JSON line per program
@@ -184,7 +204,7 @@ def run(kernel_name, arch, bzimage, vmlinux, modules, kconfig, scenarios, four_l
         _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
     try:
-        guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, arch)
+        guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, arch, kernel_dir)
     except LabError as e:
         _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
@@ -216,12 +236,13 @@ def run(kernel_name, arch, bzimage, vmlinux, modules, kconfig, scenarios, four_l
 @lab.command()
 @click.option("--kernel", "kernel_names", multiple=True, metavar="NAME",
               help="Lab kernel to run (newest, 6.12, 6.1); repeatable (default: all three).")
-@click.option("--merge", "merge_paths", multiple=True, metavar="FILE",
-              help="Render matrix documents of earlier runs (one per CI job) instead of booting; repeatable.")
+@click.option("--merge", "merge", is_flag=True,
+              help="Render the matrix documents FILES of earlier runs (one per CI job) instead of booting.")
 @click.option("-o", "--output", "out_dir", metavar="DIR",
               help="Write matrix.json, matrix.md and matrix.html into DIR (default: Markdown on stdout).")
 @click.option("--json", "as_json", is_flag=True, help="Write the matrix document (JSON) on stdout.")
-def matrix(kernel_names, merge_paths, out_dir, as_json) -> None:
+@click.argument("merge_paths", nargs=-1, metavar="[FILES]...")
+def matrix(kernel_names, merge, out_dir, as_json, merge_paths) -> None:
     """Every scenario on every lab kernel: the mapping kind × kernel table.
 
     Boots each kernel with every scenario its config allows, audits it over
@@ -231,10 +252,13 @@ def matrix(kernel_names, merge_paths, out_dir, as_json) -> None:
     """
     from . import matrix as m
 
-    if merge_paths and kernel_names:
+    if merge and kernel_names:
         raise click.UsageError("give either --kernel or --merge, not both")
+    if merge != bool(merge_paths):
+        raise click.UsageError("--merge takes the matrix documents to merge: --merge FILE..." if merge
+                               else f"unexpected argument {merge_paths[0]!r} (FILES go with --merge)")
     code = 0
-    if merge_paths:
+    if merge:
         try:
             doc = m.load_all(merge_paths)
         except OSError as e:
@@ -320,7 +344,8 @@ def _wants_json(audit_args) -> bool:
               help="Which selftests: core (every kernel) or full (default: full on newest, core elsewhere).")
 @click.option("--json", "json_out", metavar="FILE",
               help="Merge this kernel's run into the selftests document FILE (scripts/selftests-report renders it).")
-def selftests(kernel_name, arch, bzimage, vmlinux, modules, kconfig, scenarios, four_level, tier, json_out) -> None:
+def selftests(kernel_name, kernel_dir, arch, bzimage, vmlinux, modules, kconfig, scenarios, four_level, tier,
+              json_out) -> None:
     """Run the kernel's own mm selftests in the guest while auditing it over QMP and live.
 
     The selftests are built from the kernel's linux-source package (root). Prints each test's exit status
@@ -335,7 +360,7 @@ def selftests(kernel_name, arch, bzimage, vmlinux, modules, kconfig, scenarios, 
         raise click.UsageError("selftests run on x86-64 guests only (the arm64 root has no build of them yet)")
     t0 = time.monotonic()
     try:
-        guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level)
+        guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, arch, kernel_dir)
     except LabError as e:
         _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
@@ -373,10 +398,10 @@ def selftests(kernel_name, arch, bzimage, vmlinux, modules, kconfig, scenarios, 
 
 @lab.command()
 @_with_kernel_options
-def shell(kernel_name, arch, bzimage, vmlinux, modules, kconfig, scenarios, four_level) -> None:
+def shell(kernel_name, kernel_dir, arch, bzimage, vmlinux, modules, kconfig, scenarios, four_level) -> None:
     """Boot with the mappings held and keep the guest up until Ctrl-C."""
     try:
-        guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, arch)
+        guest = _boot(kernel_name, bzimage, vmlinux, modules, kconfig, scenarios, four_level, arch, kernel_dir)
     except LabError as e:
         _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
@@ -401,7 +426,7 @@ def shell(kernel_name, arch, bzimage, vmlinux, modules, kconfig, scenarios, four
 @_with_kernel_options
 @click.option("-o", "--output", metavar="FILE", help="Write the JSON document (drgn-p2p/gup-observed/1) to FILE "
               "instead of stdout.")
-def gup_probe(kernel_name, arch, bzimage, vmlinux, modules, kconfig, scenarios, four_level, output) -> None:
+def gup_probe(kernel_name, kernel_dir, arch, bzimage, vmlinux, modules, kconfig, scenarios, four_level, output) -> None:
     """Try each GUP user (O_DIRECT, io_uring, RDMA, vmsplice, futex, process_vm_readv,
     /proc/PID/mem) on each held mapping and record what the kernel really did.
 
@@ -414,7 +439,7 @@ def gup_probe(kernel_name, arch, bzimage, vmlinux, modules, kconfig, scenarios, 
     if output and (not Path(output).parent.is_dir() or Path(output).is_dir()):
         raise click.UsageError(f"cannot write {output}: no such directory, or it is a directory")
     try:
-        kernel = _kernel(kernel_name, bzimage, vmlinux, modules, kconfig)
+        kernel = _kernel(kernel_name, bzimage, vmlinux, modules, kconfig, arch, kernel_dir)
         observed = probe(kernel, scenarios or None, la57=not four_level, log=lambda line: _console.print(escape(line), soft_wrap=True))
     except LabError as e:
         _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)

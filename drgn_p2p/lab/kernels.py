@@ -600,6 +600,13 @@ def _user_modules(kver: str, bzimage: Path) -> Optional[Path]:
     return None
 
 
+def _modules_cache(kver: str, source: Path, changed: Path) -> Path:
+    """The lab's directory for a module tree made from *source*, named after
+    it and the time *changed* was last modified (a rebuild makes a new one)."""
+    stamp = f"{source}\0{changed.stat().st_mtime_ns}"
+    return cache_dir() / "modules" / f"{kver}-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}"
+
+
 def _with_modules_dep(modules_dir: Path, kver: str) -> Path:
     """
     Return *modules_dir* if depmod has run on it, else the lab's own copy of
@@ -613,8 +620,7 @@ def _with_modules_dep(modules_dir: Path, kver: str) -> Path:
         raise LabError(f"{modules_dir} has no modules.dep and depmod is not installed (install kmod, "
                        f"or run 'depmod -b ROOT {kver}' on the tree, ROOT being the directory above lib/modules)")
     real = modules_dir.resolve()
-    stamp = f"{real}\0{real.stat().st_mtime_ns}"
-    root = cache_dir() / "modules" / f"{kver}-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}"
+    root = _modules_cache(kver, real, real)
     copy = root / "lib" / "modules" / kver
     if (copy / "modules.dep").is_file():
         return copy
@@ -672,6 +678,63 @@ def user_kernel(
         modules_dir=modules_dir,
         cc=cc_from_config(config),
     )
+
+
+def build_tree_kernel(build: Path, modules_dir: Optional[Path] = None) -> Kernel:
+    """
+    Describe a kernel from its build tree *build*: ``arch/x86/boot/bzImage``,
+    ``vmlinux`` and ``.config`` as ``make`` leaves them, the modules from
+    *modules_dir*, else ``lib/modules/KVER`` under *build* (``make
+    modules_install INSTALL_MOD_PATH=BUILD``), else the modules built in place
+    (listed in ``modules.order``: the lab's own tree of symlinks to them, on
+    which depmod runs).
+    """
+    build = Path(build)
+    if not build.is_dir():
+        raise LabError(f"{build} is not a directory")
+    bzimage, vmlinux, config = build / "arch" / "x86" / "boot" / "bzImage", build / "vmlinux", build / ".config"
+    missing = [str(p.relative_to(build)) for p in (bzimage, vmlinux, config) if not p.is_file()]
+    if missing:
+        raise LabError(f"{build} is not a built kernel tree: no {', '.join(missing)}")
+    if modules_dir is None:
+        kver = bzimage_release(bzimage)
+        installed = build / "lib" / "modules" / kver
+        if installed.is_dir():
+            modules_dir = installed
+        elif (build / "modules.order").is_file():
+            modules_dir = _in_place_modules(build, kver)
+    return user_kernel(bzimage, vmlinux, modules_dir, config)
+
+
+def _in_place_modules(build: Path, kver: str) -> Path:
+    """A ``lib/modules/KVER`` tree in the cache whose ``kernel/`` holds a symlink
+    to every module of *build*'s ``modules.order`` (``path/x.o`` since v6.2,
+    commit f65a486821cf, ``kernel/path/x.ko`` before), depmod run on it."""
+    modules = []
+    for line in (build / "modules.order").read_text().split():
+        rel = line[len("kernel/"):] if line.startswith("kernel/") else line
+        ko = build / (rel[:-2] + ".ko" if rel.endswith(".o") else rel)
+        if not ko.is_file():
+            raise LabError(f"{build}: {ko.relative_to(build)} of modules.order is not built (run make modules)")
+        modules.append(ko)
+    root = _modules_cache(kver, build.resolve(), build / "modules.order")
+    tree = root / "lib" / "modules" / kver
+    if (tree / "modules.dep").is_file():
+        return tree
+    shutil.rmtree(root, ignore_errors=True)
+    for ko in modules:
+        link = tree / "kernel" / ko.relative_to(build)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(ko.resolve())
+    (tree / "modules.order").write_text("".join(f"kernel/{ko.relative_to(build)}\n" for ko in modules))
+    for name in ("modules.builtin", "modules.builtin.modinfo"):
+        if (build / name).is_file():
+            (tree / name).symlink_to((build / name).resolve())
+    if shutil.which("depmod") is None:
+        raise LabError(f"depmod is not installed (install kmod): it must index the modules of {build}")
+    with _step(f"depmod on the lab's tree of {build}'s modules"):
+        _check(["depmod", "-b", str(root), kver])
+    return tree
 
 
 # ---------------------------------------------------------------- CLI

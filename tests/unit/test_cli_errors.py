@@ -132,7 +132,7 @@ def cases(d: Path) -> Dict[str, Case]:
         "unknown-kind": Case(["audit", "--kind", "gpu"], r"unknown page kind 'gpu' \(one of: ram, .*\)"),
         "bad-range": Case(["audit", "--range", "0x2000-0x1000"], r"--range '0x2000-0x1000' is empty"),
         "bad-address": Case(["explain", "1", "0xzz"], r"address '0xzz' is not a number"),
-        "unknown-format": Case(["audit", "--format", "xml"], r"unknown format 'xml' \(one of: text, json, ktap, junit\)"),
+        "unknown-format": Case(["audit", "--format", "xml"], r"unknown format 'xml' \(one of: text, json, ktap, junit, html\)"),
         "json-and-other-format": Case(["audit", "--json", "--format", "junit"], r"--json is --format json: give one of"),
         "output-no-directory": Case(["audit", "-o", str(d / "nope" / "out.xml")], r"cannot write .*/nope/out\.xml: no directory .*/nope$"),
         "output-is-directory": Case(["audit", "-o", str(d / "a dir")], r"cannot write .*/a dir: it is a directory"),

@@ -291,7 +291,7 @@ def _catalogue() -> List[str]:
 
 def test_check_format() -> None:
     assert [check_format(f) for f in FORMATS] == list(FORMATS)
-    with pytest.raises(UsageError, match=r"unknown format 'xml' \(one of: text, json, ktap, junit\)"):
+    with pytest.raises(UsageError, match=r"unknown format 'xml' \(one of: text, json, ktap, junit, html\)"):
         check_format("xml")
 
 
@@ -336,7 +336,7 @@ def test_cli_formats_to_stdout_and_file(fake_audit, capsys, tmp_path: Path) -> N
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--format", "xml"], "error: unknown format 'xml' (one of: text, json, ktap, junit)"),
+        (["--format", "xml"], "error: unknown format 'xml' (one of: text, json, ktap, junit, html)"),
         (["--json", "--format", "ktap"], "error: --json is --format json: give one of --json and --format ktap"),
         (["-o", "/nonexistent/dir/out.xml"], "error: cannot write /nonexistent/dir/out.xml: no directory /nonexistent/dir"),
         (["-o", "/"], "error: cannot write /: it is a directory"),

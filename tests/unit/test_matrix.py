@@ -124,3 +124,18 @@ def test_lab_matrix_merge_of_bad_input_is_one_line(tmp_path: Path, content, mess
     r = CliRunner().invoke(cli, ["lab", "matrix", "--merge", str(path)])
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert re.search(message, r.output.replace("\n", "")), r.output
+
+
+def test_lab_matrix_merge_takes_the_files_after_one_flag(tmp_path: Path):
+    """``--merge matrix-*.json``, as a shell glob gives them (and repeated ``--merge FILE`` still works)."""
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"schema": matrix.SCHEMA, "kernels": {"6.1": _entry("6.1")}}))
+    b.write_text(json.dumps({"schema": matrix.SCHEMA, "kernels": {"newest": _entry("7.2")}}))
+    r = CliRunner().invoke(cli, ["lab", "matrix", "--merge", str(a), str(b), "--json"])
+    assert r.exit_code == 0, r.output
+    assert list(json.loads(r.stdout)["kernels"]) == ["6.1", "newest"]
+    for args, message in ((["--merge"], "--merge takes the matrix documents"),
+                          ([str(a)], "FILES go with --merge"),
+                          (["--merge", str(a), "--kernel", "6.1"], "give either --kernel or --merge")):
+        r = CliRunner().invoke(cli, ["lab", "matrix", *args])
+        assert r.exit_code == 2 and message in r.output, r.output
