@@ -16,7 +16,7 @@ from drgn_p2p.pipeline import VmaReport
 from drgn_p2p.records import Severity
 
 from .layouts import L72
-from .test_formats import HOSTILE, _run, _vma, audit_of, bar_error, fake_audit, vdso_info  # noqa: F401
+from .test_formats import HOSTILE, _run, _vma, audit_of, bar_error, fake_audit, p2pmem_info  # noqa: F401
 
 TIB = 1 << 40
 
@@ -28,9 +28,9 @@ def _report(vma, pages: Tuple[Tuple[str, int], ...], leaves: Tuple[Tuple[str, in
 
 def sample():
     """pid 1: a 64 TiB anonymous reservation, a one-page BAR (PFNMAP, an
-    error), a 2 MiB devdax VMA of one PMD leaf; pids 1-3: a vDSO (info)."""
+    error), a 2 MiB devdax VMA of one PMD leaf; pids 1-3: a p2pmem-like mapping (info)."""
     bar = bar_error(L72)
-    infos = vdso_info(L72, [1, 2, 3])
+    infos = p2pmem_info(L72, [1, 2, 3])
     big = _vma(L72, 1, "holder", "READ", "WRITE", start=0x1000_0000_0000, end=0x1000_0000_0000 + 64 * TIB)
     bar_vma = bar[0].vma
     dax = _vma(L72, 1, "holder", "READ", "WRITE", "SHARED", "HUGEPAGE", start=0x7F00_0020_0000, end=0x7F00_0040_0000)
@@ -61,7 +61,7 @@ def test_strips_lay_out_by_address_kind_level_and_findings() -> None:
     for a, b in zip(one.segments, one.segments[1:]):
         assert b.x >= a.x + a.width
     # The hole of ~2^47 bytes between the reservation and the BAR is drawn as a break.
-    # (and the one of ~1 TiB between the devdax VMA and the vDSO).
+    # (and the one of ~1 TiB between the devdax VMA and the p2pmem mapping).
     assert len(one.holes) == 2 and seg[big.start].x + w[big.start] < one.holes[0] < seg[bar_vma.start].x
     assert [s.worst for s in out[1].segments] == [Severity.INFO]
 
