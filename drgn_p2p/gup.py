@@ -115,7 +115,7 @@ _SHMEM_OPS = ("shmem_vm_ops", "shmem_anon_vm_ops")
 #: or of files whose mapping writes back (``vma_fs_can_writeback()``).
 _WRITENOTIFY_OPS = (
     "kernfs_vm_ops", "generic_file_vm_ops", "ext4_file_vm_ops", "ext4_dax_vm_ops", "xfs_file_vm_ops",
-    "fb_deferred_io_vm_ops", "btrfs_file_vm_ops", "f2fs_file_vm_ops", "fuse_file_vm_ops",
+    "fb_deferred_io_vm_ops", "perf_mmap_vmops", "btrfs_file_vm_ops", "f2fs_file_vm_ops", "fuse_file_vm_ops",
 )
 #: vm_ops whose ``access`` is ``generic_access_phys()`` (drivers/char/mem.c
 #: mmap_mem_ops; drivers/pci/mmap.c pci_phys_vm_ops behind kernfs for the
@@ -132,6 +132,11 @@ _TTM_OWN_ACCESS_OPS = ("amdgpu_gem_vm_ops",)
 #: the first 1M of RAM", v5.13), the only RAM /dev/mem may map under
 #: STRICT_DEVMEM (devmem_is_allowed()).
 _X86_RESERVED_LOW_PFNS = 0x100
+
+#: The perf ring's vm_ops while it was faulted in (before 7.x remapped it at
+#: mmap time): ``page_mkwrite = perf_mmap_fault``, which returns
+#: VM_FAULT_SIGBUS for every page but the first (kernel/events/core.c, 6.1 and 6.12).
+_PERF_OPS = "perf_mmap_vmops"
 
 #: vm_ops without ``fault``: every page was inserted at mmap or by the
 #: driver's own call (``tcp_zerocopy_receive()``), and a fault of a hole is
@@ -156,6 +161,10 @@ class VmaShape:
     #: (generic_access_phys), "ttm", "ttm-own" (TTM with the driver's
     #: access_memory), "kernfs-none" (kernfs without one), None.
     access: Optional[str]
+    #: The VMA's first address, kept only where it decides: a perf ring,
+    #: whose ``page_mkwrite`` (perf_mmap_fault()) allows writes to its first
+    #: page (pgoff 0, the control page) alone.
+    start: Optional[int] = None
 
 
 def vma_shape(vma: Vma, fsdax_pages: bool = False) -> VmaShape:
@@ -172,7 +181,8 @@ def vma_shape(vma: Vma, fsdax_pages: bool = False) -> VmaShape:
         access = "ttm"
     elif ops in _TTM_OWN_ACCESS_OPS:
         access = "ttm-own"
-    return VmaShape(vma.flags, ops, vma.file is not None, fsdax_pages or ops == "ext4_dax_vm_ops", access)
+    start = vma.start if ops == _PERF_OPS else None
+    return VmaShape(vma.flags, ops, vma.file is not None, fsdax_pages or ops == "ext4_dax_vm_ops", access, start)
 
 
 # ---------------------------------------------------------------------------
@@ -440,6 +450,10 @@ def _present(ctx: _Ctx, write: bool, longterm: bool, pin: bool, p2p: bool) -> _R
                 "read-only leaf in a userfaultfd write-protected VMA: the write fault waits for the "
                 "userfaultfd handler"
             ), False, True
+        if ctx.vma.ops == _PERF_OPS and ctx.vma.start is not None and leaf.va != ctx.vma.start:
+            return "EFAULT", "perf_mmap_fault", (
+                "read-only perf ring data page and FOLL_WRITE: page_mkwrite returns VM_FAULT_SIGBUS "
+                "for every page but the first"), False, True
         faulted = True  # can_follow_write_pte() fails: write fault (COW, unshare, dirty tracking)
         if kind in (PageKind.ZERO_PAGE, PageKind.HUGE_ZERO):
             kind, page = PageKind.RAM, True  # the write fault replaces the zero page with an anonymous page
@@ -631,6 +645,7 @@ def predict(layout: Layout, vma: VmaShape, leaf: Optional[Leaf], kind: PageKind)
         leaf.swap_offset if leaf.kind == EntryKind.MARKER else None,
         kind == PageKind.NO_MEMMAP and _above_memmap(_Ctx(layout, vma, leaf, kind)),
         leaf.pfn is not None and leaf.pfn < _X86_RESERVED_LOW_PFNS,
+        vma.start is not None and leaf.va == vma.start,
     )
     hit = _cache.get(sig)
     if hit is None:

@@ -31,6 +31,7 @@ import pytest
 from conftest import lab_document_path
 from lab_prereq import missing, tiered
 
+from drgn_p2p.lab import gupmatrix
 from drgn_p2p.lab.gup import NOT_PROBED, OUTCOME_WORDS, SCHEMA, USERS, probe
 
 pytestmark = pytest.mark.lab
@@ -97,3 +98,12 @@ def test_gup_ground_truth(lab_session, name: str, request: pytest.FixtureRequest
     for m in pfnmaps:
         got = {a.user: a.outcome for a in m.attempts if a.user in odirect}
         assert got == {u: "EFAULT" for u in odirect}, (m.scenario, m.expect, got)
+
+    # The prediction the audit made from the page tables alone, before any user
+    # ran (vmas[*].gup of the document's audit), says what the kernel did.
+    cells = gupmatrix.cells(doc)
+    unmet = {m.scenario for m in observed.mappings} - {c.scenario for c in cells}
+    assert cells and not unmet, f"no prediction met the attempts on {sorted(unmet)}"
+    wrong = [f"{c.scenario} × {c.user} at {c.addr:#x}: predicted {c.predicted} ({c.decided_by}: {c.why}), "
+             f"observed {c.observed}" for c in cells if not c.agree]
+    assert not wrong, "\n".join(wrong)

@@ -484,3 +484,21 @@ def test_vdso_data_page_in_a_vm_io_mixedmap(layout):
     else:
         assert t["vmsplice"][0] == "ok"
     assert layout.gup_fast_secretmem_mapping == (layout is not L61)
+
+
+@pytest.mark.parametrize("layout", (L61, L612), ids=lambda l: l.release)
+def test_perf_ring_data_pages_refuse_write_pins(layout):
+    """A perf ring before 7.x: pages faulted in by perf_mmap_fault(), which is
+    also the ring's page_mkwrite and returns VM_FAULT_SIGBUS for every page but
+    the first (the control page). A FOLL_WRITE pin of a read-only data page
+    needs that write fault: EFAULT (6.1). From v6.5 check_vma_flags() refuses
+    FOLL_LONGTERM write pins of a VMA whose vm_ops has page_mkwrite first."""
+    vma = _vma(layout, SHARED + ("DONTEXPAND", "DONTDUMP"), "perf_mmap_vmops", "[perf_event]")
+    data = table(layout, vma, leaf(va=vma.start + 0x3000, writable=False), K.RAM)
+    first = table(layout, vma, leaf(va=vma.start, writable=False), K.RAM)
+    want = "check_vma_flags" if layout.gup_longterm_file_check else "perf_mmap_fault"
+    assert data["io-uring-register"][0] == data["ibv-reg-mr"][0] == "EFAULT"
+    assert data["ibv-reg-mr"][1] == want
+    assert data["odirect-read"] == ("EFAULT", "perf_mmap_fault")
+    # the control page takes the write fault (page_mkwrite returns 0)
+    assert first["odirect-read"][0] == "ok"
