@@ -27,7 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import LabError, cache_dir
 from .scenarios import GUEST_DIR, NVME_CMB_ID, kernel_config, plan
@@ -419,13 +419,15 @@ def render_markdown(docs: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m drgn_p2p.lab.gup OBSERVED.json...``: print the Markdown page of the documents."""
+def render_main(argv: Optional[Sequence[str]], module: str,
+                render: Callable[[Sequence[Mapping[str, Any]]], str]) -> int:
+    """``python -m MODULE OBSERVED.json...``: print *render* of the documents,
+    oldest kernel first; one ``error:`` line and 2 for a file that is not one."""
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
-        print("usage: python -m drgn_p2p.lab.gup OBSERVED.json...", file=sys.stderr)
+        print(f"usage: python -m {module} OBSERVED.json...", file=sys.stderr)
         return 2
     docs = []
     for arg in args:
@@ -440,8 +442,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         docs.append(doc)
     order = {"6.1": 0, "6.12": 1}
     docs.sort(key=lambda d: order.get(".".join(d["kernel"].split(".")[:2]), 2))
-    sys.stdout.write(render_markdown(docs))
+    sys.stdout.write(render(docs))
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m drgn_p2p.lab.gup OBSERVED.json...``: print the Markdown page of the documents."""
+    return render_main(argv, "drgn_p2p.lab.gup", render_markdown)
 
 
 if __name__ == "__main__":

@@ -137,23 +137,9 @@ def _cell_text(c: Cell) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m drgn_p2p.lab.gupmatrix OBSERVED.json...``: print ``docs/gup-matrix.md``."""
-    import json
-    import sys
+    from .gup import render_main
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args:
-        print("usage: python -m drgn_p2p.lab.gupmatrix OBSERVED.json...", file=sys.stderr)
-        return 2
-    docs = []
-    for path in args:
-        try:
-            with open(path) as f:
-                docs.append(json.load(f))
-        except (OSError, ValueError) as e:
-            print(f"error: cannot read {path}: {e}", file=sys.stderr)
-            return 2
-    sys.stdout.write(render_markdown(docs))
-    return 0
+    return render_main(argv, "drgn_p2p.lab.gupmatrix", render_markdown)
 
 
 if __name__ == "__main__":
