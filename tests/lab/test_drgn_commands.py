@@ -34,7 +34,10 @@ class DrgnSession:
         if self.pid == 0:  # the child: drgn itself
             os.execvpe(argv[0], argv, env)
         self.transcript = b""
-        self.read_until(PROMPT, timeout=300)
+        # drgn's banner may show prompts of its own (">>> import drgn", …):
+        # sync on the output of a line of our own, which its echo does not contain.
+        os.write(self.fd, b"print('drgn-p2p-' + 'ready')\r")
+        self.read_until(b"drgn-p2p-ready\r\n" + PROMPT, timeout=300)
 
     def read_until(self, marker: bytes, timeout: float) -> bytes:
         start = len(self.transcript)
@@ -158,7 +161,9 @@ def test_drgn_session_commands(vmcore, tmp_path) -> None:
         for command, _, name in cases:
             out = session.type(f"%p2p {command} > {tmp_path / name}")
             status = session.type("print('status', _)")
-            typed[name] = (out, int(re.search(r"status (\d+)", status).group(1)))
+            said = re.search(r"status (\d+)", status)
+            assert said, f"%p2p {command}: no status; transcript {session.transcript.decode(errors='replace')[-3000:]}"
+            typed[name] = (out, int(said.group(1)))
         # -o works inside drgn too, and a pipe to a shell command.
         session.type(f"%p2p audit --format junit -o {tmp_path / 'audit-o.xml'}")
         piped = session.type("%p2p rules | grep -c dax-leaf-bits")
