@@ -8,7 +8,7 @@ tables. Rendering is kept apart from the data: every ``*_json`` function
 returns plain dicts, every ``print_*`` function only prints.
 """
 
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -25,6 +25,7 @@ __all__ = (
     "safe_text",
     "printable",
     "summary_text",
+    "vma_at",
     "gup_summary",
     "vm_flag_mnemonics",
     "layout_json",
@@ -493,3 +494,12 @@ def print_layout(console: Console, layout: Layout) -> None:
             value = ", ".join(f"{k}={v}" for k, v in value.items())
         table.add_row(name, str(value), f"{how['how']}: {how['detail']}" if how else "")
     console.print(table)
+
+
+def vma_at(doc: Mapping[str, Any], pid: int, addr: int) -> Optional[Mapping[str, Any]]:
+    """The ``vmas`` entry of audit document *doc* (:func:`audit_json`) of
+    process *pid* that contains address *addr*, or None."""
+    for vma in doc.get("vmas", ()):
+        if vma["pid"] == pid and int(vma["start"], 16) <= addr < int(vma["end"], 16):
+            return vma
+    return None

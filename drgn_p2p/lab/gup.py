@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..report import vma_at
 from . import LabError, cache_dir
 from .scenarios import GUEST_DIR, NVME_CMB_ID, kernel_config, plan
 
@@ -227,14 +228,6 @@ def attempt_of(line: Mapping[str, Any]) -> Attempt:
     )
 
 
-def _vma_of(audit: Mapping[str, Any], pid: int, addr: int) -> Optional[Mapping[str, Any]]:
-    """The audit's ``vmas`` entry of *pid* containing *addr*."""
-    for vma in audit.get("vmas", []):
-        if vma["pid"] == pid and int(vma["start"], 16) <= addr < int(vma["end"], 16):
-            return vma
-    return None
-
-
 def _mappings(lines: Sequence[Mapping[str, Any]], audit: Mapping[str, Any],
               skipped_users: Mapping[str, str]) -> List[ProbedMapping]:
     """Group the attempt lines by mapping, in the holders' order."""
@@ -245,7 +238,7 @@ def _mappings(lines: Sequence[Mapping[str, Any]], audit: Mapping[str, Any],
     for (kind, pid, start), group in groups.items():
         attempts = tuple(attempt_of(line) for line in group if line["user"] not in skipped_users)
         out.append(ProbedMapping(kind, group[0]["expect"], pid, start, group[0]["len"],
-                                 tuple(group[0]["vm_flags"].split()), _vma_of(audit, pid, start), attempts))
+                                 tuple(group[0]["vm_flags"].split()), vma_at(audit, pid, start), attempts))
     return out
 
 

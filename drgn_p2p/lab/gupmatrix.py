@@ -18,6 +18,8 @@ any user ran.
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from ..report import vma_at
+
 __all__ = ("Cell", "cells", "same_outcome", "render_markdown", "main")
 
 
@@ -52,12 +54,10 @@ def same_outcome(user: str, predicted: str, observed: str) -> bool:
 
 
 def _prediction(audit: Mapping[str, Any], pid: int, addr: int, user: str) -> Optional[Mapping[str, Any]]:
-    for vma in audit["vmas"]:
-        if vma["pid"] != pid or not int(vma["start"], 16) <= addr < int(vma["end"], 16):
-            continue
-        for seg in vma.get("gup", []):
-            if int(seg["start"], 16) <= addr < int(seg["end"], 16):
-                return seg["predictions"].get(user)
+    vma = vma_at(audit, pid, addr)
+    for seg in vma.get("gup", []) if vma else ():
+        if int(seg["start"], 16) <= addr < int(seg["end"], 16):
+            return seg["predictions"].get(user)
     return None
 
 

@@ -16,6 +16,7 @@ import html
 import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
+from ..report import vma_at
 from .proof import _md, load, merge_kernels
 from .zoo import _classified, _verdict, mapping_record
 
@@ -33,7 +34,7 @@ def kernel_entry(kver: str, mappings: Sequence[Mapping[str, Any]], skipped: Mapp
     document *doc* (``audit --json --runs``) saw it, and why the others were not held."""
     records = []
     for m in mappings:
-        vma = _vma_at(doc, int(m["pid"]), int(m["addr"]))
+        vma = vma_at(doc, int(m["pid"]), int(m["addr"]))
         if vma is not None:
             records.append(mapping_record(m, vma, doc, []))
         else:
@@ -46,13 +47,6 @@ def kernel_entry(kver: str, mappings: Sequence[Mapping[str, Any]], skipped: Mapp
         "failed": dict(failed),
         "mappings": records,
     }
-
-
-def _vma_at(doc: Mapping[str, Any], pid: int, addr: int) -> Optional[Mapping[str, Any]]:
-    for vma in doc["vmas"]:
-        if vma["pid"] == pid and int(vma["start"], 16) <= addr < int(vma["end"], 16):
-            return vma
-    return None
 
 
 def merge(docs: Iterable[Optional[Mapping[str, Any]]]) -> Dict[str, Any]:

@@ -46,7 +46,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from drgn_p2p.lab import LabError, apt
 from drgn_p2p.lab.kmod import (_MARKER, _chroot, _digest, _ensure_chroot_locked, _kernel_facts, _lock, _need_root,
                                _proc_mounted, _remove_tree, _source_package, _step, chroots_dir, kmods_dir)
-from drgn_p2p.lab.scenarios import GUEST_DIR, kernel_config, kernel_version
+from drgn_p2p.lab.scenarios import GUEST_DIR, kernel_config
 
 __all__ = ("SCHEMA", "SELFTESTS", "TIERS", "Selftest", "TestResult", "Audit", "Run", "build", "run", "select",
            "run_selftests", "parse_totals", "mapped_by_test", "attribute", "kernel_record", "merge",

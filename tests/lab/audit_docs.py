@@ -6,17 +6,15 @@ everything it could not read, compared with the audit of the whole dump.
 """
 
 from collections import Counter
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
+
+from drgn_p2p.report import vma_at
 
 #: _PAGE_ACCESSED: LRU aging may clear it between a QMP audit and a dump.
 _ACCESSED = 1 << 5
 
 
-def vma_of(doc: Dict, pid: int, addr: int) -> Optional[Dict]:
-    for vma in doc["vmas"]:
-        if vma["pid"] == pid and int(vma["start"], 16) <= addr < int(vma["end"], 16):
-            return vma
-    return None
+vma_of = vma_at  # the audit's reader of its own documents
 
 
 def runs(vma: Dict) -> List[Tuple]:

@@ -33,6 +33,7 @@ import pytest
 from lab_prereq import check_setup, missing, tiered
 
 from drgn_p2p.lab.cli import audit_streams
+from drgn_p2p.report import vma_at
 
 pytestmark = pytest.mark.lab
 
@@ -98,9 +99,9 @@ def audited(audits) -> Dict:
 
 def _vma(doc: Dict, mapping: Dict) -> Dict:
     addr = int(mapping["addr"])
-    for vma in doc["vmas"]:
-        if vma["pid"] == int(mapping["pid"]) and int(vma["start"], 16) <= addr < int(vma["end"], 16):
-            return vma
+    vma = vma_at(doc, int(mapping["pid"]), addr)
+    if vma is not None:
+        return vma
     raise AssertionError(f"no VMA of pid {mapping['pid']} holds {addr:#x}")
 
 

@@ -22,6 +22,7 @@ from conftest import lab_document_path
 from drgn_p2p.lab import proof, zoo
 from drgn_p2p.lab.cli import run_audit
 from drgn_p2p.lab.scenarios import SCENARIOS, ZOO
+from drgn_p2p.report import vma_at
 
 pytestmark = pytest.mark.lab
 
@@ -52,12 +53,11 @@ class LabAudit:
         return found
 
     def vma(self, m: Dict, source: str = "qemu") -> Dict:
-        kind = m["kind"]
         addr = int(m["addr"])
-        for vma in self.docs[source]["vmas"]:
-            if vma["pid"] == int(m["pid"]) and int(vma["start"], 16) <= addr < int(vma["end"], 16):
-                return vma
-        raise AssertionError(f"{source}: no VMA of pid {m['pid']} holds {addr:#x} ({kind})")
+        vma = vma_at(self.docs[source], int(m["pid"]), addr)
+        if vma is None:
+            raise AssertionError(f"{source}: no VMA of pid {m['pid']} holds {addr:#x} ({m['kind']})")
+        return vma
 
 
 @pytest.fixture(scope="module", params=KERNELS)
