@@ -3,6 +3,7 @@
 from the version tables exactly as the layout stage falls back to them, for
 tests that must not read a kernel."""
 
+import dataclasses
 from typing import Optional
 
 from drgn_p2p import layout_tables as lt
@@ -139,7 +140,9 @@ def make_arm64_layout(
         has_pte_marker=version >= (6, 10),
         pfn_bits=physmem - page_shift,
     )
-    return Layout(
+    # What arm64 shares with x86-64 per release (DAX, markers, pgmap, GUP facts) from make_layout().
+    return dataclasses.replace(
+        make_layout(version, device_private=device_private),
         arch="arm64",
         release="%d.%d.0-test-arm64" % version,
         levels=len(geometry.levels),
@@ -149,15 +152,8 @@ def make_arm64_layout(
         devmap_bit=lt.devmap_bit(version, "arm64"),
         has_pmd_special=pmd_special,
         has_pud_special=False,
-        dax_refcounted=lt.dax_refcounted(version),
         swap=swap,
-        pte_markers=lt.pte_markers(version),
         vm_flags=lt.vm_flag_bits(version, "arm64"),
-        memory_types=dict(MEMORY_TYPES),
-        pgmap_in="folio" if version >= (6, 15) else "page",
-        zone_device=4,
-        zero_pfn=ZERO_PFN,
-        huge_zero_pfn=HUGE_ZERO_PFN,
         geometry=geometry,
         arm64=lt.arm64_bits(version, lpa2=lpa2, uffd_wp=version >= (6, 10), mair=arm64.MAIR_TYPES),
     )
