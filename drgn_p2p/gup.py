@@ -31,6 +31,7 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from .arch import x86_64
 from .records import EntryKind, Layout, Leaf, Level, PageKind, Vma
 
 __all__ = (
@@ -127,11 +128,6 @@ _PCI_RESOURCE = re.compile(r"/resource\d+(_wc)?$")
 _TTM_ACCESS_OPS = ("ttm_bo_vm_ops", "drm_gem_ttm_vm_ops", "radeon_gem_vm_ops")
 _TTM_OWN_ACCESS_OPS = ("amdgpu_gem_vm_ops",)
 
-
-#: x86-64 reserves the first MiB of RAM at boot ("x86/setup: Always reserve
-#: the first 1M of RAM", v5.13), the only RAM /dev/mem may map under
-#: STRICT_DEVMEM (devmem_is_allowed()).
-_X86_RESERVED_LOW_PFNS = 0x100
 
 #: The perf ring's vm_ops while it was faulted in (before 7.x remapped it at
 #: mmap time): ``page_mkwrite = perf_mmap_fault``, which returns
@@ -574,7 +570,7 @@ def _proc_mem(ctx: _Ctx) -> _Res:
         return res
     access = ctx.vma.access
     if access == "phys":
-        low = ctx.leaf is not None and ctx.leaf.pfn is not None and ctx.leaf.pfn < _X86_RESERVED_LOW_PFNS
+        low = ctx.leaf is not None and ctx.leaf.pfn is not None and ctx.leaf.pfn < x86_64.RESERVED_LOW_PFNS
         if ctx.kind == PageKind.RAM and low and ctx.layout.arch == "x86_64":
             return "ok", "generic_access_phys", (
                 f"GUP fails ({res[0]}); the first MiB is reserved (PageReserved), which x86 ioremap "
@@ -644,7 +640,7 @@ def predict(layout: Layout, vma: VmaShape, leaf: Optional[Leaf], kind: PageKind)
         vma, kind, leaf.level, leaf.kind, leaf.special, leaf.devmap, leaf.writable,
         leaf.swap_offset if leaf.kind == EntryKind.MARKER else None,
         kind == PageKind.NO_MEMMAP and _above_memmap(_Ctx(layout, vma, leaf, kind)),
-        leaf.pfn is not None and leaf.pfn < _X86_RESERVED_LOW_PFNS,
+        leaf.pfn is not None and leaf.pfn < x86_64.RESERVED_LOW_PFNS,
         vma.start is not None and leaf.va == vma.start,
     )
     hit = _cache.get(sig)

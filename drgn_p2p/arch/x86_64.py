@@ -65,6 +65,13 @@ PAT_CACHE_MODES = ("WB", "WC", "UC-", "UC", "WB", "WP", "UC-", "WT")
 _HUGE_LEVELS = (Level.PMD, Level.PUD)
 
 
+#: PFNs of the first MiB, which x86-64 reserves at boot ("x86/setup: Always
+#: reserve the first 1M of RAM", v5.13; PageReserved): the only RAM /dev/mem
+#: may map under STRICT_DEVMEM (devmem_is_allowed()), and RAM that
+#: ioremap() maps (__ioremap_check_ram() refuses unreserved System RAM).
+RESERVED_LOW_PFNS = 0x100
+
+
 def _pfn_mask(level: Level, layout: Layout) -> int:
     """``PTE_PFN_MASK``, or ``PHYSICAL_PMD/PUD_PAGE_MASK`` for a PSE leaf."""
     mask = layout.pfn_mask & ~layout.sme_mask
