@@ -345,18 +345,31 @@ class Classifier:
         i = bisect.bisect_right(self._confirmed, (pfn, math.inf)) - 1
         if i >= 0 and pfn < self._confirmed[i][1]:
             return False
+        if self.refresh() and not self._unknown(pfn):
+            return True
+        bisect.insort(self._confirmed, _between(self._breaks, pfn))
+        return False
+
+    def refresh(self) -> bool:
+        """Read the pgmap and memmap tables again; True when they changed.
+
+        :meth:`_current` does so for an unknown PFN; the audit of a running
+        target does so before it reads a VMA a second time to confirm its
+        findings (a pgmap that went away with the mapping that used it must
+        not be judged against the old snapshot, nor a new one missed).
+        """
+        if self._reload is None:
+            return False
         self.reloads += 1
         try:
             pagemaps, memmap = self._reload()
         except (drgn.FaultError, drgn.BadDataError):
-            pagemaps, memmap = self.pagemaps, self._memmap
-        if (pagemaps, memmap) != (self.pagemaps, self._memmap):
-            self.reloads_changed += 1
-            self._set_tables(pagemaps, memmap)
-            if not self._unknown(pfn):
-                return True
-        bisect.insort(self._confirmed, _between(self._breaks, pfn))
-        return False
+            return False
+        if (pagemaps, memmap) == (self.pagemaps, self._memmap):
+            return False
+        self.reloads_changed += 1
+        self._set_tables(pagemaps, memmap)
+        return True
 
     @property
     def _iomem(self) -> List[Tuple[int, int, str]]:

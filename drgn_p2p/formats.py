@@ -162,7 +162,7 @@ def audit_junit(result, fail_on: Severity = Severity.ERROR) -> str:
         ("kernel.release", printable(layout.release)), ("kernel.arch", layout.arch), ("fail_on", fail_on.label),
         ("processes", s.processes), ("vmas", s.vmas), ("tables_read", s.tables_read),
         ("unreadable_tables", s.table_faults), ("unreadable_processes", s.process_faults),
-        ("unreadable_pgmaps", s.pgmap_faults),
+        ("unreadable_pgmaps", s.pgmap_faults), ("withdrawn", s.withdrawn),
     ):
         ET.SubElement(props, "property", name=name, value=str(value))
     for rule_id in rules:

@@ -31,7 +31,7 @@ from .tasks import for_each_process
 from .walk import PageTableWalker, Process, PteSlice, share_names, unshare_names, TableFault, process_vmas
 
 __all__ = ("AuditStats", "VmaReport", "AuditResult", "audit", "check_selection", "select_rules", "list_pgmaps",
-           "predict_gup")
+           "predict_gup", "confirm_findings")
 
 #: What reading a process's mm, VMAs or files raises when the target is
 #: corrupt, truncated, or (live) changed under the walk: the process exited
@@ -52,6 +52,10 @@ class AuditStats:
     #: Parts of the pgmap table (pgmap_array, a struct dev_pagemap) that
     #: could not be read: device pages there may be classified as RAM.
     pgmap_faults: int = 0
+    #: Findings on a running target that a second read of their VMA no
+    #: longer showed: the mapping (or the device memory under it) changed
+    #: while it was read, so they are not reported (:func:`confirm_findings`).
+    withdrawn: int = 0
     leaves: int = 0
     seconds: float = 0.0
 
@@ -244,6 +248,27 @@ def audit_vma(
     return report, list(merge_findings(findings)), faults
 
 
+def confirm_findings(first: Sequence[Finding], again: Sequence[Finding]) -> List[Finding]:
+    """The findings of a second read of a VMA (*again*) that the first read
+    (*first*) made too: the same rule over an overlapping range.
+
+    A live kernel changes its page tables and its device memory while they
+    are read: an entry read just before test_hmm migrated its page back and
+    released the chunk is judged against a pgmap table read after, and looks
+    like a device-private entry pointing nowhere. A violation is a state,
+    and a state is still there when read again; what only one read saw is a
+    race, not a finding. What the second read says is reported, as it is the
+    newer truth.
+    """
+    return [g for g in again if any(f.rule == g.rule and f.start < g.end and g.start < f.end for f in first)]
+
+
+def _reads_running_kernel(prog: drgn.Program) -> bool:
+    """Whether *prog*'s memory may change while it is read (``/proc/kcore``,
+    a QEMU guest over QMP), as opposed to a core dump."""
+    return bool(prog.flags & drgn.ProgramFlags.IS_LIVE)
+
+
 def audit(
     prog: drgn.Program,
     *,
@@ -267,8 +292,12 @@ def audit(
         each process is walked.
     :param keep_runs: keep every VMA's coalesced runs in its report (memory
         grows with the number of runs).
+
+    On a running kernel a VMA with findings is read a second time, and only
+    the findings that read confirms are reported (:func:`confirm_findings`).
     """
     started = time.monotonic()
+    running = _reads_running_kernel(prog)
     check_selection(rules=rules, kinds=kinds)
     layout = read_layout(prog)
     active, skipped = select_rules(layout, rules)
@@ -306,6 +335,12 @@ def audit(
             continue
         for vma in vmas:
             report, findings, faults = audit_vma(walker, vma, layout, classifier, active, start, end, keep_runs)
+            if findings and running:
+                confirmed = _read_again(prog, process, vma, layout, classifier, active, start, end, findings)
+                result.stats.withdrawn += sum(
+                    1 for f in findings if not confirm_findings(confirmed, [f])
+                )
+                findings = confirmed
             result.stats.vmas += 1
             if kinds and not set(kinds) & set(report.kinds):
                 continue
@@ -317,6 +352,28 @@ def audit(
     unshare_names(prog)
     result.stats.seconds = time.monotonic() - started
     return result
+
+
+def _read_again(
+    prog: drgn.Program,
+    process: Process,
+    vma: Vma,
+    layout: Layout,
+    classifier: Classifier,
+    rules: Sequence[Rule],
+    start: int,
+    end: int,
+    findings: List[Finding],
+) -> List[Finding]:
+    """*findings* of *vma* that a second read, with fresh pgmap tables and no
+    cached page table, confirms (none when the process went away)."""
+    classifier.refresh()
+    try:
+        walker = PageTableWalker.for_mm(prog, layout, process.mm)
+        _, again, _ = audit_vma(walker, vma, layout, classifier, rules, start, end)
+    except TARGET_CHANGED:
+        return []
+    return confirm_findings(findings, again)
 
 
 def list_pgmaps(prog: drgn.Program, result: Optional[AuditResult] = None) -> List[Dict[str, object]]:

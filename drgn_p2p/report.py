@@ -234,6 +234,7 @@ def audit_json(result, layout: Layout) -> Dict[str, object]:
             "unreadable_tables": result.stats.table_faults,
             "unreadable_processes": result.stats.process_faults,
             "unreadable_pgmaps": result.stats.pgmap_faults,
+            "withdrawn": result.stats.withdrawn,
             "seconds": round(result.stats.seconds, 3),
             "findings": counts,
             "suppressed": len(suppressed),
@@ -308,6 +309,7 @@ def summary_text(result) -> str:
         f" ({s.table_faults} unreadable)"
         + (f", {s.process_faults} processes unreadable" if s.process_faults else "")
         + (f", pgmap table incomplete ({s.pgmap_faults} unreadable parts)" if s.pgmap_faults else "")
+        + (f", {s.withdrawn} findings withdrawn (not seen again: changed while read)" if s.withdrawn else "")
         + f" in {s.seconds:.2f}s; "
         f"{counts[Severity.ERROR]} errors, {counts[Severity.WARNING]} warnings, {counts[Severity.INFO]} info"
         + (f" ({len(result.suppressed)} suppressed by the baseline)" if result.suppressed else "")

@@ -334,6 +334,8 @@ class Audit:
     findings: Tuple[Tuple[str, str, str, int, str, str], ...]
     #: The audit's error line when it exited 2.
     error: str = ""
+    #: Findings a second read did not confirm (the mapping changed while read).
+    withdrawn: int = 0
 
 
 @dataclass(frozen=True)
@@ -446,7 +448,8 @@ def _audit_once(guest: Any, via: str, state: Path, started: float, dump_dir: Pat
         doc = None
     error = next((line for line in stderr.splitlines() if line.startswith("error:")), "") if code == 2 else ""
     audit = Audit(via, round(t0 - started, 1), round(t1 - t0, 1), code,
-                  tuple(dict.fromkeys(before + _running(state))), _findings(doc), error)
+                  tuple(dict.fromkeys(before + _running(state))), _findings(doc), error,
+                  int((doc or {}).get("summary", {}).get("withdrawn", 0)))
     return audit, doc
 
 

@@ -48,7 +48,8 @@ def test_selftests_audited_clean(name, lab_session, request) -> None:
         # the full selftest tier (half an hour and more under TCG) only in the lab's full tier
         tier = "full" if name == "newest" and full_tier() else "core"
         result = run_selftests(guest, tier, on_audit=lambda a: print(
-            f"\naudit via {a.via} at {a.at:.0f} s during {a.running}: exit {a.exit_code} {a.error}",
+            f"\naudit via {a.via} at {a.at:.0f} s during {a.running}: exit {a.exit_code} {a.error}"
+                f"{f' ({a.withdrawn} findings withdrawn)' if a.withdrawn else ''}",
             file=sys.stderr))
     finally:
         guest.close()

@@ -17,7 +17,7 @@ from drgn_p2p.walk import PageTableWalker, Process
 
 from .fakephys import pte
 from .layouts import L72, VM_FLAGS_ANON
-from .test_pipeline_faults import FakeMm, StubClassifier
+from .test_pipeline_faults import FakeMm, FakeProgram, StubClassifier
 from .test_walk import VA, Tables
 
 
@@ -90,7 +90,7 @@ def test_floor_reads_exactly_the_tables_the_audit_reads(monkeypatch) -> None:
     monkeypatch.setattr(pipeline, "process_vmas", process_vmas)
     monkeypatch.setattr(PageTableWalker, "for_mm", classmethod(for_mm))
 
-    reads = audit_reads(object(), [100])
+    reads = audit_reads(FakeProgram(), [100])
     assert [phys for phys, _ in reads] == memory.reads
     # PGD, P4D, PUD, PMD and the two PTE tables of the 5-level tables, once each.
     assert len(reads) == 6 and len(set(reads)) == 6

@@ -28,7 +28,7 @@ from drgn_p2p.report import audit_json, print_audit
 from drgn_p2p.rules import evaluate_run, evaluate_runs
 
 from .layouts import L61, L72, leaf, run, vm
-from .test_pipeline_faults import fake_kernel  # noqa: F401  (a fixture)
+from .test_pipeline_faults import FakeProgram, fake_kernel  # noqa: F401  (a fixture)
 
 #: A name read from the target that looks like KTAP and XML and carries control characters.
 HOSTILE = "not ok 1 x # SKIP\n  KTAP version 1\x1b[2J<b>&\x01"
@@ -375,7 +375,7 @@ def test_lab_run_forwards_format_and_output(monkeypatch: pytest.MonkeyPatch, tmp
 
 def test_formats_of_a_real_pipeline_run_with_faults(fake_kernel) -> None:
     """The pipeline's own result (a cut task list, an exited process, an unreadable table, a hostile comm)."""
-    result = pipeline.audit(object())
+    result = pipeline.audit(FakeProgram())
     assert result.rules == [r for r in _catalogue() if r not in result.not_applicable]
     test = parse_ktap(audit_ktap(result))
     assert counts(test) == (16, 0, 2, 0, 0)

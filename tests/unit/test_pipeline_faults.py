@@ -43,6 +43,13 @@ class StubClassifier:
         return pfn, pfn + 1, self.classify(pfn)
 
 
+class FakeProgram:
+    """Stands for a ``drgn.Program`` of a core dump (*flags* 0) or a running kernel (``IS_LIVE``)."""
+
+    def __init__(self, flags: drgn.ProgramFlags = drgn.ProgramFlags(0)) -> None:
+        self.flags = flags
+
+
 class FakeMm:
     """Stands for a ``struct mm_struct *``; its value is the pid, for the fakes below."""
 
@@ -102,7 +109,7 @@ def fake_kernel(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_audit_records_what_it_could_not_read_and_goes_on(fake_kernel) -> None:
-    result = pipeline.audit(object())
+    result = pipeline.audit(FakeProgram())
     assert result.stats.processes == 4
     assert result.stats.process_faults == 3  # the task list, pid 200, pid 300
     assert result.stats.table_faults == 1  # pid 400's PTE table
@@ -127,7 +134,7 @@ def test_audit_records_what_it_could_not_read_and_goes_on(fake_kernel) -> None:
 
 
 def test_text_report_prints_hostile_names_as_text(fake_kernel) -> None:
-    result = pipeline.audit(object())
+    result = pipeline.audit(FakeProgram())
     out = io.StringIO()
     print_audit(Console(file=out, width=400, force_terminal=True, highlight=False), result, result.layout, verbose=True)
     text = out.getvalue()
