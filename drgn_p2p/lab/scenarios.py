@@ -138,8 +138,19 @@ ZOO: Tuple[Scenario, ...] = (
             "-device", "ivshmem-plain,memdev=qp-ivs2",
         ),
     ),
+    # uio_pci_generic on an ivshmem of its own (a 64 MiB BAR 2 tells it apart,
+    # and keeps p2p_violate on pcibar's smaller one): its map 0 is BAR 0.
+    Scenario(
+        "uio", "pfnmap-io-uc", requires=("CONFIG_UIO_PCI_GENERIC",),
+        qemu_args=(
+            "-object", "memory-backend-memfd,id=qp-ivs3,size=64M,share=on",
+            "-device", "ivshmem-plain,memdev=qp-ivs3",
+        ),
+    ),
     Scenario("udmabuf", "pfnmap-ram", requires=("CONFIG_UDMABUF",)),
     Scenario("drm-vgem", "pfnmap-ram", requires=("CONFIG_DRM_VGEM",)),
+    Scenario("drm-virtio-gpu", "pfnmap-ram", requires=("CONFIG_DRM_VIRTIO_GPU",),
+             qemu_args=("-device", "virtio-gpu-pci")),
     Scenario("dma-heap", "pfnmap-io-ram", requires=("CONFIG_DMABUF_HEAPS_SYSTEM",)),
     Scenario("devmem", "pfnmap-io-ram", requires=("CONFIG_DEVMEM",)),
     Scenario("vdso", "vdso"),

@@ -47,8 +47,11 @@ SHAPES: Mapping[str, str] = {
     "guard-shmem": "MADV_GUARD_INSTALL on 4 of 16 pages of a shared memfd (shmem): guard PTE markers",
     "hwpoison": "MADV_HWPOISON on one anonymous page (hwpoison entry), MADV_SOFT_OFFLINE on the next (migrated)",
     "pcibar-wc": "2 MiB of a 32 MiB ivshmem BAR 2 through sysfs `resource2_wc`: `io_remap_pfn_range()`, write-combining",
+    "uio": "`uio_pci_generic` bound to an ivshmem, `/dev/uioN` map 0 (BAR 0, its registers): "
+           "`uio_mmap_physical()` `remap_pfn_range()`s it uncached",
     "udmabuf": "udmabuf of a sealed memfd, mmap of the dma-buf: `vmf_insert_pfn()` into VM_PFNMAP",
     "drm-vgem": "vgem dumb buffer mmapped through the card: GEM shmem `vmf_insert_pfn()`",
+    "drm-virtio-gpu": "virtio-gpu dumb buffer mmapped through the card: GEM shmem `vmf_insert_pfn()`",
     "dma-heap": "64 KiB from the DMA-BUF system heap, mmap of the dma-buf: `system_heap_mmap()` "
                 "`remap_pfn_range()`s its pages",
     "devmem": "`/dev/mem` at 0xf0000 (BIOS area, STRICT_DEVMEM allows it): `remap_pfn_range()`",

@@ -290,6 +290,18 @@ def _zoo_pfnmap_io_wc(vma: Dict, doc: Dict) -> List[str]:
     return need.problems
 
 
+def _zoo_pfnmap_io_uc(vma: Dict, doc: Dict) -> List[str]:
+    """uio (drivers/uio/uio.c uio_mmap_physical()): a UIO_MEM_PHYS map gets pgprot_noncached()
+    and remap_pfn_range(), so the BAR's special PTEs select PAT entry 3 (UC-: PCD, not PWT)."""
+    need, flags = _Need(), set(vma["flag_names"])
+    present = sum(vma["leaves"].values())
+    need({"PFNMAP", "IO"} <= flags, f"VM_PFNMAP|VM_IO, got {sorted(flags)}")
+    need(set(vma["pages"]) == {"no-memmap"}, f"BAR memory without struct pages, got {vma['pages']}")
+    need(vma["special"] == present > 0, f"every leaf special ({vma['special']}/{present})")
+    need(all(raw & (_PWT | _PCD) == _PCD for raw in _present_raws(vma)), "uncached PTEs (PCD, not PWT)")
+    return need.problems
+
+
 def _zoo_hugetlb_pmd(vma: Dict, doc: Dict) -> List[str]:
     """MAP_HUGETLB with 2 MiB pages: a hugetlb VMA (VM_HUGETLB) mapped by one PMD leaf."""
     need = _Need()
@@ -401,6 +413,7 @@ _ZOO_EXPECTATIONS = {
     "pfnmap-ram": _zoo_pfnmap_ram,
     "pfnmap-io-ram": _zoo_pfnmap_io_ram,
     "pfnmap-io-wc": _zoo_pfnmap_io_wc,
+    "pfnmap-io-uc": _zoo_pfnmap_io_uc,
     "hugetlb-pmd": _zoo_hugetlb_pmd,
     "thp-pmd-shared": _zoo_thp_pmd_shared,
     "ksm": _zoo_ksm,

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.lab
 
 #: Scenarios (their ``expect``) whose VMA maps device memory or PFNs, or holds device-private entries.
 DEVICE = {"fsdax", "devdax-pmd", "p2pdma", "p2pdma-ro", "device-private", "device-coherent", "pfnmap-io",
-          "pfnmap-io-wc", "pfnmap-io-ram", "pfnmap-ram", "pfnmap-pud", "pfnmap-ttm", "mixedmap-ram", "vdso"}
+          "pfnmap-io-wc", "pfnmap-io-uc", "pfnmap-io-ram", "pfnmap-ram", "pfnmap-pud", "pfnmap-ttm", "mixedmap-ram", "vdso"}
 #: The page kind and leaf level a scenario's mapping must be drawn with (its kind's own memory).
 DRAWN = {"fsdax": ("fsdax", None), "devdax-pmd": ("devdax", "pmd"), "p2pdma": ("p2pdma", "pte"),
          "device-private": ("device-private", None), "device-coherent": ("device-coherent", None)}

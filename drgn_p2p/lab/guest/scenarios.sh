@@ -330,6 +330,22 @@ scn_pcibar_wc() {
 	hold pcibar-wc resource "$f" $((2 << 20))
 }
 
+# uio_pci_generic exposes each 32-bit non-prefetchable memory BAR as a map;
+# ivshmem's only one is BAR 0 (its registers, read-only here): map 0.
+scn_uio() {
+	local bdf dev uio
+	bdf=$(pci_find 0x1af4 0x1110 $((64 << 20))) || { fail "no ivshmem with a 64 MiB BAR 2"; return 1; }
+	dev=/sys/bus/pci/devices/$bdf
+	step modprobe uio_pci_generic || return
+	echo uio_pci_generic > "$dev/driver_override"
+	echo "$bdf" > /sys/bus/pci/drivers_probe
+	wait_for 50 test -d "$dev/uio" || { fail "uio_pci_generic did not take $bdf"; return 1; }
+	uio=$(ls "$dev/uio" | head -n 1)
+	[ -e "$dev/uio/$uio/maps/map0" ] || { fail "$uio has no map 0 (BAR 0 not a plain memory BAR?)"; return 1; }
+	wait_for 50 test -c "/dev/$uio" || { fail "/dev/$uio did not appear"; return 1; }
+	hold uio devmem "/dev/$uio" 0 4096
+}
+
 scn_udmabuf() {
 	[ -c /dev/udmabuf ] || modprobe udmabuf
 	wait_for 50 test -c /dev/udmabuf || { fail "/dev/udmabuf did not appear"; return 1; }
@@ -342,6 +358,16 @@ scn_drm_vgem() {
 	wait_for 100 drm_card vgem > /dev/null || { fail "vgem gave no DRM card"; return 1; }
 	card=$(drm_card vgem)
 	hold drm-vgem dumb "/dev/dri/$card"
+}
+
+# The card's device is the PCI function (driver virtio-pci), found by its id.
+scn_drm_virtio_gpu() {
+	local bdf card
+	bdf=$(pci_find 0x1af4 0x1050 "") || { fail "no virtio-gpu PCI device"; return 1; }
+	step modprobe virtio_gpu || return
+	wait_for 100 drm_card "$bdf" > /dev/null || { fail "virtio-gpu gave no DRM card"; return 1; }
+	card=$(drm_card "$bdf")
+	hold drm-virtio-gpu dumb "/dev/dri/$card"
 }
 
 scn_dma_heap() {
