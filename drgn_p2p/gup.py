@@ -118,14 +118,15 @@ _WRITENOTIFY_OPS = (
     "kernfs_vm_ops", "generic_file_vm_ops", "ext4_file_vm_ops", "ext4_dax_vm_ops", "xfs_file_vm_ops",
     "fb_deferred_io_vm_ops", "perf_mmap_vmops", "btrfs_file_vm_ops", "f2fs_file_vm_ops", "fuse_file_vm_ops",
 )
-#: vm_ops whose ``access`` is ``generic_access_phys()`` (drivers/char/mem.c
-#: mmap_mem_ops; drivers/pci/mmap.c pci_phys_vm_ops behind kernfs for the
-#: sysfs ``resourceN``/``resourceN_wc`` files).
-_PHYS_ACCESS_OPS = ("mmap_mem_ops", "pci_phys_vm_ops")
+#: The ``vm_ops->access`` functions (read from the kernel, :attr:`Vma.access`)
+#: the prediction models: ``generic_access_phys()`` (/dev/mem, uio, sysfs
+#: resource files behind kernfs), ``ttm_bo_vm_access()`` (TTM buffer objects)
+#: and ``kernfs_vma_access()``, which calls the bin attribute's own access:
+#: ``pci_phys_vm_ops`` for the sysfs ``resourceN``/``resourceN_wc`` files,
+#: none for p2pmem's ``allocate``.
+_ACCESS_MODELS = {"generic_access_phys": "phys", "ttm_bo_vm_access": "ttm"}
 _PCI_RESOURCE = re.compile(r"/resource\d+(_wc)?$")
-#: vm_ops whose ``access`` is ``ttm_bo_vm_access()`` (TTM buffer objects); amdgpu's
-#: driver also has ``access_memory()`` for VRAM.
-_TTM_ACCESS_OPS = ("ttm_bo_vm_ops", "drm_gem_ttm_vm_ops", "radeon_gem_vm_ops")
+#: TTM drivers with ``bdev->funcs->access_memory()`` for VRAM (amdgpu).
 _TTM_OWN_ACCESS_OPS = ("amdgpu_gem_vm_ops",)
 
 
@@ -155,7 +156,8 @@ class VmaShape:
     fsdax: bool
     #: The ``access`` op ``__access_remote_vm()`` falls back to: "phys"
     #: (generic_access_phys), "ttm", "ttm-own" (TTM with the driver's
-    #: access_memory), "kernfs-none" (kernfs without one), None.
+    #: access_memory), "kernfs-none" (kernfs without one), None (no access),
+    #: or the name of a function the prediction does not model.
     access: Optional[str]
     #: The VMA's first address, kept only where it decides: a perf ring,
     #: whose ``page_mkwrite`` (perf_mmap_fault()) allows writes to its first
@@ -166,16 +168,10 @@ class VmaShape:
 def vma_shape(vma: Vma, fsdax_pages: bool = False) -> VmaShape:
     """The :class:`VmaShape` of *vma*; *fsdax_pages* when fsdax pages were seen in it."""
     ops = vma.ops
-    access: Optional[str] = None
-    if ops in _PHYS_ACCESS_OPS:
-        access = "phys"
-    elif ops == "kernfs_vm_ops":
-        # kernfs_vma_access() calls the bin attribute's own vm_ops->access:
-        # pci_phys_vm_ops for resource files, none for p2pmem's "allocate".
+    access = _ACCESS_MODELS.get(vma.access or "", vma.access)
+    if vma.access == "kernfs_vma_access":
         access = "phys" if vma.file and _PCI_RESOURCE.search(vma.file) else "kernfs-none"
-    elif ops in _TTM_ACCESS_OPS:
-        access = "ttm"
-    elif ops in _TTM_OWN_ACCESS_OPS:
+    elif access == "ttm" and ops in _TTM_OWN_ACCESS_OPS:
         access = "ttm-own"
     start = vma.start if ops == _PERF_OPS else None
     return VmaShape(vma.flags, ops, vma.file is not None, fsdax_pages or ops == "ext4_dax_vm_ops", access, start)
@@ -588,6 +584,8 @@ def _proc_mem(ctx: _Ctx) -> _Res:
                 f"GUP fails ({res[0]}); a buffer object in VRAM and no bdev->funcs->access_memory(): -EIO"
             ), False, False
         return "ok", "ttm_bo_vm_access", f"GUP fails ({res[0]}); TTM kmaps the system/TT buffer object", False, False
+    if access not in (None, "kernfs-none"):
+        return "ok", access, f"GUP fails ({res[0]}); vm_ops->access ({access}) copies it", False, False
     why = "kernfs_vma_access() has no bin-attribute access" if access == "kernfs-none" else "no vm_ops->access"
     return "EIO", "__access_remote_vm", f"GUP fails ({res[0]}) and {why}: mem_rw() copied nothing", False, False
 

@@ -415,6 +415,8 @@ class Vma:
     pgoff: int
     file: Optional[str]  # path of vm_file, None for anonymous memory
     ops: Optional[str]  # symbol name of vm_ops, None when NULL
+    #: Symbol name of ``vm_ops->access`` (None when either is NULL).
+    access: Optional[str] = None
 
     def has(self, layout: Layout, *names: str) -> bool:
         """Whether any of the VMA flags *names* is set."""

@@ -138,6 +138,8 @@ class NameCache:
 
     files: Dict[int, Optional[str]] = field(default_factory=dict)
     symbols: Dict[int, Optional[str]] = field(default_factory=dict)
+    #: ``struct vm_operations_struct *`` → the symbol name of its ``access``.
+    accesses: Dict[int, Optional[str]] = field(default_factory=dict)
 
 
 _NAMES_KEY = "drgn_p2p_names"
@@ -194,6 +196,26 @@ def _symbol_name(
         name = hex(address)
     if names is not None:
         names[address] = name
+    return name
+
+
+def _access_name(
+    prog: drgn.Program, ops: int, names: Optional[Dict[int, Optional[str]]] = None,
+    symbols: Optional[Dict[int, Optional[str]]] = None,
+) -> Optional[str]:
+    """The symbol name of ``access`` of ``struct vm_operations_struct *`` *ops*
+    (what ``__access_remote_vm()`` falls back to when GUP fails), cached by *ops*."""
+    if not ops:
+        return None
+    if names is not None and ops in names:
+        return names[ops]
+    try:
+        fn = drgn.Object(prog, "struct vm_operations_struct *", ops).access.value_()
+        name = _symbol_name(prog, fn, symbols)
+    except (drgn.FaultError, LookupError):
+        name = "?"
+    if names is not None:
+        names[ops] = name
     return name
 
 
@@ -297,6 +319,7 @@ def process_vmas(
         layout = getattr(prog, "cache", {}).get(_LAYOUT_KEY)
     files = None if names is None else names.files
     symbols = None if names is None else names.symbols
+    accesses = None if names is None else names.accesses
     fields = layout.vma_struct if layout is not None else None
     pid, comm, mm = process.pid, process.comm, process.mm.value_()
     if fields is not None:
@@ -309,7 +332,8 @@ def process_vmas(
             if vm_end <= start or vm_start >= end:
                 continue
             yield Vma(pid=pid, comm=comm, mm=mm, address=address, start=vm_start, end=vm_end, flags=flags,
-                      pgoff=pgoff, file=_file_name(prog, file, files), ops=_symbol_name(prog, ops, symbols))
+                      pgoff=pgoff, file=_file_name(prog, file, files), ops=_symbol_name(prog, ops, symbols),
+                      access=_access_name(prog, ops, accesses, symbols))
         return
     for count, vma in enumerate(for_each_vma(process.mm)):
         if count >= MAX_VMAS:
@@ -321,7 +345,8 @@ def process_vmas(
         yield Vma(pid=pid, comm=comm, mm=mm, address=vma.value_(), start=vm_start, end=vm_end,
                   flags=_vma_flags(vma), pgoff=vma.vm_pgoff.value_(),
                   file=_file_name(prog, vma.vm_file.value_(), files),
-                  ops=_symbol_name(prog, vma.vm_ops.value_(), symbols))
+                  ops=_symbol_name(prog, vma.vm_ops.value_(), symbols),
+                  access=_access_name(prog, vma.vm_ops.value_(), accesses, symbols))
 
 
 class PageTableWalker:

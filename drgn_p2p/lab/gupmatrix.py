@@ -85,7 +85,9 @@ def _md(text: str) -> str:
 
 def render_markdown(docs: Sequence[Mapping[str, Any]]) -> str:
     """``docs/gup-matrix.md``: mapping × user × kernel, predicted and observed."""
-    by_kernel = {d["kernel"]: cells(d) for d in docs}
+    by_kernel: Dict[str, List[Cell]] = {}
+    for d in docs:  # a kernel may have two documents: the lab's mappings and the broken ones
+        by_kernel.setdefault(d["kernel"], []).extend(cells(d))
     users: List[str] = []
     for cs in by_kernel.values():
         for c in cs:

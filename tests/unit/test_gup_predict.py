@@ -29,8 +29,16 @@ BAR_FILE = "/sys/devices/pci0000:00/0000:00:04.0/resource2"
 P2P_FILE = "/sys/devices/pci0000:00/0000:00:05.0/p2pmem/allocate"
 
 
-def _vma(layout: Layout, names, ops: Optional[str] = None, file: Optional[str] = None) -> Vma:
-    return dataclasses.replace(make_vma(vm(layout, *names), file=file), ops=ops)
+#: ``access`` of the kernel's vm_operations_struct of each ops the tests use (drivers/char/mem.c,
+#: fs/kernfs/file.c, drivers/uio/uio.c, drivers/gpu/drm/ttm/ttm_bo_vm.c): what the walk reads.
+KERNEL_ACCESS = {"mmap_mem_ops": "generic_access_phys", "kernfs_vm_ops": "kernfs_vma_access",
+                 "uio_physical_vm_ops": "generic_access_phys", "ttm_bo_vm_ops": "ttm_bo_vm_access"}
+
+
+def _vma(layout: Layout, names, ops: Optional[str] = None, file: Optional[str] = None,
+         access: Optional[str] = None) -> Vma:
+    return dataclasses.replace(make_vma(vm(layout, *names), file=file), ops=ops,
+                               access=access or KERNEL_ACCESS.get(ops or ""))
 
 
 def records(layout: Layout, vma: Vma, lf: Optional[Leaf], kind: K) -> Dict[str, GupPrediction]:
@@ -502,3 +510,19 @@ def test_perf_ring_data_pages_refuse_write_pins(layout):
     assert data["odirect-read"] == ("EFAULT", "perf_mmap_fault")
     # the control page takes the write fault (page_mkwrite returns 0)
     assert first["odirect-read"][0] == "ok"
+
+
+@pytest.mark.parametrize("layout", ALL, ids=lambda l: l.release)
+def test_proc_pid_mem_falls_back_to_the_access_the_kernel_has(layout) -> None:
+    """/proc/PID/mem on a PFN mapping: GUP refuses VM_IO|VM_PFNMAP and __access_remote_vm()
+    calls vm_ops->access, read from the kernel: generic_access_phys() (uio's BAR map) ioremaps
+    the BAR, a function the model does not know is trusted to copy, none copies nothing."""
+    flags = ("READ", "MAYREAD", "MAYSHARE", "PFNMAP", "IO")
+    bar = leaf(pfn=0xFEBD1, special=True)
+
+    def proc_mem(vma: Vma):
+        return table(layout, vma, bar, K.NO_MEMMAP)["proc-pid-mem"]
+
+    assert proc_mem(_vma(layout, flags, "uio_physical_vm_ops", "/dev/uio0")) == ("ok", "generic_access_phys")
+    assert proc_mem(_vma(layout, flags, "some_vm_ops", "/dev/x", access="some_access")) == ("ok", "some_access")
+    assert proc_mem(_vma(layout, flags, "some_vm_ops", "/dev/x", access=None)) == ("EIO", "__access_remote_vm")

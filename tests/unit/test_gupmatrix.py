@@ -55,3 +55,17 @@ def test_the_page_counts_and_lists_each_disagreement():
     assert "**ok ≠ EIO**" in md
     assert "- `pcibar` × `proc-pid-mem` at 0x3000: predicted ok (`generic_access_phys`: because), observed EIO" in md
     assert "ok*" in md  # the migration, predicted and seen
+
+
+def test_two_documents_of_one_kernel_are_one_table():
+    """The lab's mappings and the broken ones (``gup-probe --broken``) of one kernel join in one table."""
+    doc = _doc()
+    broken = {"kernel": "7.2.13", "audit": {"vmas": [
+        {"pid": 20, "start": "0x5000", "end": "0x6000", "gup": [{"start": "0x5000", "end": "0x6000", "predictions": {
+            "odirect-read": _pred("oops", "gup_fast_pte_range")}}]}]},
+        "mappings": [{"scenario": "broken:pfnmap-not-special", "expect": "broken", "pid": 20, "attempts": [
+            {"user": "odirect-read", "addr": "0x5000", "outcome": "oops", "migrated": False}]}]}
+    md = gupmatrix.render_markdown([doc, broken])
+    assert "| `7.2.13` | 7 | 5 | 2 |" in md
+    assert md.count("## `7.2.13`") == 1
+    assert "| broken:pfnmap-not-special (broken) | oops |" in md

@@ -105,7 +105,7 @@ def _pcibar_gup():
     """The GUP prediction of a special PTE of a PCI BAR mmap (sysfs resourceN)."""
     vma = make_vma(vm(L72, "READ", "WRITE", "SHARED", "MAYREAD", "MAYWRITE", "MAYSHARE", "PFNMAP", "IO"),
                    file="/sys/devices/pci0000:00/0000:00:04.0/resource2")
-    vma = vma.__class__(**{**vma.__dict__, "ops": "kernfs_vm_ops"})
+    vma = vma.__class__(**{**vma.__dict__, "ops": "kernfs_vm_ops", "access": "kernfs_vma_access"})
     preds = predict(L72, vma_shape(vma), leaf(pfn=0xFD000, special=True), PageKind.NO_MEMMAP)
     return {p.user: p.as_dict() for p in preds}
 
