@@ -264,12 +264,13 @@ def _fast(ctx: _Ctx, write: bool, longterm: bool, p2p: bool) -> Tuple[str, str, 
             return "fallback", fn, "devmap leaf but get_dev_pagemap() finds no pgmap for the PFN"
     elif _special(ctx):
         return "fallback", fn, f"special {leaf.level.label} leaf: only the slow path may look at the VMA"
-    if not kind.has_memmap:
-        return "oops", fn, (
-            f"non-special {leaf.level.label} leaf of a PFN without struct page: "
-            f"{leaf.level.label}_page() points into memmap that does not exist"
-        )
     grab = ctx.fn("grab")
+    if not kind.has_memmap:
+        # Seen on 7.2: "BUG: unable to handle page fault" at try_grab_folio_fast+0x1dd.
+        return "oops", grab, (
+            f"non-special {leaf.level.label} leaf of a PFN without struct page: {fn}() passes "
+            f"{leaf.level.label}_page(), which points into memmap that does not exist, to {grab}()"
+        )
     if longterm and kind == PageKind.DEVICE_COHERENT:
         return "fallback", grab, "folio_is_longterm_pinnable() is false for device-coherent memory"
     if ctx.layout.gup_p2pdma_gate and kind == PageKind.P2PDMA and not p2p:

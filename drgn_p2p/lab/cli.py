@@ -426,21 +426,35 @@ def shell(kernel_name, kernel_dir, arch, bzimage, vmlinux, modules, kconfig, sce
 @_with_kernel_options
 @click.option("-o", "--output", metavar="FILE", help="Write the JSON document (drgn-p2p/gup-observed/1) to FILE "
               "instead of stdout.")
-def gup_probe(kernel_name, kernel_dir, arch, bzimage, vmlinux, modules, kconfig, scenarios, four_level, output) -> None:
+@click.option("--broken", is_flag=True, help="Probe the p2p_violate module's broken mappings instead, booting "
+              "again after each attempt that oopses (several boots: the lab's slower tier).")
+@click.option("--case", "cases", multiple=True, metavar="NAME", help="With --broken: only this p2p_violate case "
+              "(repeatable; default every case the kernel can build).")
+def gup_probe(kernel_name, kernel_dir, arch, bzimage, vmlinux, modules, kconfig, scenarios, four_level, output,
+              broken, cases) -> None:
     """Try each GUP user (O_DIRECT, io_uring, RDMA, vmsplice, futex, process_vm_readv,
     /proc/PID/mem) on each held mapping and record what the kernel really did.
 
     Exits 2 when the lab fails, or when a mapping could not be set up or probed.
     """
     from .gup import probe
+    from .gupbroken import probe_broken
 
     if arch != "amd64":
         raise click.UsageError("gup-probe runs on x86-64 guests only (the arm64 lab holds no probe yet)")
     if output and (not Path(output).parent.is_dir() or Path(output).is_dir()):
         raise click.UsageError(f"cannot write {output}: no such directory, or it is a directory")
+    if cases and not broken:
+        raise click.UsageError("--case needs --broken")
+    if broken and scenarios:
+        raise click.UsageError("--broken probes the p2p_violate cases, not scenarios: use --case")
+    say = lambda line: _console.print(escape(line), soft_wrap=True)  # noqa: E731
     try:
         kernel = _kernel(kernel_name, bzimage, vmlinux, modules, kconfig, arch, kernel_dir)
-        observed = probe(kernel, scenarios or None, la57=not four_level, log=lambda line: _console.print(escape(line), soft_wrap=True))
+        if broken:
+            observed = probe_broken(kernel, cases or None, la57=not four_level, log=say)
+        else:
+            observed = probe(kernel, scenarios or None, la57=not four_level, log=say)
     except LabError as e:
         _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)

@@ -278,28 +278,20 @@ def _zoo_pfnmap_io_ram(vma: Dict, doc: Dict) -> List[str]:
 _PWT, _PCD = 1 << 3, 1 << 4
 
 
-def _zoo_pfnmap_io_wc(vma: Dict, doc: Dict) -> List[str]:
-    """sysfs resourceN_wc (drivers/pci/pci-sysfs.c): io_remap_pfn_range() with
-    pgprot_writecombine(), so the BAR's special PTEs select PAT entry 1 (WC)."""
-    need, flags = _Need(), set(vma["flag_names"])
-    present = sum(vma["leaves"].values())
-    need({"PFNMAP", "IO"} <= flags, f"VM_PFNMAP|VM_IO, got {sorted(flags)}")
-    need(set(vma["pages"]) == {"no-memmap"}, f"BAR memory without struct pages, got {vma['pages']}")
-    need(vma["special"] == present > 0, f"every leaf special ({vma['special']}/{present})")
-    need(all(raw & (_PWT | _PCD) == _PWT for raw in _present_raws(vma)), "write-combining PTEs (PWT, not PCD)")
-    return need.problems
-
-
-def _zoo_pfnmap_io_uc(vma: Dict, doc: Dict) -> List[str]:
-    """uio (drivers/uio/uio.c uio_mmap_physical()): a UIO_MEM_PHYS map gets pgprot_noncached()
-    and remap_pfn_range(), so the BAR's special PTEs select PAT entry 3 (UC-: PCD, not PWT)."""
-    need, flags = _Need(), set(vma["flag_names"])
-    present = sum(vma["leaves"].values())
-    need({"PFNMAP", "IO"} <= flags, f"VM_PFNMAP|VM_IO, got {sorted(flags)}")
-    need(set(vma["pages"]) == {"no-memmap"}, f"BAR memory without struct pages, got {vma['pages']}")
-    need(vma["special"] == present > 0, f"every leaf special ({vma['special']}/{present})")
-    need(all(raw & (_PWT | _PCD) == _PCD for raw in _present_raws(vma)), "uncached PTEs (PCD, not PWT)")
-    return need.problems
+def _zoo_pfnmap_io_cached(pwt_pcd: int, mode: str):
+    """A BAR mapped by io_remap_pfn_range()/remap_pfn_range() with a cache mode of its own, whose
+    special PTEs select it through PWT|PCD (*pwt_pcd*): sysfs resourceN_wc (drivers/pci/pci-sysfs.c,
+    pgprot_writecombine(): PAT entry 1, PWT, write-combining) and uio (drivers/uio/uio.c
+    uio_mmap_physical(), pgprot_noncached() of a UIO_MEM_PHYS map: PAT entry 3, PCD, UC-)."""
+    def check(vma: Dict, doc: Dict) -> List[str]:
+        need, flags = _Need(), set(vma["flag_names"])
+        present = sum(vma["leaves"].values())
+        need({"PFNMAP", "IO"} <= flags, f"VM_PFNMAP|VM_IO, got {sorted(flags)}")
+        need(set(vma["pages"]) == {"no-memmap"}, f"BAR memory without struct pages, got {vma['pages']}")
+        need(vma["special"] == present > 0, f"every leaf special ({vma['special']}/{present})")
+        need(all(raw & (_PWT | _PCD) == pwt_pcd for raw in _present_raws(vma)), f"{mode} PTEs")
+        return need.problems
+    return check
 
 
 def _zoo_hugetlb_pmd(vma: Dict, doc: Dict) -> List[str]:
@@ -412,8 +404,8 @@ _ZOO_EXPECTATIONS = {
     "perf-ring": _zoo_perf_ring,
     "pfnmap-ram": _zoo_pfnmap_ram,
     "pfnmap-io-ram": _zoo_pfnmap_io_ram,
-    "pfnmap-io-wc": _zoo_pfnmap_io_wc,
-    "pfnmap-io-uc": _zoo_pfnmap_io_uc,
+    "pfnmap-io-wc": _zoo_pfnmap_io_cached(_PWT, "write-combining (PWT, not PCD)"),
+    "pfnmap-io-uc": _zoo_pfnmap_io_cached(_PCD, "uncached (PCD, not PWT)"),
     "hugetlb-pmd": _zoo_hugetlb_pmd,
     "thp-pmd-shared": _zoo_thp_pmd_shared,
     "ksm": _zoo_ksm,

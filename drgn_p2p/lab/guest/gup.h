@@ -24,9 +24,12 @@
  * mapping), so that a user that changes the leaf (migrates a device-private page
  * back, breaks COW, swaps in) does not change what the next user meets.
  *
- * OUTFILE.gup-req holds "DISK UVERBS NVME\n": the O_DIRECT block device, the
+ * OUTFILE.gup-req holds "DISK UVERBS NVME [FIRST]\n": the O_DIRECT block device, the
  * uverbs character device and the NVMe namespace ("-" where there is none:
- * those users then fail with "why").  Each attempt line:
+ * those users then fail with "why"), and the index of the first user to try
+ * (default 0: the broken-mapping tier goes on after a user that oopsed, in a
+ * new boot).  Each attempt line is written and flushed as soon as the attempt
+ * returns (an attempt that kills the process leaves no line):
  *
  *   {"kind", "pid", "start", "len", "expect", "vm_flags", "user", "addr", "ret",
  *    "errno", "bytes", "want", "leaf_before", "leaf_after", "dmesg": [...], "why"}
@@ -179,11 +182,20 @@ static void kmsg_dump(int fd)
 		close(fd);
 }
 
+/*
+ * Set for broken mappings (holder.c's violate mode): /proc/self/pagemap and
+ * smaps call vm_normal_page() on every present PTE, which reports "Bad page
+ * map" (or worse) on them before any user ran; the probe then reads neither
+ * (gup_no_proc_walks, declared and set in holder.c).
+ */
+
 /* The raw /proc/self/pagemap entry of @addr (0 where pagemap sees nothing, e.g. VM_PFNMAP). */
 static uint64_t leaf_of(struct gup_ctx *c, uintptr_t addr)
 {
 	uint64_t e = 0;
 
+	if (gup_no_proc_walks)
+		return 0;
 	if (c->pagemap >= 0 && pread(c->pagemap, &e, 8, addr / PAGE * 8) != 8)
 		e = 0;
 	return e;
@@ -194,7 +206,7 @@ static void vm_flags_of(uintptr_t addr, char *out, size_t size)
 {
 	char line[512];
 	int inside = 0;
-	FILE *f = fopen("/proc/self/smaps", "r");
+	FILE *f = gup_no_proc_walks ? NULL : fopen("/proc/self/smaps", "r");
 
 	*out = 0;
 	while (f && fgets(line, sizeof(line), f)) {
@@ -520,12 +532,15 @@ static void gup_probe(void)
 {
 	char req[4096], tmp[4096], disk[256] = "-", uverbs[256] = "-", nvme[256] = "-";
 	struct gup_ctx c = { 0 };
+	int first = 0;
 	FILE *f;
 
 	snprintf(req, sizeof(req), "%s.gup-req", outfile);
 	f = fopen(req, "r");
 	if (!f || fscanf(f, "%255s %255s %255s", disk, uverbs, nvme) != 3)
 		die("reading %s", req);
+	if (fscanf(f, "%d", &first) != 1 || first < 0)
+		first = 0;
 	fclose(f);
 	snprintf(tmp, sizeof(tmp), "%s.gup.tmp", outfile);
 	gup_out = fopen(tmp, "w");
@@ -533,7 +548,7 @@ static void gup_probe(void)
 		die("creating %s", tmp);
 	gup_open(&c, disk, uverbs, nvme);
 	for (int m = 0; m < nheld; m++)
-		for (int u = 0; u < NUSERS; u++)
+		for (int u = first; u < NUSERS; u++)
 			gup_attempt(&c, &held[m], u);
 	gup_close(&c);
 	snprintf(req, sizeof(req), "%s.gup", outfile);

@@ -12,7 +12,11 @@
 #                         cannot be set up is "-", and a "gup: …" line says why
 #   gup.sh probe KIND...  send SIGUSR1 to the holder of each scenario KIND and
 #                         wait until it has written /out/holders/KIND.txt.gup
-#                         (holder.c, gup.h); print "gup: KIND done|died|timeout"
+#                         (holder.c, gup.h); print "gup: KIND done|died|
+#                         oopsed|timeout" (oopsed: the kernel log shows an
+#                         oops and the holder neither finished nor exited);
+#                         with $GUP_FIRST, start at that user (gup.h); a
+#                         holder is given $GUP_WAIT tenths of a second (1200)
 
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
@@ -65,23 +69,33 @@ setup() {
 	echo "gup: disk $disk uverbs $uverbs nvme $nvme"
 }
 
+# Whether the kernel log past line $1 holds an oops (a task that oopsed
+# holding a lock may never exit: its holder is then neither done nor gone).
+oopsed() {
+	dmesg | tail -n +"$(($1 + 1))" | grep -qE 'Oops|BUG: unable to handle|general protection fault|kernel BUG'
+}
+
 probe() {
-	local kind f pid i
+	local kind f pid i log
 	for kind in "$@"; do
 		f=/out/holders/$kind.txt
 		read -r _ pid _ < "$f" || { echo "gup: $kind has no manifest"; continue; }
 		rm -f "$f.gup"
-		cp /out/gup-req "$f.gup-req"
+		echo "$(cat /out/gup-req) ${GUP_FIRST:-0}" > "$f.gup-req"
+		log=$(dmesg | wc -l)
 		kill -USR1 "$pid"
-		for ((i = 0; i < 1200; i++)); do
+		for ((i = 0; i < ${GUP_WAIT:-1200}; i++)); do
 			[ -e "$f.gup" ] && break
 			gone "$pid" && break
+			((i % 20 == 19)) && oopsed "$log" && sleep 1 && break
 			sleep 0.1
 		done
 		if [ -e "$f.gup" ]; then
 			echo "gup: $kind done"
 		elif gone "$pid"; then
 			echo "gup: $kind died"
+		elif oopsed "$log"; then
+			echo "gup: $kind oopsed"
 		else
 			echo "gup: $kind timeout"
 		fi

@@ -53,6 +53,12 @@
  *   tcp-zc               TCP zerocopy receive over loopback (MSG_ZEROCOPY sender)
  *   dma-heap PATH        64 KiB dma-buf from a DMA-BUF heap, mmapped
  *
+ * The broken-mapping GUP tier (drgn_p2p/lab/gupbroken.py):
+ *   violate DEV PGOFF LEN TOUCH AT
+ *                        one case of the p2p_violate module: DEV mmapped at offset
+ *                        PGOFF pages, LEN bytes at address AT (hex, aligned for the
+ *                        case), every page read first when TOUCH is 1
+ *
  * The ioctl structures below are the kernel's user-space ABI, declared here
  * so that the program builds without libdrm or the test_hmm header.
  */
@@ -832,6 +838,24 @@ static void mode_devmem(const char *path, const char *off_arg, const char *len_a
 	record(p, len, "");
 }
 
+static int gup_no_proc_walks;
+
+/* One p2p_violate case, mapped where the caller says (it keeps each boot's address apart). */
+static void mode_violate(const char *dev, const char *pgoff_arg, const char *len_arg, const char *touch_arg,
+			 const char *at_arg)
+{
+	off_t off = (off_t)strtoull(pgoff_arg, NULL, 0) * PAGE;
+	size_t len = strtoull(len_arg, NULL, 0);
+	void *at = (void *)(uintptr_t)strtoull(at_arg, NULL, 16);
+	int fd = open_or_die(dev, O_RDWR);
+	void *p = map_fixed(at, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off);
+
+	if (!strcmp(touch_arg, "1"))
+		touch_read(p, len, PAGE);
+	gup_no_proc_walks = 1;
+	record(p, len, "");
+}
+
 /* Record the /proc/self/maps line named @name (e.g. "[vdso]") with @suffix. */
 static void record_named(const char *name, const char *suffix)
 {
@@ -1046,6 +1070,8 @@ int main(int argc, char **argv)
 		mode_dma_heap(argv[5]);
 	else if (!strcmp(mode, "devmem") && (need(argc, 8), 1))
 		mode_devmem(argv[5], argv[6], argv[7]);
+	else if (!strcmp(mode, "violate") && (need(argc, 10), 1))
+		mode_violate(argv[5], argv[6], argv[7], argv[8], argv[9]);
 	else {
 		errno = 0;
 		die("unknown mode %s", mode);

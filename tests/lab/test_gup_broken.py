@@ -1,0 +1,99 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+GUP on broken mappings: every GUP user of :data:`drgn_p2p.lab.gup.USERS`
+tried on the mappings ``p2p_violate`` breaks on purpose, where the kernel may
+oops (``drgn-p2p lab gup-probe --broken``, :mod:`drgn_p2p.lab.gupbroken`):
+a boot goes on until an attempt kills its holder or the guest, and the next
+boot takes the next user.
+
+The test checks that the ground truth is whole and that the audit, from the
+page tables alone and before any user ran, predicted it:
+- every case the kernel can build was probed by every user its config allows,
+  one attempt each, across the boots; a case it cannot build names the option;
+- every outcome is in the vocabulary (``oops``, ``hang``, ``killed`` besides
+  ``ok``, ``short`` and errno names);
+- the control ``control-remap`` (remap_pfn_range() of a BAR) gets EFAULT from
+  O_DIRECT both ways, as pcibar does (check_vma_flags(), mm/gup.c);
+- every attempt meets a prediction of its own page, and agrees with it.
+
+CI runs the mechanism on the newest kernel with a control and a case that
+oopses GUP-fast (two boots at least); the full tier (``$DRGN_P2P_LAB_TIER=full``)
+every case on every lab kernel, whose documents ``scripts/gup-observed``
+joins into ``docs/gup-matrix.md``. The document goes to
+``$DRGN_P2P_GUP_OUT/<release>-broken.json``, else the pytest cache.
+"""
+
+import errno
+import json
+import shutil
+import sys
+
+import pytest
+from conftest import lab_document_path
+from lab_prereq import full_tier, missing, tiered
+
+from drgn_p2p.lab import gupmatrix
+from drgn_p2p.lab.gup import OUTCOME_WORDS, SCHEMA, USERS
+from drgn_p2p.lab.gupbroken import probe_broken
+
+pytestmark = pytest.mark.lab
+
+KERNELS = tiered(("newest", "6.12", "6.1"), ("newest",))
+
+#: The CI slice: a control and a case whose GUP-fast walk meets a PFN without struct page.
+CI_CASES = ("control-remap", "pfnmap-not-special")
+
+ERRNO_NAMES = frozenset(n for n in dir(errno) if n.startswith("E") and isinstance(getattr(errno, n), int))
+OUT_ENV = "DRGN_P2P_GUP_OUT"
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_gup_on_broken_mappings(lab_session, name: str, request: pytest.FixtureRequest) -> None:
+    if shutil.which("qemu-system-x86_64") is None:
+        missing("qemu-system-x86_64 is not installed")
+    from drgn_p2p.lab.kernels import ensure_kernel
+    from test_kmod import _can_build
+
+    _can_build()
+    lab_session.close()  # one guest at a time: these boot again and again
+    kernel = ensure_kernel(name)
+    cases = None if full_tier() else CI_CASES
+    observed = probe_broken(kernel, cases, log=lambda line: print(line, file=sys.stderr))
+    doc = observed.to_json()
+    out = lab_document_path(request.config, OUT_ENV, "gup-observed") / f"{observed.kernel}-broken.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"\ngup-broken: {observed.kernel}: {len(observed.mappings)} mappings in "
+          f"{observed.timings['boots']:.0f} boots, {observed.timings['total']:.0f} s; document {out}",
+          file=sys.stderr)
+
+    assert doc["schema"] == SCHEMA
+    assert not observed.problems, list(observed.problems)
+    for user, why in observed.skipped_users.items():
+        assert why.startswith("kernel lacks CONFIG_") or user.startswith("odirect-nvme"), (user, why)
+    assert list(observed.users) == [u for u, _ in USERS if u not in observed.skipped_users]
+    for kind, why in observed.skipped.items():
+        assert why.startswith("kernel lacks CONFIG_"), (kind, why)
+
+    # Every case held, every user once on it, across the boots.
+    users_by_case = {}
+    for m in observed.mappings:
+        users_by_case.setdefault(m.scenario, []).extend(a.user for a in m.attempts)
+        assert m.vma is not None, f"{m.scenario} at {m.start:#x}: not in the audit of pid {m.pid}"
+        for a in m.attempts:
+            assert a.outcome in OUTCOME_WORDS or a.outcome in ERRNO_NAMES, (m.scenario, a)
+            assert m.start <= a.addr < m.start + m.length and a.addr % 4096 == 0, (m.scenario, a)
+    held = {h["kind"] for h in observed.held}
+    assert set(users_by_case) == held and held
+    for kind, users in users_by_case.items():
+        assert sorted(users) == sorted(observed.users), kind
+
+    control = {a.user: a.outcome for m in observed.mappings if m.scenario == "broken:control-remap"
+               for a in m.attempts if a.user in ("odirect-read", "odirect-write")}
+    assert control == {"odirect-read": "EFAULT", "odirect-write": "EFAULT"}
+
+    cells = gupmatrix.cells(doc)
+    assert {c.scenario for c in cells} == held
+    wrong = [f"{c.scenario} × {c.user} at {c.addr:#x}: predicted {c.predicted} ({c.decided_by}: {c.why}), "
+             f"observed {c.observed}" for c in cells if not c.agree]
+    assert not wrong, "\n".join(wrong)

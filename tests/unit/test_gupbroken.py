@@ -1,0 +1,52 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The broken-mapping GUP tier's bookkeeping (``drgn_p2p.lab.gupbroken``):
+what an attempt that killed its holder is recorded as, and the one audit the
+boots' audits make."""
+
+from drgn_p2p.lab import gupbroken
+from drgn_p2p.lab.gup import OUTCOME_WORDS
+
+
+def test_an_attempt_that_killed_its_holder_is_what_the_kernel_log_says():
+    oops = ["BUG: unable to handle page fault for address: ffffea0e00000000",
+            "Oops: 0000 [#1] SMP NOPTI", "RIP: 0010:gup_fast_pte_range+0x10a/0x3a0"]
+    a = gupbroken.died_attempt("odirect-read", 0x5000_0000_0000, oops, hung=False)
+    assert (a.user, a.addr, a.outcome, a.dmesg) == ("odirect-read", 0x5000_0000_0000, "oops", tuple(oops))
+    assert gupbroken.died_attempt("futex", 0, ["holder[97]: segfault"], hung=False).outcome == "killed"
+    assert gupbroken.died_attempt("futex", 0, [], hung=True).outcome == "hang"
+    assert gupbroken.died_attempt("futex", 0, ["WARNING: CPU: 1 PID: 97 at mm/memory.c"], hung=True).outcome == "oops"
+    assert {"oops", "killed", "hang"} <= set(OUTCOME_WORDS)
+
+
+def test_the_boots_audits_make_one_document():
+    a = {"schema": "drgn-p2p/audit/1", "kernel": {"release": "7.2"}, "vmas": [{"pid": 1}], "findings": [1],
+         "faults": []}
+    b = {"schema": "drgn-p2p/audit/1", "kernel": {"release": "7.2"}, "vmas": [{"pid": 1}, {"pid": 2}],
+         "findings": [], "faults": [3]}
+    merged = gupbroken.merge_audits([a, b])
+    assert merged["kernel"] == {"release": "7.2"}
+    assert merged["vmas"] == [{"pid": 1}, {"pid": 1}, {"pid": 2}]
+    assert (merged["findings"], merged["faults"]) == ([1], [3])
+    assert a["vmas"] == [{"pid": 1}]  # the inputs are left alone
+
+
+def test_each_slot_is_aligned_for_every_case():
+    from drgn_p2p.lab.kmod import VIOLATE_CASES
+
+    for slot in range(3):
+        at = gupbroken.ADDRESS_BASE + slot * gupbroken.ADDRESS_STRIDE
+        assert all(at % c.length == 0 for c in VIOLATE_CASES if c.huge)
+        assert at + gupbroken.ADDRESS_STRIDE < 1 << 47
+
+
+def test_a_bad_page_report_is_not_an_oops():
+    """vm_normal_page()'s "Bad page map" reports the entry and returns: the system call goes on."""
+    from drgn_p2p.lab.gup import attempt_of, outcome_of
+
+    bad = ["BUG: Bad page map in process holder  pte:80000000febf0037", "RIP: 0033:0x44829d"]
+    assert outcome_of("EFAULT", 0, 4096, bad, None) == "EFAULT"
+    assert outcome_of(None, 0, 4096, bad + ["Oops: 0000 [#1] SMP NOPTI"], None) == "oops"
+    a = attempt_of({"user": "odirect-read", "addr": "0x1000", "errno": "EFAULT", "ret": -1, "bytes": 0,
+                    "want": 4096, "leaf_before": "0x0", "leaf_after": "0x0", "dmesg": bad, "why": None})
+    assert (a.outcome, a.bad_page, a.to_json()["bad_page"]) == ("EFAULT", True, True)
+    assert gupbroken.died_attempt("odirect-read", 0, bad, hung=False).outcome == "killed"
