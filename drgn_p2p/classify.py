@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import drgn
-from drgn.helpers.linux.mm import for_each_valid_page_range, pfn_to_page
+from drgn.helpers.linux.mm import compound_head, for_each_valid_page_range, pfn_to_page
 from drgn.helpers.linux.xarray import xa_for_each
 
 from .records import Layout, Level, PageKind, PfnInfo
@@ -456,6 +456,23 @@ class Classifier:
         """Whether *pfn* has a ``struct page`` (``pfn_valid()``)."""
         i = bisect.bisect_right(self._memmap_starts, pfn) - 1
         return i >= 0 and pfn < self._memmap[i][1]
+
+    def refcount(self, pfn: int) -> Optional[int]:
+        """``folio_ref_count()`` of the folio holding *pfn* (None without a
+        kernel, or when its struct page cannot be read).
+
+        What GUP takes a reference on: GUP-fast's ``folio_ref_try_add()``
+        fails on 0, and the slow path's ``try_grab_folio()`` WARNs and
+        returns -ENOMEM (mm/gup.c, 6.1 to 7.2). Read for device pages only.
+        """
+        prog = self._prog
+        if prog is None:
+            return None
+        try:
+            # drgn's compound_head() knows 7.1's compound_info (a mask with HVO).
+            return compound_head(pfn_to_page(prog, pfn))._refcount.counter.value_()
+        except (drgn.FaultError, drgn.BadDataError, LookupError, AttributeError, ValueError):
+            return None
 
     def iomem_owner(self, pfn: int) -> Optional[str]:
         """Name of the innermost iomem resource holding *pfn*."""

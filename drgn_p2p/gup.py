@@ -188,6 +188,8 @@ class _Ctx:
     vma: VmaShape
     leaf: Optional[Leaf]
     kind: PageKind
+    #: The page's refcount is 0: a device page mapped without a reference.
+    unreferenced: bool = False
 
     def has(self, *names: str) -> bool:
         return any(self.vma.flags & self.layout.vm_flag(n) for n in names)
@@ -271,6 +273,8 @@ def _fast(ctx: _Ctx, write: bool, longterm: bool, p2p: bool) -> Tuple[str, str, 
             f"non-special {leaf.level.label} leaf of a PFN without struct page: {fn}() passes "
             f"{leaf.level.label}_page(), which points into memmap that does not exist, to {grab}()"
         )
+    if ctx.unreferenced:
+        return "fallback", grab, "the page's refcount is 0: folio_ref_try_add() fails"
     if longterm and kind == PageKind.DEVICE_COHERENT:
         return "fallback", grab, "folio_is_longterm_pinnable() is false for device-coherent memory"
     if ctx.layout.gup_p2pdma_gate and kind == PageKind.P2PDMA and not p2p:
@@ -461,6 +465,9 @@ def _present(ctx: _Ctx, write: bool, longterm: bool, pin: bool, p2p: bool) -> _R
             return "EEXIST", "follow_pfn_pte", (
                 "special leaf in a VM_MIXEDMAP VMA: a PFN without a page GUP could return"
             ), False, faulted
+    if ctx.unreferenced:
+        return "ENOMEM", "try_grab_folio", (
+            "the page's refcount is 0: WARN_ON_ONCE(folio_ref_count(folio) <= 0), -ENOMEM"), False, faulted
     if layout.gup_p2pdma_gate and kind == PageKind.P2PDMA and not p2p:
         return "EREMOTEIO", "try_grab_folio", "P2PDMA page without FOLL_PCI_P2PDMA", False, faulted
     if longterm and kind == PageKind.DEVICE_COHERENT:
@@ -625,11 +632,13 @@ _cache: Dict[object, Tuple[GupPrediction, ...]] = {}
 _cache_layout: List[object] = [None]
 
 
-def predict(layout: Layout, vma: VmaShape, leaf: Optional[Leaf], kind: PageKind) -> Tuple[GupPrediction, ...]:
+def predict(layout: Layout, vma: VmaShape, leaf: Optional[Leaf], kind: PageKind,
+            unreferenced: bool = False) -> Tuple[GupPrediction, ...]:
     """Predictions for every entry of :data:`USERS`, in that order.
 
     *leaf* ``None`` is an address nothing maps: *kind* is then the page kind
     the fault would insert (``PageKind.NONE`` for ordinary memory).
+    *unreferenced*: the leaf's page has a refcount of 0.
     """
     if _cache_layout[0] is not layout:
         _cache.clear()
@@ -640,11 +649,11 @@ def predict(layout: Layout, vma: VmaShape, leaf: Optional[Leaf], kind: PageKind)
         leaf.swap_offset if leaf.kind == EntryKind.MARKER else None,
         kind == PageKind.NO_MEMMAP and _above_memmap(_Ctx(layout, vma, leaf, kind)),
         leaf.pfn is not None and leaf.pfn < x86_64.RESERVED_LOW_PFNS,
-        vma.start is not None and leaf.va == vma.start,
+        vma.start is not None and leaf.va == vma.start, unreferenced,
     )
     hit = _cache.get(sig)
     if hit is None:
-        hit = _cache[sig] = _predict(_Ctx(layout, vma, leaf, kind))
+        hit = _cache[sig] = _predict(_Ctx(layout, vma, leaf, kind, unreferenced))
     return hit
 
 
@@ -661,14 +670,15 @@ def segments(
     vma: VmaShape,
     start: int,
     end: int,
-    runs: Sequence[Tuple[int, int, Optional[Leaf], PageKind]],
+    runs: Sequence[Tuple[int, int, Optional[Leaf], PageKind, bool]],
 ) -> Tuple[GupSegment, ...]:
     """``[start, end)`` cut into segments of equal predictions.
 
-    *runs* are ``(start, end, first leaf, page kind)`` in ascending order;
+    *runs* are ``(start, end, first leaf, page kind, unreferenced)`` in
+    ascending order (*unreferenced*: the first leaf's page has refcount 0);
     the gaps between them are predicted as holes that a fault fills.
     """
-    fill = hole_kind([k for _, _, leaf, k in runs if leaf is not None and leaf.kind.maps_memory])
+    fill = hole_kind([k for _, _, leaf, k, _ in runs if leaf is not None and leaf.kind.maps_memory])
     out: List[GupSegment] = []
 
     def add(s: int, e: int, preds: Tuple[GupPrediction, ...], hole: bool = False) -> None:
@@ -681,13 +691,13 @@ def segments(
             out.append(GupSegment(s, e, preds, hole))
 
     at = start
-    for s, e, leaf, kind in runs:
+    for s, e, leaf, kind, unreferenced in runs:
         s, e = max(s, start), min(e, end)
         if s >= e:
             continue
         if s > at:
             add(at, s, predict(layout, vma, None, fill), True)
-        add(s, e, predict(layout, vma, leaf, kind))
+        add(s, e, predict(layout, vma, leaf, kind, unreferenced))
         at = e
     if at < end:
         add(at, end, predict(layout, vma, None, fill), True)

@@ -214,11 +214,14 @@ def audit_vma(
     findings: List[Finding] = []
     tally = VmaTally(vma, layout)
     kept: List[Run] = []
-    spans: List[Tuple[int, int, Leaf, PageKind]] = []
+    spans: List[Tuple[int, int, Leaf, PageKind, bool]] = []
     for run in coalesce_segments(vma, _segments(walker, vma, layout, classifier, start, end, faults)):
         leaf = run.first
         tally.add(run)
-        spans.append((run.start, run.end, leaf, run.page.kind))
+        # A device page mapped with no reference (GUP refuses to take one): read for device pages only.
+        unreferenced = (run.page.kind.is_zone_device and leaf.kind.maps_memory and leaf.pfn is not None
+                        and classifier.refcount(leaf.pfn) == 0)
+        spans.append((run.start, run.end, leaf, run.page.kind, unreferenced))
         entries[leaf.kind.value] += run.count
         if run.page.pgmap:
             by_pgmap[run.page.pgmap] += run.count * (leaf.size >> leaf.page_shift)
@@ -231,7 +234,7 @@ def audit_vma(
         if keep_runs:
             kept.append(run)
     findings.extend(evaluate_vma(tally.summary(), layout, rules))
-    fsdax = any(kind == PageKind.FSDAX for _, _, _, kind in spans)
+    fsdax = any(kind == PageKind.FSDAX for _, _, _, kind, _ in spans)
     gup = gup_segments(layout, vma_shape(vma, fsdax), max(start, vma.start), min(end, vma.end), spans)
     report = VmaReport(
         vma=vma,

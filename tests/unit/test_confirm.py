@@ -53,6 +53,9 @@ class ChangingClassifier:
     def span_info(self, pfn: int):
         return pfn, pfn + 1, self.classify(pfn)
 
+    def refcount(self, pfn: int):
+        return None
+
 
 def fake(monkeypatch: pytest.MonkeyPatch, classifier: ChangingClassifier, *pfns: int) -> List[PageTableWalker]:
     """One process with one VMA whose first PTE maps *pfns*[0] at the first

@@ -312,9 +312,10 @@ def test_segments_cover_the_vma_and_merge_equal_neighbours():
     shape = vma_shape(v)
     start = v.start
     runs = [
-        (start + 0x1000, start + 0x3000, leaf(va=start + 0x1000), K.RAM),
-        (start + 0x3000, start + 0x4000, leaf(va=start + 0x3000, pfn=0x2000), K.RAM),
-        (start + 0x4000, start + 0x5000, leaf(va=start + 0x4000, special=True, writable=False, pfn=L72.zero_pfn), K.ZERO_PAGE),
+        (start + 0x1000, start + 0x3000, leaf(va=start + 0x1000), K.RAM, False),
+        (start + 0x3000, start + 0x4000, leaf(va=start + 0x3000, pfn=0x2000), K.RAM, False),
+        (start + 0x4000, start + 0x5000, leaf(va=start + 0x4000, special=True, writable=False, pfn=L72.zero_pfn),
+         K.ZERO_PAGE, False),
     ]
     segs = segments(L72, shape, start, start + 0x8000, runs)
     assert segs[0].start == start and segs[-1].end == start + 0x8000
@@ -327,7 +328,7 @@ def test_segments_cover_the_vma_and_merge_equal_neighbours():
 def test_audit_json_carries_gup_segments_and_validates():
     v = _vma(L72, SHARED + ("PFNMAP", "IO"), "kernfs_vm_ops", BAR_FILE)
     shape = vma_shape(v)
-    segs = segments(L72, shape, v.start, v.end, [(v.start, v.start + 0x4000, leaf(va=v.start, special=True), K.NO_MEMMAP)])
+    segs = segments(L72, shape, v.start, v.end, [(v.start, v.start + 0x4000, leaf(va=v.start, special=True), K.NO_MEMMAP, False)])
     report = VmaReport(vma=v, pages_by_kind=(("no-memmap", 4),), entries_by_kind=(("present", 4),),
                        leaves_by_level=(("pte", 4),), special=4, devmap=0, unreadable_tables=0, gup=segs)
     result = AuditResult(layout=L72, vmas=[report])
@@ -527,3 +528,23 @@ def test_proc_pid_mem_falls_back_to_the_access_the_kernel_has(layout) -> None:
     assert proc_mem(_vma(layout, flags, "uio_physical_vm_ops", "/dev/uio0")) == ("ok", "generic_access_phys")
     assert proc_mem(_vma(layout, flags, "some_vm_ops", "/dev/x", access="some_access")) == ("ok", "some_access")
     assert proc_mem(_vma(layout, flags, "some_vm_ops", "/dev/x", access=None)) == ("EIO", "__access_remote_vm")
+
+
+@pytest.mark.parametrize("layout", ALL, ids=lambda l: l.release)
+def test_a_device_page_with_no_reference_is_refused(layout):
+    """Seen on 7.2 with p2p_violate's own ZONE_DEVICE pages, mapped without a reference: GUP-fast's
+    folio_ref_try_add() fails and falls back; the slow path's try_grab_folio() (try_grab_page() on
+    6.1) WARNs once and returns -ENOMEM, before its P2PDMA test; a VM_PFNMAP VMA refuses first."""
+    def with_refs(vma: Vma, kind: K, unreferenced: bool):
+        preds = predict(layout, vma_shape(vma), leaf(pfn=0x100000), kind, unreferenced)
+        return {p.user: (p.outcome, p.decided_by) for p in preds}
+
+    grab = "try_grab_folio" if layout is L61 else "try_grab_folio_fast"
+    mixed = _vma(layout, SHARED + ("MIXEDMAP",))
+    t = with_refs(mixed, K.P2PDMA, True)
+    assert t["gup-fast"] == ("fallback", grab)
+    assert t["odirect-read"] == t["vmsplice"] == ("ENOMEM", "try_grab_folio")
+    assert with_refs(mixed, K.P2PDMA, False)["odirect-read"][0] == ("EREMOTEIO" if layout.gup_p2pdma_gate else "ok")
+    pfnmap = _vma(layout, SHARED + ("PFNMAP", "IO"))
+    assert with_refs(pfnmap, K.DEVDAX, True)["odirect-read"] == ("EFAULT", "check_vma_flags")
+    assert with_refs(pfnmap, K.DEVDAX, False)["odirect-read"][0] == "ok"

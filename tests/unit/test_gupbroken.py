@@ -14,7 +14,8 @@ def test_an_attempt_that_killed_its_holder_is_what_the_kernel_log_says():
     assert (a.user, a.addr, a.outcome, a.dmesg) == ("odirect-read", 0x5000_0000_0000, "oops", tuple(oops))
     assert gupbroken.died_attempt("futex", 0, ["holder[97]: segfault"], hung=False).outcome == "killed"
     assert gupbroken.died_attempt("futex", 0, [], hung=True).outcome == "hang"
-    assert gupbroken.died_attempt("futex", 0, ["WARNING: CPU: 1 PID: 97 at mm/memory.c"], hung=True).outcome == "oops"
+    assert gupbroken.died_attempt("futex", 0, ["Oops: 0000 [#1] SMP NOPTI"], hung=True).outcome == "oops"
+    assert gupbroken.died_attempt("futex", 0, ["WARNING: CPU: 1 PID: 97 at mm/memory.c"], hung=True).outcome == "hang"
     assert {"oops", "killed", "hang"} <= set(OUTCOME_WORDS)
 
 
@@ -50,3 +51,13 @@ def test_a_bad_page_report_is_not_an_oops():
                     "want": 4096, "leaf_before": "0x0", "leaf_after": "0x0", "dmesg": bad, "why": None})
     assert (a.outcome, a.bad_page, a.to_json()["bad_page"]) == ("EFAULT", True, True)
     assert gupbroken.died_attempt("odirect-read", 0, bad, hung=False).outcome == "killed"
+
+
+def test_a_warn_is_not_an_oops():
+    """try_grab_folio()'s WARN_ON_ONCE(refcount <= 0) returns -ENOMEM: the system call goes on."""
+    from drgn_p2p.lab.gup import attempt_of
+
+    warn = ["WARNING: CPU: 1 PID: 211 at mm/gup.c:143 try_grab_folio+0x1a/0x1c0"]
+    a = attempt_of({"user": "odirect-read", "addr": "0x1000", "errno": "ENOMEM", "ret": -1, "bytes": 0,
+                    "want": 4096, "leaf_before": "0x0", "leaf_after": "0x0", "dmesg": warn, "why": None})
+    assert (a.outcome, a.warned, a.bad_page, a.to_json()["warned"]) == ("ENOMEM", True, False, True)

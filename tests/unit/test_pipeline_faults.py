@@ -42,6 +42,9 @@ class StubClassifier:
     def span_info(self, pfn: int):
         return pfn, pfn + 1, self.classify(pfn)
 
+    def refcount(self, pfn: int):
+        return None
+
 
 class FakeProgram:
     """Stands for a ``drgn.Program`` of a core dump (*flags* 0) or a running kernel (``IS_LIVE``)."""

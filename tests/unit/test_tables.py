@@ -39,7 +39,8 @@ def _result() -> AuditResult:
             special=16, devmap=0, unreadable_tables=0, pages_by_pgmap=((0xFFFF_8880_0412_3400, 16),),
             runs=(run(vma, leaf(va=start, pfn=0xFD000, special=True), PageKind.NO_MEMMAP, count=4),),
             gup=segments(L72, vma_shape(vma), start, end,
-                         [(start + 0x1000, start + 0x2000, leaf(va=start, pfn=0xFD000, special=True), PageKind.NO_MEMMAP)]),
+                         [(start + 0x1000, start + 0x2000, leaf(va=start, pfn=0xFD000, special=True), PageKind.NO_MEMMAP,
+                           False)]),
         ))
     result = AuditResult(layout=L72, vmas=reports)
     result.stats.processes, result.stats.vmas = 1, 2
