@@ -16,8 +16,8 @@ page tables alone and before any user ran, predicted it:
   O_DIRECT both ways, as pcibar does (check_vma_flags(), mm/gup.c);
 - every attempt meets a prediction of its own page, and agrees with it.
 
-CI runs the mechanism on the newest kernel with a control and a case that
-oopses GUP-fast (two boots at least); the full tier (``$DRGN_P2P_LAB_TIER=full``)
+CI runs the mechanism on the newest kernel with a control, a case that
+oopses GUP-fast (seven boots) and unreferenced P2PDMA pages; the full tier (``$DRGN_P2P_LAB_TIER=full``)
 every case on every lab kernel, whose documents ``scripts/gup-observed``
 joins into ``docs/gup-matrix.md``. The document goes to
 ``$DRGN_P2P_GUP_OUT/<release>-broken.json``, else the pytest cache.
@@ -40,8 +40,9 @@ pytestmark = pytest.mark.lab
 
 KERNELS = tiered(("newest", "6.12", "6.1"), ("newest",))
 
-#: The CI slice: a control and a case whose GUP-fast walk meets a PFN without struct page.
-CI_CASES = ("control-remap", "pfnmap-not-special")
+#: The CI slice: a control, a case whose GUP-fast walk meets a PFN without struct page (every
+#: GUP-fast user oopses: six boots), and P2PDMA pages mapped with no reference (try_grab_folio()).
+CI_CASES = ("control-remap", "pfnmap-not-special", "mixedmap-pages")
 
 ERRNO_NAMES = frozenset(n for n in dir(errno) if n.startswith("E") and isinstance(getattr(errno, n), int))
 OUT_ENV = "DRGN_P2P_GUP_OUT"

@@ -61,3 +61,34 @@ def test_a_warn_is_not_an_oops():
     a = attempt_of({"user": "odirect-read", "addr": "0x1000", "errno": "ENOMEM", "ret": -1, "bytes": 0,
                     "want": 4096, "leaf_before": "0x0", "leaf_after": "0x0", "dmesg": warn, "why": None})
     assert (a.outcome, a.warned, a.bad_page, a.to_json()["warned"]) == ("ENOMEM", True, False, True)
+
+
+def test_a_boot_that_never_got_ready_is_booted_again(monkeypatch):
+    import pytest
+
+    from drgn_p2p.lab import LabError
+
+    calls = []
+
+    def one_boot(kernel, pending, slot, *args):
+        calls.append(len(pending))
+        if len(calls) <= 2:
+            raise gupbroken._BootFailed("timed out before the guest's stage 2")
+        return [], slot, "7.2.13+deb14-amd64"
+
+    monkeypatch.setattr(gupbroken, "_one_boot", one_boot)
+    monkeypatch.setattr(gupbroken, "build_module", lambda kernel, name: "p2p_violate.ko")
+    monkeypatch.setattr(gupbroken, "holder_binary", lambda: "holder")
+    monkeypatch.setattr(gupbroken, "kernel_config", lambda kernel: {"CONFIG_ZONE_DEVICE": "y"})
+    observed = gupbroken.probe_broken(object(), ["control-remap"])
+    assert calls == [1, 1, 1] and observed.timings["boots"] == 3 and observed.kernel == "7.2.13+deb14-amd64"
+
+    def never_ready(kernel, pending, slot, *args):
+        calls.append(len(pending))
+        raise gupbroken._BootFailed("no stage 2")
+
+    calls.clear()
+    monkeypatch.setattr(gupbroken, "_one_boot", never_ready)
+    with pytest.raises(LabError, match="three boots in a row failed"):
+        gupbroken.probe_broken(object(), ["control-remap"])
+    assert calls == [1, 1, 1]
