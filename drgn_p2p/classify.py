@@ -21,7 +21,7 @@ import drgn
 from drgn.helpers.linux.mm import compound_head, for_each_valid_page_range, pfn_to_page
 from drgn.helpers.linux.xarray import xa_for_each
 
-from .records import Layout, Level, PageKind, PfnInfo
+from .records import NO_FOLIO_FACTS, FolioFacts, Layout, Level, PageKind, PfnInfo
 
 __all__ = ("Pagemap", "Classifier", "read_pagemaps", "page_zone")
 
@@ -457,22 +457,25 @@ class Classifier:
         i = bisect.bisect_right(self._memmap_starts, pfn) - 1
         return i >= 0 and pfn < self._memmap[i][1]
 
-    def refcount(self, pfn: int) -> Optional[int]:
-        """``folio_ref_count()`` of the folio holding *pfn* (None without a
-        kernel, or when its struct page cannot be read).
-
-        What GUP takes a reference on: GUP-fast's ``folio_ref_try_add()``
-        fails on 0, and the slow path's ``try_grab_folio()`` WARNs and
-        returns -ENOMEM (mm/gup.c, 6.1 to 7.2). Read for device pages only.
+    def folio_facts(self, pfn: int) -> FolioFacts:
+        """What GUP tests of the folio holding *pfn* before it takes it
+        (:class:`FolioFacts`; nothing when there is no kernel, or its struct
+        page cannot be read): ``folio_ref_count()`` (GUP-fast's
+        ``folio_ref_try_add()`` fails on 0, the slow path's
+        ``try_grab_folio()`` WARNs and returns -ENOMEM; mm/gup.c, 6.1 to 7.2)
+        and ``folio->mapping`` (``gup_fast_folio_allowed()``). Read for
+        device pages only.
         """
         prog = self._prog
         if prog is None:
-            return None
+            return NO_FOLIO_FACTS
         try:
             # drgn's compound_head() knows 7.1's compound_info (a mask with HVO).
-            return compound_head(pfn_to_page(prog, pfn))._refcount.counter.value_()
+            head = compound_head(pfn_to_page(prog, pfn))
+            return FolioFacts(unreferenced=head._refcount.counter.value_() == 0,
+                              unmapped=not head.mapping.value_())
         except (drgn.FaultError, drgn.BadDataError, LookupError, AttributeError, ValueError):
-            return None
+            return NO_FOLIO_FACTS
 
     def iomem_owner(self, pfn: int) -> Optional[str]:
         """Name of the innermost iomem resource holding *pfn*."""

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .arch import x86_64
-from .records import EntryKind, Layout, Leaf, Level, PageKind, Vma
+from .records import NO_FOLIO_FACTS, EntryKind, FolioFacts, Layout, Leaf, Level, PageKind, Vma
 
 __all__ = (
     "USERS", "FLAVOURS", "GupPrediction", "GupSegment", "VmaShape", "vma_shape", "predict", "segments",
@@ -188,8 +188,8 @@ class _Ctx:
     vma: VmaShape
     leaf: Optional[Leaf]
     kind: PageKind
-    #: The page's refcount is 0: a device page mapped without a reference.
-    unreferenced: bool = False
+    #: What the audit read of the page's folio (device pages only).
+    folio: FolioFacts = NO_FOLIO_FACTS
 
     def has(self, *names: str) -> bool:
         return any(self.vma.flags & self.layout.vm_flag(n) for n in names)
@@ -273,7 +273,7 @@ def _fast(ctx: _Ctx, write: bool, longterm: bool, p2p: bool) -> Tuple[str, str, 
             f"non-special {leaf.level.label} leaf of a PFN without struct page: {fn}() passes "
             f"{leaf.level.label}_page(), which points into memmap that does not exist, to {grab}()"
         )
-    if ctx.unreferenced:
+    if ctx.folio.unreferenced:
         return "fallback", grab, "the page's refcount is 0: folio_ref_try_add() fails"
     if longterm and kind == PageKind.DEVICE_COHERENT:
         return "fallback", grab, "folio_is_longterm_pinnable() is false for device-coherent memory"
@@ -295,6 +295,8 @@ def _fast(ctx: _Ctx, write: bool, longterm: bool, p2p: bool) -> Tuple[str, str, 
 def _folio_mapping(ctx: _Ctx) -> str:
     """What ``folio->mapping`` of the page is: anon, shmem, hugetlb, file or none."""
     kind = ctx.kind
+    if ctx.folio.unmapped:
+        return "none"  # read from the folio (device pages)
     if kind in (PageKind.ZERO_PAGE, PageKind.HUGE_ZERO, PageKind.P2PDMA):
         return "none"  # the zero page; vm_insert_page() sets no mapping
     if kind in (PageKind.DEVICE_COHERENT, PageKind.DEVICE_PRIVATE):
@@ -465,7 +467,7 @@ def _present(ctx: _Ctx, write: bool, longterm: bool, pin: bool, p2p: bool) -> _R
             return "EEXIST", "follow_pfn_pte", (
                 "special leaf in a VM_MIXEDMAP VMA: a PFN without a page GUP could return"
             ), False, faulted
-    if ctx.unreferenced:
+    if ctx.folio.unreferenced:
         return "ENOMEM", "try_grab_folio", (
             "the page's refcount is 0: WARN_ON_ONCE(folio_ref_count(folio) <= 0), -ENOMEM"), False, faulted
     if layout.gup_p2pdma_gate and kind == PageKind.P2PDMA and not p2p:
@@ -633,12 +635,12 @@ _cache_layout: List[object] = [None]
 
 
 def predict(layout: Layout, vma: VmaShape, leaf: Optional[Leaf], kind: PageKind,
-            unreferenced: bool = False) -> Tuple[GupPrediction, ...]:
+            folio: FolioFacts = NO_FOLIO_FACTS) -> Tuple[GupPrediction, ...]:
     """Predictions for every entry of :data:`USERS`, in that order.
 
     *leaf* ``None`` is an address nothing maps: *kind* is then the page kind
     the fault would insert (``PageKind.NONE`` for ordinary memory).
-    *unreferenced*: the leaf's page has a refcount of 0.
+    *folio*: what was read of the leaf's folio (a device page's refcount, mapping).
     """
     if _cache_layout[0] is not layout:
         _cache.clear()
@@ -649,11 +651,11 @@ def predict(layout: Layout, vma: VmaShape, leaf: Optional[Leaf], kind: PageKind,
         leaf.swap_offset if leaf.kind == EntryKind.MARKER else None,
         kind == PageKind.NO_MEMMAP and _above_memmap(_Ctx(layout, vma, leaf, kind)),
         leaf.pfn is not None and leaf.pfn < x86_64.RESERVED_LOW_PFNS,
-        vma.start is not None and leaf.va == vma.start, unreferenced,
+        vma.start is not None and leaf.va == vma.start, folio,
     )
     hit = _cache.get(sig)
     if hit is None:
-        hit = _cache[sig] = _predict(_Ctx(layout, vma, leaf, kind, unreferenced))
+        hit = _cache[sig] = _predict(_Ctx(layout, vma, leaf, kind, folio))
     return hit
 
 
@@ -670,12 +672,12 @@ def segments(
     vma: VmaShape,
     start: int,
     end: int,
-    runs: Sequence[Tuple[int, int, Optional[Leaf], PageKind, bool]],
+    runs: Sequence[Tuple[int, int, Optional[Leaf], PageKind, FolioFacts]],
 ) -> Tuple[GupSegment, ...]:
     """``[start, end)`` cut into segments of equal predictions.
 
-    *runs* are ``(start, end, first leaf, page kind, unreferenced)`` in
-    ascending order (*unreferenced*: the first leaf's page has refcount 0);
+    *runs* are ``(start, end, first leaf, page kind, folio facts)`` in
+    ascending order (the facts read of the first leaf's folio);
     the gaps between them are predicted as holes that a fault fills.
     """
     fill = hole_kind([k for _, _, leaf, k, _ in runs if leaf is not None and leaf.kind.maps_memory])
@@ -691,13 +693,13 @@ def segments(
             out.append(GupSegment(s, e, preds, hole))
 
     at = start
-    for s, e, leaf, kind, unreferenced in runs:
+    for s, e, leaf, kind, facts in runs:
         s, e = max(s, start), min(e, end)
         if s >= e:
             continue
         if s > at:
             add(at, s, predict(layout, vma, None, fill), True)
-        add(s, e, predict(layout, vma, leaf, kind, unreferenced))
+        add(s, e, predict(layout, vma, leaf, kind, facts))
         at = e
     if at < end:
         add(at, end, predict(layout, vma, None, fill), True)

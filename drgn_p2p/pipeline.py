@@ -24,7 +24,7 @@ from .coalesce import coalesce_segments, merge_findings
 from .errors import UsageError
 from .gup import GupPrediction, GupSegment, segments as gup_segments, vma_shape
 from .layout import read_layout
-from .records import Finding, Layout, Leaf, PageKind, PfnInfo, Run, Severity, Vma
+from .records import NO_FOLIO_FACTS, Finding, FolioFacts, Layout, Leaf, PageKind, PfnInfo, Run, Severity, Vma
 from .rules import RULES, Rule, VmaTally, evaluate_run, evaluate_vma
 from .scan import PteScanner, pieces
 from .tasks import for_each_process
@@ -214,14 +214,15 @@ def audit_vma(
     findings: List[Finding] = []
     tally = VmaTally(vma, layout)
     kept: List[Run] = []
-    spans: List[Tuple[int, int, Leaf, PageKind, bool]] = []
+    spans: List[Tuple[int, int, Leaf, PageKind, FolioFacts]] = []
     for run in coalesce_segments(vma, _segments(walker, vma, layout, classifier, start, end, faults)):
         leaf = run.first
         tally.add(run)
-        # A device page mapped with no reference (GUP refuses to take one): read for device pages only.
-        unreferenced = (run.page.kind.is_zone_device and leaf.kind.maps_memory and leaf.pfn is not None
-                        and classifier.refcount(leaf.pfn) == 0)
-        spans.append((run.start, run.end, leaf, run.page.kind, unreferenced))
+        # What GUP tests of a device page's folio (its refcount, its mapping): read for device pages only.
+        facts = (classifier.folio_facts(leaf.pfn)
+                 if run.page.kind.is_zone_device and leaf.kind.maps_memory and leaf.pfn is not None
+                 else NO_FOLIO_FACTS)
+        spans.append((run.start, run.end, leaf, run.page.kind, facts))
         entries[leaf.kind.value] += run.count
         if run.page.pgmap:
             by_pgmap[run.page.pgmap] += run.count * (leaf.size >> leaf.page_shift)

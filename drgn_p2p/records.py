@@ -424,6 +424,22 @@ class Vma:
 
 
 @dataclass(frozen=True)
+class FolioFacts:
+    """What the audit read of the folio behind the first page of a run of
+    device pages (``struct folio``): what GUP tests before it takes a page."""
+
+    #: ``folio_ref_count()`` is 0: GUP-fast's folio_ref_try_add() fails, the
+    #: slow path's try_grab_folio() WARNs and returns -ENOMEM.
+    unreferenced: bool = False
+    #: ``folio->mapping`` is NULL: gup_fast_folio_allowed() cannot rule out secretmem.
+    unmapped: bool = False
+
+
+#: Nothing read (not a device page, or no kernel to read it from).
+NO_FOLIO_FACTS = FolioFacts()
+
+
+@dataclass(frozen=True)
 class Leaf:
     """One decoded leaf entry (a PTE, or a PMD/PUD that maps or encodes a page).
 

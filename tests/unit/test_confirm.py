@@ -16,7 +16,7 @@ import pytest
 
 from drgn_p2p import pipeline
 from drgn_p2p.pipeline import confirm_findings
-from drgn_p2p.records import Finding, PageKind, PfnInfo, Severity
+from drgn_p2p.records import NO_FOLIO_FACTS, Finding, PageKind, PfnInfo, Severity
 from drgn_p2p.walk import PageTableWalker, Process
 
 from .fakephys import pte
@@ -53,8 +53,8 @@ class ChangingClassifier:
     def span_info(self, pfn: int):
         return pfn, pfn + 1, self.classify(pfn)
 
-    def refcount(self, pfn: int):
-        return None
+    def folio_facts(self, pfn: int):
+        return NO_FOLIO_FACTS
 
 
 def fake(monkeypatch: pytest.MonkeyPatch, classifier: ChangingClassifier, *pfns: int) -> List[PageTableWalker]:

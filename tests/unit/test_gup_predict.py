@@ -16,7 +16,7 @@ from report_checkers import check_audit_json
 from drgn_p2p import layout as layout_stage
 from drgn_p2p.gup import USERS, GupPrediction, predict, segments, vma_shape
 from drgn_p2p.pipeline import AuditResult, VmaReport
-from drgn_p2p.records import EntryKind, Layout, Leaf, Level, PageKind as K, Vma
+from drgn_p2p.records import NO_FOLIO_FACTS, EntryKind, FolioFacts, Layout, Leaf, Level, PageKind as K, Vma
 from drgn_p2p.report import audit_json, gup_summary
 
 from .layouts import L61, L612, L72, leaf, make_vma, vm
@@ -312,10 +312,10 @@ def test_segments_cover_the_vma_and_merge_equal_neighbours():
     shape = vma_shape(v)
     start = v.start
     runs = [
-        (start + 0x1000, start + 0x3000, leaf(va=start + 0x1000), K.RAM, False),
-        (start + 0x3000, start + 0x4000, leaf(va=start + 0x3000, pfn=0x2000), K.RAM, False),
+        (start + 0x1000, start + 0x3000, leaf(va=start + 0x1000), K.RAM, NO_FOLIO_FACTS),
+        (start + 0x3000, start + 0x4000, leaf(va=start + 0x3000, pfn=0x2000), K.RAM, NO_FOLIO_FACTS),
         (start + 0x4000, start + 0x5000, leaf(va=start + 0x4000, special=True, writable=False, pfn=L72.zero_pfn),
-         K.ZERO_PAGE, False),
+         K.ZERO_PAGE, NO_FOLIO_FACTS),
     ]
     segs = segments(L72, shape, start, start + 0x8000, runs)
     assert segs[0].start == start and segs[-1].end == start + 0x8000
@@ -328,7 +328,7 @@ def test_segments_cover_the_vma_and_merge_equal_neighbours():
 def test_audit_json_carries_gup_segments_and_validates():
     v = _vma(L72, SHARED + ("PFNMAP", "IO"), "kernfs_vm_ops", BAR_FILE)
     shape = vma_shape(v)
-    segs = segments(L72, shape, v.start, v.end, [(v.start, v.start + 0x4000, leaf(va=v.start, special=True), K.NO_MEMMAP, False)])
+    segs = segments(L72, shape, v.start, v.end, [(v.start, v.start + 0x4000, leaf(va=v.start, special=True), K.NO_MEMMAP, NO_FOLIO_FACTS)])
     report = VmaReport(vma=v, pages_by_kind=(("no-memmap", 4),), entries_by_kind=(("present", 4),),
                        leaves_by_level=(("pte", 4),), special=4, devmap=0, unreadable_tables=0, gup=segs)
     result = AuditResult(layout=L72, vmas=[report])
@@ -536,7 +536,7 @@ def test_a_device_page_with_no_reference_is_refused(layout):
     folio_ref_try_add() fails and falls back; the slow path's try_grab_folio() (try_grab_page() on
     6.1) WARNs once and returns -ENOMEM, before its P2PDMA test; a VM_PFNMAP VMA refuses first."""
     def with_refs(vma: Vma, kind: K, unreferenced: bool):
-        preds = predict(layout, vma_shape(vma), leaf(pfn=0x100000), kind, unreferenced)
+        preds = predict(layout, vma_shape(vma), leaf(pfn=0x100000), kind, FolioFacts(unreferenced=unreferenced))
         return {p.user: (p.outcome, p.decided_by) for p in preds}
 
     grab = "try_grab_folio" if layout is L61 else "try_grab_folio_fast"
@@ -548,3 +548,18 @@ def test_a_device_page_with_no_reference_is_refused(layout):
     pfnmap = _vma(layout, SHARED + ("PFNMAP", "IO"))
     assert with_refs(pfnmap, K.DEVDAX, True)["odirect-read"] == ("EFAULT", "check_vma_flags")
     assert with_refs(pfnmap, K.DEVDAX, False)["odirect-read"][0] == "ok"
+
+
+def test_a_device_page_whose_folio_has_no_mapping_falls_back_from_gup_fast():
+    """Seen on 7.2 (p2p_violate's device-dax pages, order 0, mapping NULL, in a VM_PFNMAP VMA):
+    gup_fast_folio_allowed() cannot rule out secretmem for an order-0 folio without a mapping,
+    GUP-fast falls back, and the slow path refuses VM_PFNMAP: EFAULT, not the page."""
+    pfnmap = _vma(L72, SHARED + ("PFNMAP", "IO"))
+
+    def t(folio):
+        return {p.user: (p.outcome, p.decided_by) for p in predict(L72, vma_shape(pfnmap), leaf(pfn=0x100000),
+                                                                  K.DEVDAX, folio)}
+
+    assert t(FolioFacts(unmapped=True))["gup-fast"] == ("fallback", "gup_fast_folio_allowed")
+    assert t(FolioFacts(unmapped=True))["odirect-read"] == ("EFAULT", "check_vma_flags")
+    assert t(NO_FOLIO_FACTS)["odirect-read"][0] == "ok"  # dax_set_mapping()'s mapping: taken

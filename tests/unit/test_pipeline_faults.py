@@ -16,7 +16,7 @@ from report_checkers import check_audit_json
 from rich.console import Console
 
 from drgn_p2p import pipeline
-from drgn_p2p.records import Level, PageKind, PfnInfo, Vma
+from drgn_p2p.records import NO_FOLIO_FACTS, Level, PageKind, PfnInfo, Vma
 from drgn_p2p.report import audit_json, print_audit, safe_text
 from drgn_p2p.walk import PageTableWalker, Process
 
@@ -42,8 +42,8 @@ class StubClassifier:
     def span_info(self, pfn: int):
         return pfn, pfn + 1, self.classify(pfn)
 
-    def refcount(self, pfn: int):
-        return None
+    def folio_facts(self, pfn: int):
+        return NO_FOLIO_FACTS
 
 
 class FakeProgram:

@@ -13,7 +13,7 @@ from rich.console import Console
 from drgn_p2p.explain import print_explanation
 from drgn_p2p.gup import predict, segments, vma_shape
 from drgn_p2p.pipeline import AuditResult, VmaReport
-from drgn_p2p.records import PageKind
+from drgn_p2p.records import NO_FOLIO_FACTS, PageKind
 from drgn_p2p.report import print_audit, print_maps, print_pgmaps
 
 from .layouts import leaf, make_layout, make_vma, run, vm
@@ -40,7 +40,7 @@ def _result() -> AuditResult:
             runs=(run(vma, leaf(va=start, pfn=0xFD000, special=True), PageKind.NO_MEMMAP, count=4),),
             gup=segments(L72, vma_shape(vma), start, end,
                          [(start + 0x1000, start + 0x2000, leaf(va=start, pfn=0xFD000, special=True), PageKind.NO_MEMMAP,
-                           False)]),
+                           NO_FOLIO_FACTS)]),
         ))
     result = AuditResult(layout=L72, vmas=reports)
     result.stats.processes, result.stats.vmas = 1, 2
