@@ -88,12 +88,26 @@ def died_attempt(user: str, addr: int, log: Sequence[str], hung: bool) -> Attemp
 _NAMES_OOPS = re.compile(r"BUG|WARNING|Oops|general protection|RIP:|Call Trace|Kernel panic|note: ")
 
 
-def merge_audits(audits: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+def merge_audits(audits: Sequence[Mapping[str, Any]],
+                 held: Optional[Sequence[Mapping[str, Any]]] = None) -> Dict[str, Any]:
     """One audit document from several boots' (``drgn-p2p/audit/1``): the first's
-    kernel and layout, every boot's VMAs, findings and faults together."""
+    kernel and layout, every boot's VMAs, findings and faults together; with
+    *held* (``kind``, ``pid``, ``addr`` of each held mapping), only the VMAs
+    and findings of those mappings (a holder's libc, stack and vDSO, once
+    per boot, would make the document ten times larger)."""
     merged: Dict[str, Any] = dict(audits[0])
     for key in ("vmas", "findings", "faults"):
         merged[key] = [item for a in audits for item in a.get(key, [])]
+    if held is not None:
+        spots = {(int(h["pid"]), int(str(h["addr"]), 0)) for h in held}
+
+        def kept(item: Mapping[str, Any]) -> bool:
+            span = item.get("vma", item)  # a finding names its VMA; a VMA is one
+            lo, hi = int(str(span["start"]), 0), int(str(span["end"]), 0)
+            return any(pid == item.get("pid") and lo <= addr < hi for pid, addr in spots)
+
+        merged["vmas"] = [v for v in merged["vmas"] if kept(v)]
+        merged["findings"] = [f for f in merged["findings"] if kept(f)]
     return merged
 
 
@@ -188,7 +202,7 @@ def probe_broken(kernel: Any, cases: Optional[Sequence[str]] = None, la57: bool 
     mappings = tuple(done)
     return GupObserved(
         kernel=release, users=tuple(u for u in _ORDER if u not in skipped_users), mappings=mappings,
-        audit=merge_audits(audits) if audits else {}, held=tuple(held), skipped_users=skipped_users,
+        audit=merge_audits(audits, held) if audits else {}, held=tuple(held), skipped_users=skipped_users,
         skipped=skipped, problems=tuple(dict.fromkeys(problems)),
         timings={"boots": float(boots), "total": time.monotonic() - t0},
     )

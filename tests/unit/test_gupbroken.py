@@ -92,3 +92,14 @@ def test_a_boot_that_never_got_ready_is_booted_again(monkeypatch):
     with pytest.raises(LabError, match="three boots in a row failed"):
         gupbroken.probe_broken(object(), ["control-remap"])
     assert calls == [1, 1, 1]
+
+
+def test_the_merged_audit_keeps_the_held_mappings_vmas_and_findings():
+    vma = lambda pid, start, end: {"pid": pid, "start": hex(start), "end": hex(end)}  # noqa: E731
+    a = {"vmas": [vma(1, 0x1000, 0x3000), vma(1, 0x400000, 0x401000)],
+         "findings": [{"pid": 1, "vma": vma(1, 0x1000, 0x3000)}, {"pid": 1, "vma": vma(1, 0x400000, 0x401000)}]}
+    b = {"vmas": [vma(1, 0x1000, 0x3000), vma(2, 0x1000, 0x3000)], "findings": []}
+    held = [{"kind": "broken:x", "pid": 1, "addr": "0x2000"}, {"kind": "broken:y", "pid": 2, "addr": 0x1000}]
+    merged = gupbroken.merge_audits([a, b], held)
+    assert merged["vmas"] == [vma(1, 0x1000, 0x3000), vma(1, 0x1000, 0x3000), vma(2, 0x1000, 0x3000)]
+    assert merged["findings"] == [{"pid": 1, "vma": vma(1, 0x1000, 0x3000)}]
