@@ -513,16 +513,13 @@ def _highest_memmap_pfn(prog: drgn.Program, learned: Dict[str, Learned]) -> Opti
 def _gup_facts(prog: drgn.Program, learned: Dict[str, Learned]) -> Tuple[bool, bool, bool, bool]:
     """What GUP checks, for :mod:`drgn_p2p.gup`."""
     # 4293399dc6ed ("mm: introduce FOLL_PCI_P2PDMA to gate getting PCI P2PDMA
-    # pages", v6.2): a #define in v6.2, an enumerator of the FOLL_* enum in
-    # include/linux/mm_types.h since v6.3; p2pmem_alloc_mmap() (7e9c7ef83d78,
-    # the same series) is the symbol when the enumerator is not there.
-    try:
-        prog.constant("FOLL_PCI_P2PDMA")
-        gate, how = True, Learned(True, "enum", "FOLL_PCI_P2PDMA")
-    except LookupError:
-        gate = _symbol_exists(prog, "p2pmem_alloc_mmap")
-        how = Learned(gate, "symbol", "p2pmem_alloc_mmap (no FOLL_PCI_P2PDMA enumerator)")
-    learned["gup_p2pdma_gate"] = how
+    # pages", v6.2). The gate is is_pci_p2pdma_page()/folio_is_pci_p2pdma(),
+    # IS_ENABLED(CONFIG_PCI_P2PDMA) && …: without the option (Debian's 6.12)
+    # GUP takes pages of a MEMORY_DEVICE_PCI_P2PDMA pgmap like any other (seen
+    # in the lab). p2pmem_alloc_mmap() (7e9c7ef83d78, the same series) lives in
+    # drivers/pci/p2pdma.c, built only with the option: it tells both.
+    gate = _symbol_exists(prog, "p2pmem_alloc_mmap")
+    learned["gup_p2pdma_gate"] = Learned(gate, "symbol", "p2pmem_alloc_mmap (v6.2 and CONFIG_PCI_P2PDMA)")
     # 8ac268436e6d / 7b81ce9 (v6.5) made check_vma_flags() and GUP-fast refuse
     # FOLL_LONGTERM write pins of file mappings needing dirty tracking, through
     # the then new vma_needs_dirty_tracking(); edd478269640 in the same series

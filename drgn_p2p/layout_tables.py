@@ -405,7 +405,9 @@ def gup_facts(version: Version) -> Tuple[bool, bool, bool, bool]:
     "mm/gup: disallow FOLL_LONGTERM GUP-nonfast writing to file-backed
     mappings" 8ac268436e6d (v6.5); "mm/gup: consistently name GUP-fast
     functions" 23babe1934d7 (v6.10); fb_defio's move to
-    mapping_wrprotect_range() (v6.15 [inferred]: after 6.12, before 7.2)."""
+    mapping_wrprotect_range() (v6.15 [inferred]: after 6.12, before 7.2).
+    The P2PDMA gate also needs CONFIG_PCI_P2PDMA, which a release cannot
+    tell: these assume it (Debian's 6.12 lacks it; the layout stage sees so)."""
     return version >= (6, 2), version >= (6, 5), version >= (6, 10), version < (6, 15)
 
 

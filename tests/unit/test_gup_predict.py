@@ -62,8 +62,9 @@ def fast_pte(layout: Layout) -> str:
     return "gup_fast_pte_range" if layout is not L61 else "gup_pte_range"
 
 
-def test_layout_facts_of_the_lab_kernels():
-    # FOLL_PCI_P2PDMA: v6.2; vma_needs_dirty_tracking(): v6.5; gup_fast_* names: v6.10.
+def test_layout_facts_of_the_release_tables():
+    # FOLL_PCI_P2PDMA: v6.2 (with CONFIG_PCI_P2PDMA, which the tables assume); vma_needs_dirty_tracking():
+    # v6.5; gup_fast_* names: v6.10.
     assert (L61.gup_p2pdma_gate, L61.gup_longterm_file_check, L61.gup_fast_renamed) == (False, False, False)
     for layout in (L612, L72):
         assert (layout.gup_p2pdma_gate, layout.gup_longterm_file_check, layout.gup_fast_renamed) == (True, True, True)
@@ -75,7 +76,11 @@ def test_layout_facts_of_the_lab_kernels():
         # Debian 7.2 System.map: every symbol (FOLL_PCI_P2PDMA is an enumerator there).
         (["vma_needs_dirty_tracking", "gup_fast_fallback", "p2pmem_alloc_mmap", "mapping_wrprotect_range"],
          (True, True, True, False)),
-        # Debian 6.12: no mapping_wrprotect_range (fb_defio still sets page->mapping).
+        # Debian 6.12: no mapping_wrprotect_range (fb_defio still sets page->mapping), and no
+        # p2pmem_alloc_mmap: CONFIG_PCI_P2PDMA is not set, so is_pci_p2pdma_page() is always false
+        # (the lab saw its GUP take p2p_violate's P2PDMA pages).
+        (["vma_needs_dirty_tracking", "gup_fast_fallback"], (False, True, True, True)),
+        # A 6.12 built with CONFIG_PCI_P2PDMA.
         (["vma_needs_dirty_tracking", "gup_fast_fallback", "p2pmem_alloc_mmap"], (True, True, True, True)),
         # Debian 6.1 System.map: none; no FOLL_PCI_P2PDMA.
         (["internal_get_user_pages_fast"], (False, False, False, True)),
