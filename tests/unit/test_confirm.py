@@ -16,12 +16,12 @@ import pytest
 
 from drgn_p2p import pipeline
 from drgn_p2p.pipeline import confirm_findings
-from drgn_p2p.records import NO_FOLIO_FACTS, Finding, PageKind, PfnInfo, Severity
+from drgn_p2p.records import Finding, PageKind, PfnInfo, Severity
 from drgn_p2p.walk import PageTableWalker, Process
 
 from .fakephys import pte
 from .layouts import L72
-from .test_pipeline_faults import FakeMm, FakeProgram, vma
+from .test_pipeline_faults import FakeMm, FakeProgram, StubClassifier, vma
 from .test_walk import VA, Tables
 
 DEVICE_PFN, RAM_PFN = 0x5000, 0x1000
@@ -29,11 +29,11 @@ RUNNING = FakeProgram(drgn.ProgramFlags.IS_LIVE)
 DUMP = FakeProgram()
 
 
-class ChangingClassifier:
+class ChangingClassifier(StubClassifier):
     """PFN kinds that a re-read of the pgmap tables (:meth:`refresh`) replaces."""
 
     def __init__(self, before: Dict[int, PageKind], after: Dict[int, PageKind]) -> None:
-        self.faults: List[str] = []
+        super().__init__(None, None)
         self.tables = [before, after]
         self.refreshes = 0
 
@@ -46,15 +46,6 @@ class ChangingClassifier:
 
     def classify(self, pfn):
         return PfnInfo(self.tables[0].get(pfn, PageKind.RAM))
-
-    def span(self, pfn: int):
-        return pfn, pfn + 1
-
-    def span_info(self, pfn: int):
-        return pfn, pfn + 1, self.classify(pfn)
-
-    def folio_facts(self, pfn: int):
-        return NO_FOLIO_FACTS
 
 
 def fake(monkeypatch: pytest.MonkeyPatch, classifier: ChangingClassifier, *pfns: int) -> List[PageTableWalker]:
