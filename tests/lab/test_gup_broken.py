@@ -23,14 +23,11 @@ joins into ``docs/gup-matrix.md``. The document goes to
 ``$DRGN_P2P_GUP_OUT/<release>-broken.json``, else the pytest cache.
 """
 
-import errno
-import json
-import shutil
 import sys
 
 import pytest
-from conftest import lab_document_path
-from lab_prereq import full_tier, missing, tiered
+from lab_prereq import full_tier, tiered
+from test_gup_probe import ERRNO_NAMES, alone_on, write_document
 
 from drgn_p2p.lab import gupmatrix
 from drgn_p2p.lab.gup import OUTCOME_WORDS, SCHEMA, USERS
@@ -44,26 +41,15 @@ KERNELS = tiered(("newest", "6.12", "6.1"), ("newest",))
 #: GUP-fast user oopses: six boots), and P2PDMA pages mapped with no reference (try_grab_folio()).
 CI_CASES = ("control-remap", "pfnmap-not-special", "mixedmap-pages")
 
-ERRNO_NAMES = frozenset(n for n in dir(errno) if n.startswith("E") and isinstance(getattr(errno, n), int))
-OUT_ENV = "DRGN_P2P_GUP_OUT"
-
-
 @pytest.mark.parametrize("name", KERNELS)
 def test_gup_on_broken_mappings(lab_session, name: str, request: pytest.FixtureRequest) -> None:
-    if shutil.which("qemu-system-x86_64") is None:
-        missing("qemu-system-x86_64 is not installed")
-    from drgn_p2p.lab.kernels import ensure_kernel
     from test_kmod import _can_build
 
     _can_build()
-    lab_session.close()  # one guest at a time: these boot again and again
-    kernel = ensure_kernel(name)
+    kernel = alone_on(lab_session, name)
     cases = None if full_tier() else CI_CASES
     observed = probe_broken(kernel, cases, log=lambda line: print(line, file=sys.stderr))
-    doc = observed.to_json()
-    out = lab_document_path(request.config, OUT_ENV, "gup-observed") / f"{observed.kernel}-broken.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1) + "\n")
+    doc, out = write_document(request.config, observed, "-broken")
     print(f"\ngup-broken: {observed.kernel}: {len(observed.mappings)} mappings in "
           f"{observed.timings['boots']:.0f} boots, {observed.timings['total']:.0f} s; document {out}",
           file=sys.stderr)

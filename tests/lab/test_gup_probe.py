@@ -26,6 +26,8 @@ import errno
 import json
 import shutil
 import sys
+from pathlib import Path
+from typing import Any, Dict, Tuple
 
 import pytest
 from conftest import lab_document_path
@@ -46,20 +48,32 @@ ERRNO_NAMES = frozenset(n for n in dir(errno) if n.startswith("E") and isinstanc
 OUT_ENV = "DRGN_P2P_GUP_OUT"
 
 
-@pytest.mark.parametrize("name", KERNELS)
-def test_gup_ground_truth(lab_session, name: str, request: pytest.FixtureRequest) -> None:
+def alone_on(lab_session, name: str):
+    """The lab kernel *name*, with the session's shared guest closed: a GUP probe
+    boots guests of its own (with a disk), one at a time."""
     if shutil.which("qemu-system-x86_64") is None:
         missing("qemu-system-x86_64 is not installed")
     from drgn_p2p.lab.kernels import ensure_kernel
 
-    lab_session.close()  # at most one guest: this one has a disk of its own
-    kernel = ensure_kernel(name)
-    observed = probe(kernel, log=lambda line: print(line, file=sys.stderr))
+    lab_session.close()
+    return ensure_kernel(name)
+
+
+def write_document(config: pytest.Config, observed, suffix: str = "") -> Tuple[Dict[str, Any], Path]:
+    """The ground-truth document of *observed* and where it went: ``$DRGN_P2P_GUP_OUT``,
+    else gup-observed/ beside the other lab documents, as ``<release><suffix>.json``."""
     doc = observed.to_json()
-    # $DRGN_P2P_GUP_OUT, else gup-observed/ beside the other lab documents.
-    out = lab_document_path(request.config, OUT_ENV, "gup-observed") / f"{observed.kernel}.json"
+    out = lab_document_path(config, OUT_ENV, "gup-observed") / f"{observed.kernel}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1) + "\n")
+    return doc, out
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_gup_ground_truth(lab_session, name: str, request: pytest.FixtureRequest) -> None:
+    kernel = alone_on(lab_session, name)
+    observed = probe(kernel, log=lambda line: print(line, file=sys.stderr))
+    doc, out = write_document(request.config, observed)
     print(f"\ngup: {observed.kernel}: {len(observed.mappings)} mappings probed in "
           f"{observed.timings['total']:.0f} s ({dict(observed.timings)}); document {out}", file=sys.stderr)
 
