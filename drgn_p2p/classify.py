@@ -463,8 +463,8 @@ class Classifier:
         page cannot be read): ``folio_ref_count()`` (GUP-fast's
         ``folio_ref_try_add()`` fails on 0, the slow path's
         ``try_grab_folio()`` WARNs and returns -ENOMEM; mm/gup.c, 6.1 to 7.2)
-        and ``folio->mapping`` (``gup_fast_folio_allowed()``). Read for
-        device pages only.
+        and ``folio->mapping`` (``gup_fast_folio_allowed()``,
+        ``get_futex_key()``).
         """
         prog = self._prog
         if prog is None:

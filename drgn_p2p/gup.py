@@ -188,7 +188,7 @@ class _Ctx:
     vma: VmaShape
     leaf: Optional[Leaf]
     kind: PageKind
-    #: What the audit read of the page's folio (device pages only).
+    #: What the audit read of the page's folio (where pipeline.reads_folio() reads it).
     folio: FolioFacts = NO_FOLIO_FACTS
 
     def has(self, *names: str) -> bool:
@@ -296,7 +296,7 @@ def _folio_mapping(ctx: _Ctx) -> str:
     """What ``folio->mapping`` of the page is: anon, shmem, hugetlb, file or none."""
     kind = ctx.kind
     if ctx.folio.unmapped:
-        return "none"  # read from the folio (device pages)
+        return "none"  # read from the folio
     if kind in (PageKind.ZERO_PAGE, PageKind.HUGE_ZERO, PageKind.P2PDMA):
         return "none"  # the zero page; vm_insert_page() sets no mapping
     if kind in (PageKind.DEVICE_COHERENT, PageKind.DEVICE_PRIVATE):

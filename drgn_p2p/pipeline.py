@@ -194,6 +194,19 @@ def _segments(
                 yield leaf, classify(leaf.pfn), 1
 
 
+def reads_folio(vma: Vma, layout: Layout, leaf: Leaf, kind: PageKind) -> bool:
+    """Whether the audit reads the folio behind *leaf* (:class:`FolioFacts`:
+    what GUP tests before it takes the page): device pages, and memory a
+    driver mapped itself — a devmap leaf, a VM_MIXEDMAP VMA — whose refcount
+    and ``folio->mapping`` nothing in the VMA tells. Page-cache and anonymous
+    memory is left alone: the VMA says what its folios are, and reading one
+    ``struct page`` per run of them would cost what the walk costs.
+    """
+    if not leaf.kind.maps_memory or leaf.pfn is None or not kind.has_memmap:
+        return False
+    return kind.is_zone_device or leaf.devmap or vma.has(layout, "MIXEDMAP")
+
+
 def audit_vma(
     walker: PageTableWalker,
     vma: Vma,
@@ -218,9 +231,7 @@ def audit_vma(
     for run in coalesce_segments(vma, _segments(walker, vma, layout, classifier, start, end, faults)):
         leaf = run.first
         tally.add(run)
-        # What GUP tests of a device page's folio (its refcount, its mapping): read for device pages only.
-        facts = (classifier.folio_facts(leaf.pfn)
-                 if run.page.kind.is_zone_device and leaf.kind.maps_memory and leaf.pfn is not None
+        facts = (classifier.folio_facts(leaf.pfn) if reads_folio(vma, layout, leaf, run.page.kind)
                  else NO_FOLIO_FACTS)
         spans.append((run.start, run.end, leaf, run.page.kind, facts))
         entries[leaf.kind.value] += run.count

@@ -425,8 +425,10 @@ class Vma:
 
 @dataclass(frozen=True)
 class FolioFacts:
-    """What the audit read of the folio behind the first page of a run of
-    device pages (``struct folio``): what GUP tests before it takes a page."""
+    """What the audit read of the folio behind the first page of a run
+    (``struct folio``): what GUP tests before it takes a page. Read where
+    the VMA does not tell (``pipeline.reads_folio``): device pages, devmap
+    leaves, VM_MIXEDMAP memory."""
 
     #: ``folio_ref_count()`` is 0: GUP-fast's folio_ref_try_add() fails, the
     #: slow path's try_grab_folio() WARNs and returns -ENOMEM.

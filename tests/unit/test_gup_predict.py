@@ -568,3 +568,36 @@ def test_a_device_page_whose_folio_has_no_mapping_falls_back_from_gup_fast():
     assert t(FolioFacts(unmapped=True))["gup-fast"] == ("fallback", "gup_fast_folio_allowed")
     assert t(FolioFacts(unmapped=True))["odirect-read"] == ("EFAULT", "check_vma_flags")
     assert t(NO_FOLIO_FACTS)["odirect-read"][0] == "ok"  # dax_set_mapping()'s mapping: taken
+
+
+@pytest.mark.parametrize("layout", (L61, L612), ids=lambda l: l.release)
+def test_a_devmap_ram_page_without_a_mapping_is_no_futex_key(layout):
+    """Seen on 6.12 (p2p_violate's devmap-not-special: RAM pages from alloc_page(), mapped devmap
+    without VM_MIXEDMAP in the module's VMA): the slow path takes the page, get_futex_key() finds
+    folio->mapping NULL and returns -EFAULT. The VMA alone says a driver file: only the folio tells."""
+    driver = _vma(layout, SHARED, "p2p_violate_vm_ops", "/dev/p2p_violate")
+    devmap_ram = leaf(pfn=0x1000, devmap=True)
+
+    def futex(folio: FolioFacts) -> Tuple[str, str]:
+        preds = predict(layout, vma_shape(driver), devmap_ram, K.RAM, folio)
+        return next((p.outcome, p.decided_by) for p in preds if p.user == "futex")
+
+    assert futex(FolioFacts(unmapped=True)) == ("EFAULT", "get_futex_key")
+    assert futex(NO_FOLIO_FACTS) == ("EAGAIN", "futex_wait_setup")
+
+
+@pytest.mark.parametrize(
+    "names,lf,kind,read",
+    [
+        (SHARED + ("MIXEDMAP",), leaf(), K.P2PDMA, True),  # a device page
+        (SHARED, leaf(devmap=True), K.RAM, True),  # a devmap leaf: get_dev_pagemap() and the folio decide
+        (SHARED + ("MIXEDMAP",), leaf(), K.RAM, True),  # vm_insert_page(): a driver's page
+        (RW, leaf(), K.RAM, False),  # anonymous or page cache: the VMA tells
+        (SHARED + ("PFNMAP", "IO"), leaf(special=True), K.NO_MEMMAP, False),  # no struct page to read
+        (SHARED + ("MIXEDMAP",), leaf(kind=EntryKind.SWAP, pfn=None), K.NONE, False),  # nothing mapped
+    ],
+)
+def test_which_folios_the_audit_reads(names, lf, kind, read):
+    from drgn_p2p.pipeline import reads_folio
+
+    assert reads_folio(_vma(L612, names), L612, lf, kind) is read
