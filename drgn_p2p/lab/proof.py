@@ -106,6 +106,8 @@ CONTROL_DOMAINS: Mapping[str, Tuple[str, ...]] = {
     "scenario:guard": ("garbage-entry",),
     "scenario:guard-shmem": ("garbage-entry",),
     "scenario:hwpoison": ("garbage-entry",),
+    "scenario:numa-hint": ("garbage-entry", "special-outside-pfnmap"),
+    "scenario:zswap": ("garbage-entry",),
     "scenario:pcibar-wc": ("no-memmap-not-special", "no-memmap-outside-pfnmap", "pfnmap-not-special"),
     "scenario:uio": ("no-memmap-not-special", "no-memmap-outside-pfnmap", "pfnmap-not-special"),
     "scenario:udmabuf": ("pfnmap-not-special", "special-outside-pfnmap"),

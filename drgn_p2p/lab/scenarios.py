@@ -127,6 +127,9 @@ ZOO: Tuple[Scenario, ...] = (
         note="guard regions in file-backed mappings, f807123d578d",
     ),
     Scenario("hwpoison", "hwpoison", requires=("CONFIG_MEMORY_FAILURE",)),
+    # NUMA balancing switched on for the holder alone (kernel.numa_balancing).
+    Scenario("numa-hint", "numa-hint", requires=("CONFIG_NUMA_BALANCING",)),
+    Scenario("zswap", "swap", requires=("CONFIG_ZSWAP", "CONFIG_SWAP", "CONFIG_ZRAM")),
     # An ivshmem of its own: were its BAR mapped uncached elsewhere (pcibar),
     # PAT's memtype reservation would downgrade this WC mapping to UC-. Larger
     # than pcibar's, so that p2p_violate (which takes the smallest free ivshmem

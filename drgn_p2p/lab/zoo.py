@@ -46,6 +46,9 @@ SHAPES: Mapping[str, str] = {
     "guard": "MADV_GUARD_INSTALL on 4 of 16 anonymous pages: guard PTE markers",
     "guard-shmem": "MADV_GUARD_INSTALL on 4 of 16 pages of a shared memfd (shmem): guard PTE markers",
     "hwpoison": "MADV_HWPOISON on one anonymous page (hwpoison entry), MADV_SOFT_OFFLINE on the next (migrated)",
+    "numa-hint": "64 anonymous pages of a two-threaded process with `kernel.numa_balancing=1`: "
+                 "`task_numa_work()` `change_prot_numa()`s them into PROT_NONE hinting entries",
+    "zswap": "64 anonymous pages, MADV_PAGEOUT with zswap on: `zswap_store()` keeps them, swap entries",
     "pcibar-wc": "2 MiB of a 32 MiB ivshmem BAR 2 through sysfs `resource2_wc`: `io_remap_pfn_range()`, write-combining",
     "uio": "`uio_pci_generic` bound to an ivshmem, `/dev/uioN` map 0 (BAR 0, its registers): "
            "`uio_mmap_physical()` `remap_pfn_range()`s it uncached",

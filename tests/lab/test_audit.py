@@ -362,6 +362,19 @@ def _zoo_marker_or_poison(entry: str):
     return check
 
 
+def _zoo_numa_hint(vma: Dict, doc: Dict) -> List[str]:
+    """NUMA balancing (kernel/sched/fair.c task_numa_work() → change_prot_numa(), mm/mprotect.c
+    change_pte_range() with MM_CP_PROT_NUMA) rewrites present PTEs of an accessible VMA with
+    PAGE_NONE's protection (x86-64: _PAGE_PROTNONE without _PAGE_PRESENT); the VMA keeps
+    VM_READ|VM_WRITE and its pages are RAM."""
+    need, flags = _Need(), set(vma["flag_names"])
+    need({"READ", "WRITE"} <= flags, f"an accessible VMA, got {sorted(flags)}")
+    need(vma["entries"].get("protnone", 0) > 0, f"PROT_NONE hinting entries, got {vma['entries']}")
+    need(set(vma["pages"]) == {"ram"} and vma["special"] == 0 and vma["devmap"] == 0,
+         f"RAM, no special or devmap entry, got {vma['pages']}, {vma['special']} special, {vma['devmap']} devmap")
+    return need.problems
+
+
 def _zoo_vdso_text(vma: Dict, doc: Dict) -> List[str]:
     """[vdso]: _install_special_mapping() of the vDSO image's pages; special_mapping_fault() hands
     the page to the fault path, a normal PTE (arch/x86/entry/vdso/vma.c)."""
@@ -413,6 +426,7 @@ _ZOO_EXPECTATIONS = {
     "uffd-wp": _zoo_uffd_wp,
     "guard": _zoo_marker_or_poison("marker"),
     "hwpoison": _zoo_marker_or_poison("hwpoison"),
+    "numa-hint": _zoo_numa_hint,
     "vdso-text": _zoo_vdso_text,
     "vdso-data": _zoo_vdso_data,
     "fbdev-defio": _zoo_fbdev_defio,

@@ -46,6 +46,9 @@
  *   guard                anon with MADV_GUARD_INSTALL guard pages
  *   guard-shmem          the same in a shared memfd (shmem) mapping
  *   hwpoison             anon with MADV_HWPOISON and MADV_SOFT_OFFLINE pages
+ *   numa-hint            anon pages turned into NUMA-hinting (PROT_NONE) entries by
+ *                        NUMA balancing, which the scenario switches on
+ *   zswap                anon pages paged out while zswap is on (stored compressed)
  *   udmabuf DEV          dma-buf of a sealed memfd, mmapped
  *   devmem PATH OFF LEN  read-only /dev/mem mapping
  *   vdso                 this process's [vdso] text and [vvar] data, after clock_gettime()
@@ -85,6 +88,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -343,20 +347,62 @@ static size_t count_swapped(void *p, size_t len)
 	return n;
 }
 
-static void mode_swap(void)
+/*
+ * @len bytes of anonymous pages filled and paged out (MADV_PAGEOUT); at least
+ * one swapped.  The contents compress (6.1 and 6.12 zswap reject a page that
+ * does not; 7.2 keeps it as it is) but no page is filled with one value
+ * (zram and older zswap keep such a page as a value, not as data).
+ */
+static char *paged_out(size_t len)
 {
-	size_t len = 256 * KiB;
 	char *p = anon(len, 0, MADV_NOHUGEPAGE);
 
 	for (size_t off = 0; off < len; off += 8)
-		*(uint64_t *)(p + off) = off * 0x9e3779b97f4a7c15ULL;
+		*(uint64_t *)(p + off) = (off / 64) * 0x0101010101010101ULL;
 	if (madvise(p, len, MADV_PAGEOUT))
 		die("madvise(MADV_PAGEOUT)");
 	if (count_swapped(p, len) == 0) {
 		errno = 0;
 		die("no page was swapped out");
 	}
-	record(p, len, "");
+	return p;
+}
+
+static void mode_swap(void)
+{
+	record(paged_out(256 * KiB), 256 * KiB, "");
+}
+
+/* zswap's stored pages (debugfs; -1 when not readable). */
+static long zswap_stored(void)
+{
+	char buf[32] = "";
+	int fd = open("/sys/kernel/debug/zswap/stored_pages", O_RDONLY);
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	return n > 0 ? strtol(buf, NULL, 10) : -1;
+}
+
+/* The same with zswap on: zswap_store() keeps the pages compressed, the PTEs are swap entries. */
+static void mode_zswap(void)
+{
+	long before = zswap_stored();
+	char *p;
+
+	if (before < 0) {
+		errno = 0;
+		die("cannot read /sys/kernel/debug/zswap/stored_pages");
+	}
+	p = paged_out(256 * KiB);
+	if (zswap_stored() <= before) {
+		errno = 0;
+		die("zswap stored no page (%ld before, %ld after)", before, zswap_stored());
+	}
+	record(p, 256 * KiB, "");
 }
 
 static void mode_file(const char *path)
@@ -693,6 +739,71 @@ static void mode_shmem_thp(void)
 	if (madvise(p, len, MADV_HUGEPAGE))
 		die("madvise(MADV_HUGEPAGE)");
 	touch_write(p, len, PAGE);
+	record(p, len, "");
+}
+
+/* A counter of /proc/vmstat (-1 when missing). */
+static long vmstat(const char *name)
+{
+	char line[128];
+	size_t n = strlen(name);
+	long v = -1;
+	FILE *f = fopen("/proc/vmstat", "r");
+
+	if (!f)
+		die("open /proc/vmstat");
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, name, n) && line[n] == ' ') {
+			v = strtol(line + n + 1, NULL, 10);
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+static void *idle_thread(void *arg)
+{
+	(void)arg;
+	for (;;)
+		pause();
+	return NULL;
+}
+
+/*
+ * NUMA balancing's hinting entries: task_tick_numa() queues task_numa_work()
+ * once this task has run for numa_balancing_scan_delay_ms, and its
+ * change_prot_numa() turns the present PTEs of each accessible VMA into
+ * PROT_NONE entries (mm/mprotect.c).  The pages of a single-threaded process
+ * already on its node are left alone (folio_can_map_prot_numa(),
+ * change_pte_range() before it): a second thread shares the mm.  The pages are
+ * not touched again, so the entries stay until the GUP probe faults them.
+ */
+static void mode_numa_hint(void)
+{
+	size_t len = 256 * KiB;
+	long want = len / PAGE, before;
+	char *p = anon(len, 0, MADV_NOHUGEPAGE);
+	pthread_t thread;
+	struct timespec t0, t;
+
+	touch_write(p, len, PAGE);
+	if (pthread_create(&thread, NULL, idle_thread, NULL))
+		die("pthread_create");
+	before = vmstat("numa_pte_updates");
+	if (before < 0) {
+		errno = 0;
+		die("no numa_pte_updates in /proc/vmstat");
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		for (volatile long spin = 0; spin < 1000000; spin++)
+			;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	} while (vmstat("numa_pte_updates") - before < want && t.tv_sec - t0.tv_sec < 60);
+	if (vmstat("numa_pte_updates") - before < want) {
+		errno = 0;
+		die("NUMA balancing updated %ld PTEs in 60 s, want %ld", vmstat("numa_pte_updates") - before, want);
+	}
 	record(p, len, "");
 }
 
@@ -1058,6 +1169,10 @@ int main(int argc, char **argv)
 		mode_guard(1);
 	else if (!strcmp(mode, "hwpoison"))
 		mode_hwpoison();
+	else if (!strcmp(mode, "numa-hint"))
+		mode_numa_hint();
+	else if (!strcmp(mode, "zswap"))
+		mode_zswap();
 	else if (!strcmp(mode, "udmabuf") && (need(argc, 6), 1))
 		mode_udmabuf(argv[5]);
 	else if (!strcmp(mode, "vdso"))

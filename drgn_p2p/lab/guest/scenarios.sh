@@ -147,13 +147,41 @@ scn_thp() {
 	hold thp thp
 }
 
-scn_swap() {
+# A swap device: zram0, set up by the first scenario that needs one.
+swap_on() {
+	grep -q '^/dev/zram0 ' /proc/swaps && return 0
 	step modprobe zram num_devices=1 || return
 	wait_for 50 test -e /sys/block/zram0/disksize || { fail "no zram0"; return 1; }
 	echo 64M > /sys/block/zram0/disksize || { fail "setting zram0 disksize failed"; return 1; }
 	step mkswap /dev/zram0 || return
-	step swapon /dev/zram0 || return
-	hold swap swap
+	step swapon /dev/zram0
+}
+
+scn_swap() { swap_on && hold swap swap; }
+
+# zswap in front of the swap device while the holder pages out, then off
+# again (what it stored stays there): its PTEs are ordinary swap entries.
+scn_zswap() {
+	local f=/sys/module/zswap/parameters/enabled rc
+	swap_on || return
+	echo Y > "$f" || { fail "cannot enable zswap"; return 1; }
+	hold zswap zswap
+	rc=$?
+	((rc == 0)) || QP_REASON="$QP_REASON; zswap: $(grep -H . /sys/module/zswap/parameters/* | tr '\n' ' ')$(dmesg | grep -i zswap | tail -n 3 | tr '\n' ' ')"
+	echo N > "$f"
+	return $rc
+}
+
+# NUMA balancing on while the holder runs (one node is enough: the sysctl
+# switches it on, and task_numa_work() marks pages whatever node they are
+# on, for a multi-threaded process), off again once its entries are made.
+scn_numa_hint() {
+	local f=/proc/sys/kernel/numa_balancing rc
+	echo 1 > "$f" || { fail "cannot enable NUMA balancing"; return 1; }
+	hold numa-hint numa-hint
+	rc=$?
+	echo 0 > "$f"
+	return $rc
 }
 
 scn_fsdax() {
