@@ -112,12 +112,6 @@ def predictions_dict(predictions: Tuple[GupPrediction, ...]) -> Dict[str, object
 
 #: vm_ops of shmem (``vma_is_shmem()``); shmem_anon_vm_ops since v6.7.
 _SHMEM_OPS = ("shmem_vm_ops", "shmem_anon_vm_ops")
-#: vm_ops with ``page_mkwrite``/``pfn_mkwrite`` (``vm_ops_needs_writenotify()``),
-#: or of files whose mapping writes back (``vma_fs_can_writeback()``).
-_WRITENOTIFY_OPS = (
-    "kernfs_vm_ops", "generic_file_vm_ops", "ext4_file_vm_ops", "ext4_dax_vm_ops", "xfs_file_vm_ops",
-    "fb_deferred_io_vm_ops", "perf_mmap_vmops", "btrfs_file_vm_ops", "f2fs_file_vm_ops", "fuse_file_vm_ops",
-)
 #: The ``vm_ops->access`` functions (read from the kernel, :attr:`Vma.access`)
 #: the prediction models: ``generic_access_phys()`` (/dev/mem, uio, sysfs
 #: resource files behind kernfs), ``ttm_bo_vm_access()`` (TTM buffer objects)
@@ -134,12 +128,6 @@ _TTM_OWN_ACCESS_OPS = ("amdgpu_gem_vm_ops",)
 #: mmap time): ``page_mkwrite = perf_mmap_fault``, which returns
 #: VM_FAULT_SIGBUS for every page but the first (kernel/events/core.c, 6.1 and 6.12).
 _PERF_OPS = "perf_mmap_vmops"
-
-#: vm_ops without ``fault``: every page was inserted at mmap or by the
-#: driver's own call (``tcp_zerocopy_receive()``), and a fault of a hole is
-#: ``VM_FAULT_SIGBUS`` from ``do_fault()`` (net/ipv4/tcp.c ``tcp_vm_ops = {}``,
-#: net/packet/af_packet.c ``packet_mmap_ops``: open/close only; 6.1 to 7.2).
-_NO_FAULT_OPS = ("tcp_vm_ops", "packet_mmap_ops")
 
 #: vm_ops of _install_special_mapping() (vDSO, vvar): kernel pages without a mapping.
 _SPECIAL_MAPPING_OPS = ("special_mapping_vmops", "legacy_special_mapping_vmops")
@@ -163,6 +151,12 @@ class VmaShape:
     #: whose ``page_mkwrite`` (perf_mmap_fault()) allows writes to its first
     #: page (pgoff 0, the control page) alone.
     start: Optional[int] = None
+    #: ``vm_ops->fault`` is set (or no vm_ops): without it a hole's fault is
+    #: VM_FAULT_SIGBUS (``do_fault()``): vm_insert_page() users that insert
+    #: every page at mmap or by their own call (tcp_vm_ops, packet_mmap_ops).
+    fault: bool = True
+    #: ``vma_needs_dirty_tracking()``, read by the walk (:attr:`Vma.dirty_tracking`).
+    dirty_tracking: bool = False
 
 
 def vma_shape(vma: Vma, fsdax_pages: bool = False) -> VmaShape:
@@ -174,7 +168,8 @@ def vma_shape(vma: Vma, fsdax_pages: bool = False) -> VmaShape:
     elif access == "ttm" and ops in _TTM_OWN_ACCESS_OPS:
         access = "ttm-own"
     start = vma.start if ops == _PERF_OPS else None
-    return VmaShape(vma.flags, ops, vma.file is not None, fsdax_pages or ops == "ext4_dax_vm_ops", access, start)
+    return VmaShape(vma.flags, ops, vma.file is not None, fsdax_pages or ops == "ext4_dax_vm_ops", access, start,
+                    vma.fault, vma.dirty_tracking)
 
 
 # ---------------------------------------------------------------------------
@@ -329,7 +324,7 @@ def _check_vma_flags(ctx: _Ctx, write: bool, longterm: bool, pin: bool, force: b
         return "EFAULT", fn, "secretmem VMA", False, False
     if write:
         if (ctx.layout.gup_longterm_file_check and pin and longterm and not ctx.anon_vma
-                and _needs_dirty_tracking(ctx)):
+                and ctx.vma.dirty_tracking):
             return "EFAULT", fn, (
                 "writable_file_mapping_allowed(): a FOLL_LONGTERM write pin of a shared file mapping "
                 f"that needs dirty tracking ({ctx.vma.ops})"
@@ -347,17 +342,6 @@ def _check_vma_flags(ctx: _Ctx, write: bool, longterm: bool, pin: bool, force: b
         if not ctx.has("MAYREAD"):
             return "EFAULT", fn, "FOLL_FORCE on a VMA without VM_MAYREAD", False, False
     return None
-
-
-def _needs_dirty_tracking(ctx: _Ctx) -> bool:
-    """``vma_needs_dirty_tracking()``: shared, writable, and write-notified or written back."""
-    if not (ctx.has("SHARED") and ctx.has("WRITE")):
-        return False
-    ops = ctx.vma.ops
-    if ops in _WRITENOTIFY_OPS:
-        return True
-    # Shmem, device files, sockets: no writeback (noop_backing_dev_info).
-    return False
 
 
 def _marker(ctx: _Ctx, write: bool) -> _Res:
@@ -491,7 +475,7 @@ def _slow(ctx: _Ctx, write: bool, longterm: bool = False, pin: bool = True, p2p:
         return refused
     leaf = ctx.leaf
     if leaf is None:
-        if ctx.kind == PageKind.NONE and ctx.vma.ops in _NO_FAULT_OPS:
+        if ctx.kind == PageKind.NONE and not ctx.vma.fault:
             return "EFAULT", "do_fault", (
                 f"nothing is mapped and {ctx.vma.ops} has no fault handler: VM_FAULT_SIGBUS"), False, False
         if ctx.kind == PageKind.NONE:

@@ -417,6 +417,11 @@ class Vma:
     ops: Optional[str]  # symbol name of vm_ops, None when NULL
     #: Symbol name of ``vm_ops->access`` (None when either is NULL).
     access: Optional[str] = None
+    #: ``vm_ops->fault`` is set, or there are no vm_ops (a hole can be faulted in).
+    fault: bool = True
+    #: ``vma_needs_dirty_tracking()``: shared, writable, and the vm_ops have
+    #: ``page_mkwrite``/``pfn_mkwrite`` or the file's backing device writes back.
+    dirty_tracking: bool = False
 
     def has(self, layout: Layout, *names: str) -> bool:
         """Whether any of the VMA flags *names* is set."""

@@ -24,7 +24,7 @@ import collections
 import functools
 import struct
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import drgn
 from drgn import sizeof
@@ -138,8 +138,10 @@ class NameCache:
 
     files: Dict[int, Optional[str]] = field(default_factory=dict)
     symbols: Dict[int, Optional[str]] = field(default_factory=dict)
-    #: ``struct vm_operations_struct *`` → the symbol name of its ``access``.
-    accesses: Dict[int, Optional[str]] = field(default_factory=dict)
+    #: ``struct vm_operations_struct *`` → its :class:`OpsHooks`.
+    hooks: Dict[int, "OpsHooks"] = field(default_factory=dict)
+    #: ``struct file *`` → ``mapping_can_writeback(file->f_mapping)``.
+    writeback: Dict[int, bool] = field(default_factory=dict)
 
 
 _NAMES_KEY = "drgn_p2p_names"
@@ -199,24 +201,81 @@ def _symbol_name(
     return name
 
 
-def _access_name(
-    prog: drgn.Program, ops: int, names: Optional[Dict[int, Optional[str]]] = None,
+class OpsHooks(NamedTuple):
+    """The hooks of one ``struct vm_operations_struct`` that GUP's paths call."""
+
+    #: Symbol name of ``access`` (None: NULL), what ``__access_remote_vm()``
+    #: falls back to when GUP fails.
+    access: Optional[str]
+    #: ``fault`` is set (``do_fault()`` of a hole is VM_FAULT_SIGBUS without it).
+    fault: bool
+    #: ``page_mkwrite`` or ``pfn_mkwrite`` is set (``vm_ops_needs_writenotify()``).
+    mkwrite: bool
+
+
+#: vm_ops NULL: an anonymous VMA (faults are do_anonymous_page()'s).
+_NO_OPS = OpsHooks(None, True, False)
+
+
+def _ops_hooks(
+    prog: drgn.Program, ops: int, cache: Optional[Dict[int, OpsHooks]] = None,
     symbols: Optional[Dict[int, Optional[str]]] = None,
-) -> Optional[str]:
-    """The symbol name of ``access`` of ``struct vm_operations_struct *`` *ops*
-    (what ``__access_remote_vm()`` falls back to when GUP fails), cached by *ops*."""
+) -> OpsHooks:
+    """The :class:`OpsHooks` of ``struct vm_operations_struct *`` *ops*, cached by *ops*."""
     if not ops:
-        return None
-    if names is not None and ops in names:
-        return names[ops]
+        return _NO_OPS
+    if cache is not None and ops in cache:
+        return cache[ops]
     try:
-        fn = drgn.Object(prog, "struct vm_operations_struct *", ops).access.value_()
-        name = _symbol_name(prog, fn, symbols)
+        obj = drgn.Object(prog, "struct vm_operations_struct", address=ops).read_()
+        hooks = OpsHooks(_symbol_name(prog, obj.access.value_(), symbols), bool(obj.fault.value_()),
+                         bool(obj.page_mkwrite.value_() or obj.pfn_mkwrite.value_()))
     except (drgn.FaultError, LookupError):
-        name = "?"
-    if names is not None:
-        names[ops] = name
-    return name
+        hooks = OpsHooks("?", True, False)
+    if cache is not None:
+        cache[ops] = hooks
+    return hooks
+
+
+#: VM_WRITE, VM_SHARED and VM_PFNMAP: the same bits from 6.1 to 7.2 (include/linux/mm.h).
+_VM_WRITE, _VM_SHARED, _VM_PFNMAP = 1 << 1, 1 << 3, 1 << 10
+
+
+def _file_writeback(prog: drgn.Program, file: int, cache: Optional[Dict[int, bool]] = None) -> bool:
+    """``mapping_can_writeback(file->f_mapping)`` of ``struct file *`` *file*:
+    its backing device has ``BDI_CAP_WRITEBACK`` (bit 0, 6.1 to 7.2), as
+    ``inode_to_bdi()`` finds it (a block device's inode: its disk's, which
+    writes back; else ``sb->s_bdi``). Cached by *file*; unreadable: False."""
+    if cache is not None and file in cache:
+        return cache[file]
+    try:
+        inode = drgn.Object(prog, "struct file *", file).f_mapping.host
+        if not inode.value_():
+            can = False  # noop_backing_dev_info
+        else:
+            sb = inode.i_sb
+            try:
+                blockdev = prog["blockdev_superblock"].value_()
+            except KeyError:
+                blockdev = None
+            can = sb.value_() == blockdev or bool(sb.s_bdi.capabilities.value_() & 1)
+    except (drgn.FaultError, LookupError):
+        can = False
+    if cache is not None:
+        cache[file] = can
+    return can
+
+
+def _dirty_tracking(prog: drgn.Program, flags: int, file: int, hooks: OpsHooks,
+                    cache: Optional[Dict[int, bool]]) -> bool:
+    """``vma_needs_dirty_tracking()`` (mm/mmap.c since 6.5, mm/vma.c since 6.12):
+    shared and writable, and the vm_ops want write notification or the file
+    writes back (not for VM_PFNMAP)."""
+    if flags & (_VM_WRITE | _VM_SHARED) != _VM_WRITE | _VM_SHARED:
+        return False
+    if hooks.mkwrite:
+        return True
+    return bool(file) and not flags & _VM_PFNMAP and _file_writeback(prog, file, cache)
 
 
 #: The maple tree's node encoding (include/linux/maple_tree.h): an entry is a
@@ -319,7 +378,8 @@ def process_vmas(
         layout = getattr(prog, "cache", {}).get(_LAYOUT_KEY)
     files = None if names is None else names.files
     symbols = None if names is None else names.symbols
-    accesses = None if names is None else names.accesses
+    hook_cache = None if names is None else names.hooks
+    writeback = None if names is None else names.writeback
     fields = layout.vma_struct if layout is not None else None
     pid, comm, mm = process.pid, process.comm, process.mm.value_()
     if fields is not None:
@@ -331,9 +391,11 @@ def process_vmas(
             vm_start, vm_end, flags, pgoff, file, ops = vma_members(read(address, fields.size), fields)
             if vm_end <= start or vm_start >= end:
                 continue
+            hooks = _ops_hooks(prog, ops, hook_cache, symbols)
             yield Vma(pid=pid, comm=comm, mm=mm, address=address, start=vm_start, end=vm_end, flags=flags,
                       pgoff=pgoff, file=_file_name(prog, file, files), ops=_symbol_name(prog, ops, symbols),
-                      access=_access_name(prog, ops, accesses, symbols))
+                      access=hooks.access, fault=hooks.fault,
+                      dirty_tracking=_dirty_tracking(prog, flags, file, hooks, writeback))
         return
     for count, vma in enumerate(for_each_vma(process.mm)):
         if count >= MAX_VMAS:
@@ -342,11 +404,12 @@ def process_vmas(
         vm_start, vm_end = vma.vm_start.value_(), vma.vm_end.value_()
         if vm_end <= start or vm_start >= end:
             continue
+        flags, file, ops = _vma_flags(vma), vma.vm_file.value_(), vma.vm_ops.value_()
+        hooks = _ops_hooks(prog, ops, hook_cache, symbols)
         yield Vma(pid=pid, comm=comm, mm=mm, address=vma.value_(), start=vm_start, end=vm_end,
-                  flags=_vma_flags(vma), pgoff=vma.vm_pgoff.value_(),
-                  file=_file_name(prog, vma.vm_file.value_(), files),
-                  ops=_symbol_name(prog, vma.vm_ops.value_(), symbols),
-                  access=_access_name(prog, vma.vm_ops.value_(), accesses, symbols))
+                  flags=flags, pgoff=vma.vm_pgoff.value_(), file=_file_name(prog, file, files),
+                  ops=_symbol_name(prog, ops, symbols), access=hooks.access, fault=hooks.fault,
+                  dirty_tracking=_dirty_tracking(prog, flags, file, hooks, writeback))
 
 
 class PageTableWalker:

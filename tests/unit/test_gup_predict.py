@@ -29,16 +29,41 @@ BAR_FILE = "/sys/devices/pci0000:00/0000:00:04.0/resource2"
 P2P_FILE = "/sys/devices/pci0000:00/0000:00:05.0/p2pmem/allocate"
 
 
-#: ``access`` of the kernel's vm_operations_struct of each ops the tests use (drivers/char/mem.c,
-#: fs/kernfs/file.c, drivers/uio/uio.c, drivers/gpu/drm/ttm/ttm_bo_vm.c): what the walk reads.
-KERNEL_ACCESS = {"mmap_mem_ops": "generic_access_phys", "kernfs_vm_ops": "kernfs_vma_access",
-                 "uio_physical_vm_ops": "generic_access_phys", "ttm_bo_vm_ops": "ttm_bo_vm_access"}
+#: The hooks of the kernel's vm_operations_struct of each ops the tests use, as the walk reads
+#: them: (``access``, ``fault`` set, ``page_mkwrite``/``pfn_mkwrite`` set). From the sources of
+#: 6.1 to 7.2: drivers/char/mem.c, fs/kernfs/file.c, drivers/uio/uio.c (access only, with
+#: CONFIG_HAVE_IOREMAP_PROT), drivers/gpu/drm/ttm/ttm_bo_vm.c, net/ipv4/tcp.c (``tcp_vm_ops = {}``),
+#: net/packet/af_packet.c (open/close), kernel/events/core.c (6.1, 6.12: ``page_mkwrite =
+#: perf_mmap_fault``), drivers/video/fbdev/core/fb_defio.c, fs/ext4/file.c, drivers/dax/device.c,
+#: mm/mmap.c (special_mapping_vmops), mm/secretmem.c, mm/shmem.c.
+KERNEL_HOOKS = {
+    "mmap_mem_ops": ("generic_access_phys", False, False),
+    "kernfs_vm_ops": ("kernfs_vma_access", True, True),
+    "uio_physical_vm_ops": ("generic_access_phys", False, False),
+    "ttm_bo_vm_ops": ("ttm_bo_vm_access", True, False),
+    "tcp_vm_ops": (None, False, False),
+    "packet_mmap_ops": (None, False, False),
+    "perf_mmap_vmops": (None, True, True),
+    "fb_deferred_io_vm_ops": (None, True, True),
+    "ext4_file_vm_ops": (None, True, True),
+    "ext4_dax_vm_ops": (None, True, True),
+    "dax_vm_ops": (None, True, False),
+    "special_mapping_vmops": (None, True, False),
+    "secretmem_vm_ops": (None, True, False),
+    "shmem_vm_ops": (None, True, False),
+}
 
 
 def _vma(layout: Layout, names, ops: Optional[str] = None, file: Optional[str] = None,
-         access: Optional[str] = None) -> Vma:
-    return dataclasses.replace(make_vma(vm(layout, *names), file=file), ops=ops,
-                               access=access or KERNEL_ACCESS.get(ops or ""))
+         access: Optional[str] = None, writeback: bool = False) -> Vma:
+    """A VMA with the flags *names* and the hooks of *ops* (:data:`KERNEL_HOOKS`; an ops not
+    listed has a fault handler and nothing else); *writeback*: the file's backing device
+    writes back. ``vma_needs_dirty_tracking()``: shared, writable, and mkwrite or writeback."""
+    kernel_access, fault, mkwrite = KERNEL_HOOKS.get(ops or "", (None, True, False))
+    flags = set(names)
+    dirty = {"SHARED", "WRITE"} <= flags and (mkwrite or (writeback and "PFNMAP" not in flags))
+    return dataclasses.replace(make_vma(vm(layout, *names), file=file), ops=ops, access=access or kernel_access,
+                               fault=fault, dirty_tracking=dirty)
 
 
 def records(layout: Layout, vma: Vma, lf: Optional[Leaf], kind: K) -> Dict[str, GupPrediction]:
