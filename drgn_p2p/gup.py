@@ -46,6 +46,8 @@ USERS: Tuple[str, ...] = (
     "pin-p2pdma",
     "odirect-read",
     "odirect-write",
+    "odirect-nvme-read",
+    "odirect-nvme-write",
     "io-uring-register",
     "ibv-reg-mr",
     "vmsplice",
@@ -603,6 +605,12 @@ def _predict(ctx: _Ctx) -> Tuple[GupPrediction, ...]:
         # with P2P support, which virtio-blk is not.
         _user("odirect-read", _via_fast(ctx, True)),
         _user("odirect-write", _via_fast(ctx, False)),
+        # The same on a queue that allows P2PDMA (NVMe: nvme_alloc_ns() sets QUEUE_FLAG_PCI_P2PDMA,
+        # BLK_FEAT_PCI_P2PDMA since 6.11, when the controller's DMA can reach peer memory):
+        # bio_iov_iter_get_pages() adds ITER_ALLOW_P2PDMA, GUP runs with FOLL_PCI_P2PDMA (v6.2,
+        # "block: set FOLL_PCI_P2PDMA in __bio_iov_iter_get_pages()", the series of 4293399dc6ed).
+        _user("odirect-nvme-read", _via_fast(ctx, True, p2p=True)),
+        _user("odirect-nvme-write", _via_fast(ctx, False, p2p=True)),
         _user("io-uring-register", _io_uring(ctx)),
         # ib_umem_get(): pin_user_pages_fast(FOLL_LONGTERM | FOLL_WRITE).
         _user("ibv-reg-mr", _via_fast(ctx, True, longterm=True)),

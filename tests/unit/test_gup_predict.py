@@ -169,6 +169,9 @@ def test_p2pdma_mmap_is_gated_by_foll_pci_p2pdma(layout):
     # when blk_queue_pci_p2pdma(); virtio-blk's queue does not → -EREMOTEIO.
     for user in ("odirect-read", "odirect-write", "vmsplice"):
         assert t[user] == ("EREMOTEIO", "try_grab_folio")
+    # On an NVMe namespace the queue allows P2PDMA: FOLL_PCI_P2PDMA; GUP-fast leaves the page
+    # (no folio->mapping, as for every user) and the slow path takes it.
+    assert t["odirect-nvme-read"] == t["odirect-nvme-write"] == ("ok", "follow_page_pte")
     # get_futex_key(): get_user_pages_fast(FOLL_WRITE) → -EREMOTEIO, not -EFAULT: no retry.
     assert t["futex"] == ("EREMOTEIO", "try_grab_folio")
     # FOLL_LONGTERM|FOLL_WRITE: check_vma_flags() → writable_file_mapping_allowed()
@@ -383,7 +386,7 @@ def test_text_summary_groups_users_by_outcome():
     v = _vma(L72, SHARED + ("PFNMAP", "IO"), "kernfs_vm_ops", BAR_FILE)
     line = gup_summary(predict(L72, vma_shape(v), leaf(special=True), K.NO_MEMMAP))
     assert line.startswith("fast:fallback pin:refuse(EFAULT) longterm:refuse(EFAULT) p2pdma:refuse(EFAULT)")
-    assert "| EFAULT: odirect-read odirect-write io-uring-register ibv-reg-mr vmsplice futex process-vm-readv" in line
+    assert "| EFAULT: odirect-read odirect-write odirect-nvme-read odirect-nvme-write io-uring-register ibv-reg-mr vmsplice futex process-vm-readv" in line
     assert line.endswith("| ok: proc-pid-mem")
 
 
