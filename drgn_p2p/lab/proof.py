@@ -99,6 +99,7 @@ CONTROL_DOMAINS: Mapping[str, Tuple[str, ...]] = {
     "scenario:io-uring-pbuf": ("special-outside-pfnmap", "devmap-not-dax"),
     "scenario:tcp-zc": ("special-outside-pfnmap", "devmap-not-dax"),
     "scenario:hugetlb": ("huge-pfn-not-special", "special-outside-pfnmap", "devmap-not-dax"),
+    "scenario:hugetlb-1g": ("huge-pfn-not-special", "special-outside-pfnmap", "devmap-not-dax"),
     "scenario:shmem-thp": ("huge-pfn-not-special", "special-outside-pfnmap", "devmap-not-dax"),
     "scenario:ksm": ("special-outside-pfnmap",),
     "scenario:secretmem": ("special-outside-pfnmap",),

@@ -440,6 +440,14 @@ def _prepare_out(out: Path, kernel: Any, plan_: Plan, holder: Path) -> None:
 GUEST_MEMORY = "2560M"
 
 
+def _mib(memory: str) -> int:
+    """MiB of a QEMU ``-m`` size with a unit (``2560M``, ``1G``)."""
+    value, unit = memory[:-1], memory[-1].upper()
+    if not value.isdigit() or unit not in "MG":
+        raise LabError(f"guest memory {memory!r}: give MiB or GiB, as 2560M or 1G")
+    return int(value) << (10 if unit == "G" else 0)
+
+
 def _qemu_argv(kernel: Any, initrd: Path, run_dir: Path, plan_: Plan, la57: bool,
                memory: str, smp: int, extra_cmdline: Sequence[str],
                extra_qemu_args: Sequence[str] = ()) -> List[str]:
@@ -553,6 +561,7 @@ def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = T
         except ValueError:
             raise LabError(f"${BOOT_TIMEOUT_ENV} must be a number of seconds") from None
     plan_ = plan(kernel, scenarios, test_hmm)
+    memory = f"{plan_.memory_mib(_mib(memory))}M"  # more when a scenario needs it (hugetlb-1g)
     if _foreign(kernel):
         timeout = max(timeout, FOREIGN_BOOT_TIMEOUT)
     holder = holder_binary(getattr(kernel, "arch", "amd64"))

@@ -23,7 +23,7 @@ from ..records import Level
 from .proof import _md, merge_kernels, render_main
 
 __all__ = ("SCHEMA", "SHAPES", "CLEAN_INFO", "mapping_record", "clean_record", "kernel_record", "merge",
-           "render_markdown")
+           "add_alone", "render_markdown")
 
 SCHEMA = "drgn-p2p/zoo/1"
 
@@ -39,6 +39,8 @@ SHAPES: Mapping[str, str] = {
               "sets VM_MIXEDMAP, `TCP_ZEROCOPY_RECEIVE` `vm_insert_pages()` the received pages",
     "io-uring-pbuf": "`IORING_REGISTER_PBUF_RING` with `IOU_PBUF_RING_MMAP` + mmap: `vm_insert_pages()`",
     "hugetlb": "MAP_HUGETLB 2 MiB (`hugepages=2`): hugetlb fault, PMD leaf",
+    "hugetlb-1g": "MAP_HUGETLB|MAP_HUGE_1GB (`hugepagesz=1G hugepages=1`, in a 3.5 GiB guest of its own): "
+                  "hugetlb fault, PUD leaf",
     "shmem-thp": "memfd + MADV_HUGEPAGE with `shmem_enabled=advise`: `do_set_pmd()`",
     "ksm": "16 identical anonymous pages, MADV_MERGEABLE, ksmd: read-only PTEs to one KSM page",
     "secretmem": "`memfd_secret()` + mmap: page-cache pages removed from the direct map",
@@ -141,9 +143,49 @@ def kernel_record(kver: str, scenarios: Mapping[str, str], mappings: Sequence[Ma
     }
 
 
+#: A zoo shape held in a boot of its own (:attr:`~drgn_p2p.lab.scenarios.Scenario.memory_mib`,
+#: :func:`add_alone`); the main boot skips it.
+_HELD_ALONE = "held (a boot of its own)"
+
+
+def _alone_key(source: str, shape: str) -> str:
+    return f"{source} ({shape} alone)"
+
+
+def _keep_alone(old: Optional[Mapping[str, Any]], new: Mapping[str, Any]) -> Mapping[str, Any]:
+    """*new* with what *old* recorded of the shapes *new* leaves to a boot of their own."""
+    if not old:
+        return new
+    alone = {s for s, state in old["scenarios"].items() if state == _HELD_ALONE and new["scenarios"].get(s) != "held"}
+    if not alone:
+        return new
+    keys = {_alone_key(src, s) for s in alone for src in ("qemu", "vmcore", "live")}
+    return {**new, "scenarios": {**new["scenarios"], **{s: _HELD_ALONE for s in alone}},
+            "mappings": list(new["mappings"]) + [r for r in old["mappings"] if r["shape"] in alone],
+            "clean": {**new["clean"], **{k: v for k, v in old["clean"].items() if k in keys}}}
+
+
 def merge(existing: Optional[Mapping[str, Any]], kernels: Mapping[str, Mapping[str, Any]]) -> Dict[str, Any]:
-    """A zoo document with *kernels* replacing those of *existing* (others kept)."""
+    """A zoo document with *kernels* replacing those of *existing* (others
+    kept); a shape held in a boot of its own keeps what that boot recorded."""
+    old = (existing or {}).get("kernels", {})
+    kernels = {name: _keep_alone(old.get(name), entry) for name, entry in kernels.items()}
     return {"schema": SCHEMA, "kernels": merge_kernels(existing, kernels, SCHEMA)}
+
+
+def add_alone(existing: Optional[Mapping[str, Any]], name: str, kver: str, shape: str,
+              mappings: Sequence[Mapping[str, Any]], clean: Mapping[str, Mapping[str, Any]]) -> Dict[str, Any]:
+    """*existing* with the boot of its own of zoo shape *shape* on lab kernel
+    *name*: its mapping records, and its clean audits per program source."""
+    entry = (existing or {}).get("kernels", {}).get(name) or kernel_record(kver, {}, [], {})
+    entry = {
+        **entry,
+        "scenarios": {**entry["scenarios"], shape: _HELD_ALONE},
+        "mappings": [r for r in entry["mappings"] if r["shape"] != shape] + list(mappings),
+        "clean": {**{k: v for k, v in entry["clean"].items() if not k.endswith(f"({shape} alone)")},
+                  **{_alone_key(source, shape): c for source, c in clean.items()}},
+    }
+    return {"schema": SCHEMA, "kernels": merge_kernels(existing, {name: entry}, SCHEMA)}
 
 
 def _classified(rec: Mapping[str, Any]) -> str:

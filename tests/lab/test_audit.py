@@ -303,6 +303,16 @@ def _zoo_hugetlb_pmd(vma: Dict, doc: Dict) -> List[str]:
     return need.problems
 
 
+def _zoo_hugetlb_pud(vma: Dict, doc: Dict) -> List[str]:
+    """MAP_HUGETLB|MAP_HUGE_1GB: a hugetlb VMA (VM_HUGETLB) mapped by one PUD leaf (x86-64's
+    1 GiB hstate, registered with GBPAGES: arch/x86/mm/hugetlbpage.c)."""
+    need = _Need()
+    need("HUGETLB" in vma["flag_names"], f"VM_HUGETLB, got {vma['flag_names']}")
+    need(vma["leaves"] == {"pud": 1}, f"one PUD leaf, got {vma['leaves']}")
+    _ram_leaves(vma, need, special=False)
+    return need.problems
+
+
 def _zoo_thp_pmd_shared(vma: Dict, doc: Dict) -> List[str]:
     """shmem with shmem_enabled=advise and MADV_HUGEPAGE: finish_fault() maps the PMD-sized
     folio with do_set_pmd(), a normal PMD leaf in a VM_SHARED VMA."""
@@ -420,6 +430,7 @@ _ZOO_EXPECTATIONS = {
     "pfnmap-io-wc": _zoo_pfnmap_io_cached(_PWT, "write-combining (PWT, not PCD)"),
     "pfnmap-io-uc": _zoo_pfnmap_io_cached(_PCD, "uncached (PCD, not PWT)"),
     "hugetlb-pmd": _zoo_hugetlb_pmd,
+    "hugetlb-pud": _zoo_hugetlb_pud,
     "thp-pmd-shared": _zoo_thp_pmd_shared,
     "ksm": _zoo_ksm,
     "secretmem": _zoo_secretmem,

@@ -89,3 +89,32 @@ def test_document_round_trip_and_markdown(tmp_path):
     assert "kernel 6.1 predates 6.13" in page
     assert "| 6.1 | qemu | 0 | 0 / 0 / 0 | — |" in page
     assert zoo.main([str(path)]) == 0
+
+
+def _rec(shape: str) -> dict:
+    return {"shape": shape, "expect": shape, "flags": [], "ops": None, "pages": {"ram": 1}, "entries": {},
+            "leaves": {"pud": 1}, "special": 0, "devmap": 0, "bits": [], "findings": [], "problems": []}
+
+
+def _clean() -> dict:
+    return {"exit": 0, "findings": {}, "info": {}}
+
+
+def test_a_shape_held_in_a_boot_of_its_own_survives_the_main_boots_entry_in_either_order():
+    """hugetlb-1g boots alone; the main boot's entry of the same kernel (which skips it) is
+    written before or after, and neither loses the other's records."""
+    reason = "needs a boot of its own with 3584 MiB of memory (lab run --scenario hugetlb-1g)"
+    main = zoo.kernel_record("7.2", {"hugetlb": "held", "hugetlb-1g": reason}, [_rec("hugetlb")], {"qemu": _clean()})
+
+    def alone(doc):
+        return zoo.add_alone(doc, "newest", "7.2", "hugetlb-1g", [_rec("hugetlb-1g")], {"qemu": _clean()})
+
+    for doc in (alone(zoo.merge(None, {"newest": main})), zoo.merge(alone(None), {"newest": main})):
+        entry = doc["kernels"]["newest"]
+        assert entry["scenarios"] == {"hugetlb": "held", "hugetlb-1g": "held (a boot of its own)"}
+        assert sorted(r["shape"] for r in entry["mappings"]) == ["hugetlb", "hugetlb-1g"]
+        assert set(entry["clean"]) == {"qemu", "qemu (hugetlb-1g alone)"}
+        assert "held: ram 1; pud×1 — clean" in zoo.render_markdown(doc)
+    # A second boot of its own replaces the first's records.
+    again = alone(alone(None))["kernels"]["newest"]
+    assert [r["shape"] for r in again["mappings"]] == ["hugetlb-1g"]

@@ -39,6 +39,7 @@
  *   io-uring             io_uring SQ/CQ ring and SQE array
  *   io-uring-pbuf        io_uring provided-buffer ring (IOU_PBUF_RING_MMAP)
  *   hugetlb              2 MiB MAP_HUGETLB anonymous page
+ *   hugetlb-1g           1 GiB MAP_HUGETLB|MAP_HUGE_1GB anonymous page
  *   shmem-thp            memfd with MADV_HUGEPAGE (shmem_enabled=advise)
  *   ksm                  identical anon pages merged by ksmd
  *   secretmem            memfd_secret() pages
@@ -718,6 +719,21 @@ static void mode_hugetlb(void)
 	record(p, len, "");
 }
 
+#ifndef MAP_HUGE_1GB
+#define MAP_HUGE_1GB (30 << MAP_HUGE_SHIFT)
+#endif
+
+/* One 1 GiB hugetlb page (hugepagesz=1G hugepages=1), faulted in by one write. */
+static void mode_hugetlb_1g(void)
+{
+	size_t len = 1024 * MiB;
+	void *p = map_fixed(NULL, len, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_HUGE_1GB, -1, 0);
+
+	touch_write(p, len, len);
+	record(p, len, "");
+}
+
 static int memfd(const char *name, size_t len, unsigned int flags)
 {
 	int fd = memfd_create(name, flags);
@@ -1155,6 +1171,8 @@ int main(int argc, char **argv)
 		mode_io_uring_pbuf();
 	else if (!strcmp(mode, "hugetlb"))
 		mode_hugetlb();
+	else if (!strcmp(mode, "hugetlb-1g"))
+		mode_hugetlb_1g();
 	else if (!strcmp(mode, "shmem-thp"))
 		mode_shmem_thp();
 	else if (!strcmp(mode, "ksm"))

@@ -320,6 +320,13 @@ scn_tcp_zc() {
 }
 scn_io_uring_pbuf() { hold io-uring-pbuf io-uring-pbuf; }
 
+scn_hugetlb_1g() {
+	local f=/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages
+	[ -e "$f" ] && (( $(cat "$f") > 0 )) ||
+		{ fail "no 1 GiB huge page was allocated at boot (hugepagesz=1G hugepages=1)"; return 1; }
+	hold hugetlb-1g hugetlb-1g
+}
+
 scn_hugetlb() {
 	(( $(cat /proc/sys/vm/nr_hugepages) > 0 )) ||
 		{ fail "no huge pages reserved (hugepages= missing from the command line?)"; return 1; }

@@ -1,0 +1,65 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+Zoo shapes that need a boot of their own: a 1 GiB hugetlb page needs a free,
+1 GiB-aligned GiB of RAM, which the lab's boots do not have (their RAM ends at
+2.5 GiB, with [1, 2) GiB reserved for pmem and coherent memory) and cannot get
+without moving RAM past the 32-bit PCI hole. Each is held alone in a guest
+with the memory it needs, audited through QMP, a vmcore and /proc/kcore like
+the main boot (tests/lab/test_audit.py), and recorded in the same zoo document.
+"""
+
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from conftest import lab_document_path
+from lab_prereq import tiered
+from test_audit import KERNELS, SOURCES, ZOO_ENV, LabAudit, _check_expectation, _json_from
+
+from drgn_p2p.lab import proof, zoo
+from drgn_p2p.lab.cli import run_audit
+from drgn_p2p.lab.scenarios import ZOO
+
+pytestmark = pytest.mark.lab
+
+#: The zoo shapes with a memory need of their own.
+ALONE = [s.name for s in ZOO if s.memory_mib]
+
+
+@pytest.mark.parametrize("kernel", tiered(KERNELS, ("newest",)))
+@pytest.mark.parametrize("shape", ALONE)
+def test_zoo_shape_in_a_boot_of_its_own(request, lab_session, kernel: str, shape: str) -> None:
+    """The shape is classified as its kernel code path makes it, and its guest passes
+    ``audit --fail-on warning`` through every program source."""
+    from drgn_p2p.lab.kernels import ensure_kernel
+    from drgn_p2p.lab.vm import boot
+
+    lab_session.close()  # at most one guest at a time
+    lab_kernel = ensure_kernel(kernel)
+    with boot(lab_kernel, scenarios=[shape]) as guest, tempfile.TemporaryDirectory(prefix="drgn-p2p-test-") as tmp:
+        if shape in guest.skipped:
+            pytest.skip(f"{shape} on {lab_kernel.kver}: {guest.skipped[shape]}")
+        docs, codes = {}, {}
+        for source in SOURCES:
+            code, output = run_audit(guest, source, ["--json", "--runs", "-v", "--fail-on", "warning"], Path(tmp))
+            assert code in (0, 1), f"audit via {source} failed ({code}):\n{output[-3000:]}"
+            docs[source], codes[source] = _json_from(output), code
+        audited = LabAudit(guest, docs, codes)
+        records, problems = [], []
+        for m in audited.mappings(shape):
+            vma = audited.vma(m)
+            found = _check_expectation(m["expect"], vma, docs["qemu"])
+            records.append(zoo.mapping_record(m, vma, docs["qemu"], found))
+            problems += found
+        path = lab_document_path(request.config, ZOO_ENV, "zoo.json")
+        try:
+            existing = proof.load(path, zoo.SCHEMA)
+        except (OSError, ValueError):
+            existing = None
+        clean = {source: zoo.clean_record(codes[source], docs[source]) for source in docs}
+        proof.write(path, zoo.add_alone(existing, kernel, lab_kernel.kver, shape, records, clean))
+        print(f"\nzoo: {shape} alone on {lab_kernel.kver} → {path}", file=sys.stderr)
+        assert not problems, f"{shape} on {lab_kernel.kver}: {problems}"
+        loud = {source: [f for f in doc["findings"] if f["severity"] != "info"] for source, doc in docs.items()}
+        assert all(code == 0 for code in codes.values()) and not any(loud.values()), (codes, loud)
