@@ -132,8 +132,11 @@ def _check_expectation(expect: str, vma: Dict, doc: Dict) -> List[str]:
         need(entries.get("protnone", 0) > 0, f"PROT_NONE entries, got {entries}")
     elif expect == "swap":
         need(entries.get("swap", 0) > 0, f"swap entries, got {entries}")
-    elif expect == "fsdax":
+    elif expect in ("fsdax", "fsdax-pmd"):
         need(pages.get("fsdax", 0) > 0 and set(pages) == {"fsdax"}, f"fsdax pages only, got {pages}")
+        if expect == "fsdax-pmd":
+            # dax_iomap_pmd_fault() on 2 MiB-aligned blocks at a 2 MiB-aligned address.
+            need(leaves == {"pmd": 2}, f"two PMD leaves, got {leaves}")
         need(not flags & {"PFNMAP", "MIXEDMAP"}, f"neither PFNMAP nor MIXEDMAP, got {sorted(flags)}")
         if lay["devmap_bit"] is not None and not lay["dax_refcounted"]:
             need(vma["devmap"] == present, f"every DAX leaf devmap ({vma['devmap']}/{present})")

@@ -20,7 +20,8 @@
  *
  * Modes (the guest's scenario script picks one per scenario):
  *   anon | thp | zero | protnone | swap
- *   file PATH            fsdax: MAP_SHARED_VALIDATE|MAP_SYNC on a DAX file
+ *   file PATH            fsdax: MAP_SHARED_VALIDATE|MAP_SYNC on a DAX file, and
+ *                        4 MiB of PATH-pmd mapped 2 MiB-aligned (expect "<EXPECT>-pmd")
  *   devdax PATH          2 MiB-aligned mapping of a device-dax char device
  *   resource PATH LEN    PCI BAR through a sysfs resourceN file
  *   vfio GROUP BDF       vfio-pci BAR 2 at a 1 GiB-aligned address, and 64 KiB
@@ -406,6 +407,30 @@ static void mode_zswap(void)
 	record(p, 256 * KiB, "");
 }
 
+/*
+ * 4 MiB of a second file, allocated up front and mapped 2 MiB-aligned: on an
+ * ext4 made with a 2 MiB stripe (mkfs -E stride=512), mballoc gives the
+ * allocation 2 MiB-aligned blocks, so dax_iomap_pmd_fault() maps PMDs.
+ */
+static void mode_file_pmd(const char *path)
+{
+	size_t len = 4 * MiB;
+	char name[4096];
+	int fd;
+	void *p;
+
+	snprintf(name, sizeof(name), "%s-pmd", path);
+	fd = open(name, O_RDWR | O_CREAT, 0644);
+	if (fd < 0)
+		die("open %s", name);
+	if (fallocate(fd, 0, 0, len))
+		die("fallocate %s", name);
+	p = map_fixed(aligned_hint(len, 2 * MiB), len, PROT_READ | PROT_WRITE,
+		      MAP_SHARED_VALIDATE | MAP_SYNC, fd, 0);
+	touch_write(p, len, PAGE);
+	record(p, len, "-pmd");
+}
+
 static void mode_file(const char *path)
 {
 	size_t len = 256 * KiB;
@@ -420,6 +445,7 @@ static void mode_file(const char *path)
 		      MAP_SHARED_VALIDATE | MAP_SYNC, fd, 0);
 	touch_write(p, len, PAGE);
 	record(p, len, "");
+	mode_file_pmd(path);
 }
 
 static void mode_devdax(const char *path)

@@ -189,7 +189,8 @@ scn_fsdax() {
 	pmem_namespace 0x40000000 /tmp/qp-fsdax.json -m fsdax --map=dev || return
 	dev=$(json_field blockdev < /tmp/qp-fsdax.json)
 	[ -n "$dev" ] || { fail "ndctl printed no blockdev"; return 1; }
-	step mkfs.ext4 -q -F -b 4096 -E nodiscard "/dev/$dev" || return
+	# A 2 MiB stripe: mballoc aligns large allocations to it (the holder's PMD file).
+	step mkfs.ext4 -q -F -b 4096 -E nodiscard,stride=512,stripe_width=512 "/dev/$dev" || return
 	mnt=$(mktemp -d /tmp/qp-fsdax.XXXXXX)
 	step mount -o dax "/dev/$dev" "$mnt" || return
 	hold fsdax file "$mnt/held"
