@@ -455,7 +455,10 @@ def _qemu_argv(kernel: Any, initrd: Path, run_dir: Path, plan_: Plan, la57: bool
     if _foreign(kernel):
         return _arm64_argv(kernel, initrd, run_dir, plan_, la57, memory, smp, extra_cmdline)
     stage2 = _no_space(GUEST_DIR / "init.sh", "guest script")
-    cmdline = ["console=ttyS0", "loglevel=4", "panic=-1", f"qp.stage2={stage2}",
+    # tsc=reliable: no clocksource watchdog. On a loaded host it finds TCG's TSC skewed and
+    # switches clocksource at run time, which (7.x's inlined clocksource read) patches
+    # ktime_get() with int3 under the other vCPU: "Oops: int3" at ktime_get+0x3b, seen on 7.2.
+    cmdline = ["console=ttyS0", "loglevel=4", "panic=-1", "tsc=reliable", f"qp.stage2={stage2}",
                *plan_.cmdline(), *extra_cmdline]
     early, devices = plan_.qemu_args()
     qmp = lambda name: ["-qmp", f"unix:{run_dir / name},server=on,wait=off"]  # noqa: E731
