@@ -33,7 +33,7 @@ from ..report import vma_at
 from . import LabError, cache_dir
 from .scenarios import GUEST_DIR, NVME_CMB_ID, kernel_config, plan
 
-__all__ = ("SCHEMA", "USERS", "NOT_PROBED", "OUTCOME_WORDS", "Attempt", "ProbedMapping", "GupObserved",
+__all__ = ("SCHEMA", "USERS", "NOT_PROBED", "OUTCOME_WORDS", "Attempt", "ProbedMapping", "GupObserved", "merge_audits",
            "outcome_of", "leaf_changed", "user_skips", "attempt_of", "probe", "render_markdown", "main")
 
 SCHEMA = "drgn-p2p/gup-observed/1"
@@ -334,6 +334,29 @@ def probe(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = T
             guest.close()
 
 
+def merge_audits(audits: Sequence[Mapping[str, Any]],
+                 held: Optional[Sequence[Mapping[str, Any]]] = None) -> Dict[str, Any]:
+    """One audit document from one or several boots' (``drgn-p2p/audit/1``): the first's
+    kernel and layout, every boot's VMAs, findings and faults together; with
+    *held* (``kind``, ``pid``, ``addr`` of each held mapping), only the VMAs
+    and findings of those mappings (a holder's libc, stack and vDSO, once
+    per boot, would make the document ten times larger)."""
+    merged: Dict[str, Any] = dict(audits[0])
+    for key in ("vmas", "findings", "faults"):
+        merged[key] = [item for a in audits for item in a.get(key, [])]
+    if held is not None:
+        spots = {(int(h["pid"]), int(str(h["addr"]), 0)) for h in held}
+
+        def kept(item: Mapping[str, Any]) -> bool:
+            span = item.get("vma", item)  # a finding names its VMA; a VMA is one
+            lo, hi = int(str(span["start"]), 0), int(str(span["end"]), 0)
+            return any(pid == item.get("pid") and lo <= addr < hi for pid, addr in spots)
+
+        merged["vmas"] = [v for v in merged["vmas"] if kept(v)]
+        merged["findings"] = [f for f in merged["findings"] if kept(f)]
+    return merged
+
+
 def _probe_guest(guest, tmp: Path, nvme: bool, timings: Dict[str, float], t0: float, say) -> GupObserved:
     """:func:`probe` on the booted *guest*."""
     problems: List[str] = [f"scenario {name} failed to set up: {why}" for name, why in sorted(guest.failed.items())]
@@ -371,7 +394,8 @@ def _probe_guest(guest, tmp: Path, nvme: bool, timings: Dict[str, float], t0: fl
     timings["total"] = time.monotonic() - t0
     return GupObserved(
         kernel=release.strip(), users=tuple(u for u, _ in USERS if u not in skipped_users),
-        mappings=tuple(_mappings(lines, audit, skipped_users)), audit=audit, held=tuple(guest.mappings),
+        mappings=tuple(_mappings(lines, audit, skipped_users)), audit=merge_audits([audit], guest.mappings),
+        held=tuple(guest.mappings),
         skipped_users=skipped_users,
         skipped=dict(guest.skipped), not_probed={k: NOT_PROBED[k] for k in held if k in NOT_PROBED},
         problems=tuple(dict.fromkeys(problems)), timings=timings,

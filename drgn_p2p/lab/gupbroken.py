@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import LabError
-from .gup import (DISK_SERIAL, USERS, Attempt, GupObserved, ProbedMapping, _DISK_BYTES, _audit_holders,
+from .gup import (DISK_SERIAL, merge_audits, USERS, Attempt, GupObserved, ProbedMapping, _DISK_BYTES, _audit_holders,
                   _mappings, oopsed, user_skips)
 from .kmod import VIOLATE_CASES, ViolateCase, build_module
 from .scenarios import GUEST_DIR, SCENARIOS, holder_binary, kernel_config
@@ -86,29 +86,6 @@ def died_attempt(user: str, addr: int, log: Sequence[str], hung: bool) -> Attemp
 
 #: Kernel log lines worth keeping from past the head of a long log.
 _NAMES_OOPS = re.compile(r"BUG|WARNING|Oops|general protection|RIP:|Call Trace|Kernel panic|note: ")
-
-
-def merge_audits(audits: Sequence[Mapping[str, Any]],
-                 held: Optional[Sequence[Mapping[str, Any]]] = None) -> Dict[str, Any]:
-    """One audit document from several boots' (``drgn-p2p/audit/1``): the first's
-    kernel and layout, every boot's VMAs, findings and faults together; with
-    *held* (``kind``, ``pid``, ``addr`` of each held mapping), only the VMAs
-    and findings of those mappings (a holder's libc, stack and vDSO, once
-    per boot, would make the document ten times larger)."""
-    merged: Dict[str, Any] = dict(audits[0])
-    for key in ("vmas", "findings", "faults"):
-        merged[key] = [item for a in audits for item in a.get(key, [])]
-    if held is not None:
-        spots = {(int(h["pid"]), int(str(h["addr"]), 0)) for h in held}
-
-        def kept(item: Mapping[str, Any]) -> bool:
-            span = item.get("vma", item)  # a finding names its VMA; a VMA is one
-            lo, hi = int(str(span["start"]), 0), int(str(span["end"]), 0)
-            return any(pid == item.get("pid") and lo <= addr < hi for pid, addr in spots)
-
-        merged["vmas"] = [v for v in merged["vmas"] if kept(v)]
-        merged["findings"] = [f for f in merged["findings"] if kept(f)]
-    return merged
 
 
 def _probe_one(guest: Any, script: str, kind: str, first: int) -> Tuple[List[Mapping[str, Any]], str, List[str]]:
