@@ -43,7 +43,7 @@ from .kmod import VIOLATE_CASES, ViolateCase, build_module
 from .scenarios import GUEST_DIR, SCENARIOS, holder_binary, kernel_config
 from ..report import vma_at
 
-__all__ = ("ADDRESS_BASE", "probe_broken", "died_attempt", "merge_audits")
+__all__ = ("ADDRESS_BASE", "probe_broken", "probe_status", "died_attempt", "merge_audits")
 
 #: Where the holder of the n-th mapping of a run maps its case: ADDRESS_BASE
 #: + n * ADDRESS_STRIDE (1 GiB apart, so aligned for every case's leaf).
@@ -88,6 +88,17 @@ def died_attempt(user: str, addr: int, log: Sequence[str], hung: bool) -> Attemp
 _NAMES_OOPS = re.compile(r"BUG|WARNING|Oops|general protection|RIP:|Call Trace|Kernel panic|note: ")
 
 
+def probe_status(kind: str, code: int, out: str) -> str:
+    """How gup.sh's probe of *kind* ended, from its exit *code* and output
+    *out*: its last ``gup: KIND STATUS`` line; without one, ``timeout`` when
+    the guest stopped the script for taking too long (124, 137: a user stuck
+    in the kernel, on a host too loaded for the script's own wait), else ``died``."""
+    found = re.findall(rf"^gup: {re.escape(kind)} (done|died|oopsed|timeout)$", out, re.M)
+    if found:
+        return found[-1]
+    return "timeout" if code in (124, 137) else "died"
+
+
 def _probe_one(guest: Any, script: str, kind: str, first: int) -> Tuple[List[Mapping[str, Any]], str, List[str]]:
     """Probe the holder of *kind* from user *first* on: its attempt lines, how
     it ended (``done``, ``died``, ``oopsed``, ``timeout``, ``guest-died``) and the kernel
@@ -95,8 +106,8 @@ def _probe_one(guest: Any, script: str, kind: str, first: int) -> Tuple[List[Map
     console_at = len(guest.console_log())
     try:
         _, before = guest.run("dmesg | wc -l")
-        _, out = guest.run(f"GUP_FIRST={first} GUP_WAIT={_WAIT_TENTHS} bash {script} probe {kind}", timeout=300)
-        status = out.strip().rpartition(" ")[2] or "died"
+        code, out = guest.run(f"GUP_FIRST={first} GUP_WAIT={_WAIT_TENTHS} bash {script} probe {kind}", timeout=300)
+        status = probe_status(kind, code, out)
     except LabError:
         status = "guest-died"
     path = guest.out_dir / "holders" / f"{kind}.txt.gup"

@@ -3,6 +3,8 @@
 what an attempt that killed its holder is recorded as, and the one audit the
 boots' audits make."""
 
+import pytest
+
 from drgn_p2p.lab import gupbroken
 from drgn_p2p.lab.gup import OUTCOME_WORDS
 
@@ -103,3 +105,22 @@ def test_the_merged_audit_keeps_the_held_mappings_vmas_and_findings():
     merged = gupbroken.merge_audits([a, b], held)
     assert merged["vmas"] == [vma(1, 0x1000, 0x3000), vma(1, 0x1000, 0x3000), vma(2, 0x1000, 0x3000)]
     assert merged["findings"] == [{"pid": 1, "vma": vma(1, 0x1000, 0x3000)}]
+
+
+@pytest.mark.parametrize(
+    "code,out,status",
+    [
+        (0, "gup: broken:x done\n", "done"),
+        (0, "gup: broken:x oopsed\n", "oopsed"),
+        (0, "some noise\ngup: broken:x timeout\n", "timeout"),
+        # The guest stopped the script (timeout(1): 124, then SIGKILL: 137) before it said anything:
+        # the user was stuck in the kernel.
+        (124, "", "timeout"),
+        (137, "", "timeout"),
+        # The script ended without a word: the holder took the shell with it.
+        (0, "", "died"),
+        (1, "gup: broken:y done\n", "died"),  # another case's line says nothing of this one
+    ],
+)
+def test_how_a_probe_ended(code, out, status):
+    assert gupbroken.probe_status("broken:x", code, out) == status
