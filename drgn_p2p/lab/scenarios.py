@@ -358,8 +358,9 @@ def _find_test_hmm(kernel: Any, test_hmm: Optional[os.PathLike]) -> Tuple[Option
 #: Scenarios the arm64 lab sets up so far (its root is busybox, bash and the
 #: holder: no ndctl, mkfs or test_hmm yet); the others are skipped there with
 #: :data:`ARM64_NOT_YET`.
-ARM64_SCENARIOS = ("anon", "pcibar", "fsdax-of")
-ARM64_NOT_YET = "not set up by the arm64 lab yet (its busybox root has anon, pcibar and fsdax-of only)"
+ARM64_SCENARIOS = ("anon", "zero-page", "protnone", "pcibar", "fsdax-of", "perf-ring", "packet-ring", "io-uring",
+                   "tcp-zc", "io-uring-pbuf", "secretmem", "guard", "guard-shmem", "hwpoison", "vdso")
+ARM64_NOT_YET = "not set up by the arm64 lab yet (its busybox root holds what needs the holder alone, pcibar and fsdax-of)"
 
 #: (physical start, size) of the ``fsdax-of`` pmem: the top 512 MiB of the
 #: guest's 2.5 GiB (QEMU virt's RAM starts at 1 GiB; ``mem=2048M`` ends it here).

@@ -20,8 +20,8 @@
  *
  * Modes (the guest's scenario script picks one per scenario):
  *   anon | thp | zero | protnone | swap
- *   file PATH            fsdax: MAP_SHARED_VALIDATE|MAP_SYNC on a DAX file, and
- *                        4 MiB of PATH-pmd mapped 2 MiB-aligned (expect "<EXPECT>-pmd")
+ *   file PATH [pmd]      fsdax: MAP_SHARED_VALIDATE|MAP_SYNC on a DAX file; with pmd
+ *                        also 4 MiB of PATH-pmd mapped 2 MiB-aligned (expect "<EXPECT>-pmd")
  *   devdax PATH          2 MiB-aligned mapping of a device-dax char device
  *   resource PATH LEN    PCI BAR through a sysfs resourceN file
  *   vfio GROUP BDF       vfio-pci BAR 2 at a 1 GiB-aligned address, and 64 KiB
@@ -431,7 +431,7 @@ static void mode_file_pmd(const char *path)
 	record(p, len, "-pmd");
 }
 
-static void mode_file(const char *path)
+static void mode_file(const char *path, int pmd)
 {
 	size_t len = 256 * KiB;
 	int fd = open(path, O_RDWR | O_CREAT, 0644);
@@ -445,7 +445,8 @@ static void mode_file(const char *path)
 		      MAP_SHARED_VALIDATE | MAP_SYNC, fd, 0);
 	touch_write(p, len, PAGE);
 	record(p, len, "");
-	mode_file_pmd(path);
+	if (pmd)
+		mode_file_pmd(path);
 }
 
 static void mode_devdax(const char *path)
@@ -1170,7 +1171,7 @@ int main(int argc, char **argv)
 	else if (!strcmp(mode, "swap"))
 		mode_swap();
 	else if (!strcmp(mode, "file") && (need(argc, 6), 1))
-		mode_file(argv[5]);
+		mode_file(argv[5], argc > 6 && !strcmp(argv[6], "pmd"));
 	else if (!strcmp(mode, "devdax") && (need(argc, 6), 1))
 		mode_devdax(argv[5]);
 	else if (!strcmp(mode, "resource") && (need(argc, 7), 1))

@@ -193,7 +193,7 @@ scn_fsdax() {
 	step mkfs.ext4 -q -F -b 4096 -E nodiscard,stride=512,stripe_width=512 "/dev/$dev" || return
 	mnt=$(mktemp -d /tmp/qp-fsdax.XXXXXX)
 	step mount -o dax "/dev/$dev" "$mnt" || return
-	hold fsdax file "$mnt/held"
+	hold fsdax file "$mnt/held" pmd
 }
 
 # fsdax on the label-less nd region of a device-tree pmem-region node: take
