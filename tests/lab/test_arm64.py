@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The arm64 lab: Debian's newest arm64 kernels booted under TCG from their own
 busybox root, with anonymous memory, an ivshmem BAR (sysfs resource2), DT pmem
-and every shape the holder makes alone (zero page, PROT_NONE, perf/packet/
-io_uring rings, TCP zerocopy, secretmem, guard markers, hwpoison, the vDSO)
-held, audited over QMP from the x86-64 host. Three boots: the 4K kernel with -cpu
+and every shape the holder makes alone (THP and hugetlb PMDs, zero page,
+PROT_NONE, perf/packet/io_uring rings, TCP zerocopy, secretmem, guard markers,
+hwpoison, the vDSO) held, audited over QMP from the x86-64 host. Three boots: the 4K kernel with -cpu
 max's FEAT_LPA2 (52-bit VA, 5 levels), the same kernel with ``lpa2=off`` (it
 falls back to 48 bits and 4 levels), and the ``-arm64-16k`` kernel (52-bit VA
 with LPA2: 4 levels of 2048-entry tables under a 32-entry root).

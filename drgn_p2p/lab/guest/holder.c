@@ -302,10 +302,34 @@ static void mode_anon(void)
 	record(p, len, "");
 }
 
+/* The first number in file @path, or @fallback when it cannot be read. */
+static size_t read_size(const char *path, const char *key, size_t unit, size_t fallback)
+{
+	char line[128];
+	size_t n = strlen(key), v = fallback;
+	FILE *f = fopen(path, "r");
+
+	if (!f)
+		return fallback;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, n)) {
+			v = strtoul(line + n, NULL, 10) * unit;
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+/* PMD_SIZE of the running kernel: 2 MiB with 4 KiB pages, 32 MiB with arm64's 16 KiB. */
+static size_t pmd_size(void)
+{
+	return read_size("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "", 1, 2 * MiB);
+}
+
 static void mode_thp(void)
 {
-	size_t len = 2 * MiB;
-	void *p = anon(len, 2 * MiB, MADV_HUGEPAGE);
+	size_t len = pmd_size();
+	void *p = anon(len, len, MADV_HUGEPAGE);
 
 	touch_write(p, len, PAGE);
 	record(p, len, "");
@@ -738,7 +762,8 @@ static void mode_io_uring_pbuf(void)
 
 static void mode_hugetlb(void)
 {
-	size_t len = 2 * MiB;
+	/* The default huge page size (hugepages=2 reserves two): PMD_SIZE on x86-64 and arm64. */
+	size_t len = read_size("/proc/meminfo", "Hugepagesize:", KiB, 2 * MiB);
 	void *p = map_fixed(NULL, len, PROT_READ | PROT_WRITE,
 			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
 
