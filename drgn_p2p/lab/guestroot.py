@@ -41,8 +41,9 @@ ROOT_PACKAGES = (
 ROOT_SUITE = "sid"
 #: Modules the root loads: the 9p results share, and vmcoreinfo through fw_cfg.
 ROOT_MODULES = tuple(m for m in BOOT_MODULES if m != "overlay") + ("qemu_fw_cfg",)
-#: Modules the root holds for the scenarios to load (pmem from the DTB, ext4 for fsdax).
-SCENARIO_MODULES = ("of_pmem", "nd_pmem", "ext4")
+#: Modules the root holds for the scenarios to load (pmem from the DTB, ext4 for fsdax, zram
+#: for swap and zswap).
+SCENARIO_MODULES = ("of_pmem", "nd_pmem", "ext4", "zram")
 #: Where the holder and the module tree live in the root (``init.sh`` reads them from config.env).
 GUEST_HOLDER = "/guest/holder"
 GUEST_MODULES = "/lib/lab-modules"
