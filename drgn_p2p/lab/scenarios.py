@@ -1,3 +1,6 @@
+ARM64_SCENARIOS = ("anon", "thp", "zero-page", "protnone", "swap", "zswap", "numa-hint", "ksm", "uffd-wp",
+                   "pcibar", "fsdax-of", "perf-ring", "packet-ring", "io-uring", "tcp-zc", "io-uring-pbuf",
+                   "hugetlb", "secretmem", "guard", "guard-shmem", "hwpoison", "vdso")
 # SPDX-License-Identifier: GPL-2.0-or-later
 """
 Scenarios
@@ -358,7 +361,7 @@ def _find_test_hmm(kernel: Any, test_hmm: Optional[os.PathLike]) -> Tuple[Option
 #: Scenarios the arm64 lab sets up so far (its root is busybox, bash and the
 #: holder: no ndctl, mkfs or test_hmm yet); the others are skipped there with
 #: :data:`ARM64_NOT_YET`.
-ARM64_SCENARIOS = ("anon", "thp", "zero-page", "protnone", "swap", "zswap", "numa-hint", "pcibar", "fsdax-of", "perf-ring", "packet-ring", "io-uring",
+ARM64_SCENARIOS = ("anon", "thp", "zero-page", "protnone", "swap", "zswap", "numa-hint", "ksm", "uffd-wp", "pcibar", "fsdax-of", "perf-ring", "packet-ring", "io-uring",
                    "tcp-zc", "io-uring-pbuf", "hugetlb", "secretmem", "guard", "guard-shmem", "hwpoison", "vdso")
 ARM64_NOT_YET = "not set up by the arm64 lab yet (its busybox root holds what needs the holder alone, pcibar and fsdax-of)"
 

@@ -326,8 +326,14 @@ def _zoo_thp_pmd_shared(vma: Dict, doc: Dict) -> List[str]:
     return need.problems
 
 
-#: _PAGE_RW and _PAGE_UFFD_WP (_PAGE_BIT_SOFTW2).
-_RW, _UFFD_WP = 1 << 1, 1 << 10
+#: The PTE bits pte_write() and pte_uffd_wp() test, per architecture: x86-64's _PAGE_RW and
+#: _PAGE_UFFD_WP (_PAGE_BIT_SOFTW2, arch/x86/include/asm/pgtable_types.h); arm64's PTE_WRITE
+#: (= PTE_DBM, bit 51) and PTE_UFFD_WP (bit 58, arch/arm64/include/asm/pgtable-prot.h, 7.2).
+_WRITE_UFFD_WP = {"x86_64": (1 << 1, 1 << 10), "arm64": (1 << 51, 1 << 58)}
+
+
+def _write_uffd_wp(doc: Dict) -> Tuple[int, int]:
+    return _WRITE_UFFD_WP[doc["layout"].get("arch", "x86_64")]
 
 
 def _zoo_ksm(vma: Dict, doc: Dict) -> List[str]:
@@ -336,7 +342,8 @@ def _zoo_ksm(vma: Dict, doc: Dict) -> List[str]:
     need = _Need()
     need("MERGEABLE" in vma["flag_names"], f"VM_MERGEABLE, got {vma['flag_names']}")
     _ram_leaves(vma, need, special=False)
-    need(not any(raw & _RW for raw in _present_raws(vma)), "read-only PTEs")
+    write, _ = _write_uffd_wp(doc)
+    need(not any(raw & write for raw in _present_raws(vma)), "read-only PTEs")
     return need.problems
 
 
@@ -359,7 +366,8 @@ def _zoo_uffd_wp(vma: Dict, doc: Dict) -> List[str]:
     need("UFFD_WP" in vma["flag_names"], f"VM_UFFD_WP, got {vma['flag_names']}")
     need(vma["entries"].get("marker", 0) > 0, f"PTE markers, got {vma['entries']}")
     _ram_leaves(vma, need, special=False)
-    need(all(raw & (_RW | _UFFD_WP) == _UFFD_WP for raw in _present_raws(vma)), "read-only UFFD_WP PTEs")
+    write, uffd_wp = _write_uffd_wp(doc)
+    need(all(raw & (write | uffd_wp) == uffd_wp for raw in _present_raws(vma)), "read-only UFFD_WP PTEs")
     return need.problems
 
 
