@@ -394,7 +394,7 @@ static void peek(struct gup_result *r, const char *user, uintptr_t addr)
 /* The second process: read one page of PID's memory at ADDR; print "RET ERRNO". */
 static int gup_peek(const char *user, const char *pid_arg, const char *addr_arg)
 {
-	static char buf[PAGE];
+	static char buf[MAX_PAGE];
 	pid_t pid = (pid_t)strtol(pid_arg, NULL, 10);
 	uintptr_t addr = strtoull(addr_arg, NULL, 0);
 	long ret = -1;

@@ -135,7 +135,11 @@
 #define KiB (1UL << 10)
 #define MiB (1UL << 20)
 #define GiB (1UL << 30)
-#define PAGE 4096UL
+/* The kernel's page size (main() reads it): 4 KiB on x86-64, 4 or 16 KiB on the arm64 lab kernels. */
+static size_t page_size = 4096;
+#define PAGE page_size
+/* The largest page size a Linux architecture has (arm64's 64 KiB), for static buffers. */
+#define MAX_PAGE (64 * KiB)
 
 struct drm_mode_create_dumb {
 	uint32_t height, width, bpp, flags, handle, pitch;
@@ -1092,7 +1096,7 @@ static void tcp_pair(int *client, int *server)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t alen = sizeof(a);
-	int mss = 7 * PAGE, one = 1;	/* at most MAX_TCP_WINDOW */
+	int mss = 7 * 4096, one = 1;	/* at most MAX_TCP_WINDOW (32767) whatever the page size */
 	int ls = socket(AF_INET, SOCK_STREAM, 0);
 
 	*client = socket(AF_INET, SOCK_STREAM, 0);
@@ -1114,7 +1118,7 @@ static void tcp_pair(int *client, int *server)
 
 static void mode_tcp_zc(void)
 {
-	size_t len = 7 * 2 * PAGE;
+	size_t len = 7 * 2 * 4096;	/* two segments (tcp_pair()), whatever the page size */
 	int client, server, queued = 0;
 	char *buf = anon(len, 0, MADV_NOHUGEPAGE);
 	struct tcp_zerocopy_receive zc = { 0 };
@@ -1173,6 +1177,7 @@ int main(int argc, char **argv)
 {
 	const char *mode;
 
+	page_size = (size_t)sysconf(_SC_PAGESIZE);
 	if (argc >= 5 && !strcmp(argv[1], "--peek"))
 		return gup_peek(argv[2], argv[3], argv[4]);
 	gup_arm();
