@@ -28,6 +28,9 @@ pytestmark = pytest.mark.lab
 
 #: Lab kernels the audit is verified on.
 KERNELS = ("6.1", "6.12", "newest")
+#: The scenarios the main boot holds; the ones that need a boot of their own (memory) are
+#: checked in tests/lab/test_zoo_alone.py.
+MAIN_BOOT = [s.name for s in SCENARIOS if not s.memory_mib]
 SOURCES = ("qemu", "vmcore", "live")
 
 
@@ -455,7 +458,7 @@ _ZOO_EXPECTATIONS = {
 }
 
 
-@pytest.mark.parametrize("scenario", [s.name for s in SCENARIOS])
+@pytest.mark.parametrize("scenario", MAIN_BOOT)
 def test_mapping_classified(lab: LabAudit, scenario: str) -> None:
     """Each held mapping is found with the page kind, leaf level and bits it was created with."""
     for m in lab.mappings(scenario):
@@ -511,7 +514,7 @@ def _runs(vma: Dict) -> List[tuple]:
     ]
 
 
-@pytest.mark.parametrize("scenario", [s.name for s in SCENARIOS])
+@pytest.mark.parametrize("scenario", MAIN_BOOT)
 def test_sources_agree(lab: LabAudit, scenario: str) -> None:
     """QMP, the vmcore and live /proc/kcore see the same VMA flags and raw entries."""
     for m in lab.mappings(scenario):
