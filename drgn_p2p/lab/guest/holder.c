@@ -306,18 +306,23 @@ static void mode_anon(void)
 	record(p, len, "");
 }
 
-/* The first number in file @path, or @fallback when it cannot be read. */
-static size_t read_size(const char *path, const char *key, size_t unit, size_t fallback)
+/*
+ * The number after @key at the start of a line of @path (the first line's
+ * number when @key is ""), or @fallback when there is none: /proc/vmstat and
+ * /proc/meminfo counters, sysfs and debugfs values.
+ */
+static long read_number(const char *path, const char *key, long fallback)
 {
 	char line[128];
-	size_t n = strlen(key), v = fallback;
+	size_t n = strlen(key);
+	long v = fallback;
 	FILE *f = fopen(path, "r");
 
 	if (!f)
 		return fallback;
 	while (fgets(line, sizeof(line), f))
 		if (!strncmp(line, key, n)) {
-			v = strtoul(line + n, NULL, 10) * unit;
+			v = strtol(line + n, NULL, 10);
 			break;
 		}
 	fclose(f);
@@ -327,7 +332,7 @@ static size_t read_size(const char *path, const char *key, size_t unit, size_t f
 /* PMD_SIZE of the running kernel: 2 MiB with 4 KiB pages, 32 MiB with arm64's 16 KiB. */
 static size_t pmd_size(void)
 {
-	return read_size("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "", 1, 2 * MiB);
+	return read_number("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "", 2 * MiB);
 }
 
 static void mode_thp(void)
@@ -406,15 +411,7 @@ static void mode_swap(void)
 /* zswap's stored pages (debugfs; -1 when not readable). */
 static long zswap_stored(void)
 {
-	char buf[32] = "";
-	int fd = open("/sys/kernel/debug/zswap/stored_pages", O_RDONLY);
-	ssize_t n;
-
-	if (fd < 0)
-		return -1;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	return n > 0 ? strtol(buf, NULL, 10) : -1;
+	return read_number("/sys/kernel/debug/zswap/stored_pages", "", -1);
 }
 
 /* The same with zswap on: zswap_store() keeps the pages compressed, the PTEs are swap entries. */
@@ -767,7 +764,7 @@ static void mode_io_uring_pbuf(void)
 static void mode_hugetlb(void)
 {
 	/* The default huge page size (hugepages=2 reserves two): PMD_SIZE on x86-64 and arm64. */
-	size_t len = read_size("/proc/meminfo", "Hugepagesize:", KiB, 2 * MiB);
+	size_t len = read_number("/proc/meminfo", "Hugepagesize:", 2048) * KiB;
 	void *p = map_fixed(NULL, len, PROT_READ | PROT_WRITE,
 			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
 
@@ -814,23 +811,10 @@ static void mode_shmem_thp(void)
 	record(p, len, "");
 }
 
-/* A counter of /proc/vmstat (-1 when missing). */
-static long vmstat(const char *name)
+/* NUMA balancing's PTE updates so far (/proc/vmstat; -1 when missing). */
+static long numa_pte_updates(void)
 {
-	char line[128];
-	size_t n = strlen(name);
-	long v = -1;
-	FILE *f = fopen("/proc/vmstat", "r");
-
-	if (!f)
-		die("open /proc/vmstat");
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, name, n) && line[n] == ' ') {
-			v = strtol(line + n + 1, NULL, 10);
-			break;
-		}
-	fclose(f);
-	return v;
+	return read_number("/proc/vmstat", "numa_pte_updates ", -1);
 }
 
 static void *idle_thread(void *arg)
@@ -861,7 +845,7 @@ static void mode_numa_hint(void)
 	touch_write(p, len, PAGE);
 	if (pthread_create(&thread, NULL, idle_thread, NULL))
 		die("pthread_create");
-	before = vmstat("numa_pte_updates");
+	before = numa_pte_updates();
 	if (before < 0) {
 		errno = 0;
 		die("no numa_pte_updates in /proc/vmstat");
@@ -871,10 +855,10 @@ static void mode_numa_hint(void)
 		for (volatile long spin = 0; spin < 1000000; spin++)
 			;
 		clock_gettime(CLOCK_MONOTONIC, &t);
-	} while (vmstat("numa_pte_updates") - before < want && t.tv_sec - t0.tv_sec < 60);
-	if (vmstat("numa_pte_updates") - before < want) {
+	} while (numa_pte_updates() - before < want && t.tv_sec - t0.tv_sec < 60);
+	if (numa_pte_updates() - before < want) {
 		errno = 0;
-		die("NUMA balancing updated %ld PTEs in 60 s, want %ld", vmstat("numa_pte_updates") - before, want);
+		die("NUMA balancing updated %ld PTEs in 60 s, want %ld", numa_pte_updates() - before, want);
 	}
 	record(p, len, "");
 }
@@ -882,12 +866,7 @@ static void mode_numa_hint(void)
 /* This process's pages that KSM merged, from /proc/self/ksm_merging_pages. */
 static long ksm_merging(void)
 {
-	char buf[32] = "";
-	int fd = open_or_die("/proc/self/ksm_merging_pages", O_RDONLY);
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-
-	close(fd);
-	return n > 0 ? strtol(buf, NULL, 10) : -1;
+	return read_number("/proc/self/ksm_merging_pages", "", -1);
 }
 
 static void mode_ksm(void)
