@@ -63,16 +63,21 @@ class LabAudit:
         return vma
 
 
-@pytest.fixture(scope="module", params=KERNELS)
-def lab(request, lab_guest) -> LabAudit:
-    guest = lab_guest(request.param)
+def audit_sources(guest) -> LabAudit:
+    """*guest* audited through every program source with ``--json --runs -v --fail-on warning``."""
     docs, codes = {}, {}
     with tempfile.TemporaryDirectory(prefix="drgn-p2p-test-") as tmp:
         for source in SOURCES:
             code, output = run_audit(guest, source, ["--json", "--runs", "-v", "--fail-on", "warning"], Path(tmp))
             assert code in (0, 1), f"audit via {source} failed ({code}):\n{output[-3000:]}"
             docs[source], codes[source] = _json_from(output), code
-    audited = LabAudit(guest, docs, codes)
+    return LabAudit(guest, docs, codes)
+
+
+@pytest.fixture(scope="module", params=KERNELS)
+def lab(request, lab_guest) -> LabAudit:
+    audited = audit_sources(lab_guest(request.param))
+    guest = audited.guest
     path = _record_zoo(request.config, request.param, audited)
     print(f"\nzoo: {guest.kernel.kver} → {path}", file=sys.stderr)
     return audited

@@ -9,16 +9,13 @@ the main boot (tests/lab/test_audit.py), and recorded in the same zoo document.
 """
 
 import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 from conftest import lab_document_path
 from lab_prereq import tiered
-from test_audit import KERNELS, SOURCES, ZOO_ENV, LabAudit, _check_expectation, _json_from
+from test_audit import KERNELS, ZOO_ENV, _check_expectation, audit_sources
 
 from drgn_p2p.lab import proof, zoo
-from drgn_p2p.lab.cli import run_audit
 from drgn_p2p.lab.scenarios import ZOO
 
 pytestmark = pytest.mark.lab
@@ -37,15 +34,11 @@ def test_zoo_shape_in_a_boot_of_its_own(request, lab_session, kernel: str, shape
 
     lab_session.close()  # at most one guest at a time
     lab_kernel = ensure_kernel(kernel)
-    with boot(lab_kernel, scenarios=[shape]) as guest, tempfile.TemporaryDirectory(prefix="drgn-p2p-test-") as tmp:
+    with boot(lab_kernel, scenarios=[shape]) as guest:
         if shape in guest.skipped:
             pytest.skip(f"{shape} on {lab_kernel.kver}: {guest.skipped[shape]}")
-        docs, codes = {}, {}
-        for source in SOURCES:
-            code, output = run_audit(guest, source, ["--json", "--runs", "-v", "--fail-on", "warning"], Path(tmp))
-            assert code in (0, 1), f"audit via {source} failed ({code}):\n{output[-3000:]}"
-            docs[source], codes[source] = _json_from(output), code
-        audited = LabAudit(guest, docs, codes)
+        audited = audit_sources(guest)
+        docs, codes = audited.docs, audited.codes
         records, problems = [], []
         for m in audited.mappings(shape):
             vma = audited.vma(m)
