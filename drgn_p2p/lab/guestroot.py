@@ -11,8 +11,10 @@ once into ``<cache>/roots/ARCH/``), the guest scripts (``guest/init.sh``,
 ``guest/scenarios.sh``), the statically cross-compiled ``holder``, and the
 kernel's modules the root needs (9p for the results share, ``qemu_fw_cfg``
 for vmcoreinfo), decompressed, in a module tree of their own with
-``modules.dep`` from ``depmod``. ``/init`` loads the 9p modules and runs
-``init.sh`` with bash, the same stage 2 as on x86-64.
+``modules.dep`` from ``depmod``, and the out-of-tree modules the boot's
+scenarios load (test_hmm, cross-built by :mod:`.kmod`) at
+:data:`GUEST_KMODS`. ``/init`` loads the 9p modules and runs ``init.sh``
+with bash, the same stage 2 as on x86-64.
 
 Images are cached in ``<cache>/initramfs/``, keyed by a hash of everything
 that goes into them.
@@ -24,13 +26,14 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from drgn_p2p.lab import LabError, apt, cache_dir
 from drgn_p2p.lab.initramfs import BOOT_MODULES, _decompressed, _ko_name, module_paths, newc_archive
 from drgn_p2p.lab.scenarios import GUEST_DIR
 
-__all__ = ("ROOT_PACKAGES", "ROOT_MODULES", "GUEST_HOLDER", "GUEST_MODULES", "root_tools", "build_guest_root")
+__all__ = ("ROOT_PACKAGES", "ROOT_MODULES", "GUEST_HOLDER", "GUEST_MODULES", "GUEST_KMODS", "guest_kmod",
+           "root_tools", "build_guest_root")
 
 #: Debian packages whose static binaries make the root: (package, file in it, path in the root).
 ROOT_PACKAGES = (
@@ -47,6 +50,13 @@ SCENARIO_MODULES = ("of_pmem", "nd_pmem", "ext4", "zram")
 #: Where the holder and the module tree live in the root (``init.sh`` reads them from config.env).
 GUEST_HOLDER = "/guest/holder"
 GUEST_MODULES = "/lib/lab-modules"
+#: Where out-of-tree modules (test_hmm.ko) live in the root.
+GUEST_KMODS = "/guest/kmods"
+
+
+def guest_kmod(ko: Path) -> str:
+    """The path in the root of the out-of-tree module *ko* that :func:`build_guest_root` was given."""
+    return f"{GUEST_KMODS}/{Path(ko).name}"
 
 _INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -133,11 +143,12 @@ def _module_tree(modules_dir: Path, kver: str, modules: List[Path]) -> List[Tupl
     return entries
 
 
-def build_guest_root(kernel, holder: Path) -> Path:
+def build_guest_root(kernel, holder: Path, kmods: Sequence[Path] = ()) -> Path:
     """The cached initramfs that is the whole root of a *kernel* guest of another architecture.
 
     :param kernel: a ``kernels.Kernel`` with ``arch``, ``kver`` and a module tree (``modules_dir``).
     :param holder: the holder cross-compiled for ``kernel.arch``.
+    :param kmods: out-of-tree modules built for *kernel*, put at :func:`guest_kmod`.
     """
     if kernel.modules_dir is None:
         raise LabError(f"{kernel.kver} has no module tree: the {kernel.arch} root needs its 9p and fw_cfg modules")
@@ -145,7 +156,7 @@ def build_guest_root(kernel, holder: Path) -> Path:
     scripts = {name: (GUEST_DIR / name).read_bytes() for name in ("init.sh", "scenarios.sh")}
     modules = module_paths(Path(kernel.modules_dir), kernel.kver, ROOT_MODULES + SCENARIO_MODULES)
     key = hashlib.sha256(_INIT.encode())
-    for path in [*tools.values(), holder, *(GUEST_DIR / n for n in scripts), *modules]:
+    for path in [*tools.values(), holder, *(GUEST_DIR / n for n in scripts), *modules, *map(Path, kmods)]:
         key.update(f"{path}\0{path.stat().st_size}\0{path.stat().st_mtime_ns}\0".encode())
     key.update(f"{Path(kernel.modules_dir).resolve()}\0{kernel.kver}".encode())
     dest = cache_dir() / "initramfs" / f"{kernel.kver}-root-{key.hexdigest()[:16]}.cpio"
@@ -153,7 +164,8 @@ def build_guest_root(kernel, holder: Path) -> Path:
         return dest
     entries: List[Tuple[str, int, bytes]] = [
         (d, 0o040755, b"") for d in ("bin", "dev", "proc", "sys", "run", "tmp", "root", "out", "lib", "lib/modules",
-                                      GUEST_MODULES.lstrip("/"), "guest", "usr", "usr/bin", "sbin")
+                                      GUEST_MODULES.lstrip("/"), "guest", GUEST_KMODS.lstrip("/"), "usr",
+                                      "usr/bin", "sbin")
     ]
     for path_in_root, src in tools.items():
         entries.append((path_in_root, 0o100755, src.read_bytes()))
@@ -162,6 +174,8 @@ def build_guest_root(kernel, holder: Path) -> Path:
     for name, data in scripts.items():
         entries.append((f"guest/{name}", 0o100755, data))
     entries.append((GUEST_HOLDER.lstrip("/"), 0o100755, holder.read_bytes()))
+    for ko in map(Path, kmods):
+        entries.append((guest_kmod(ko).lstrip("/"), 0o100644, ko.read_bytes()))
     entries.extend(_module_tree(Path(kernel.modules_dir), kernel.kver, modules))
     # /init's modprobe reads /lib/modules/KVER: point it at the tree (init.sh links it the same way).
     entries.append((f"lib/modules/{kernel.kver}", 0o120777, f"{GUEST_MODULES}/{kernel.kver}".encode()))

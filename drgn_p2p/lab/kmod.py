@@ -24,7 +24,14 @@ packages' tools run on their suite's glibc, so every build runs in a
 debootstrapped minbase chroot of the kernel's suite, cached in
 ``cache_dir()/chroots/<suite>/``. The headers (``linux-headers-<KVER>``, its
 ``-common`` and ``linux-kbuild-*``) are unpacked into it with
-``dpkg --force-depends --unpack``. Built modules are cached in
+``dpkg --force-depends --unpack``.
+
+A kernel of another architecture (arm64) is built for by cross-compiling in
+the same chroot: Debian's cross gcc of the kernel's version
+(``gcc-N-aarch64-linux-gnu``), the kernel's own ``linux-headers-<KVER>`` of
+its architecture (configuration, generated headers, Module.symvers), and the
+*host's* ``linux-kbuild`` of the same version, whose fixdep and modpost run
+in the chroot; ``make ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-``. Built modules are cached in
 ``cache_dir()/kmods/<KVER>/<name>-<hash>/`` where the hash covers the sources,
 the build recipe and the compiler.
 
@@ -52,6 +59,8 @@ __all__ = (
     "MODULES",
     "SOURCE_DIR",
     "ModuleUnsupported",
+    "Compiler",
+    "compiler",
     "ViolateCase",
     "VIOLATE_CASES",
     "HMM_EXCLUSIVE_CASE",
@@ -244,6 +253,42 @@ def parse_manifest(text: str) -> List[HeldCase]:
     return held
 
 
+# ---------------------------------------------------------------- compilers
+
+
+#: Debian architecture -> (GNU triplet of its cross compilers, the kernel's ARCH=).
+CROSS_TARGETS = {"arm64": ("aarch64-linux-gnu", "arm64")}
+
+
+class Compiler(NamedTuple):
+    """The gcc that builds modules for one kernel, as the build chroot installs it."""
+
+    #: Debian package: ``gcc-16``, or a cross compiler ``gcc-16-aarch64-linux-gnu``.
+    package: str
+    #: Its program in /usr/bin: ``gcc-16``, ``aarch64-linux-gnu-gcc-16``.
+    binary: str
+    #: What ``make`` needs besides ``CC=``: ``ARCH=`` and ``CROSS_COMPILE=`` for another architecture.
+    make_args: Tuple[str, ...] = ()
+
+
+def compiler(cc: str, arch: str = apt.HOST_ARCH) -> Compiler:
+    """The :class:`Compiler` for a kernel of Debian *arch* built by *cc* (``gcc-16``)."""
+    if arch == apt.HOST_ARCH:
+        return Compiler(cc, cc)
+    if arch not in CROSS_TARGETS:
+        raise ModuleUnsupported(f"the lab cannot build modules for {arch} kernels")
+    triplet, karch = CROSS_TARGETS[arch]
+    return Compiler(f"{cc}-{triplet}", f"{triplet}-{cc}", (f"ARCH={karch}", f"CROSS_COMPILE={triplet}-"))
+
+
+def _compiler_binary(package: str) -> str:
+    """The /usr/bin program of a compiler package named by :func:`compiler`."""
+    for triplet, _ in CROSS_TARGETS.values():
+        if package.endswith(f"-{triplet}"):
+            return f"{triplet}-{package[:-len(triplet) - 1]}"
+    return package
+
+
 # ---------------------------------------------------------------- paths and small helpers
 
 
@@ -361,6 +406,11 @@ def _kernel_record(kernel: object) -> Dict[str, object]:
     return json.loads(path.read_text())
 
 
+def _kernel_arch(kernel: object) -> str:
+    """The Debian architecture of a lab kernel (``amd64`` unless it says otherwise)."""
+    return str(getattr(kernel, "arch", None) or _kernel_record(kernel).get("arch") or apt.HOST_ARCH)
+
+
 def _kernel_facts(kernel: object) -> Tuple[str, str, str, str]:
     """Return (kver, suite, cc, package version) of a lab kernel, or raise LabError."""
     kver = str(getattr(kernel, "kver"))
@@ -389,12 +439,14 @@ def _chroot_record(root: Path) -> Optional[Dict[str, object]]:
 
 
 def _ensure_chroot_locked(suite: str, cc: str, timings: Optional[Dict[str, float]] = None) -> Path:
+    """The chroot of *suite* with compiler package *cc* (see :func:`compiler`), built unless cached.
+    The chroot keeps every compiler it was ever asked for."""
     root = chroots_dir() / suite
     record = _chroot_record(root)
     compilers: List[str] = []
     if record is not None:
         compilers = [str(c) for c in record.get("compilers", [])]  # type: ignore[union-attr]
-        if cc in compilers and (root / "usr" / "bin" / cc).exists():
+        if cc in compilers and (root / "usr" / "bin" / _compiler_binary(cc)).exists():
             return root
         _console.print(f"[yellow]chroot {suite} lacks {cc}: building it again[/]")
     compilers = sorted(set(compilers) | {cc})
@@ -410,8 +462,9 @@ def _ensure_chroot_locked(suite: str, cc: str, timings: Optional[Dict[str, float
                 ["debootstrap", "--variant=minbase", f"--include={include}", suite, str(staging), apt.mirror()],
                 log=log,
             )
-        if not (staging / "usr" / "bin" / cc).exists():
-            raise LabError(f"debootstrap {suite} installed no /usr/bin/{cc}")
+        for package in compilers:
+            if not (staging / "usr" / "bin" / _compiler_binary(package)).exists():
+                raise LabError(f"debootstrap {suite} installed no /usr/bin/{_compiler_binary(package)}")
         (staging / _MARKER).write_text(
             json.dumps({"suite": suite, "compilers": compilers, "packages": list(CHROOT_PACKAGES),
                         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n"
@@ -425,8 +478,9 @@ def _ensure_chroot_locked(suite: str, cc: str, timings: Optional[Dict[str, float
 
 def ensure_chroot(suite: str, cc: str) -> Path:
     """
-    Return a minbase chroot of Debian ``suite`` with ``cc`` (e.g. ``gcc-16``),
-    make, libc6-dev and libelf-dev, debootstrapping it first unless cached.
+    Return a minbase chroot of Debian ``suite`` with the compiler package ``cc``
+    (e.g. ``gcc-16``, ``gcc-16-aarch64-linux-gnu``), make, libc6-dev and
+    libelf-dev, debootstrapping it first unless cached.
     """
     _need_root()
     with _lock(chroots_dir() / f"{suite}.lock"):
@@ -436,13 +490,20 @@ def ensure_chroot(suite: str, cc: str) -> Path:
 # ---------------------------------------------------------------- headers and sources
 
 
-def _header_packages(kver: str, version: str) -> List[str]:
-    """``linux-headers-KVER`` and the -common and linux-kbuild packages it depends on, pinned."""
-    deps = apt.depends(f"linux-headers-{kver}={version}")
-    wanted = [f"linux-headers-{kver}"] + [d for d in deps if d.startswith(("linux-headers-", "linux-kbuild-"))]
-    if not any(d.startswith("linux-kbuild-") for d in wanted):
+def _download_headers(kver: str, version: str, arch: str, dest: Path) -> List[Path]:
+    """
+    Download ``linux-headers-KVER`` of Debian *arch* and the -common and
+    linux-kbuild packages it depends on, pinned, into *dest*. The kbuild
+    package holds programs (fixdep, modpost) that run on the build machine:
+    it is always the host's.
+    """
+    deps = apt.depends(f"linux-headers-{kver}={version}", arch=arch)
+    kbuild = [d for d in deps if d.startswith("linux-kbuild-")]
+    if not kbuild:
         raise LabError(f"linux-headers-{kver} depends on no linux-kbuild package")
-    return [f"{p}={version}" for p in wanted]
+    ours = [f"linux-headers-{kver}"] + [d for d in deps if d.startswith("linux-headers-")]
+    debs = apt.download([f"{p}={version}" for p in ours], dest, arch=arch)
+    return debs + apt.download([f"{p}={version}" for p in kbuild], dest)
 
 
 def _in_chroot_file(root: Path, path: str) -> bool:
@@ -450,20 +511,23 @@ def _in_chroot_file(root: Path, path: str) -> bool:
     return subprocess.run(["chroot", str(root), "test", "-f", path], env=_CHROOT_ENV).returncode == 0
 
 
-def _ensure_headers(root: Path, kver: str, version: str, log: Path, timings: Dict[str, float]) -> str:
-    """Unpack the kernel's headers into the chroot unless there; return the build dir inside it."""
+def _ensure_headers(root: Path, kver: str, version: str, log: Path, timings: Dict[str, float],
+                    arch: str = apt.HOST_ARCH) -> str:
+    """Unpack the headers of a kernel of Debian *arch* into the chroot unless there; return the build dir inside it."""
     build = f"/lib/modules/{kver}/build"
     stamp = root / f".drgn-p2p-headers-{kver}"
     if stamp.exists() and _in_chroot_file(root, f"{build}/Makefile"):
         return build
     with tempfile.TemporaryDirectory(dir=root / "tmp") as tmp:
         with _step(f"download headers for {kver}", timings):
-            debs = apt.download(_header_packages(kver, version), Path(tmp))
+            debs = _download_headers(kver, version, arch, Path(tmp))
         with _step("unpack headers in the chroot", timings):
             # --unpack, not -i: the 7.x postinst calls linux-run-hooks from
             # linux-base, which the chroot lacks; nothing in it matters here.
+            # Another architecture's headers hold no program that runs here.
             inside = [f"/tmp/{Path(tmp).name}/{d.name}" for d in debs]
-            _chroot(root, ["dpkg", "--force-depends", "--force-unsafe-io", "--unpack", *inside], log=log)
+            _chroot(root, ["dpkg", "--force-depends", "--force-architecture", "--force-unsafe-io", "--unpack",
+                           *inside], log=log)
     if not _in_chroot_file(root, f"{build}/Makefile"):
         raise LabError(f"the headers of {kver} did not provide {build}/Makefile")
     stamp.touch()
@@ -570,6 +634,8 @@ def build_module(kernel: object, name: str, timings: Optional[Dict[str, float]] 
     if reason is not None:
         raise ModuleUnsupported(reason)
     kver, suite, cc, version = _kernel_facts(kernel)
+    arch = _kernel_arch(kernel)
+    gcc = compiler(cc, arch)
     timings = {} if timings is None else timings
     if name == "p2p_violate":
         sources: Optional[Dict[str, bytes]] = _violate_sources()
@@ -583,14 +649,14 @@ def build_module(kernel: object, name: str, timings: Optional[Dict[str, float]] 
 
     _need_root()
     start = time.monotonic()
-    _console.print(f"[bold]building {name}[/] for {kver} with {cc} in a {suite} chroot")
+    _console.print(f"[bold]building {name}[/] for {kver} with {gcc.binary} in a {suite} chroot")
     with _lock(chroots_dir() / f"{suite}.lock"):
-        root = _ensure_chroot_locked(suite, cc, timings)
+        root = _ensure_chroot_locked(suite, gcc.package, timings)
         out = ko.parent
         _remove_tree(out)
         out.mkdir(parents=True)
         log = out / "build.log"
-        build = _ensure_headers(root, kver, version, log, timings)
+        build = _ensure_headers(root, kver, version, log, timings, arch)
         work = root / "build" / f"{kver}-{name}-{key}"
         _remove_tree(work)
         work.mkdir(parents=True)
@@ -606,7 +672,7 @@ def build_module(kernel: object, name: str, timings: Optional[Dict[str, float]] 
             with _step(f"compile {name}", timings), _proc_mounted(root):
                 _chroot(
                     root,
-                    ["make", "-C", build, f"M=/{work.relative_to(root)}", f"CC={cc}",
+                    ["make", "-C", build, f"M=/{work.relative_to(root)}", f"CC={gcc.binary}", *gcc.make_args,
                      # Skip pahole (BTF for modules): not in the chroot, not needed.
                      "CONFIG_DEBUG_INFO_BTF_MODULES=", "modules"],
                     log=log,

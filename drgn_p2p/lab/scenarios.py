@@ -362,7 +362,8 @@ def _find_test_hmm(kernel: Any, test_hmm: Optional[os.PathLike]) -> Tuple[Option
 #: holder: no ndctl, mkfs or test_hmm yet); the others are skipped there with
 #: :data:`ARM64_NOT_YET`.
 ARM64_SCENARIOS = ("anon", "thp", "zero-page", "protnone", "swap", "zswap", "numa-hint", "ksm", "uffd-wp", "pcibar", "fsdax-of", "perf-ring", "packet-ring", "io-uring",
-                   "tcp-zc", "io-uring-pbuf", "hugetlb", "secretmem", "guard", "guard-shmem", "hwpoison", "vdso")
+                   "tcp-zc", "io-uring-pbuf", "hugetlb", "secretmem", "guard", "guard-shmem", "hwpoison", "vdso",
+                   "device-private")
 ARM64_NOT_YET = "not set up by the arm64 lab yet (its busybox root holds what needs the holder alone, pcibar and fsdax-of)"
 
 #: (physical start, size) of the ``fsdax-of`` pmem: the top 512 MiB of the

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from drgn_p2p.lab import LabError
-from drgn_p2p.lab.guestroot import GUEST_HOLDER, GUEST_MODULES, build_guest_root
+from drgn_p2p.lab.guestroot import GUEST_HOLDER, GUEST_MODULES, build_guest_root, guest_kmod
 from drgn_p2p.lab.initramfs import build_initramfs
 from drgn_p2p.flattened import SIGNATURE, FlattenedError, is_flattened, records
 from drgn_p2p.lab.qmp import Qmp
@@ -408,6 +408,14 @@ def _foreign(kernel: Any) -> bool:
     return getattr(kernel, "arch", "amd64") != "amd64"
 
 
+def _guest_path(kernel: Any, ko: Optional[Path]) -> str:
+    """Where the guest finds the out-of-tree module *ko* ('' for none): the host's
+    path on x86-64 (the root is the host's), its place in a foreign root otherwise."""
+    if ko is None:
+        return ""
+    return guest_kmod(ko) if _foreign(kernel) else str(ko)
+
+
 def _config_env(kernel: Any, plan_: Plan, holder: Path) -> str:
     """The shell-quoted /out/config.env that the guest sources."""
     names = " ".join(s.name for s in plan_.scenarios)
@@ -416,7 +424,7 @@ def _config_env(kernel: Any, plan_: Plan, holder: Path) -> str:
         f"QP_KVER={shlex.quote(kernel.kver)}",
         f"QP_MODDIR={shlex.quote(moddir)}",
         f"QP_HOLDER={shlex.quote(GUEST_HOLDER if _foreign(kernel) else str(holder))}",
-        f"QP_TEST_HMM={shlex.quote(str(plan_.test_hmm or ''))}",
+        f"QP_TEST_HMM={shlex.quote(_guest_path(kernel, plan_.test_hmm))}",
         f"QP_TEST_HMM_ARGS={shlex.quote(' '.join(plan_.test_hmm_args()))}",
         f"QP_SCENARIOS={shlex.quote(names)}",
         "declare -A QP_EXPECT=(" + " ".join(
@@ -569,7 +577,7 @@ def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = T
         timeout = max(timeout, FOREIGN_BOOT_TIMEOUT)
     holder = holder_binary(getattr(kernel, "arch", "amd64"))
     if _foreign(kernel):
-        initrd = build_guest_root(kernel, holder)
+        initrd = build_guest_root(kernel, holder, [plan_.test_hmm] if plan_.test_hmm else [])
     else:
         initrd = build_initramfs(_modules_dir(kernel), kernel.kver)
     retries: List[str] = []

@@ -210,6 +210,53 @@ def test_qmp_and_vmcore_agree(arm64_guest, audits):
         assert runs["qemu"] == runs["vmcore"], m["kind"]
 
 
+def test_device_private_pfns_sit_at_the_top_of_the_linear_map(arm64_guest, audited):
+    """
+    The 2025-07 thread doubts device-private memory works anywhere but on
+    x86-64. On arm64 test_hmm loads and migrates, and its pages sit where
+    request_free_mem_region() puts them (lib/test_hmm.c, 256 MiB chunks, one
+    per device at load, more as migrations need them): each the highest free
+    iomem range below
+    DIRECT_MAP_PHYSMEM_END (kernel/resource.c gfr_start()), which arm64
+    defines as __pa(PAGE_END - 1), i.e. PAGE_END - 1 - PAGE_OFFSET +
+    memstart_addr with PAGE_OFFSET = -2^VA_BITS and, without KASAN,
+    PAGE_END = -2^(VA_BITS_MIN - 1) (arch/arm64/include/asm/memory.h).
+    Every device-private entry names a page of test_hmm's DEVICE_PRIVATE
+    pgmap (a run's leaves share page kind, pgmap and owner; test_hmm hands
+    out its pages from the top down, so a run's PFNs need not ascend) and
+    each run's first PFN lies in those chunks.
+    """
+    held = [m for m in arm64_guest.mappings if m["kind"] == "device-private"]
+    assert held, arm64_guest.skipped.get("device-private")
+    config = arm64_guest.kernel.config
+    assert config.get("CONFIG_KASAN") != "y"  # KASAN moves PAGE_END below its shadow
+    page_shift = _page_shift(config)
+    va_bits = int(config["CONFIG_ARM64_VA_BITS"])
+    va_bits_min = (47 if page_shift == 14 else 48) if va_bits > 48 else va_bits
+    from drgn_p2p.target import open_program
+
+    prog = open_program(qemu=arm64_guest.qmp_path, symbols=[str(arm64_guest.kernel.vmlinux)])
+    memstart = prog["memstart_addr"].value_() & (2**64 - 1)
+    mask = 2**64 - 1
+    page_offset, page_end = -(1 << va_bits) & mask, -(1 << (va_bits_min - 1)) & mask
+    physmem_end = (page_end - 1 - page_offset + memstart) & mask
+    code, text = arm64_guest.run("grep ' : hmm_dmirror$' /proc/iomem")
+    assert code == 0, text
+    chunks = sorted(tuple(int(x, 16) for x in line.split(" : ")[0].split("-")) for line in text.splitlines())
+    assert len(chunks) >= 2 and all(end - start + 1 == 256 << 20 for start, end in chunks), chunks
+    assert chunks[-1][1] == physmem_end, f"top chunk ends at {chunks[-1][1]:#x}, not {physmem_end:#x}"
+    assert all(below[1] + 1 == above[0] for below, above in zip(chunks, chunks[1:])), chunks
+    runs = [r for m in held for r in _vma(audited, m)["runs"] if r["entry"] == "device-private"]
+    assert runs
+    for run in runs:
+        first = int(run["pfn"], 16) << page_shift
+        assert any(start <= first <= end for start, end in chunks), f"{first:#x} outside {chunks}"
+        assert run["page"] == "device-private" and run["owner"] == "hmm_dmirror", run
+    print(f"\nlab: arm64 {arm64_guest.kernel.kver} (lpa2={arm64_guest.lpa2}): test_hmm's device-private "
+          f"chunks {', '.join(f'{s:#x}-{e:#x}' for s, e in chunks)}; DIRECT_MAP_PHYSMEM_END {physmem_end:#x}",
+          file=sys.stderr)
+
+
 #: The scenarios the holder alone makes, checked as on x86-64 (tests/lab/test_audit.py): their
 #: expectations name the kernel code that makes each shape, none depends on x86-64's bits.
 HOLDER_ONLY = [s for s in ARM64_SCENARIOS if s not in ("anon", "pcibar", "fsdax-of")]

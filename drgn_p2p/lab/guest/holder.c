@@ -643,7 +643,8 @@ static void mode_hmm(const char *dev)
 {
 	int fd = open_or_die(dev, O_RDWR);
 
-	hmm_migrate(fd, 2 * MiB, 2 * MiB, MADV_HUGEPAGE, "-pmd");
+	/* One THP: PMD_SIZE is 2 MiB with 4 KiB pages, 32 MiB with 16 KiB. */
+	hmm_migrate(fd, pmd_size(), pmd_size(), MADV_HUGEPAGE, "-pmd");
 	hmm_migrate(fd, 64 * KiB, 0, MADV_NOHUGEPAGE, "-pte");
 }
 
