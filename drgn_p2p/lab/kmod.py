@@ -597,8 +597,9 @@ def module_supported(kernel: object, name: str) -> Optional[str]:
         return f"{getattr(kernel, 'kver', '?')} has no loadable module support"
     if name == "test_hmm" and config.get("CONFIG_DEVICE_PRIVATE") != "y":
         return f"{getattr(kernel, 'kver', '?')} lacks CONFIG_DEVICE_PRIVATE=y: test_hmm cannot work there"
-    if name == "p2p_violate" and config.get("CONFIG_X86_64", "y") != "y":
-        return "p2p_violate builds x86-64 page-table entries only"
+    arch = getattr(kernel, "arch", None) or apt.HOST_ARCH
+    if arch != apt.HOST_ARCH and arch not in CROSS_TARGETS:
+        return f"the lab cannot build modules for {arch} kernels"
     return None
 
 
@@ -694,11 +695,18 @@ def build_module(kernel: object, name: str, timings: Optional[Dict[str, float]] 
     return ko
 
 
-def build_holder(cc: str = "cc") -> Path:
+def build_holder(arch: str = apt.HOST_ARCH) -> Path:
     """
-    Build ``violate_holder`` (static, with the host compiler) and return the
-    cached binary. It runs in any lab guest, since those share the host's root.
+    Build ``violate_holder`` statically for Debian *arch* (the host's gcc, or
+    the cross compiler the guest programs use, :data:`.scenarios.GUEST_CC`)
+    and return the cached binary. An x86-64 guest runs it from the host's
+    root; an arm64 guest gets it through its out share.
     """
+    from .scenarios import GUEST_CC
+
+    if arch not in GUEST_CC:
+        raise LabError(f"no compiler for {arch} guest programs")
+    cc, packages = GUEST_CC[arch]
     sources = {name: (SOURCE_DIR / name).read_bytes() for name in ("violate_holder.c", "p2p_violate.h")}
     key = _digest(sources, "violate_holder", cc)
     out = kmods_dir() / "holder" / key
@@ -706,7 +714,7 @@ def build_holder(cc: str = "cc") -> Path:
     if binary.is_file():
         return binary
     if shutil.which(cc) is None:
-        raise LabError(f"{cc} not found: the holder needs a host C compiler (gcc, libc6-dev)")
+        raise LabError(f"{cc} not found: the holder needs {packages}")
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "violate_holder.tmp"
     _run([cc, "-O2", "-Wall", "-static", "-I", str(SOURCE_DIR), "-o", str(tmp),

@@ -69,8 +69,9 @@
  * empty PTEs. The RAM pages of private-entry-to-ram carry an extra reference
  * while entries name them.
  *
- * x86-64 only: the bit helpers (pte_clear_flags, _PAGE_SPECIAL, ...) are the
- * x86 ones.
+ * x86-64 and arm64: the software bits the cases set and clear (special,
+ * devmap) and the helpers that change them are each architecture's own
+ * (P2PV_SPECIAL, P2PV_DEVMAP, p2pv_pte_change() below).
  */
 
 #include <linux/fs.h>
@@ -101,8 +102,74 @@
 
 #include "p2p_violate.h"
 
-#ifndef CONFIG_X86_64
-#error "p2p_violate builds x86-64 page-table entries"
+/*
+ * The software bits the cases change, per architecture, and how a PTE or a
+ * PMD leaf gets them set or cleared. Devmap exists until v6.17
+ * (d438d2734170 "mm: remove devmap related functions and page table bits"
+ * removed _PAGE_DEVMAP and arm64's PTE_DEVMAP together).
+ */
+#if defined(CONFIG_X86_64)
+#define P2PV_SPECIAL		_PAGE_SPECIAL
+#ifdef CONFIG_ARCH_HAS_PTE_DEVMAP
+#define P2PV_DEVMAP		_PAGE_DEVMAP
+#define P2PV_DEVMAP_BIT		_PAGE_BIT_DEVMAP
+#endif
+
+static inline pte_t p2pv_pte_change(pte_t pte, pteval_t set, pteval_t clear)
+{
+	return pte_set_flags(pte_clear_flags(pte, clear), set);
+}
+
+static inline pmd_t p2pv_pmd_clear_special(pmd_t pmd)
+{
+	return pmd_clear_flags(pmd, _PAGE_SPECIAL);
+}
+
+static inline void p2pv_set_pte(struct mm_struct *mm, unsigned long addr, pte_t *ptep, pte_t pte)
+{
+	set_pte_at(mm, addr, ptep, pte);
+}
+
+static inline void p2pv_set_pmd(struct mm_struct *mm, unsigned long addr, pmd_t *pmdp, pmd_t pmd)
+{
+	set_pmd_at(mm, addr, pmdp, pmd);
+}
+#elif defined(CONFIG_ARM64)
+#define P2PV_SPECIAL		PTE_SPECIAL
+#ifdef CONFIG_ARCH_HAS_PTE_DEVMAP
+#define P2PV_DEVMAP		PTE_DEVMAP
+#define P2PV_DEVMAP_BIT		ilog2(PTE_DEVMAP)
+#endif
+
+static inline pte_t p2pv_pte_change(pte_t pte, pteval_t set, pteval_t clear)
+{
+	return set_pte_bit(clear_pte_bit(pte, __pgprot(clear)), __pgprot(set));
+}
+
+/* arm64 PMD leaves are PTEs in another place (pmd_pte()/pte_pmd()). */
+static inline pmd_t p2pv_pmd_clear_special(pmd_t pmd)
+{
+	return pte_pmd(clear_pte_bit(pmd_pte(pmd), __pgprot(PTE_SPECIAL)));
+}
+
+/*
+ * set_pte_at()/set_pmd_at() sync caches and MTE tags for the new entry
+ * (__sync_cache_and_tags() calls mte_sync_tags(), which modules cannot
+ * link against). The cases only flip software bits of entries whose page
+ * and attributes stay, or write non-present entries: no cache or tag
+ * maintenance is due, so the entry is written as __set_pte() writes it.
+ */
+static inline void p2pv_set_pte(struct mm_struct *mm, unsigned long addr, pte_t *ptep, pte_t pte)
+{
+	__set_pte(ptep, pte);
+}
+
+static inline void p2pv_set_pmd(struct mm_struct *mm, unsigned long addr, pmd_t *pmdp, pmd_t pmd)
+{
+	__set_pte((pte_t *)pmdp, pmd_pte(pmd));
+}
+#else
+#error "p2p_violate builds x86-64 and arm64 page-table entries only"
 #endif
 
 #define P2PV_NAME "p2p_violate"
@@ -508,9 +575,9 @@ static int p2pv_pte_bits(pte_t *ptep, unsigned long addr, void *data)
 
 	if (!pte_present(pte))
 		return 0;
-	pte = pte_set_flags(pte_clear_flags(pte, bits->clear), bits->set);
+	pte = p2pv_pte_change(pte, bits->set, bits->clear);
 	/* Only software bits change: no TLB flush is needed. */
-	set_pte_at(bits->mm, addr, ptep, pte);
+	p2pv_set_pte(bits->mm, addr, ptep, pte);
 	return 0;
 }
 
@@ -594,7 +661,7 @@ static int p2pv_fill_pte(pte_t *ptep, unsigned long addr, void *data)
 	default:
 		return -EINVAL;
 	}
-	set_pte_at(fill->mm, addr, ptep, pte);
+	p2pv_set_pte(fill->mm, addr, ptep, pte);
 	return 0;
 }
 
@@ -627,8 +694,7 @@ static void p2pv_pmd_special(struct mm_struct *mm, unsigned long addr, pmd_t *pm
 	pmd_t pmd = *pmdp;
 
 	if (pmd_present(pmd) && pmd_leaf(pmd))
-		set_pmd_at(mm, addr, pmdp,
-			   special ? pmd_mkspecial(pmd) : pmd_clear_flags(pmd, _PAGE_SPECIAL));
+		p2pv_set_pmd(mm, addr, pmdp, special ? pmd_mkspecial(pmd) : p2pv_pmd_clear_special(pmd));
 	spin_unlock(ptl);
 }
 
@@ -778,7 +844,7 @@ static int p2pv_can_build(unsigned int kase)
 	case P2PV_DEVMAP_ON_RAM:
 	case P2PV_DEVMAP_NOT_SPECIAL:
 		/* The devmap PTE bit is gone since v6.17 (with pte_devmap()). */
-#ifndef CONFIG_ARCH_HAS_PTE_DEVMAP
+#ifndef P2PV_DEVMAP
 		return -EOPNOTSUPP;
 #endif
 		return 0;
@@ -955,7 +1021,7 @@ static int p2pv_build(struct vm_area_struct *vma, struct p2pv_map *map)
 		if (map->kase == P2PV_NOMEMMAP_NO_PFNMAP)
 			p2pv_flags_clear(vma, VM_PFNMAP | VM_IO);
 		else if (map->kase == P2PV_PFNMAP_NOT_SPECIAL)
-			return p2pv_change_ptes(vma, start, end, 0, _PAGE_SPECIAL);
+			return p2pv_change_ptes(vma, start, end, 0, P2PV_SPECIAL);
 		return 0;
 	case P2PV_CONTROL_FAULT_PFN:
 		/* A PFNMAP of RAM pages filled by vmf_insert_pfn() at fault time. */
@@ -977,27 +1043,27 @@ static int p2pv_build(struct vm_area_struct *vma, struct p2pv_map *map)
 			return ret;
 		p2pv_flags_clear(vma, VM_PFNMAP | VM_IO);
 		p2pv_flags_set(vma, VM_MIXEDMAP);
-		return p2pv_change_ptes(vma, start, end, 0, _PAGE_SPECIAL);
+		return p2pv_change_ptes(vma, start, end, 0, P2PV_SPECIAL);
 	case P2PV_SPECIAL_ON_RAM:
 		ret = p2pv_insert_pages(vma, map);
 		if (ret)
 			return ret;
 		p2pv_flags_clear(vma, VM_MIXEDMAP);
-		return p2pv_change_ptes(vma, start, end, _PAGE_SPECIAL, 0);
-#ifdef CONFIG_ARCH_HAS_PTE_DEVMAP
+		return p2pv_change_ptes(vma, start, end, P2PV_SPECIAL, 0);
+#ifdef P2PV_DEVMAP
 	case P2PV_DEVMAP_ON_RAM:
 		ret = p2pv_insert_pages(vma, map);
 		if (ret)
 			return ret;
 		/* What pte_mkdevmap() sets (devmap + special), on a RAM page. */
-		return p2pv_change_ptes(vma, start, end, _PAGE_DEVMAP | _PAGE_SPECIAL, 0);
+		return p2pv_change_ptes(vma, start, end, P2PV_DEVMAP | P2PV_SPECIAL, 0);
 	case P2PV_DEVMAP_NOT_SPECIAL:
 		/* Devmap without special: no pte_mkdevmap() ever made that. */
 		ret = p2pv_insert_pages(vma, map);
 		if (ret)
 			return ret;
 		p2pv_flags_clear(vma, VM_MIXEDMAP);
-		return p2pv_change_ptes(vma, start, end, _PAGE_DEVMAP, 0);
+		return p2pv_change_ptes(vma, start, end, P2PV_DEVMAP, 0);
 #endif
 	case P2PV_PFNMAP_RAM_NOT_SPECIAL:
 		/* control-fault-pfn's mapping, filled now, with the special bit cleared. */
@@ -1005,7 +1071,7 @@ static int p2pv_build(struct vm_area_struct *vma, struct p2pv_map *map)
 		ret = p2pv_insert_pfns(vma, map);
 		if (ret)
 			return ret;
-		return p2pv_change_ptes(vma, start, end, 0, _PAGE_SPECIAL);
+		return p2pv_change_ptes(vma, start, end, 0, P2PV_SPECIAL);
 	case P2PV_P2PDMA_SPECIAL:
 		/*
 		 * Special PTEs on P2PDMA pages in the VMA shape p2pmem_alloc_mmap()
@@ -1029,7 +1095,7 @@ static int p2pv_build(struct vm_area_struct *vma, struct p2pv_map *map)
 		if (ret)
 			return ret;
 		p2pv_flags_clear(vma, VM_PFNMAP | VM_IO);
-		return p2pv_change_ptes(vma, start, end, 0, _PAGE_SPECIAL);
+		return p2pv_change_ptes(vma, start, end, 0, P2PV_SPECIAL);
 	case P2PV_DEVDAX_SPECIAL:
 		/* Special-only PTEs in a plain VMA: devmap missing (<= 6.16), special extra (7.x). */
 		ret = p2pv_remap_devmem(vma, map);
@@ -1041,12 +1107,12 @@ static int p2pv_build(struct vm_area_struct *vma, struct p2pv_map *map)
 		ret = p2pv_remap_devmem(vma, map);
 		if (ret)
 			return ret;
-#ifdef CONFIG_ARCH_HAS_PTE_DEVMAP
+#ifdef P2PV_DEVMAP
 		/* Right bits for this kernel's DAX PTEs (pte_mkdevmap()), wrong VMA. */
-		return p2pv_change_ptes(vma, start, end, _PAGE_DEVMAP, 0);
+		return p2pv_change_ptes(vma, start, end, P2PV_DEVMAP, 0);
 #else
 		/* Right bits for refcounted DAX folios (plain PTEs), wrong VMA. */
-		return p2pv_change_ptes(vma, start, end, 0, _PAGE_SPECIAL);
+		return p2pv_change_ptes(vma, start, end, 0, P2PV_SPECIAL);
 #endif
 	case P2PV_MIGRATION_TO_P2PDMA:
 		return p2pv_build_migration(vma, map);
@@ -1073,7 +1139,7 @@ static void p2pv_restore(struct vm_area_struct *vma, struct p2pv_map *map)
 		p2pv_flags_set(vma, VM_PFNMAP | VM_IO);
 		break;
 	case P2PV_PFNMAP_NOT_SPECIAL:
-		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, _PAGE_SPECIAL, 0);
+		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, P2PV_SPECIAL, 0);
 		break;
 	case P2PV_HUGE_PFN_NOT_SPECIAL:
 #ifdef P2PV_PMD_SPECIAL
@@ -1092,20 +1158,20 @@ static void p2pv_restore(struct vm_area_struct *vma, struct p2pv_map *map)
 		/* Before 6.12 zap_huge_pmd() clears a PFNMAP PMD leaf without looking at it. */
 		break;
 	case P2PV_SPECIAL_ON_RAM:
-		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, 0, _PAGE_SPECIAL);
+		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, 0, P2PV_SPECIAL);
 		p2pv_flags_set(vma, VM_MIXEDMAP);
 		break;
-#ifdef CONFIG_ARCH_HAS_PTE_DEVMAP
+#ifdef P2PV_DEVMAP
 	case P2PV_DEVMAP_ON_RAM:
-		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, 0, _PAGE_DEVMAP | _PAGE_SPECIAL);
+		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, 0, P2PV_DEVMAP | P2PV_SPECIAL);
 		break;
 	case P2PV_DEVMAP_NOT_SPECIAL:
-		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, 0, _PAGE_DEVMAP);
+		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, 0, P2PV_DEVMAP);
 		p2pv_flags_set(vma, VM_MIXEDMAP);
 		break;
 #endif
 	case P2PV_PFNMAP_RAM_NOT_SPECIAL:
-		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, _PAGE_SPECIAL, 0);
+		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, P2PV_SPECIAL, 0);
 		break;
 	case P2PV_P2PDMA_SPECIAL:
 		p2pv_flags_clear(vma, VM_MIXEDMAP);
@@ -1113,22 +1179,22 @@ static void p2pv_restore(struct vm_area_struct *vma, struct p2pv_map *map)
 		break;
 	case P2PV_P2PDMA_NO_MIXEDMAP:
 		p2pv_flags_set(vma, VM_PFNMAP | VM_IO);
-		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, _PAGE_SPECIAL, 0);
+		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, P2PV_SPECIAL, 0);
 		break;
 	case P2PV_MIXEDMAP_PAGES:
 		/* Back to remap_pfn_range()'s shape: zap then takes no reference it never had. */
 		p2pv_flags_clear(vma, VM_MIXEDMAP);
 		p2pv_flags_set(vma, VM_PFNMAP | VM_IO);
-		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, _PAGE_SPECIAL, 0);
+		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, P2PV_SPECIAL, 0);
 		break;
 	case P2PV_DEVDAX_SPECIAL:
 		p2pv_flags_set(vma, VM_PFNMAP | VM_IO);
 		break;
 	case P2PV_DEVDAX_IN_PFNMAP:
-#ifdef CONFIG_ARCH_HAS_PTE_DEVMAP
-		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, 0, _PAGE_DEVMAP);
+#ifdef P2PV_DEVMAP
+		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, 0, P2PV_DEVMAP);
 #else
-		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, _PAGE_SPECIAL, 0);
+		p2pv_change_ptes(vma, vma->vm_start, vma->vm_end, P2PV_SPECIAL, 0);
 #endif
 		break;
 	case P2PV_MIGRATION_TO_P2PDMA:
@@ -1316,9 +1382,7 @@ static struct miscdevice p2pv_dev = {
 #else
 #define P2PV_SWP_SWAPIN_ERROR	-1
 #endif
-#ifdef _PAGE_BIT_DEVMAP
-#define P2PV_DEVMAP_BIT		_PAGE_BIT_DEVMAP
-#else
+#ifndef P2PV_DEVMAP_BIT
 #define P2PV_DEVMAP_BIT		-1
 #endif
 
