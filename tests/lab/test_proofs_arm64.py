@@ -28,10 +28,14 @@ from drgn_p2p.lab import kmod
 from drgn_p2p.lab.scenarios import ARM64_SCENARIOS
 from test_kmod import _can_build
 from test_proofs import _prove, _record_kernel
-from test_proofs import (test_case, test_clean_guest_has_no_errors, test_controls_silent,  # noqa: F401
+from test_proofs import (test_case, test_clean_guest_has_no_errors, test_controls_silent,
                          test_layout_matches_the_kernel_headers, test_no_stray_findings)
 
 pytestmark = pytest.mark.lab
+
+#: test_proofs' checks, collected here again against this module's ``proved``.
+__all__ = ("test_layout_matches_the_kernel_headers", "test_clean_guest_has_no_errors", "test_case",
+           "test_controls_silent", "test_no_stray_findings")
 
 #: (kernel, LPA2 on the CPU) of each proof boot.
 BOOTS = {"4k-lpa2": ("newest", True), "4k-48bit": ("newest", False)}
