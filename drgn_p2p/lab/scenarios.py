@@ -391,8 +391,9 @@ def _find_test_hmm(kernel: Any, test_hmm: Optional[os.PathLike]) -> Tuple[Option
 #: :data:`ARM64_NOT_YET`.
 ARM64_SCENARIOS = ("anon", "thp", "zero-page", "protnone", "swap", "zswap", "numa-hint", "ksm", "uffd-wp", "pcibar", "fsdax-of", "perf-ring", "packet-ring", "io-uring",
                    "tcp-zc", "io-uring-pbuf", "hugetlb", "secretmem", "guard", "guard-shmem", "hwpoison", "vdso",
-                   "device-private")
-ARM64_NOT_YET = "not set up by the arm64 lab yet (its busybox root holds what needs the holder alone, pcibar and fsdax-of)"
+                   "device-private", "vfio-huge", "p2pdma", "p2pdma-ro")
+ARM64_NOT_YET = ("not set up by the arm64 lab yet (its busybox root holds what needs the holder alone, "
+                 "pcibar, vfio-huge, p2pdma, fsdax-of and device-private)")
 
 #: (physical start, size) of the ``fsdax-of`` pmem: the top 512 MiB of the
 #: guest's 2.5 GiB (QEMU virt's RAM starts at 1 GiB; ``mem=2048M`` ends it here).

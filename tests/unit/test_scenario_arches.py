@@ -32,14 +32,19 @@ def test_vfio_huge_on_x86_64_is_a_pud_behind_intel_iommu():
 
 def test_vfio_huge_on_arm64_is_a_pmd_behind_smmuv3():
     # Debian's arm64 7.2 config: ARCH_SUPPORTS_PMD_PFNMAP=y, no ARCH_SUPPORTS_PUD_PFNMAP, ARM_SMMU_V3=y.
-    s = scenarios.SCENARIOS[scenarios.names().index("vfio-huge")].on("arm64")
+    kernel = _kernel("arm64", "CONFIG_VFIO_PCI", "CONFIG_ARM_SMMU_V3", "CONFIG_ARCH_SUPPORTS_PMD_PFNMAP")
+    plan = scenarios.plan(kernel, ["vfio-huge"])
+    (s,) = plan.scenarios
     assert s.expect == "pfnmap-pmd" and scenarios.expect_of("vfio-huge", "arm64") == "pfnmap-pmd"
-    assert "CONFIG_ARCH_SUPPORTS_PMD_PFNMAP" in s.requires and "CONFIG_ARM_SMMU_V3" in s.requires
-    plan = scenarios.Plan((s,), {}, None)
     early, devices = plan.qemu_args()
     assert early == [] and "ivshmem-plain,memdev=qp-ivs1" in devices
     assert plan.machine_props() == ["iommu=smmuv3"]
     assert not [w for w in plan.cmdline() if w.startswith(("intel_iommu", "iommu="))]
+
+
+def test_vfio_huge_on_arm64_without_an_smmuv3_driver_is_skipped_naming_it():
+    plan = scenarios.plan(_kernel("arm64", "CONFIG_VFIO_PCI", "CONFIG_ARCH_SUPPORTS_PMD_PFNMAP"), ["vfio-huge"])
+    assert plan.skipped["vfio-huge"].startswith("kernel lacks CONFIG_ARM_SMMU_V3")
 
 
 def test_machine_properties_reach_qemus_machine_option(tmp_path, monkeypatch):
@@ -53,6 +58,6 @@ def test_machine_properties_reach_qemus_machine_option(tmp_path, monkeypatch):
     ):
         kernel = _kernel(arch, *options)
         kernel.vmlinuz = tmp_path / "vmlinuz"
-        plan = scenarios.Plan((scenarios.SCENARIOS[scenarios.names().index("vfio-huge")].on(arch),), {}, None)
-        argv = vm._qemu_argv(kernel, tmp_path / "initrd", tmp_path, plan, True, "2560M", 2, [])
+        argv = vm._qemu_argv(kernel, tmp_path / "initrd", tmp_path, scenarios.plan(kernel, ["vfio-huge"]),
+                             True, "2560M", 2, [])
         assert argv[argv.index("-machine") + 1] == machine, argv
