@@ -245,6 +245,15 @@ def test_p2pdma_pages_of_the_nvme_cmb(arm64_guest, audited):
             assert run["page"] == "p2pdma" and run["owner"] == bdf, run
 
 
+def test_p2pdma_reported_as_mixedmap_abuse(arm64_guest, audited):
+    """As on x86-64 (test_audit): the merged P2PDMA mmap, struct pages only under VM_MIXEDMAP, is an info finding."""
+    for kind in ("p2pdma", "p2pdma-ro"):
+        vma = _vma(audited, _mapping(arm64_guest, kind))
+        hits = [f for f in audited["findings"] if f["rule"] == "mixedmap-all-struct-pages"
+                and f["vma"]["start"] == vma["start"] and f["pid"] == vma["pid"]]
+        assert len(hits) == 1 and hits[0]["severity"] == "info", (kind, hits)
+
+
 def test_fsdax_from_a_dt_pmem_region(arm64_guest, audited):
     """ext4 -o dax on the fsdax namespace of a pmem-region node: since 7851bf649d42
     ("fs/dax: Fix ZONE_DEVICE page reference counts", v6.15) DAX inserts
