@@ -1,6 +1,3 @@
-ARM64_SCENARIOS = ("anon", "thp", "zero-page", "protnone", "swap", "zswap", "numa-hint", "ksm", "uffd-wp",
-                   "pcibar", "fsdax-of", "perf-ring", "packet-ring", "io-uring", "tcp-zc", "io-uring-pbuf",
-                   "hugetlb", "secretmem", "guard", "guard-shmem", "hwpoison", "vdso")
 # SPDX-License-Identifier: GPL-2.0-or-later
 """
 Scenarios
@@ -79,6 +76,15 @@ class Scenario:
     #: little (0: the default). Such a scenario boots alone: the default set
     #: (:func:`plan` with no names) skips it, saying so; it runs when named.
     memory_mib: int = 0
+    #: Properties of QEMU's ``-machine`` (``iommu=smmuv3`` on arm64's virt).
+    machine_props: Tuple[str, ...] = ()
+    #: The scenario on another Debian architecture, when what QEMU, the kernel
+    #: or the walk must provide differs there: (arch, Scenario of the same name).
+    arches: Tuple[Tuple[str, "Scenario"], ...] = ()
+
+    def on(self, arch: str) -> "Scenario":
+        """The scenario as it runs on Debian architecture *arch*."""
+        return dict(self.arches).get(arch, self)
 
 
 _PMEM = ("CONFIG_ZONE_DEVICE", "CONFIG_X86_PMEM_LEGACY", "CONFIG_LIBNVDIMM")
@@ -95,6 +101,11 @@ _TEST_HMM_SCENARIOS = ("device-private", "device-coherent")
 _IVSHMEM16 = (
     "-object", "memory-backend-memfd,id=qp-ivs0,size=16M,share=on",
     "-device", "ivshmem-plain,memdev=qp-ivs0",
+)
+#: The 1 GiB ivshmem BAR of ``vfio-huge``.
+_IVSHMEM1G = (
+    "-object", "memory-backend-memfd,id=qp-ivs1,size=1G,share=on",
+    "-device", "ivshmem-plain,memdev=qp-ivs1",
 )
 #: The QEMU id of the NVMe controller whose CMB hosts p2pmem (the GUP probe
 #: gives it a namespace: O_DIRECT there may move P2PDMA pages).
@@ -215,12 +226,22 @@ SCENARIOS: Tuple[Scenario, ...] = (
         # together with vfio-pci's huge_fault.
         requires=("CONFIG_VFIO_PCI", "CONFIG_INTEL_IOMMU", "CONFIG_ARCH_SUPPORTS_PUD_PFNMAP"),
         early_qemu_args=("-device", "intel-iommu,intremap=off"),
-        qemu_args=(
-            "-object", "memory-backend-memfd,id=qp-ivs1,size=1G,share=on",
-            "-device", "ivshmem-plain,memdev=qp-ivs1",
-        ),
+        qemu_args=_IVSHMEM1G,
         cmdline=("intel_iommu=on", "iommu=pt", "vfio_iommu_type1.allow_unsafe_interrupts=1"),
         note="huge PFNMAP and vfio-pci huge_fault arrived in 6.12",
+        # arm64 selects ARCH_SUPPORTS_PMD_PFNMAP but not PUD (3e509c9b03f9,
+        # "mm/arm64: support large pfn mappings"): vfio_pci_vmf_insert_pfn()
+        # inserts at PMD_ORDER only, special PMD blocks. The IOMMU is virt's
+        # SMMUv3 (vfio type1 needs one: Debian has no VFIO_NOIOMMU), default
+        # domains identity as with iommu=pt.
+        arches=(("arm64", Scenario(
+            "vfio-huge", "pfnmap-pmd",
+            requires=("CONFIG_VFIO_PCI", "CONFIG_ARM_SMMU_V3", "CONFIG_ARCH_SUPPORTS_PMD_PFNMAP"),
+            machine_props=("iommu=smmuv3",),
+            qemu_args=_IVSHMEM1G,
+            cmdline=("iommu.passthrough=1",),
+            note="huge PFNMAP and vfio-pci huge_fault arrived in 6.12",
+        )),),
     ),
     Scenario("p2pdma", "p2pdma", requires=_P2PDMA, qemu_args=_NVME_CMB),
     Scenario(
@@ -275,6 +296,13 @@ class Plan:
         if not any(s.name == "device-coherent" for s in self.scenarios):
             return []
         return [f"spm_addr_dev{i}={base:#x}" for i, base in enumerate(COHERENT_BASES)]
+
+    def machine_props(self) -> List[str]:
+        """Return the ``-machine`` properties the scenarios need, each once."""
+        props: List[str] = []
+        for s in self.scenarios:
+            props += [p for p in s.machine_props if p not in props]
+        return props
 
     def memory_mib(self, default: int) -> int:
         """The guest memory (MiB) of the boot: *default*, or more if a scenario needs it."""
@@ -363,8 +391,9 @@ def _find_test_hmm(kernel: Any, test_hmm: Optional[os.PathLike]) -> Tuple[Option
 #: :data:`ARM64_NOT_YET`.
 ARM64_SCENARIOS = ("anon", "thp", "zero-page", "protnone", "swap", "zswap", "numa-hint", "ksm", "uffd-wp", "pcibar", "fsdax-of", "perf-ring", "packet-ring", "io-uring",
                    "tcp-zc", "io-uring-pbuf", "hugetlb", "secretmem", "guard", "guard-shmem", "hwpoison", "vdso",
-                   "device-private")
-ARM64_NOT_YET = "not set up by the arm64 lab yet (its busybox root holds what needs the holder alone, pcibar and fsdax-of)"
+                   "device-private", "vfio-huge", "p2pdma", "p2pdma-ro")
+ARM64_NOT_YET = ("not set up by the arm64 lab yet (its busybox root holds what needs the holder alone, "
+                 "pcibar, vfio-huge, p2pdma, fsdax-of and device-private)")
 
 #: (physical start, size) of the ``fsdax-of`` pmem: the top 512 MiB of the
 #: guest's 2.5 GiB (QEMU virt's RAM starts at 1 GiB; ``mem=2048M`` ends it here).
@@ -389,10 +418,12 @@ def plan(kernel: Any, names: Optional[Iterable[str]] = None,
     run: List[Scenario] = []
     skipped: Dict[str, str] = {}
     hmm: Optional[Path] = None
-    arm64 = getattr(kernel, "arch", "amd64") == "arm64"
+    arch = getattr(kernel, "arch", "amd64")
+    arm64 = arch == "arm64"
     for s in SCENARIOS:
         if s.name not in wanted:
             continue
+        s = s.on(arch)
         reason = _missing_config(s, config, kernel_version(kernel))
         if reason is None and s.memory_mib and names is None:
             reason = f"needs a boot of its own with {s.memory_mib} MiB of memory (lab run --scenario {s.name})"
@@ -454,9 +485,9 @@ def guest_binary(name: str, arch: str = "amd64") -> Path:
     return dest
 
 
-def expect_of(name: str) -> str:
-    """Return the ``expect`` value of the scenario called *name*."""
-    return _BY_NAME[name].expect
+def expect_of(name: str, arch: str = "amd64") -> str:
+    """Return the ``expect`` value of the scenario called *name* on Debian *arch*."""
+    return _BY_NAME[name].on(arch).expect
 
 
 def names() -> Sequence[str]:

@@ -476,7 +476,7 @@ def _qemu_argv(kernel: Any, initrd: Path, run_dir: Path, plan_: Plan, la57: bool
     ]
     return [
         shutil.which("qemu-system-x86_64") or "qemu-system-x86_64",
-        "-name", "drgn-p2p-guest", *accel_args(la57), "-machine", "q35",
+        "-name", "drgn-p2p-guest", *accel_args(la57), "-machine", ",".join(["q35", *plan_.machine_props()]),
         "-smp", str(smp), "-m", memory,
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd), "-append", " ".join(cmdline),
@@ -491,7 +491,8 @@ def _qemu_argv(kernel: Any, initrd: Path, run_dir: Path, plan_: Plan, la57: bool
 def _arm64_argv(kernel: Any, initrd: Path, run_dir: Path, plan_: Plan, lpa2: bool,
                 memory: str, smp: int, extra_cmdline: Sequence[str]) -> List[str]:
     """QEMU's command line for an arm64 guest: the ``virt`` machine with GICv3
-    under TCG, its own root in *initrd* (:mod:`.guestroot`), the out share,
+    (and the scenarios' machine properties, such as its SMMUv3) under TCG,
+    its own root in *initrd* (:mod:`.guestroot`), the out share,
     the vmcoreinfo device and the scenarios' devices."""
     if kernel.arch != "arm64":
         raise LabError(f"the lab cannot boot {kernel.arch} kernels")
@@ -501,7 +502,8 @@ def _arm64_argv(kernel: Any, initrd: Path, run_dir: Path, plan_: Plan, lpa2: boo
     cmdline = ["console=ttyAMA0", "loglevel=4", "panic=-1", *plan_.cmdline(), *extra_cmdline]
     early, devices = plan_.qemu_args()
     qmp = lambda name: ["-qmp", f"unix:{run_dir / name},server=on,wait=off"]  # noqa: E731
-    machine = ["-machine", "virt,gic-version=3", *arm64_accel_args(lpa2), "-smp", str(smp), "-m", memory,
+    machine = ["-machine", ",".join(["virt", "gic-version=3", *plan_.machine_props()]), *arm64_accel_args(lpa2),
+               "-smp", str(smp), "-m", memory,
                "-nodefaults", "-no-user-config", "-display", "none"]
     if any(s.name == "fsdax-of" for s in plan_.scenarios):
         machine += ["-dtb", str(_pmem_dtb(qemu, machine, run_dir, *OF_PMEM_RANGE))]

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The arm64 lab: Debian's newest arm64 kernels booted under TCG from their own
 busybox root, with anonymous memory, an ivshmem BAR (sysfs resource2), DT pmem
-and every shape the holder makes alone (THP and hugetlb PMDs, zero page,
+a 1 GiB ivshmem BAR through vfio-pci behind virt's SMMUv3, an NVMe CMB's
+p2pmem, and every shape the holder makes alone (THP and hugetlb PMDs, zero page,
 PROT_NONE, perf/packet/io_uring rings, TCP zerocopy, secretmem, guard markers,
 hwpoison, the vDSO) held, audited over QMP from the x86-64 host. Three boots: the 4K kernel with -cpu
 max's FEAT_LPA2 (52-bit VA, 5 levels), the same kernel with ``lpa2=off`` (it
@@ -20,6 +21,17 @@ Expectations come from the kernel's config and source, never from the audit:
   pgprot_device() = AttrIndx MT_DEVICE_nGnRE (4) and io_remap_pfn_range(), so
   every PTE is special (bit 56), user (bit 6), PXN and UXN (bits 53, 54), and
   the VMA is VM_IO|VM_PFNMAP; the PFNs are the BAR's, page after page;
+- vfio_pci_core_mmap() (drivers/vfio/pci/vfio_pci_core.c) makes the VMA
+  VM_IO|VM_PFNMAP with pgprot_noncached() = AttrIndx MT_DEVICE_nGnRnE (3);
+  its huge_fault inserts at PMD_ORDER only where ARCH_SUPPORTS_PMD_PFNMAP is
+  set and at PUD_ORDER only where ARCH_SUPPORTS_PUD_PFNMAP is (arm64 has the
+  first, not the second: 3e509c9b03f9), through vmf_insert_pfn_pmd() ->
+  pmd_mkhuge(pfn_pmd()) + pmd_mkspecial() (mm/huge_memory.c): a block
+  descriptor (bits 1:0 = PMD_TYPE_SECT, 0b01) with PTE_SPECIAL (bit 56);
+- the nvme driver publishes its CMB (QEMU puts it in BAR 2) as p2pmem,
+  whose mmap (p2pmem_alloc_mmap(), drivers/pci/p2pdma.c) vm_insert_page()s
+  ZONE_DEVICE pages with the VMA's own vm_page_prot, protection_map's
+  PAGE_SHARED: MT_NORMAL, not special;
 - the holder's anonymous memory is RAM with struct pages.
 """
 
@@ -40,9 +52,12 @@ from drgn_p2p.report import vma_at
 
 pytestmark = pytest.mark.lab
 
-#: MT_DEVICE_nGnRE (arch/arm64/include/asm/memory.h), what pgprot_device() selects.
-MT_DEVICE_nGnRE = 4
+#: Memory types (arch/arm64/include/asm/memory.h): pgprot_device() selects
+#: MT_DEVICE_nGnRE, pgprot_noncached() MT_DEVICE_nGnRnE; protection_map has MT_NORMAL.
+MT_NORMAL, MT_DEVICE_nGnRnE, MT_DEVICE_nGnRE = 0, 3, 4
 SPECIAL, USER, PXN, UXN, VALID_PAGE = 1 << 56, 1 << 6, 1 << 53, 1 << 54, 3
+#: Bits 1:0 of a block (PMD_TYPE_SECT, arch/arm64/include/asm/pgtable-hwdef.h).
+TYPE_SECT = 1
 
 
 #: (kernel, LPA2 on the CPU) of each boot.
@@ -159,10 +174,7 @@ def test_pci_bar_is_special_device_memory(arm64_guest, audited):
     pages = int(m["len"]) >> page_shift
     assert vma["pages"] == {"no-memmap": pages} and vma["special"] == pages and vma["leaves"] == {"pte": pages}
     # The BAR's physical start, from the guest's sysfs: PFNs are its pages in order.
-    bdf = vma["file"].split("/")[-2]
-    code, text = arm64_guest.run(f"sed -n 3p /sys/bus/pci/devices/{bdf}/resource")
-    assert code == 0, text
-    bar_start = int(text.split()[0], 16)
+    bar_start, _ = _bar(arm64_guest, vma["file"].split("/")[-2], 2)
     runs = vma["runs"]
     assert int(runs[0]["pfn"], 16) == bar_start >> page_shift
     assert sum(r["count"] for r in runs) == pages
@@ -172,6 +184,74 @@ def test_pci_bar_is_special_device_memory(arm64_guest, audited):
         assert raw & SPECIAL and raw & USER and raw & PXN and raw & UXN, f"{raw:#x}"
         assert (raw >> 8) & 3 == (0 if arm64_guest.lpa2 else 3), f"SH/PA[51:50] bits: {raw:#x}"
         assert run["page"] == "no-memmap" and run["special"]
+
+
+def _bar(guest, bdf: str, bar: int):
+    """(start, end) physical addresses of BAR *bar* of PCI device *bdf*, from the guest's sysfs."""
+    code, text = guest.run(f"sed -n {bar + 1}p /sys/bus/pci/devices/{bdf}/resource")
+    assert code == 0, text
+    start, end, _ = (int(word, 16) for word in text.split())
+    return start, end
+
+
+def test_vfio_huge_is_a_special_pmd_block(arm64_guest, audited):
+    """vfio-pci's huge_fault on a 1 GiB BAR mapped 1 GiB-aligned: the largest
+    order the kernel's config lets vfio_pci_vmf_insert_pfn() insert, a PMD
+    block (of PMD_SIZE = 1 << (2 * PAGE_SHIFT - 3)) on arm64, special and
+    uncached; 64 KiB of the BAR where no block fits: special PTEs."""
+    config = arm64_guest.kernel.config
+    assert config.get("CONFIG_ARCH_SUPPORTS_PMD_PFNMAP") == "y"
+    huge = "pfnmap-pud" if config.get("CONFIG_ARCH_SUPPORTS_PUD_PFNMAP") == "y" else "pfnmap-pmd"
+    held = {m["expect"]: m for m in arm64_guest.mappings if m["kind"] == "vfio-huge"}
+    assert set(held) == {huge, huge + "-pte"}, held
+    page_shift = _page_shift(config)
+    code, bdf = arm64_guest.run("ls /sys/bus/pci/drivers/vfio-pci | grep :")
+    assert code == 0, bdf
+    bar_start, _ = _bar(arm64_guest, bdf.strip(), 2)
+    for expect, level, type_bits in ((huge, "pmd", TYPE_SECT), (huge + "-pte", "pte", VALID_PAGE)):
+        vma = _vma(audited, held[expect])
+        assert {"PFNMAP", "IO"} <= set(vma["flag_names"]) and vma["ops"] == "vfio_pci_mmap_ops", vma["flag_names"]
+        assert set(vma["leaves"]) == {level} and vma["special"] == vma["leaves"][level], vma["leaves"]
+        for run in vma["runs"]:
+            raw = int(run["raw"], 16)
+            assert raw & 3 == type_bits and (raw >> 2) & 7 == MT_DEVICE_nGnRnE, f"{expect}: {raw:#x}"
+            assert raw & SPECIAL and raw & USER and raw & PXN and raw & UXN, f"{expect}: {raw:#x}"
+            assert run["page"] == "no-memmap" and run["special"]
+        # Both mappings start at the BAR's first page (VFIO_PCI_BAR2_REGION_INDEX's offset).
+        assert int(vma["runs"][0]["pfn"], 16) == bar_start >> page_shift, (expect, vma["runs"][0])
+    pmd = _vma(audited, held[huge])["runs"][0]
+    pmd_size = 1 << (2 * page_shift - 3)
+    assert int(pmd["end"], 16) - int(pmd["start"], 16) == pmd_size, pmd
+
+
+def test_p2pdma_pages_of_the_nvme_cmb(arm64_guest, audited):
+    """p2pmem of the NVMe CMB (BAR 2 of QEMU's nvme): ZONE_DEVICE P2PDMA pages
+    owned by the controller, each of them in the BAR, under VM_MIXEDMAP,
+    plain MT_NORMAL PTEs (vm_insert_page() with protection_map's prot)."""
+    page_shift = _page_shift(arm64_guest.kernel.config)
+    for kind in ("p2pdma", "p2pdma-ro"):
+        m = _mapping(arm64_guest, kind)
+        vma = _vma(audited, m)
+        pages = int(m["len"]) >> page_shift
+        assert vma["pages"] == {"p2pdma": pages} and vma["leaves"] == {"pte": pages}, vma["pages"]
+        assert "MIXEDMAP" in vma["flag_names"] and "PFNMAP" not in vma["flag_names"], vma["flag_names"]
+        bdf = vma["file"].split("/")[-3]
+        start, end = _bar(arm64_guest, bdf, 2)
+        for run in vma["runs"]:
+            raw = int(run["raw"], 16)
+            assert raw & 3 == VALID_PAGE and (raw >> 2) & 7 == MT_NORMAL and not raw & SPECIAL, f"{kind}: {raw:#x}"
+            first = int(run["pfn"], 16) << page_shift
+            assert start <= first and first + (run["count"] << page_shift) - 1 <= end, (kind, run)
+            assert run["page"] == "p2pdma" and run["owner"] == bdf, run
+
+
+def test_p2pdma_reported_as_mixedmap_abuse(arm64_guest, audited):
+    """As on x86-64 (test_audit): the merged P2PDMA mmap, struct pages only under VM_MIXEDMAP, is an info finding."""
+    for kind in ("p2pdma", "p2pdma-ro"):
+        vma = _vma(audited, _mapping(arm64_guest, kind))
+        hits = [f for f in audited["findings"] if f["rule"] == "mixedmap-all-struct-pages"
+                and f["vma"]["start"] == vma["start"] and f["pid"] == vma["pid"]]
+        assert len(hits) == 1 and hits[0]["severity"] == "info", (kind, hits)
 
 
 def test_fsdax_from_a_dt_pmem_region(arm64_guest, audited):
@@ -257,12 +337,13 @@ def test_device_private_pfns_sit_at_the_top_of_the_linear_map(arm64_guest, audit
           file=sys.stderr)
 
 
-#: The scenarios the holder alone makes, checked as on x86-64 (tests/lab/test_audit.py): their
-#: expectations name the kernel code that makes each shape, none depends on x86-64's bits.
-HOLDER_ONLY = [s for s in ARM64_SCENARIOS if s not in ("anon", "pcibar", "fsdax-of")]
+#: The scenarios checked as on x86-64 (tests/lab/test_audit.py): their expectations name
+#: the kernel code that makes each shape, none depends on x86-64's bits (vfio-huge's is
+#: the arm64 one of its Scenario).
+AS_ON_X86_64 = [s for s in ARM64_SCENARIOS if s not in ("anon", "pcibar", "fsdax-of")]
 
 
-@pytest.mark.parametrize("scenario", HOLDER_ONLY)
+@pytest.mark.parametrize("scenario", AS_ON_X86_64)
 def test_holder_shapes_are_classified_as_on_x86_64(arm64_guest, audited, scenario):
     from test_audit import _check_expectation
 

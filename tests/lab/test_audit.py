@@ -154,13 +154,17 @@ def _check_expectation(expect: str, vma: Dict, doc: Dict) -> List[str]:
     elif expect == "devdax-pmd":
         need(pages.get("devdax", 0) > 0 and set(pages) == {"devdax"}, f"devdax pages only, got {pages}")
         need(leaves.get("pmd", 0) > 0, f"PMD leaves, got {leaves}")
-    elif expect in ("pfnmap-io", "pfnmap-pud", "pfnmap-pud-pte"):
+    elif expect in ("pfnmap-io", "pfnmap-pud", "pfnmap-pud-pte", "pfnmap-pmd", "pfnmap-pmd-pte"):
         need({"PFNMAP", "IO"} <= flags, f"VM_PFNMAP|VM_IO, got {sorted(flags)}")
         need(set(pages) == {"no-memmap"}, f"BAR memory without struct pages, got {pages}")
         need(vma["special"] == present > 0, f"every leaf special ({vma['special']}/{present})")
         if expect == "pfnmap-pud":
             need(leaves.get("pud", 0) > 0, f"a PUD leaf, got {leaves}")
-        if expect == "pfnmap-pud-pte":
+        if expect == "pfnmap-pmd":
+            # vfio-pci's huge_fault on a kernel with ARCH_SUPPORTS_PMD_PFNMAP but not
+            # PUD (arm64): vmf_insert_pfn_pmd(), never a PUD leaf.
+            need(leaves.get("pmd", 0) > 0 and "pud" not in leaves, f"PMD leaves and no PUD leaf, got {leaves}")
+        if expect in ("pfnmap-pud-pte", "pfnmap-pmd-pte"):
             # vfio-pci's huge_fault at order 0 (vmf_insert_pfn) where no huge leaf fits.
             need(set(leaves) == {"pte"}, f"PTE leaves only, got {leaves}")
     elif expect == "pfnmap-ttm":

@@ -241,8 +241,10 @@ scn_vfio_huge() {
 	local bdf dev group
 	bdf=$(pci_find 0x1af4 0x1110 $((1 << 30))) || { fail "no ivshmem with a 1 GiB BAR 2"; return 1; }
 	dev=/sys/bus/pci/devices/$bdf
-	step modprobe vfio-pci || return
-	[ -e "$dev/iommu_group" ] || { fail "$bdf has no IOMMU group (intel-iommu not active)"; return 1; }
+	# vfio names its type1 IOMMU backend only as a soft dependency, which
+	# busybox modprobe does not follow.
+	step modprobe -a vfio-pci vfio_iommu_type1 || return
+	[ -e "$dev/iommu_group" ] || { fail "$bdf has no IOMMU group (intel-iommu or SMMUv3 not active)"; return 1; }
 	echo vfio-pci > "$dev/driver_override"
 	echo "$bdf" > /sys/bus/pci/drivers_probe
 	group=$(basename "$(readlink "$dev/iommu_group")")
