@@ -81,6 +81,10 @@ class Scenario:
     #: The scenario on another Debian architecture, when what QEMU, the kernel
     #: or the walk must provide differs there: (arch, Scenario of the same name).
     arches: Tuple[Tuple[str, "Scenario"], ...] = ()
+    #: Why the shape cannot be made at all there, when no config option says
+    #: so (a device QEMU lacks, a rule of the architecture's code): the plan
+    #: skips it with this reason. Set in an :attr:`arches` form.
+    unavailable: str = ""
 
     def on(self, arch: str) -> "Scenario":
         """The scenario as it runs on Debian architecture *arch*."""
@@ -115,6 +119,8 @@ _NVME_CMB = ("-device", f"nvme,id={NVME_CMB_ID},serial={NVME_CMB_ID},cmb_size_mb
 _P2PDMA = ("CONFIG_PCI_P2PDMA", "CONFIG_BLK_DEV_NVME")
 #: The display devices of ``drm-ttm`` (qxl also backs ``fbdev``).
 _QXL_BOCHS = ("-device", "qxl", "-device", "bochs-display")
+#: The 32 MiB ivshmem BAR of ``pcibar-wc``.
+_IVSHMEM32 = ("-object", "memory-backend-memfd,id=qp-ivs2,size=32M,share=on", "-device", "ivshmem-plain,memdev=qp-ivs2")
 
 #: The zoo: legitimate mappings that kernels and drivers create through their
 #: own code paths, held next to the lab's own scenarios in the same boot.
@@ -161,10 +167,10 @@ ZOO: Tuple[Scenario, ...] = (
     # BAR) keeps using that one.
     Scenario(
         "pcibar-wc", "pfnmap-io-wc", requires=("CONFIG_PCI", "CONFIG_X86_PAT"),
-        qemu_args=(
-            "-object", "memory-backend-memfd,id=qp-ivs2,size=32M,share=on",
-            "-device", "ivshmem-plain,memdev=qp-ivs2",
-        ),
+        qemu_args=_IVSHMEM32,
+        # arm64 always offers resourceN_wc (arch_can_pci_mmap_wc() is 1 in
+        # arch/arm64/include/asm/pci.h): pgprot_writecombine(), MT_NORMAL_NC.
+        arches=(("arm64", Scenario("pcibar-wc", "pfnmap-io-wc", requires=("CONFIG_PCI",), qemu_args=_IVSHMEM32)),),
     ),
     # uio_pci_generic on an ivshmem of its own (a 64 MiB BAR 2 tells it apart,
     # and keeps p2p_violate on pcibar's smaller one): its map 0 is BAR 0.
@@ -180,12 +186,22 @@ ZOO: Tuple[Scenario, ...] = (
     Scenario("drm-virtio-gpu", "pfnmap-ram", requires=("CONFIG_DRM_VIRTIO_GPU",),
              qemu_args=("-device", "virtio-gpu-pci")),
     Scenario("dma-heap", "pfnmap-io-ram", requires=("CONFIG_DMABUF_HEAPS_SYSTEM",)),
-    Scenario("devmem", "pfnmap-io-ram", requires=("CONFIG_DEVMEM",)),
+    Scenario(
+        "devmem", "pfnmap-io-ram", requires=("CONFIG_DEVMEM",),
+        # x86's devmem_is_allowed() lets /dev/mem map the first MiB, RAM
+        # included; arm64's refuses every RAM page (arch/arm64/mm/mmap.c).
+        arches=(("arm64", Scenario(
+            "devmem", "pfnmap-io-ram", requires=("CONFIG_DEVMEM",),
+            unavailable="arm64's devmem_is_allowed() refuses RAM pages: /dev/mem cannot map RAM there")),),
+    ),
     Scenario("vdso", "vdso"),
     # qxl's fbdev emulation: a vmalloc'd shadow buffer with deferred I/O.
     Scenario(
         "fbdev", "fbdev-defio", requires=("CONFIG_DRM_QXL", "CONFIG_DRM_FBDEV_EMULATION", "CONFIG_FB_DEFERRED_IO"),
         qemu_args=_QXL_BOCHS,
+        arches=(("arm64", Scenario(
+            "fbdev", "fbdev-defio", requires=("CONFIG_DRM_QXL",),
+            unavailable="qemu-system-aarch64 has no qxl device, whose fbdev emulation this shape is")),),
     ),
 )
 
@@ -249,6 +265,9 @@ SCENARIOS: Tuple[Scenario, ...] = (
         requires=("CONFIG_DRM_TTM",),
         requires_any=("CONFIG_DRM_QXL", "CONFIG_DRM_BOCHS"),
         qemu_args=_QXL_BOCHS,
+        # qemu-system-aarch64 has bochs-display but no qxl.
+        arches=(("arm64", Scenario("drm-ttm", "pfnmap-ttm", requires=("CONFIG_DRM_TTM", "CONFIG_DRM_BOCHS"),
+                                   qemu_args=("-device", "bochs-display"))),),
     ),
     Scenario(
         "device-private", "device-private",
@@ -386,14 +405,14 @@ def _find_test_hmm(kernel: Any, test_hmm: Optional[os.PathLike]) -> Tuple[Option
     return path, None
 
 
-#: Scenarios the arm64 lab sets up so far (its root is busybox, bash and the
-#: holder: no ndctl, mkfs or test_hmm yet); the others are skipped there with
-#: :data:`ARM64_NOT_YET`.
+#: Scenarios the arm64 lab sets up so far (its root is busybox, bash, the
+#: holder, test_hmm and the kernel's modules the scenarios load); the others
+#: are skipped there with :data:`ARM64_NOT_YET`.
 ARM64_SCENARIOS = ("anon", "thp", "zero-page", "protnone", "swap", "zswap", "numa-hint", "ksm", "uffd-wp", "pcibar", "fsdax-of", "perf-ring", "packet-ring", "io-uring",
                    "tcp-zc", "io-uring-pbuf", "hugetlb", "secretmem", "guard", "guard-shmem", "hwpoison", "vdso",
-                   "device-private", "vfio-huge", "p2pdma", "p2pdma-ro")
-ARM64_NOT_YET = ("not set up by the arm64 lab yet (its busybox root holds what needs the holder alone, "
-                 "pcibar, vfio-huge, p2pdma, fsdax-of and device-private)")
+                   "device-private", "vfio-huge", "p2pdma", "p2pdma-ro", "shmem-thp", "pcibar-wc", "uio",
+                   "udmabuf", "drm-vgem", "drm-virtio-gpu", "drm-ttm")
+ARM64_NOT_YET = "not set up by the arm64 lab yet"
 
 #: (physical start, size) of the ``fsdax-of`` pmem: the top 512 MiB of the
 #: guest's 2.5 GiB (QEMU virt's RAM starts at 1 GiB; ``mem=2048M`` ends it here).
@@ -427,6 +446,8 @@ def plan(kernel: Any, names: Optional[Iterable[str]] = None,
         reason = _missing_config(s, config, kernel_version(kernel))
         if reason is None and s.memory_mib and names is None:
             reason = f"needs a boot of its own with {s.memory_mib} MiB of memory (lab run --scenario {s.name})"
+        if reason is None and s.unavailable:
+            reason = s.unavailable
         if reason is None and arm64 and s.name not in ARM64_SCENARIOS:
             reason = ARM64_NOT_YET
         if reason is None and s.name in _TEST_HMM_SCENARIOS:

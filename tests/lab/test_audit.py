@@ -293,18 +293,28 @@ def _zoo_pfnmap_io_ram(vma: Dict, doc: Dict) -> List[str]:
 _PWT, _PCD = 1 << 3, 1 << 4
 
 
-def _zoo_pfnmap_io_cached(pwt_pcd: int, mode: str):
+#: arm64's AttrIndx values (arch/arm64/include/asm/memory.h) that pgprot_writecombine() and
+#: pgprot_noncached() select (arch/arm64/include/asm/pgtable.h).
+_MT_NORMAL_NC, _MT_DEVICE_nGnRnE = 2, 3
+
+
+def _zoo_pfnmap_io_cached(pwt_pcd: int, attr_indx: int, mode: str):
     """A BAR mapped by io_remap_pfn_range()/remap_pfn_range() with a cache mode of its own, whose
-    special PTEs select it through PWT|PCD (*pwt_pcd*): sysfs resourceN_wc (drivers/pci/pci-sysfs.c,
-    pgprot_writecombine(): PAT entry 1, PWT, write-combining) and uio (drivers/uio/uio.c
-    uio_mmap_physical(), pgprot_noncached() of a UIO_MEM_PHYS map: PAT entry 3, PCD, UC-)."""
+    special PTEs select it through PWT|PCD (*pwt_pcd*) on x86-64, through AttrIndx (bits 4:2,
+    *attr_indx*) on arm64: sysfs resourceN_wc (drivers/pci/pci-sysfs.c, pgprot_writecombine():
+    PAT entry 1, PWT, write-combining; MT_NORMAL_NC) and uio (drivers/uio/uio.c
+    uio_mmap_physical(), pgprot_noncached() of a UIO_MEM_PHYS map: PAT entry 3, PCD, UC-;
+    MT_DEVICE_nGnRnE)."""
     def check(vma: Dict, doc: Dict) -> List[str]:
         need, flags = _Need(), set(vma["flag_names"])
         present = sum(vma["leaves"].values())
         need({"PFNMAP", "IO"} <= flags, f"VM_PFNMAP|VM_IO, got {sorted(flags)}")
         need(set(vma["pages"]) == {"no-memmap"}, f"BAR memory without struct pages, got {vma['pages']}")
         need(vma["special"] == present > 0, f"every leaf special ({vma['special']}/{present})")
-        need(all(raw & (_PWT | _PCD) == pwt_pcd for raw in _present_raws(vma)), f"{mode} PTEs")
+        if doc["layout"]["arch"] == "arm64":
+            need(all((raw >> 2) & 7 == attr_indx for raw in _present_raws(vma)), f"{mode} PTEs")
+        else:
+            need(all(raw & (_PWT | _PCD) == pwt_pcd for raw in _present_raws(vma)), f"{mode} PTEs")
         return need.problems
     return check
 
@@ -450,8 +460,8 @@ _ZOO_EXPECTATIONS = {
     "perf-ring": _zoo_perf_ring,
     "pfnmap-ram": _zoo_pfnmap_ram,
     "pfnmap-io-ram": _zoo_pfnmap_io_ram,
-    "pfnmap-io-wc": _zoo_pfnmap_io_cached(_PWT, "write-combining (PWT, not PCD)"),
-    "pfnmap-io-uc": _zoo_pfnmap_io_cached(_PCD, "uncached (PCD, not PWT)"),
+    "pfnmap-io-wc": _zoo_pfnmap_io_cached(_PWT, _MT_NORMAL_NC, "write-combining (PWT, not PCD; MT_NORMAL_NC)"),
+    "pfnmap-io-uc": _zoo_pfnmap_io_cached(_PCD, _MT_DEVICE_nGnRnE, "uncached (PCD, not PWT; MT_DEVICE_nGnRnE)"),
     "hugetlb-pmd": _zoo_hugetlb_pmd,
     "hugetlb-pud": _zoo_hugetlb_pud,
     "thp-pmd-shared": _zoo_thp_pmd_shared,

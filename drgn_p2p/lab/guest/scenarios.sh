@@ -267,10 +267,12 @@ scn_p2pdma() {
 # qxl is TTM-based on every kernel; bochs was TTM (drm_gem_vram) until it
 # moved to GEM shmem, so it is only the fallback.
 scn_drm_ttm() {
-	local drv card=
-	for drv in qxl bochs; do
-		modprobe "$drv" || continue
-		wait_for 100 drm_card "$drv" > /dev/null && card=$(drm_card "$drv") && break
+	local mod drv card=
+	# module:driver (bochs.ko registers the PCI driver "bochs-drm").
+	for mod in qxl:qxl bochs:bochs-drm; do
+		drv=${mod#*:}
+		modprobe "${mod%%:*}" || continue
+		wait_for 300 drm_card "$drv" > /dev/null && card=$(drm_card "$drv") && break
 	done
 	[ -n "$card" ] || { fail "neither qxl nor bochs gave a DRM card"; return 1; }
 	echo "drm-ttm: $drv on $card"
