@@ -412,6 +412,7 @@ def rules(live, core, qemu, symbols, architecture, as_json, proof_file) -> None:
             status = " [green]applies[/]" if row["applicable"] else f" [dim]not applicable: {row['not_applicable_because']}[/]"
         _stdout.print(f"[bold]{row['id']}[/] ({row['severity']}) {row['title']}{status}")
         _stdout.print(f"    kernels: {row['kernels']}; from {row['thread']}")
+        _stdout.print(f"    arches: {row['arches']}")
         _stdout.print(f"    [italic]“{row['quote']}”[/]")
 
 

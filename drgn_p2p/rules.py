@@ -70,6 +70,8 @@ class Rule:
     check: Callable[..., Optional[str]]
     applies: Callable[[Layout], Optional[str]] = _always
     scope: str = "run"
+    #: Where it applies per architecture, and why it differs there (with the commit).
+    arches: str = "x86-64 and arm64 alike"
 
 
 # ---------------------------------------------------------------------------
@@ -560,6 +562,10 @@ RULES: Tuple[Rule, ...] = (
         quote="without the ability to mark special we can't block fast gup",
         kernels="all (PTE); PMD/PUD where pmd_special()/pud_special() exist (v6.12+)",
         check=_check_pfnmap_not_special,
+        arches=(
+            "x86-64 (_PAGE_SPECIAL, bit 9) and arm64 (PTE_SPECIAL, bit 56) alike; PUD leaves only on "
+            "x86-64 (arm64 has no ARCH_SUPPORTS_PUD_PFNMAP)"
+        ),
     ),
     Rule(
         id="huge-pfn-not-special",
@@ -569,6 +575,11 @@ RULES: Tuple[Rule, ...] = (
         quote="It means ioremap can't create an IO page PUD, it has to be broken up.",
         kernels="all; before v6.12 no huge leaf may map PFNMAP/IO memory (0d979509539e, v5.16)",
         check=_check_huge_pfn_not_special,
+        arches=(
+            "x86-64: PMD and PUD leaves can be special (75182022a043, v6.12); arm64: PMD only "
+            "(3e509c9b03f9, v6.12, selects ARCH_SUPPORTS_PMD_PFNMAP, not PUD): a huge PFN leaf there is"
+            " a PMD"
+        ),
     ),
     Rule(
         id="no-memmap-not-special",
@@ -636,6 +647,11 @@ RULES: Tuple[Rule, ...] = (
         kernels="v6.1–v6.14: PTE special+devmap, PMD/PUD devmap; v6.15+ (7851bf649d42): plain leaves",
         check=_check_dax_leaf_bits,
         applies=_applies_dax_bits,
+        arches=(
+            "x86-64 and arm64 alike: pte_mkdevmap() sets devmap and special (bits 58/9, 57/56), "
+            "pmd_mkdevmap() devmap only; PUD DAX leaves only on x86-64 (arm64 has no "
+            "HAVE_ARCH_TRANSPARENT_HUGEPAGE_PUD)"
+        ),
     ),
     Rule(
         id="dax-in-pfnmap",
@@ -655,6 +671,7 @@ RULES: Tuple[Rule, ...] = (
         kernels="v6.1–v6.16 (devmap bit removed in v6.17, d438d2734170)",
         check=_check_devmap_not_dax,
         applies=_applies_devmap,
+        arches="x86-64 (_PAGE_DEVMAP, bit 58) and arm64 (PTE_DEVMAP, bit 57, 73b20c84d42d) until v6.17",
     ),
     Rule(
         id="devmap-pte-not-special",
@@ -665,6 +682,7 @@ RULES: Tuple[Rule, ...] = (
         kernels="v6.1–v6.16",
         check=_check_devmap_pte_not_special,
         applies=_applies_devmap,
+        arches="x86-64 and arm64 alike: on both pte_mkdevmap() sets special with devmap",
     ),
     Rule(
         id="device-private-present",
@@ -674,6 +692,10 @@ RULES: Tuple[Rule, ...] = (
         quote="if the CPU actually tries to access it will cause a machine check",
         kernels="all",
         check=_check_device_private_present,
+        arches=(
+            "x86-64 and arm64 alike (test_hmm's pages sit above RAM on x86-64, at the top of the linear"
+            " map on arm64)"
+        ),
     ),
     Rule(
         id="device-private-entry-target",
@@ -845,6 +867,7 @@ def rule_rows(layout: Optional[Layout] = None) -> List[Dict[str, object]]:
                 "thread": r.thread,
                 "quote": r.quote,
                 "kernels": r.kernels,
+                "arches": r.arches,
                 "applicable": None if layout is None else reason is None,
                 "not_applicable_because": reason,
             }

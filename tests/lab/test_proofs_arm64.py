@@ -9,8 +9,9 @@ The module flips arm64's software bits (PTE_SPECIAL, bit 56; PTE_DEVMAP,
 bit 57, while it existed) and builds its ZONE_DEVICE chunks on the
 ivshmem BAR of the ``pcibar`` scenario, which QEMU virt places in its
 64-bit PCIe window, far above RAM. The cases are sized for 4 KiB pages
-(``P2PV_SMALL_LEN``, a 2 MiB PMD leaf): the 4K kernel is proved with LPA2
-(5 levels) in the default tier and without it (4 levels) in the full one.
+(``P2PV_SMALL_LEN``, a 2 MiB PMD leaf): the 4K 7.2 kernel is proved with
+LPA2 (5 levels) in the default tier; without it (4 levels) and trixie's 6.12
+(which still has PTE_DEVMAP, bit 57) in the full one.
 
 The entries join the proof document under ``arm64/<kernel>[-4level]``.
 """
@@ -38,7 +39,7 @@ __all__ = ("test_layout_matches_the_kernel_headers", "test_clean_guest_has_no_er
            "test_controls_silent", "test_no_stray_findings")
 
 #: (kernel, LPA2 on the CPU) of each proof boot.
-BOOTS = {"4k-lpa2": ("newest", True), "4k-48bit": ("newest", False)}
+BOOTS = {"4k-lpa2": ("newest", True), "4k-48bit": ("newest", False), "6.12-4k-lpa2": ("6.12", True)}
 
 
 @pytest.fixture(scope="module", params=tiered(BOOTS, ["4k-lpa2"]))
