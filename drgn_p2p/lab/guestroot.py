@@ -44,12 +44,12 @@ ROOT_PACKAGES = (
 ROOT_SUITE = "sid"
 #: Modules the root loads: the 9p results share, and vmcoreinfo through fw_cfg.
 ROOT_MODULES = tuple(m for m in BOOT_MODULES if m != "overlay") + ("qemu_fw_cfg",)
-#: Modules the root holds for the scenarios to load (pmem from the DTB, ext4 for fsdax, zram
-#: for swap and zswap, nvme for p2pdma's CMB, vfio-pci and its type1 IOMMU backend, which
-#: vfio only names as a soft dependency, for vfio-huge; uio_pci_generic, vgem, virtio_gpu and
-#: bochs for the zoo's uio and DRM shapes).
-SCENARIO_MODULES = ("of_pmem", "nd_pmem", "ext4", "zram", "nvme", "vfio-pci", "vfio_iommu_type1",
-                    "uio_pci_generic", "vgem", "virtio_gpu", "bochs")
+#: Modules the root holds for the scenarios to load (pmem from the DTB, ext4 for fsdax, dax_pmem
+#: and device_dax for device-dax, zram for swap and zswap, nvme for p2pdma's CMB, vfio-pci and
+#: its type1 IOMMU backend, which vfio only names as a soft dependency, for vfio-huge;
+#: uio_pci_generic, vgem, virtio_gpu and bochs for the zoo's uio and DRM shapes).
+SCENARIO_MODULES = ("of_pmem", "nd_pmem", "dax_pmem", "device_dax", "ext4", "zram", "nvme", "vfio-pci",
+                    "vfio_iommu_type1", "uio_pci_generic", "vgem", "virtio_gpu", "bochs")
 #: Where the holder and the module tree live in the root (``init.sh`` reads them from config.env).
 GUEST_HOLDER = "/guest/holder"
 GUEST_MODULES = "/lib/lab-modules"
