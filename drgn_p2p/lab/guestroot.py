@@ -13,7 +13,10 @@ kernel's modules the root needs (9p for the results share, ``qemu_fw_cfg``
 for vmcoreinfo), decompressed, in a module tree of their own with
 ``modules.dep`` from ``depmod``, and the out-of-tree modules the boot's
 scenarios load (test_hmm, cross-built by :mod:`.kmod`) at
-:data:`GUEST_KMODS`. ``/init`` loads the 9p modules and runs ``init.sh``
+:data:`GUEST_KMODS`. ``/init`` points the kernel's ``request_module()`` at
+busybox's modprobe (``kernel.modprobe``: there is no ``/sbin/modprobe``;
+6.12's ext4 asks for ``crypto-crc32c``, a soft dependency busybox's modprobe
+does not load), loads the 9p modules and runs ``init.sh``
 with bash, the same stage 2 as on x86-64.
 
 Images are cached in ``<cache>/initramfs/``, keyed by a hash of everything
@@ -65,6 +68,7 @@ _INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
+echo /bin/modprobe > /proc/sys/kernel/modprobe
 for m in $(cat /modules.order); do modprobe "$m" || echo "qp-init: modprobe $m failed"; done
 umount /proc
 exec /bin/bash /guest/init.sh
