@@ -5,11 +5,11 @@ a 1 GiB ivshmem BAR through vfio-pci behind virt's SMMUv3, an NVMe CMB's
 p2pmem, and every shape the holder makes alone (THP and hugetlb PMDs, zero page,
 PROT_NONE, perf/packet/io_uring rings, TCP zerocopy, secretmem, guard markers,
 hwpoison, the vDSO), DT pmem as fsdax and as device-dax held, audited over QMP
-from the x86-64 host. Four boots: the 7.2 4K kernel with -cpu max's FEAT_LPA2
+from the x86-64 host. Five boots: the 7.2 4K kernel with -cpu max's FEAT_LPA2
 (52-bit VA, 5 levels), the same kernel with ``lpa2=off`` (it falls back to 48
 bits and 4 levels), the ``-arm64-16k`` kernel (52-bit VA with LPA2: 4 levels of
-2048-entry tables under a 32-entry root), and trixie's 6.12 4K kernel with LPA2
-(52-bit VA, 5 levels), which still has PTE_DEVMAP.
+2048-entry tables under a 32-entry root), and trixie's 6.12 4K kernel, which
+still has PTE_DEVMAP, with LPA2 and without.
 
 Expectations come from the kernel's config and source, never from the audit:
 - levels = ARM64_HW_PGTABLE_LEVELS(va) = (va - 4) / (PAGE_SHIFT - 3) and the
@@ -76,7 +76,7 @@ PTE_AF = 1 << 10
 
 #: (kernel, LPA2 on the CPU) of each boot.
 BOOTS = {"4k-lpa2": ("newest", True), "4k-48bit": ("newest", False), "16k-lpa2": ("newest-16k", True),
-         "6.12-4k-lpa2": ("6.12", True)}
+         "6.12-4k-lpa2": ("6.12", True), "6.12-4k-48bit": ("6.12", False)}
 #: The DT pmem scenarios, checked by tests of their own here.
 OF_PMEM = ("fsdax-of", "devdax-of")
 
