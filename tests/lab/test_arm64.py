@@ -51,7 +51,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List
 
 import pytest
 from lab_prereq import check_setup, missing, tiered
@@ -152,6 +152,15 @@ def _vma(doc: Dict, mapping: Dict) -> Dict:
     if vma is not None:
         return vma
     raise AssertionError(f"no VMA of pid {mapping['pid']} holds {addr:#x}")
+
+
+def _held(guest, kind: str) -> List[Dict]:
+    """The mappings of *kind*, or a skip when the kernel lacks what *kind* needs
+    (the fixture has checked that every reason names a config option or release)."""
+    held = [m for m in guest.mappings if m["kind"] == kind]
+    if not held:
+        pytest.skip(f"{kind} not held on {guest.kernel.kver}: {guest.skipped.get(kind)}")
+    return held
 
 
 def _mapping(guest, kind: str) -> Dict:
@@ -263,7 +272,7 @@ def test_p2pdma_pages_of_the_nvme_cmb(arm64_guest, audited):
     plain MT_NORMAL PTEs (vm_insert_page() with protection_map's prot)."""
     page_shift = _page_shift(arm64_guest.kernel.config)
     for kind in ("p2pdma", "p2pdma-ro"):
-        m = _mapping(arm64_guest, kind)
+        (m,) = _held(arm64_guest, kind)
         vma = _vma(audited, m)
         pages = int(m["len"]) >> page_shift
         assert vma["pages"] == {"p2pdma": pages} and vma["leaves"] == {"pte": pages}, vma["pages"]
@@ -281,7 +290,8 @@ def test_p2pdma_pages_of_the_nvme_cmb(arm64_guest, audited):
 def test_p2pdma_reported_as_mixedmap_abuse(arm64_guest, audited):
     """As on x86-64 (test_audit): the merged P2PDMA mmap, struct pages only under VM_MIXEDMAP, is an info finding."""
     for kind in ("p2pdma", "p2pdma-ro"):
-        vma = _vma(audited, _mapping(arm64_guest, kind))
+        (m,) = _held(arm64_guest, kind)
+        vma = _vma(audited, m)
         hits = [f for f in audited["findings"] if f["rule"] == "mixedmap-all-struct-pages"
                 and f["vma"]["start"] == vma["start"] and f["pid"] == vma["pid"]]
         assert len(hits) == 1 and hits[0]["severity"] == "info", (kind, hits)
@@ -389,11 +399,8 @@ def test_device_private_pfns_sit_at_the_top_of_the_linear_map(arm64_guest, audit
     out its pages from the top down, so a run's PFNs need not ascend) and
     each run's first PFN lies in those chunks.
     """
-    held = [m for m in arm64_guest.mappings if m["kind"] == "device-private"]
+    held = _held(arm64_guest, "device-private")
     config = arm64_guest.kernel.config
-    if config.get("CONFIG_DEVICE_PRIVATE") != "y":  # trixie's 6.12 arm64 kernel
-        pytest.skip(f"{arm64_guest.kernel.kver}: {arm64_guest.skipped.get('device-private')}")
-    assert held, arm64_guest.skipped.get("device-private")
     assert config.get("CONFIG_KASAN") != "y"  # KASAN moves PAGE_END below its shadow
     page_shift = _page_shift(config)
     va_bits = int(config["CONFIG_ARM64_VA_BITS"])
@@ -432,9 +439,6 @@ AS_ON_X86_64 = [s for s in ARM64_SCENARIOS if s not in ("anon", "pcibar", *OF_PM
 def test_holder_shapes_are_classified_as_on_x86_64(arm64_guest, audited, scenario):
     from test_audit import _check_expectation
 
-    held = [m for m in arm64_guest.mappings if m["kind"] == scenario]
-    if not held:
-        pytest.skip(f"{scenario} not held on {arm64_guest.kernel.kver}: {arm64_guest.skipped.get(scenario)}")
-    for m in held:
+    for m in _held(arm64_guest, scenario):
         problems = _check_expectation(m["expect"], _vma(audited, m), audited)
         assert not problems, f"{scenario} on {arm64_guest.kernel.kver}: {problems}"
