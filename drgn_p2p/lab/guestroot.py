@@ -13,7 +13,10 @@ kernel's modules the root needs (9p for the results share, ``qemu_fw_cfg``
 for vmcoreinfo), decompressed, in a module tree of their own with
 ``modules.dep`` from ``depmod``, and the out-of-tree modules the boot's
 scenarios load (test_hmm, cross-built by :mod:`.kmod`) at
-:data:`GUEST_KMODS`. ``/init`` loads the 9p modules and runs ``init.sh``
+:data:`GUEST_KMODS`. ``/init`` points the kernel's ``request_module()`` at
+busybox's modprobe (``kernel.modprobe``: there is no ``/sbin/modprobe``;
+6.12's ext4 asks for ``crypto-crc32c``, a soft dependency busybox's modprobe
+does not load), loads the 9p modules and runs ``init.sh``
 with bash, the same stage 2 as on x86-64.
 
 Images are cached in ``<cache>/initramfs/``, keyed by a hash of everything
@@ -44,12 +47,12 @@ ROOT_PACKAGES = (
 ROOT_SUITE = "sid"
 #: Modules the root loads: the 9p results share, and vmcoreinfo through fw_cfg.
 ROOT_MODULES = tuple(m for m in BOOT_MODULES if m != "overlay") + ("qemu_fw_cfg",)
-#: Modules the root holds for the scenarios to load (pmem from the DTB, ext4 for fsdax, zram
-#: for swap and zswap, nvme for p2pdma's CMB, vfio-pci and its type1 IOMMU backend, which
-#: vfio only names as a soft dependency, for vfio-huge; uio_pci_generic, vgem, virtio_gpu and
-#: bochs for the zoo's uio and DRM shapes).
-SCENARIO_MODULES = ("of_pmem", "nd_pmem", "ext4", "zram", "nvme", "vfio-pci", "vfio_iommu_type1",
-                    "uio_pci_generic", "vgem", "virtio_gpu", "bochs")
+#: Modules the root holds for the scenarios to load (pmem from the DTB, ext4 for fsdax, dax_pmem
+#: and device_dax for device-dax, zram for swap and zswap, nvme for p2pdma's CMB, vfio-pci and
+#: its type1 IOMMU backend, which vfio only names as a soft dependency, for vfio-huge;
+#: uio_pci_generic, vgem, virtio_gpu and bochs for the zoo's uio and DRM shapes).
+SCENARIO_MODULES = ("of_pmem", "nd_pmem", "dax_pmem", "device_dax", "ext4", "zram", "nvme", "vfio-pci",
+                    "vfio_iommu_type1", "uio_pci_generic", "vgem", "virtio_gpu", "bochs")
 #: Where the holder and the module tree live in the root (``init.sh`` reads them from config.env).
 GUEST_HOLDER = "/guest/holder"
 GUEST_MODULES = "/lib/lab-modules"
@@ -65,6 +68,7 @@ _INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
+echo /bin/modprobe > /proc/sys/kernel/modprobe
 for m in $(cat /modules.order); do modprobe "$m" || echo "qp-init: modprobe $m failed"; done
 umount /proc
 exec /bin/bash /guest/init.sh

@@ -226,6 +226,13 @@ SCENARIOS: Tuple[Scenario, ...] = (
         requires=("CONFIG_OF_PMEM", "CONFIG_ZONE_DEVICE", "CONFIG_FS_DAX", "CONFIG_EXT4_FS"),
         cmdline=("mem=2048M",),
     ),
+    # arm64: device-dax on the pmem of a pmem-region node of its own (the dax
+    # seed, as "ndctl create-namespace -m devdax" does), aligned to PMD_SIZE.
+    Scenario(
+        "devdax-of", "devdax-pmd",
+        requires=("CONFIG_OF_PMEM", "CONFIG_ZONE_DEVICE", "CONFIG_DEV_DAX", "CONFIG_DEV_DAX_PMEM"),
+        cmdline=("mem=2048M",),
+    ),
     Scenario(
         "devdax", "devdax-pmd",
         requires=_PMEM + ("CONFIG_DEV_DAX", "CONFIG_DEV_DAX_PMEM"),
@@ -323,6 +330,10 @@ class Plan:
             props += [p for p in s.machine_props if p not in props]
         return props
 
+    def of_pmem(self) -> Dict[str, Tuple[int, int]]:
+        """(start, size) of the pmem-region node of each DT pmem scenario that runs."""
+        return {s.name: OF_PMEM_RANGES[s.name] for s in self.scenarios if s.name in OF_PMEM_RANGES}
+
     def memory_mib(self, default: int) -> int:
         """The guest memory (MiB) of the boot: *default*, or more if a scenario needs it."""
         return max([default, *(s.memory_mib for s in self.scenarios)])
@@ -411,12 +422,13 @@ def _find_test_hmm(kernel: Any, test_hmm: Optional[os.PathLike]) -> Tuple[Option
 ARM64_SCENARIOS = ("anon", "thp", "zero-page", "protnone", "swap", "zswap", "numa-hint", "ksm", "uffd-wp", "pcibar", "fsdax-of", "perf-ring", "packet-ring", "io-uring",
                    "tcp-zc", "io-uring-pbuf", "hugetlb", "secretmem", "guard", "guard-shmem", "hwpoison", "vdso",
                    "device-private", "vfio-huge", "p2pdma", "p2pdma-ro", "shmem-thp", "pcibar-wc", "uio",
-                   "udmabuf", "drm-vgem", "drm-virtio-gpu", "drm-ttm")
+                   "udmabuf", "drm-vgem", "drm-virtio-gpu", "drm-ttm", "devdax-of")
 ARM64_NOT_YET = "not set up by the arm64 lab yet"
 
-#: (physical start, size) of the ``fsdax-of`` pmem: the top 512 MiB of the
-#: guest's 2.5 GiB (QEMU virt's RAM starts at 1 GiB; ``mem=2048M`` ends it here).
-OF_PMEM_RANGE = (0xC000_0000, 512 << 20)
+#: (physical start, size) of the pmem-region node of each DT pmem scenario: the
+#: top 512 MiB of the guest's 2.5 GiB (QEMU virt's RAM starts at 1 GiB;
+#: ``mem=2048M`` ends it below them), a 256 MiB region each.
+OF_PMEM_RANGES = {"fsdax-of": (0xC000_0000, 256 << 20), "devdax-of": (0xD000_0000, 256 << 20)}
 
 
 def plan(kernel: Any, names: Optional[Iterable[str]] = None,

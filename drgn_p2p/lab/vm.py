@@ -49,7 +49,7 @@ from drgn_p2p.lab.guestroot import GUEST_HOLDER, GUEST_MODULES, build_guest_root
 from drgn_p2p.lab.initramfs import build_initramfs
 from drgn_p2p.flattened import SIGNATURE, FlattenedError, is_flattened, records
 from drgn_p2p.lab.qmp import Qmp
-from drgn_p2p.lab.scenarios import GUEST_DIR, OF_PMEM_RANGE, Plan, holder_binary, plan
+from drgn_p2p.lab.scenarios import GUEST_DIR, Plan, holder_binary, plan
 
 __all__ = ("BOOT_RETRIES", "DUMP_FORMATS", "EarlyDeath", "Guest", "accel_args", "boot", "explaining_lines",
            "kvm_usable", "reassemble")
@@ -429,6 +429,9 @@ def _config_env(kernel: Any, plan_: Plan, holder: Path) -> str:
         f"QP_SCENARIOS={shlex.quote(names)}",
         "declare -A QP_EXPECT=(" + " ".join(
             f"[{shlex.quote(s.name)}]={shlex.quote(s.expect)}" for s in plan_.scenarios) + ")",
+        # The physical start of each DT pmem scenario's pmem-region node (its nd region's resource).
+        "declare -A QP_OF_PMEM=(" + " ".join(
+            f"[{shlex.quote(name)}]={start:#x}" for name, (start, _) in plan_.of_pmem().items()) + ")",
     ]
     return "\n".join(lines) + "\n"
 
@@ -505,8 +508,8 @@ def _arm64_argv(kernel: Any, initrd: Path, run_dir: Path, plan_: Plan, lpa2: boo
     machine = ["-machine", ",".join(["virt", "gic-version=3", *plan_.machine_props()]), *arm64_accel_args(lpa2),
                "-smp", str(smp), "-m", memory,
                "-nodefaults", "-no-user-config", "-display", "none"]
-    if any(s.name == "fsdax-of" for s in plan_.scenarios):
-        machine += ["-dtb", str(_pmem_dtb(qemu, machine, run_dir, *OF_PMEM_RANGE))]
+    if plan_.of_pmem():
+        machine += ["-dtb", str(_pmem_dtb(qemu, machine, run_dir, sorted(plan_.of_pmem().values())))]
     return [
         qemu, "-name", "drgn-p2p-guest", *machine, "-no-reboot",
         "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd), "-append", " ".join(cmdline),
@@ -519,11 +522,11 @@ def _arm64_argv(kernel: Any, initrd: Path, run_dir: Path, plan_: Plan, lpa2: boo
     ]
 
 
-def _pmem_dtb(qemu: str, machine: Sequence[str], run_dir: Path, base: int, size: int) -> Path:
+def _pmem_dtb(qemu: str, machine: Sequence[str], run_dir: Path, ranges: Sequence[Tuple[int, int]]) -> Path:
     """QEMU virt's device tree for *machine* with a ``pmem-region`` node
-    (drivers/nvdimm/of_pmem.c) for ``[base, base + size)``. QEMU rewrites the
-    memory nodes of a ``-dtb`` from ``-m``: the scenario keeps RAM below *base*
-    with ``mem=`` on the kernel command line."""
+    (drivers/nvdimm/of_pmem.c) for each (start, size) of *ranges*, each its own
+    nd bus and region. QEMU rewrites the memory nodes of a ``-dtb`` from ``-m``:
+    the scenarios keep RAM below them with ``mem=`` on the kernel command line."""
     raw, dtb = run_dir / "virt.dtb", run_dir / "virt-pmem.dtb"
     argv = list(machine)
     argv[1] += f",dumpdtb={raw}"
@@ -540,8 +543,9 @@ def _pmem_dtb(qemu: str, machine: Sequence[str], run_dir: Path, base: int, size:
 
     if not dts.rstrip().endswith("};"):
         raise LabError("dtc decompiled the virt DTB into something unexpected")
-    node = f"\tpmem@{base:x} {{\n\t\tcompatible = \"pmem-region\";\n\t\treg = <{cells(base)} {cells(size)}>;\n\t}};\n}};\n"
-    dts = dts.rstrip()[:-2] + node
+    nodes = "".join(f"\tpmem@{base:x} {{\n\t\tcompatible = \"pmem-region\";\n\t\treg = <{cells(base)} {cells(size)}>;\n\t}};\n"
+                    for base, size in ranges)
+    dts = dts.rstrip()[:-2] + nodes + "};\n"
     proc = subprocess.run([dtc, "-q", "-I", "dts", "-O", "dtb", "-o", str(dtb), "-"], input=dts,
                           capture_output=True, text=True)
     if proc.returncode != 0:

@@ -4,10 +4,12 @@ busybox root, with anonymous memory, an ivshmem BAR (sysfs resource2), DT pmem
 a 1 GiB ivshmem BAR through vfio-pci behind virt's SMMUv3, an NVMe CMB's
 p2pmem, and every shape the holder makes alone (THP and hugetlb PMDs, zero page,
 PROT_NONE, perf/packet/io_uring rings, TCP zerocopy, secretmem, guard markers,
-hwpoison, the vDSO) held, audited over QMP from the x86-64 host. Three boots: the 4K kernel with -cpu
-max's FEAT_LPA2 (52-bit VA, 5 levels), the same kernel with ``lpa2=off`` (it
-falls back to 48 bits and 4 levels), and the ``-arm64-16k`` kernel (52-bit VA
-with LPA2: 4 levels of 2048-entry tables under a 32-entry root).
+hwpoison, the vDSO), DT pmem as fsdax and as device-dax held, audited over QMP
+from the x86-64 host. Five boots: the 7.2 4K kernel with -cpu max's FEAT_LPA2
+(52-bit VA, 5 levels), the same kernel with ``lpa2=off`` (it falls back to 48
+bits and 4 levels), the ``-arm64-16k`` kernel (52-bit VA with LPA2: 4 levels of
+2048-entry tables under a 32-entry root), and trixie's 6.12 4K kernel, which
+still has PTE_DEVMAP, with LPA2 and without.
 
 Expectations come from the kernel's config and source, never from the audit:
 - levels = ARM64_HW_PGTABLE_LEVELS(va) = (va - 4) / (PAGE_SHIFT - 3) and the
@@ -32,7 +34,15 @@ Expectations come from the kernel's config and source, never from the audit:
   whose mmap (p2pmem_alloc_mmap(), drivers/pci/p2pdma.c) vm_insert_page()s
   ZONE_DEVICE pages with the VMA's own vm_page_prot, protection_map's
   PAGE_SHARED: MT_NORMAL, not special;
-- the holder's anonymous memory is RAM with struct pages.
+- the holder's anonymous memory is RAM with struct pages;
+- PTE_DEVMAP (bit 57, arch/arm64/include/asm/pgtable-prot.h) exists while
+  the config has ARCH_HAS_PTE_DEVMAP (gone with d438d2734170 in v6.17); until
+  7851bf649d42 ("fs/dax: Fix ZONE_DEVICE page reference counts", v6.15) and
+  "device/dax: properly refcount device dax pages when mapping" of the same
+  series, fsdax PTEs are pte_mkdevmap() = PTE_DEVMAP|PTE_SPECIAL and
+  device-dax PMDs pmd_mkdevmap() = PTE_DEVMAP alone (insert_pfn_pmd() on a
+  PFN_DEV|PFN_MAP pfn_t); since then both are refcounted folios mapped with
+  neither bit (vmf_insert_page_mkwrite(), vmf_insert_folio_pmd()).
 """
 
 import json
@@ -41,7 +51,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List
 
 import pytest
 from lab_prereq import check_setup, missing, tiered
@@ -58,10 +68,17 @@ MT_NORMAL, MT_DEVICE_nGnRnE, MT_DEVICE_nGnRE = 0, 3, 4
 SPECIAL, USER, PXN, UXN, VALID_PAGE = 1 << 56, 1 << 6, 1 << 53, 1 << 54, 3
 #: Bits 1:0 of a block (PMD_TYPE_SECT, arch/arm64/include/asm/pgtable-hwdef.h).
 TYPE_SECT = 1
+#: PTE_DEVMAP (arch/arm64/include/asm/pgtable-prot.h, until v6.17).
+DEVMAP = 1 << 57
+#: The access flag (pgtable-hwdef.h).
+PTE_AF = 1 << 10
 
 
 #: (kernel, LPA2 on the CPU) of each boot.
-BOOTS = {"4k-lpa2": ("newest", True), "4k-48bit": ("newest", False), "16k-lpa2": ("newest-16k", True)}
+BOOTS = {"4k-lpa2": ("newest", True), "4k-48bit": ("newest", False), "16k-lpa2": ("newest-16k", True),
+         "6.12-4k-lpa2": ("6.12", True), "6.12-4k-48bit": ("6.12", False)}
+#: The DT pmem scenarios, checked by tests of their own here.
+OF_PMEM = ("fsdax-of", "devdax-of")
 
 
 @pytest.fixture(scope="module", params=tiered(BOOTS, ["4k-lpa2"]))
@@ -80,7 +97,7 @@ def arm64_guest(request):
     guest.lpa2 = lpa2
     try:
         check_setup(guest)
-        assert {"anon", "pcibar", "fsdax-of"} <= {m["kind"] for m in guest.mappings}, guest.skipped
+        assert {"anon", "pcibar", *OF_PMEM} <= {m["kind"] for m in guest.mappings}, guest.skipped
         # Every other scenario of the arm64 lab is held, or the kernel lacks what it needs.
         assert all(reason.startswith("kernel ") for reason in guest.skipped.values()), guest.skipped
         print(f"\nlab: arm64 {kernel.kver} ({request.param}) ready in {time.monotonic() - t0:.1f} s wall "
@@ -95,6 +112,18 @@ def _page_shift(config: Dict[str, str]) -> int:
         if config.get(option) == "y":
             return shift
     raise AssertionError("no CONFIG_ARM64_*K_PAGES")
+
+
+def _devmap(config: Dict[str, str]) -> bool:
+    """Whether the kernel has PTE_DEVMAP (bit 57): arm64 selects ARCH_HAS_PTE_DEVMAP until v6.17."""
+    return config.get("CONFIG_ARCH_HAS_PTE_DEVMAP") == "y"
+
+
+def _dax_refcounted(kernel) -> bool:
+    """Whether DAX maps refcounted folios without devmap (7851bf649d42 and its series, v6.15)."""
+    from drgn_p2p.lab.scenarios import kernel_version
+
+    return kernel_version(kernel) >= (6, 15)
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +154,15 @@ def _vma(doc: Dict, mapping: Dict) -> Dict:
     raise AssertionError(f"no VMA of pid {mapping['pid']} holds {addr:#x}")
 
 
+def _held(guest, kind: str) -> List[Dict]:
+    """The mappings of *kind*, or a skip when the kernel lacks what *kind* needs
+    (the fixture has checked that every reason names a config option or release)."""
+    held = [m for m in guest.mappings if m["kind"] == kind]
+    if not held:
+        pytest.skip(f"{kind} not held on {guest.kernel.kver}: {guest.skipped.get(kind)}")
+    return held
+
+
 def _mapping(guest, kind: str) -> Dict:
     (m,) = [m for m in guest.mappings if m["kind"] == kind]
     return m
@@ -149,8 +187,12 @@ def test_layout_is_the_running_kernels(arm64_guest, audited):
     assert [(lvl["shift"], lvl["entries"]) for lvl in geometry["levels"]] == list(zip(shifts, entries))
     # With LPA2, PA[51:50] come from bits 9:8 (__pte_to_phys, 7.2 pgtable.h); without it they are SH.
     assert (geometry["addr_high_mask"], geometry["addr_high_shift"]) == (("0x300", 42) if lpa2 else ("0x0", 0))
-    assert layout["arm64"]["lpa2"] is lpa2 and layout["devmap_bit"] is None  # PTE_DEVMAP gone in v6.17
-    assert layout["has_pmd_special"] is True and layout["has_pud_special"] is False
+    assert layout["arm64"]["lpa2"] is lpa2
+    assert layout["devmap_bit"] == (57 if _devmap(config) else None)  # PTE_DEVMAP, pgtable-prot.h
+    assert layout["dax_refcounted"] is _dax_refcounted(arm64_guest.kernel)
+    # pmd_special() under ARCH_SUPPORTS_PMD_PFNMAP; arm64 never selects ARCH_SUPPORTS_PUD_PFNMAP.
+    assert layout["has_pmd_special"] is (config.get("CONFIG_ARCH_SUPPORTS_PMD_PFNMAP") == "y")
+    assert layout["has_pud_special"] is False and "CONFIG_ARCH_SUPPORTS_PUD_PFNMAP" not in config
 
 
 def test_anon_is_ram(arm64_guest, audited):
@@ -230,7 +272,7 @@ def test_p2pdma_pages_of_the_nvme_cmb(arm64_guest, audited):
     plain MT_NORMAL PTEs (vm_insert_page() with protection_map's prot)."""
     page_shift = _page_shift(arm64_guest.kernel.config)
     for kind in ("p2pdma", "p2pdma-ro"):
-        m = _mapping(arm64_guest, kind)
+        (m,) = _held(arm64_guest, kind)
         vma = _vma(audited, m)
         pages = int(m["len"]) >> page_shift
         assert vma["pages"] == {"p2pdma": pages} and vma["leaves"] == {"pte": pages}, vma["pages"]
@@ -248,32 +290,81 @@ def test_p2pdma_pages_of_the_nvme_cmb(arm64_guest, audited):
 def test_p2pdma_reported_as_mixedmap_abuse(arm64_guest, audited):
     """As on x86-64 (test_audit): the merged P2PDMA mmap, struct pages only under VM_MIXEDMAP, is an info finding."""
     for kind in ("p2pdma", "p2pdma-ro"):
-        vma = _vma(audited, _mapping(arm64_guest, kind))
+        (m,) = _held(arm64_guest, kind)
+        vma = _vma(audited, m)
         hits = [f for f in audited["findings"] if f["rule"] == "mixedmap-all-struct-pages"
                 and f["vma"]["start"] == vma["start"] and f["pid"] == vma["pid"]]
         assert len(hits) == 1 and hits[0]["severity"] == "info", (kind, hits)
 
 
+def _check_dax_runs(guest, vma: Dict, scenario: str) -> None:
+    """Every leaf of *vma* is MT_NORMAL pmem of *scenario*'s pmem-region node,
+    with PTE_DEVMAP (and PTE_SPECIAL on PTEs, pte_mkdevmap()) exactly where the
+    kernel still marks DAX leaves devmap (see the module docstring)."""
+    from drgn_p2p.lab.scenarios import OF_PMEM_RANGES
+
+    config = guest.kernel.config
+    base, size = OF_PMEM_RANGES[scenario]
+    page_shift = _page_shift(config)
+    devmap = _devmap(config) and not _dax_refcounted(guest.kernel)
+    for run in vma["runs"]:
+        raw = int(run["raw"], 16)
+        assert (raw >> 2) & 7 == 0, f"not MT_NORMAL: {raw:#x}"  # protection_map: AttrIndx 0
+        assert bool(raw & DEVMAP) is devmap, f"PTE_DEVMAP {'missing' if devmap else 'set'}: {raw:#x}"
+        assert bool(raw & SPECIAL) is (devmap and run["level"] == "pte"), f"PTE_SPECIAL: {raw:#x}"
+        assert base >> page_shift <= int(run["pfn"], 16) < (base + size) >> page_shift
+    present = sum(vma["leaves"].values())
+    assert vma["devmap"] == (present if devmap else 0)
+
+
 def test_fsdax_from_a_dt_pmem_region(arm64_guest, audited):
-    """ext4 -o dax on the fsdax namespace of a pmem-region node: since 7851bf649d42
-    ("fs/dax: Fix ZONE_DEVICE page reference counts", v6.15) DAX inserts
-    refcounted pages (vmf_insert_page_mkwrite): no special, no devmap; the
-    memory type is protection_map's MT_NORMAL."""
+    """ext4 -o dax on the fsdax namespace of a pmem-region node, MAP_SYNC."""
     m = _mapping(arm64_guest, "fsdax-of")
     vma = _vma(audited, m)
     pages = int(m["len"]) >> _page_shift(arm64_guest.kernel.config)
     assert vma["pages"] == {"fsdax": pages}, vma["pages"]
-    assert vma["special"] == 0 and vma["devmap"] == 0
+    assert vma["leaves"] == {"pte": pages}, vma["leaves"]
     assert "SYNC" in vma["flag_names"]  # MAP_SYNC (holder.c file mode)
-    from drgn_p2p.lab.scenarios import OF_PMEM_RANGE
+    assert not {"PFNMAP", "MIXEDMAP"} & set(vma["flag_names"]), vma["flag_names"]
+    _check_dax_runs(arm64_guest, vma, "fsdax-of")
+    # The iomem resource of the namespace (nd_namespace_io: namespaceR.0 of region R).
+    assert {run["owner"] for run in vma["runs"]} == {f"namespace{_region_id(arm64_guest, 'fsdax-of')}.0"}
 
-    base, size = OF_PMEM_RANGE
-    page_shift = _page_shift(arm64_guest.kernel.config)
+
+def test_devdax_from_a_dt_pmem_region(arm64_guest, audited):
+    """device-dax on the dax seed of a pmem-region node, aligned to PMD_SIZE:
+    dev_dax_huge_fault() maps the holder's two PMD_SIZE-aligned PMDs as block
+    entries (6.12: vmf_insert_pfn_pmd(); 7.2: vmf_insert_folio_pmd()) of a VMA
+    that dax_mmap() makes VM_HUGEPAGE, neither PFNMAP nor MIXEDMAP."""
+    config = arm64_guest.kernel.config
+    m = _mapping(arm64_guest, "devdax-of")
+    vma = _vma(audited, m)
+    page_shift = _page_shift(config)
+    pmd_size = 1 << (2 * page_shift - 3)  # PMD_SHIFT: one table of 8-byte entries below it
+    assert int(m["len"]) == 2 * pmd_size and int(m["addr"]) % pmd_size == 0, m
+    assert vma["pages"] == {"devdax": int(m["len"]) >> page_shift}, vma["pages"]
+    assert vma["leaves"] == {"pmd": 2}, vma["leaves"]
+    assert "HUGEPAGE" in vma["flag_names"] and not {"PFNMAP", "MIXEDMAP"} & set(vma["flag_names"])
     for run in vma["runs"]:
         raw = int(run["raw"], 16)
-        assert (raw >> 2) & 7 == 0 and not raw & SPECIAL, f"{raw:#x}"
-        assert base >> page_shift <= int(run["pfn"], 16) < (base + size) >> page_shift
-        assert run["page"] == "fsdax" and run["owner"] == "namespace0.0"
+        assert raw & 3 == TYPE_SECT and raw & USER and raw & PXN and raw & UXN, f"{raw:#x}"
+        assert int(run["pfn"], 16) % (pmd_size >> page_shift) == 0, run
+    _check_dax_runs(arm64_guest, vma, "devdax-of")
+    # dax_pmem names the device-dax instance after the namespace: daxR.0 of region R.
+    region = _region_id(arm64_guest, "devdax-of")
+    assert vma["file"] == f"/dev/dax{region}.0"
+    assert {run["owner"] for run in vma["runs"]} == {f"dax{region}.0"}
+
+
+def _region_id(guest, scenario: str) -> int:
+    """The id of the nd region of *scenario*'s pmem-region node, read from the guest's sysfs."""
+    from drgn_p2p.lab.scenarios import OF_PMEM_RANGES
+
+    base = OF_PMEM_RANGES[scenario][0]
+    code, text = guest.run(f"for r in /sys/bus/nd/devices/region*; do [ $(($(cat $r/resource))) = {base} ] && "
+                           "echo ${r##*region}; done; :")
+    assert code == 0 and text.split(), text
+    return int(text.split()[0])
 
 
 def test_no_error_or_warning_findings(audited):
@@ -283,9 +374,11 @@ def test_no_error_or_warning_findings(audited):
 
 
 def test_qmp_and_vmcore_agree(arm64_guest, audits):
-    """The held mappings' runs are the same read live over QMP and from the dump."""
+    """The held mappings' runs are the same read live over QMP and from the dump,
+    but for PTE_AF: page aging (ptep_test_and_clear_young()) may clear it on the
+    running guest in between, on a NUMA-hinting PROT_NONE entry too."""
     for m in arm64_guest.mappings:
-        runs = {via: [(r["start"], r["count"], r["raw"], r["page"]) for r in _vma(doc, m)["runs"]]
+        runs = {via: [(r["start"], r["count"], int(r["raw"], 16) & ~PTE_AF, r["page"]) for r in _vma(doc, m)["runs"]]
                 for via, doc in audits.items()}
         assert runs["qemu"] == runs["vmcore"], m["kind"]
 
@@ -306,8 +399,7 @@ def test_device_private_pfns_sit_at_the_top_of_the_linear_map(arm64_guest, audit
     out its pages from the top down, so a run's PFNs need not ascend) and
     each run's first PFN lies in those chunks.
     """
-    held = [m for m in arm64_guest.mappings if m["kind"] == "device-private"]
-    assert held, arm64_guest.skipped.get("device-private")
+    held = _held(arm64_guest, "device-private")
     config = arm64_guest.kernel.config
     assert config.get("CONFIG_KASAN") != "y"  # KASAN moves PAGE_END below its shadow
     page_shift = _page_shift(config)
@@ -340,16 +432,13 @@ def test_device_private_pfns_sit_at_the_top_of_the_linear_map(arm64_guest, audit
 #: The scenarios checked as on x86-64 (tests/lab/test_audit.py): their expectations name
 #: the kernel code that makes each shape, none depends on x86-64's bits (vfio-huge's is
 #: the arm64 one of its Scenario).
-AS_ON_X86_64 = [s for s in ARM64_SCENARIOS if s not in ("anon", "pcibar", "fsdax-of")]
+AS_ON_X86_64 = [s for s in ARM64_SCENARIOS if s not in ("anon", "pcibar", *OF_PMEM)]
 
 
 @pytest.mark.parametrize("scenario", AS_ON_X86_64)
 def test_holder_shapes_are_classified_as_on_x86_64(arm64_guest, audited, scenario):
     from test_audit import _check_expectation
 
-    held = [m for m in arm64_guest.mappings if m["kind"] == scenario]
-    if not held:
-        pytest.skip(f"{scenario} not held on {arm64_guest.kernel.kver}: {arm64_guest.skipped.get(scenario)}")
-    for m in held:
+    for m in _held(arm64_guest, scenario):
         problems = _check_expectation(m["expect"], _vma(audited, m), audited)
         assert not problems, f"{scenario} on {arm64_guest.kernel.kver}: {problems}"

@@ -431,10 +431,17 @@ def _zoo_vdso_data(vma: Dict, doc: Dict) -> List[str]:
     """[vvar]: 6.1 and 6.12 install it VM_PFNMAP|VM_IO and vvar_fault() vmf_insert_pfn()s the
     kernel's data page (arch/x86/entry/vdso/vma.c:280 / :260, special PTE); 7.2's generic datastore
     installs it VM_MIXEDMAP|VM_IO and hands vvar_fault()'s struct page to the fault path
-    (lib/vdso/datastore.c:130, normal PTE); changed in between (7.0 [inferred])."""
+    (lib/vdso/datastore.c:130, normal PTE); changed in between (7.0 [inferred]). arm64's own
+    (6.12 arch/arm64/kernel/vdso.c:200) installed it VM_PFNMAP without VM_IO."""
     need, flags = _Need(), set(vma["flag_names"])
     mixed = _release(doc) >= (7, 0)
-    want = {"MIXEDMAP", "IO"} if mixed else {"PFNMAP", "IO"}
+    if mixed:
+        want = {"MIXEDMAP", "IO"}
+    elif doc["layout"]["arch"] == "arm64":
+        want = {"PFNMAP"}
+        need("IO" not in flags, f"no VM_IO on arm64's own [vvar], got {sorted(flags)}")
+    else:
+        want = {"PFNMAP", "IO"}
     need(want <= flags, f"VM_{'|VM_'.join(sorted(want))}, got {sorted(flags)}")
     _ram_leaves(vma, need, special=not mixed)
     return need.problems

@@ -22,7 +22,7 @@
  *   anon | thp | zero | protnone | swap
  *   file PATH [pmd]      fsdax: MAP_SHARED_VALIDATE|MAP_SYNC on a DAX file; with pmd
  *                        also 4 MiB of PATH-pmd mapped 2 MiB-aligned (expect "<EXPECT>-pmd")
- *   devdax PATH          2 MiB-aligned mapping of a device-dax char device
+ *   devdax PATH          PMD_SIZE-aligned mapping of a device-dax char device
  *   resource PATH LEN    PCI BAR through a sysfs resourceN file
  *   vfio GROUP BDF       vfio-pci BAR 2 at a 1 GiB-aligned address, and 64 KiB
  *                        of it where only PTEs fit
@@ -474,14 +474,15 @@ static void mode_file(const char *path, int pmd)
 		mode_file_pmd(path);
 }
 
+/* Two PMDs of a device-dax device aligned to PMD_SIZE (--align of the namespace). */
 static void mode_devdax(const char *path)
 {
-	size_t len = 4 * MiB;
+	size_t pmd = pmd_size(), len = 2 * pmd;
 	int fd = open_or_die(path, O_RDWR);
-	void *p = map_fixed(aligned_hint(len, 2 * MiB), len,
+	void *p = map_fixed(aligned_hint(len, pmd), len,
 			    PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 
-	touch_write(p, len, 2 * MiB);
+	touch_write(p, len, pmd);
 	record(p, len, "");
 }
 

@@ -7,7 +7,8 @@
 # QP_REASON, which is recorded in /out/skipped.json.  Its output goes to
 # /out/logs/<name>.log.
 #
-# From /out/config.env: QP_SCENARIOS, QP_HOLDER, QP_TEST_HMM, QP_EXPECT[name].
+# From /out/config.env: QP_SCENARIOS, QP_HOLDER, QP_TEST_HMM, QP_EXPECT[name],
+# QP_OF_PMEM[name].
 
 QP_REASON=
 
@@ -196,20 +197,40 @@ scn_fsdax() {
 	hold fsdax file "$mnt/held" pmd
 }
 
-# fsdax on the label-less nd region of a device-tree pmem-region node: take
-# its raw namespace from nd_pmem, give it to the region's pfn seed with the
-# memmap on the device (what "ndctl create-namespace -m fsdax --map=dev" does
-# through sysfs), make an ext2-format file system (busybox) and mount it with
-# the ext4 driver, -o dax.
-scn_fsdax_of() {
-	local nd=/sys/bus/nd ns=namespace0.0 pfn dev mnt bs
-	step modprobe -a of_pmem nd_pmem ext4 || return
-	wait_for 100 test -e "$nd/devices/$ns" || { fail "no $ns (pmem-region node missing from the DTB?)"; return 1; }
-	pfn=$(cat "$nd/devices/region0/pfn_seed") || { fail "region0 has no pfn seed"; return 1; }
+# of_pmem_claim SCENARIO SEED [ALIGN]: hand the raw namespace of the
+# label-less nd region of SCENARIO's pmem-region node (at QP_OF_PMEM[SCENARIO])
+# to the region's SEED device (pfn_seed or dax_seed) with the memmap on the
+# device and, if given, an ALIGN of bytes, and enable it: the sysfs writes of
+# "ndctl create-namespace -m fsdax|devdax --map=dev [--align=...]" (uuid,
+# location, align, namespace, then bind). Sets QP_SEED to the seed device and
+# QP_NS to the namespace.
+of_pmem_claim() {
+	local nd=/sys/bus/nd base=${QP_OF_PMEM[$1]} region ns seed drv
+	[ -n "$base" ] || { fail "no pmem-region node for $1 in config.env"; return 1; }
+	wait_for 100 region_at "$base" > /dev/null ||
+		{ fail "no nd region at $base (pmem-region node missing from the DTB?)"; return 1; }
+	region=$(region_at "$base")
+	ns=namespace${region#region}.0
+	wait_for 100 test -e "$nd/devices/$ns" || { fail "no $ns in $region"; return 1; }
+	# Namespaces register asynchronously; wait_probe flushes them (and nd_pmem's probes).
+	cat "$nd/devices/$region"/../wait_probe > /dev/null
+	seed=$(cat "$nd/devices/$region/$2") && [ -n "$seed" ] || { fail "$region has no $2"; return 1; }
+	case $2 in pfn_seed) drv=nd_pmem ;; dax_seed) drv=dax_pmem ;; esac
 	[ -e "$nd/drivers/nd_pmem/$ns" ] && echo "$ns" > "$nd/drivers/nd_pmem/unbind"
-	echo "$ns" > "$nd/devices/$pfn/namespace" && echo pmem > "$nd/devices/$pfn/mode" &&
-		cat /proc/sys/kernel/random/uuid > "$nd/devices/$pfn/uuid" &&
-		echo "$pfn" > "$nd/drivers/nd_pmem/bind" || { fail "configuring $pfn for fsdax failed"; return 1; }
+	cat /proc/sys/kernel/random/uuid > "$nd/devices/$seed/uuid" && echo pmem > "$nd/devices/$seed/mode" &&
+		{ [ -z "$3" ] || echo "$3" > "$nd/devices/$seed/align"; } &&
+		echo "$ns" > "$nd/devices/$seed/namespace" &&
+		echo "$seed" > "$nd/drivers/$drv/bind" || { fail "configuring $seed on $ns failed"; return 1; }
+	QP_SEED=$seed QP_NS=$ns
+}
+
+# fsdax on a DT pmem region: the pfn seed in front of nd_pmem, an ext2-format
+# file system (busybox) mounted with the ext4 driver, -o dax.
+scn_fsdax_of() {
+	local nd=/sys/bus/nd pfn dev mnt bs
+	step modprobe -a of_pmem nd_pmem ext4 || return
+	of_pmem_claim fsdax-of pfn_seed || return
+	pfn=$QP_SEED
 	dev=$(ls "$nd/devices/$pfn/block" 2> /dev/null)
 	[ -n "$dev" ] || { fail "$pfn has no block device"; return 1; }
 	wait_for 50 test -b "/dev/$dev" || { fail "/dev/$dev did not appear"; return 1; }
@@ -220,6 +241,20 @@ scn_fsdax_of() {
 	mnt=$(mktemp -d /tmp/qp-fsdax.XXXXXX)
 	step mount -t ext4 -o dax "/dev/$dev" "$mnt" || return
 	hold fsdax-of file "$mnt/held"
+}
+
+# device-dax on a DT pmem region: the dax seed with dax_pmem, aligned to the
+# running kernel's PMD_SIZE (2 MiB with 4 KiB pages, 32 MiB with 16 KiB), which
+# gives device_dax's /dev/daxR.N for namespaceR.N (dax_pmem names it so).
+scn_devdax_of() {
+	local align dax
+	step modprobe -a of_pmem dax_pmem device_dax || return
+	align=$(cat /sys/kernel/mm/transparent_hugepage/hpage_pmd_size) ||
+		{ fail "no hpage_pmd_size (CONFIG_TRANSPARENT_HUGEPAGE off?)"; return 1; }
+	of_pmem_claim devdax-of dax_seed "$align" || return
+	dax=dax${QP_NS#namespace}
+	wait_for 50 test -c "/dev/$dax" || { fail "/dev/$dax did not appear"; return 1; }
+	hold devdax-of devdax "/dev/$dax"
 }
 
 scn_devdax() {
