@@ -80,10 +80,10 @@ def pieces(piece: PteSlice) -> Iterator[PteSlice]:
             if start < 0:
                 start = i
         elif start >= 0:
-            yield PteSlice(piece.base, piece.data, start, i - 1)
+            yield PteSlice(piece.base, piece.data, start, i - 1, piece.page_shift)
             start = -1
     if start >= 0:
-        yield PteSlice(piece.base, piece.data, start, piece.last)
+        yield PteSlice(piece.base, piece.data, start, piece.last, piece.page_shift)
 
 
 class PteScanner:

@@ -95,7 +95,8 @@ class PteSlice:
     data: bytes
     first: int
     last: int
-    page_shift: int = 12
+    #: log2 of the page size: 12, 14 or 16 (arm64's 16K and 64K granules).
+    page_shift: int
 
     def leaves(self) -> Iterator[RawLeaf]:
         """The non-empty entries of the slice, as :data:`RawLeaf`, in address order."""

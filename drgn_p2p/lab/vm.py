@@ -464,7 +464,7 @@ def _qemu_argv(kernel: Any, initrd: Path, run_dir: Path, plan_: Plan, la57: bool
                extra_qemu_args: Sequence[str] = ()) -> List[str]:
     """The full QEMU command line for one boot."""
     if _foreign(kernel):
-        return _arm64_argv(kernel, initrd, run_dir, plan_, la57, memory, smp, extra_cmdline)
+        return _arm64_argv(kernel, initrd, run_dir, plan_, la57, memory, smp, extra_cmdline, extra_qemu_args)
     stage2 = _no_space(GUEST_DIR / "init.sh", "guest script")
     # tsc=reliable: no clocksource watchdog. On a loaded host it finds TCG's TSC skewed and
     # switches clocksource at run time, which (7.x's inlined clocksource read) patches
@@ -492,7 +492,7 @@ def _qemu_argv(kernel: Any, initrd: Path, run_dir: Path, plan_: Plan, la57: bool
 
 
 def _arm64_argv(kernel: Any, initrd: Path, run_dir: Path, plan_: Plan, lpa2: bool,
-                memory: str, smp: int, extra_cmdline: Sequence[str]) -> List[str]:
+                memory: str, smp: int, extra_cmdline: Sequence[str], extra_qemu_args: Sequence[str] = ()) -> List[str]:
     """QEMU's command line for an arm64 guest: the ``virt`` machine with GICv3
     (and the scenarios' machine properties, such as its SMMUv3) under TCG,
     its own root in *initrd* (:mod:`.guestroot`), the out share,
@@ -518,7 +518,7 @@ def _arm64_argv(kernel: Any, initrd: Path, run_dir: Path, plan_: Plan, lpa2: boo
         *early,
         "-fsdev", f"local,id=out,path={run_dir / 'out'},security_model=none",
         "-device", "virtio-9p-pci,fsdev=out,mount_tag=out",
-        *devices,
+        *devices, *extra_qemu_args,
     ]
 
 

@@ -373,6 +373,23 @@ def test_no_error_or_warning_findings(audited):
     assert audited["summary"]["unreadable_tables"] == 0
 
 
+def test_runs_lie_in_their_vma(arm64_guest, audited):
+    """Every run of a held mapping lies inside its VMA, runs ascend without
+    overlapping, and each spans count leaves of its level's size: a PTE maps
+    PAGE_SIZE, a PMD 2^((PAGE_SHIFT - 3) + PAGE_SHIFT), a PUD one more level
+    (ARM64_HW_PGTABLE_LEVEL_SHIFT, arch/arm64/include/asm/pgtable-hwdef.h)."""
+    page_shift = _page_shift(arm64_guest.kernel.config)
+    level_shift = {"pte": page_shift, "pmd": 2 * page_shift - 3, "pud": 3 * page_shift - 6}
+    for m in arm64_guest.mappings:
+        vma = _vma(audited, m)
+        low, high = int(vma["start"], 16), int(vma["end"], 16)
+        for run in vma["runs"]:
+            start, end = int(run["start"], 16), int(run["end"], 16)
+            assert low <= start < end <= high, (m["kind"], run["start"], run["end"], vma["start"], vma["end"])
+            assert end - start == run["count"] << level_shift[run["level"]], (m["kind"], run)
+            low = end
+
+
 def test_qmp_and_vmcore_agree(arm64_guest, audits):
     """The held mappings' runs are the same read live over QMP and from the dump,
     but for PTE_AF: page aging (ptep_test_and_clear_young()) may clear it on the

@@ -8,10 +8,13 @@ and handed to the busybox root through its out share.
 The module flips arm64's software bits (PTE_SPECIAL, bit 56; PTE_DEVMAP,
 bit 57, while it existed) and builds its ZONE_DEVICE chunks on the
 ivshmem BAR of the ``pcibar`` scenario, which QEMU virt places in its
-64-bit PCIe window, far above RAM. The cases are sized for 4 KiB pages
-(``P2PV_SMALL_LEN``, a 2 MiB PMD leaf): the 4K 7.2 kernel is proved with
-LPA2 (5 levels) in the default tier; without it (4 levels) and trixie's 6.12
-(which still has PTE_DEVMAP, bit 57) in the full one.
+64-bit PCIe window, far above RAM. A PMD case maps one PMD leaf of the
+running kernel: 32 MiB with 16 KiB pages, which the 16 MiB ``pcibar`` BAR
+cannot hold, so the 16K boot gets an unbound 128 MiB ivshmem BAR as well,
+which the module ranks first (room for a PMD leaf). The 4K 7.2 kernel is
+proved with LPA2 (5 levels) in the default tier; without it (4 levels), the
+16K kernel and trixie's 6.12 (which still has PTE_DEVMAP, bit 57) in the
+full one.
 
 The entries join the proof document under ``arm64/<kernel>[-4level]``.
 """
@@ -39,7 +42,12 @@ __all__ = ("test_layout_matches_the_kernel_headers", "test_clean_guest_has_no_er
            "test_controls_silent", "test_no_stray_findings")
 
 #: (kernel, LPA2 on the CPU) of each proof boot.
-BOOTS = {"4k-lpa2": ("newest", True), "4k-48bit": ("newest", False), "6.12-4k-lpa2": ("6.12", True)}
+BOOTS = {"4k-lpa2": ("newest", True), "4k-48bit": ("newest", False), "16k-lpa2": ("newest-16k", True),
+         "6.12-4k-lpa2": ("6.12", True)}
+
+#: An unbound ivshmem BAR with room for a 32 MiB PMD leaf after the module's ZONE_DEVICE chunks.
+BIG_BAR = ("-object", "memory-backend-memfd,id=qp-ivs-proof,size=128M,share=on",
+           "-device", "ivshmem-plain,memdev=qp-ivs-proof")
 
 
 @pytest.fixture(scope="module", params=tiered(BOOTS, ["4k-lpa2"]))
@@ -57,7 +65,8 @@ def proved(request) -> Dict[str, Any]:
     violate = kmod.build_module(kernel, "p2p_violate")
     holder = kmod.build_holder("arm64")
     started = time.monotonic()
-    guest = start(kernel, list(ARM64_SCENARIOS), la57=lpa2)
+    guest = start(kernel, list(ARM64_SCENARIOS), la57=lpa2,
+                  extra_qemu_args=BIG_BAR if kernel.config.get("CONFIG_ARM64_16K_PAGES") == "y" else ())
     try:
         check_setup(guest)
         # The guest reads them from its out share (/out).

@@ -370,6 +370,22 @@ def test_scan_a_16k_table_of_bar_ptes_in_one_run():
     assert PteScanner(layout, cls, vma).uniform_run(piece) is None
 
 
+def test_pieces_of_a_16k_table_keep_the_granule():
+    """A 16K table split at its empty entries: each piece's leaves lie 16 KiB apart at
+    base + (index << 14), as the whole table's do (entry i of a PTE table maps
+    base + i * PAGE_SIZE); a piece that fell back to 4 KiB steps put runs outside their VMA."""
+    from drgn_p2p.scan import pieces
+
+    base = 0x7FFF_9D08_0000
+    entries = [0] * 2048
+    for i in (3, 4, 5, 9, 2047):
+        entries[i] = PAGE | AF | USER | NG | ((0x1_0000 + i) << 14)
+    whole = PteSlice(base, struct.pack("<2048Q", *entries), 0, 2047, 14)
+    split = [leaf for piece in pieces(whole) for leaf in piece.leaves()]
+    assert [va for va, _, _ in split] == [base + (i << 14) for i in (3, 4, 5, 9, 2047)]
+    assert split == list(whole.leaves())
+
+
 def test_anon_pte_linear_test_uses_the_granule():
     """vm_pgoff counts PAGE_SIZE pages: the linear test must shift by 14 with 16K pages."""
     layout = A72_16K

@@ -33,7 +33,7 @@ def classifier(layout):
 
 def table(entries, first=0, last=511):
     data = struct.pack("<512Q", *entries)
-    return PteSlice(BASE, data, first, last)
+    return PteSlice(BASE, data, first, last, 12)
 
 
 def slow_runs(piece, vma, layout):

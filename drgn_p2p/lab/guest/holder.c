@@ -52,7 +52,7 @@
  *                        NUMA balancing, which the scenario switches on
  *   zswap                anon pages paged out while zswap is on (stored compressed)
  *   udmabuf DEV          dma-buf of a sealed memfd, mmapped
- *   devmem PATH OFF LEN  read-only /dev/mem mapping
+ *   devmem PATH OFF LEN [AT]  read-only /dev/mem (or uio) mapping, read at byte AT of each page
  *   vdso                 this process's [vdso] text and [vvar] data, after clock_gettime()
  *   fbdev PATH           64 KiB of an fbdev framebuffer, written
  *   tcp-zc               TCP zerocopy receive over loopback (MSG_ZEROCOPY sender)
@@ -991,14 +991,25 @@ static void mode_udmabuf(const char *dev)
 	record(p, len, "");
 }
 
-static void mode_devmem(const char *path, const char *off_arg, const char *len_arg)
+/*
+ * A uio map starts at its memory's page (uio_pci_generic: the BAR's start &
+ * PAGE_MASK) and the memory at the map's "offset" in it: with 16 KiB pages a
+ * small BAR need not start the page, and reading elsewhere is a bus error.
+ */
+static void mode_devmem(const char *path, const char *off_arg, const char *len_arg, const char *at_arg)
 {
 	off_t off = strtoull(off_arg, NULL, 0);
 	size_t len = strtoull(len_arg, NULL, 0);
+	size_t at = at_arg ? strtoull(at_arg, NULL, 0) : 0;
 	int fd = open_or_die(path, O_RDONLY | O_SYNC);
-	void *p = map_fixed(NULL, len, PROT_READ, MAP_SHARED, fd, off);
+	char *p;
 
-	touch_read(p, len, PAGE);
+	if (at >= len) {
+		errno = 0;
+		die("devmem: byte %zu lies outside the %zu-byte mapping", at, len);
+	}
+	p = map_fixed(NULL, len, PROT_READ, MAP_SHARED, fd, off);
+	touch_read(p + at, len - at, PAGE);
 	record(p, len, "");
 }
 
@@ -1240,7 +1251,7 @@ int main(int argc, char **argv)
 	else if (!strcmp(mode, "dma-heap") && (need(argc, 6), 1))
 		mode_dma_heap(argv[5]);
 	else if (!strcmp(mode, "devmem") && (need(argc, 8), 1))
-		mode_devmem(argv[5], argv[6], argv[7]);
+		mode_devmem(argv[5], argv[6], argv[7], argc > 8 ? argv[8] : NULL);
 	else if (!strcmp(mode, "violate") && (need(argc, 10), 1))
 		mode_violate(argv[5], argv[6], argv[7], argv[8], argv[9]);
 	else {

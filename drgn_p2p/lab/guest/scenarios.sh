@@ -418,7 +418,8 @@ scn_uio() {
 	uio=$(ls "$dev/uio" | head -n 1)
 	[ -e "$dev/uio/$uio/maps/map0" ] || { fail "$uio has no map 0 (BAR 0 not a plain memory BAR?)"; return 1; }
 	wait_for 50 test -c "/dev/$uio" || { fail "/dev/$uio did not appear"; return 1; }
-	hold uio devmem "/dev/$uio" 0 4096
+	# The whole map (whole pages), read where BAR 0 lies in it: its offset, not 0 with 16 KiB pages.
+	hold uio devmem "/dev/$uio" 0 "$(cat "$dev/uio/$uio/maps/map0/size")" "$(cat "$dev/uio/$uio/maps/map0/offset")"
 }
 
 scn_udmabuf() {

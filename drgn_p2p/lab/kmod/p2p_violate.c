@@ -212,6 +212,15 @@ static const bool case_huge[P2PV_NR_CASES] = { P2PV_CASES(P2PV_HUGE) };
 static const char *const case_name[P2PV_NR_CASES] = { P2PV_CASES(P2PV_STR) };
 #undef P2PV_STR
 
+/* A PMD case maps one PMD leaf of the running kernel: P2PV_HUGE_LEN with 4 KiB pages. */
+static unsigned long p2pv_case_len(unsigned int kase)
+{
+	return case_huge[kase] ? PMD_SIZE : case_len[kase];
+}
+
+/* memremap_pages() works on whole subsections (SUBSECTION_SIZE: 2 MiB on x86-64 and arm64). */
+#define P2PV_CHUNK_LEN	(2UL * 1024 * 1024)
+
 /*
  * vma->vm_flags became read-only behind vm_flags_set()/vm_flags_clear() in
  * v6.3 (bc292ab00f6c "mm: introduce vma->vm_flags wrapper functions"); 6.1
@@ -294,30 +303,32 @@ enum p2pv_devmem {
 /*
  * Use [start, start + len) if it has no memmap; set nm_pfn, huge_pfn and
  * devmem_phys. With room for it, the first P2PV_NR_DEVMEM 2 MiB chunks are
- * left for ZONE_DEVICE memory and the next chunk is the memmap-less one
- * (small cases in its first pages, PMD cases over all of it); otherwise the
- * memmap-less cases start at the start of the range and there is no
- * ZONE_DEVICE memory.
+ * left for ZONE_DEVICE memory and the memmap-less cases follow (small cases
+ * in the first pages after them, PMD cases over the PMD_SIZE-aligned range
+ * from there: the same place with 4 KiB pages, a 32 MiB boundary with 16
+ * KiB); otherwise the memmap-less cases start at the start of the range and
+ * there is no ZONE_DEVICE memory.
  */
 static bool p2pv_use_range(phys_addr_t start, resource_size_t len, const char *source)
 {
 	phys_addr_t end = start + len;
-	phys_addr_t dev = ALIGN(start, (phys_addr_t)P2PV_HUGE_LEN);
-	phys_addr_t nm = start, huge = dev;
-	unsigned long span = (P2PV_NR_DEVMEM + 1) * P2PV_HUGE_LEN;
+	phys_addr_t dev = ALIGN(start, (phys_addr_t)P2PV_CHUNK_LEN);
+	phys_addr_t nm = start, huge = ALIGN(start, (phys_addr_t)PMD_SIZE);
+	unsigned long span = (P2PV_NR_DEVMEM + 1) * P2PV_CHUNK_LEN;
 
 	if (len < P2PV_SMALL_LEN || !p2pv_above_ram(PHYS_PFN(start)) ||
 	    !p2pv_no_memmap(PHYS_PFN(start), P2PV_SMALL_LEN >> PAGE_SHIFT))
 		return false;
 	if (dev + span <= end && p2pv_no_memmap(PHYS_PFN(dev), span >> PAGE_SHIFT)) {
 		devmem_phys = dev;
-		huge = nm = dev + P2PV_NR_DEVMEM * P2PV_HUGE_LEN;
+		nm = dev + P2PV_NR_DEVMEM * P2PV_CHUNK_LEN;
+		huge = ALIGN(nm, (phys_addr_t)PMD_SIZE);
 	}
 	nm_pfn = PHYS_PFN(nm);
 	bar_phys = start;
 	bar_size = len;
-	if (huge + P2PV_HUGE_LEN <= end &&
-	    p2pv_no_memmap(PHYS_PFN(huge), P2PV_HUGE_LEN >> PAGE_SHIFT)) {
+	if (huge + PMD_SIZE <= end &&
+	    p2pv_no_memmap(PHYS_PFN(huge), PMD_SIZE >> PAGE_SHIFT)) {
 		huge_pfn = PHYS_PFN(huge);
 		huge_phys = huge;
 	}
@@ -327,7 +338,8 @@ static bool p2pv_use_range(phys_addr_t start, resource_size_t len, const char *s
 
 /*
  * Rank prefetchable memory BARs: ivshmem first (plain memory), then BARs no
- * driver owns, then BARs with room for a PMD leaf, then the smallest.
+ * driver owns, then BARs with room for the ZONE_DEVICE chunks and a PMD leaf,
+ * then the smallest.
  */
 static int p2pv_score(struct pci_dev *pdev, int bar)
 {
@@ -339,7 +351,9 @@ static int p2pv_score(struct pci_dev *pdev, int bar)
 		score += 8;
 	if (!pdev->dev.driver)
 		score += 4;
-	if (ALIGN(start, (resource_size_t)P2PV_HUGE_LEN) + P2PV_HUGE_LEN <= start + len)
+	/* Room for the ZONE_DEVICE chunks and a PMD leaf after them, as p2pv_use_range() lays them out. */
+	if (ALIGN(ALIGN(start, (resource_size_t)P2PV_CHUNK_LEN) + P2PV_NR_DEVMEM * P2PV_CHUNK_LEN,
+		  (resource_size_t)PMD_SIZE) + PMD_SIZE <= start + len)
 		score += 2;
 	return score;
 }
@@ -445,13 +459,13 @@ static const struct dev_pagemap_ops p2pv_pgmap_ops = {
 	.migrate_to_ram = p2pv_migrate_to_ram,
 };
 
-/* memremap_pages() one 2 MiB chunk per kind at base (DEVICE_PRIVATE only where configured). */
+/* memremap_pages() one P2PV_CHUNK_LEN chunk per kind at base (DEVICE_PRIVATE only where configured). */
 static void p2pv_devmem_create(phys_addr_t base)
 {
 	int i;
 
 	for (i = 0; i < P2PV_NR_DEVMEM; i++) {
-		phys_addr_t start = base + (phys_addr_t)i * P2PV_HUGE_LEN;
+		phys_addr_t start = base + (phys_addr_t)i * P2PV_CHUNK_LEN;
 		struct p2pv_devmem_chunk *c;
 		void *va;
 
@@ -462,7 +476,7 @@ static void p2pv_devmem_create(phys_addr_t base)
 			return;
 		c->pgmap.type = devmem_type[i];
 		c->pgmap.range.start = start;
-		c->pgmap.range.end = start + P2PV_HUGE_LEN - 1;
+		c->pgmap.range.end = start + P2PV_CHUNK_LEN - 1;
 		c->pgmap.nr_range = 1;
 		/*
 		 * Device-dax (dev_dax_probe()) leaves ops and owner NULL, and that
@@ -1225,9 +1239,9 @@ static int p2pv_mmap(struct file *file, struct vm_area_struct *vma)
 	unsigned int i, npages = 0;
 	int ret;
 
-	if (kase >= P2PV_NR_CASES || len != case_len[kase] || !(vma->vm_flags & VM_SHARED))
+	if (kase >= P2PV_NR_CASES || len != p2pv_case_len(kase) || !(vma->vm_flags & VM_SHARED))
 		return -EINVAL;
-	if (case_huge[kase] && !IS_ALIGNED(vma->vm_start, P2PV_HUGE_LEN))
+	if (case_huge[kase] && !IS_ALIGNED(vma->vm_start, PMD_SIZE))
 		return -EINVAL;
 	ret = p2pv_can_build(kase);
 	if (ret)

@@ -8,8 +8,12 @@
  * control that no rule may report. The table below is the single list of
  * cases; each X() entry is
  *
- *	X(ENUM, pgoff, "name", length in bytes, needs a 2 MiB aligned address,
- *	  the holder touches every page)
+ *	X(ENUM, pgoff, "name", length in bytes, maps one PMD leaf (a PMD_SIZE
+ *	  aligned address), the holder touches every page)
+ *
+ * A PMD case is P2PV_HUGE_LEN long with 4 KiB pages; the module and the
+ * holder take the running kernel's PMD size instead (32 MiB with 16 KiB
+ * pages).
  *
  * Cases built as non-present entries (a migration entry, an unknown PTE
  * marker, a device-private or device-exclusive entry) must not be touched:
@@ -25,7 +29,7 @@
 #define P2P_VIOLATE_H
 
 #define P2PV_SMALL_LEN	(4UL * 4096)		/* four 4 KiB pages */
-#define P2PV_HUGE_LEN	(2UL * 1024 * 1024)	/* one PMD leaf */
+#define P2PV_HUGE_LEN	(2UL * 1024 * 1024)	/* one PMD leaf (4 KiB pages) */
 
 #define P2PV_CASES(X)								\
 	X(P2PV_CONTROL_REMAP,		0, "control-remap",		P2PV_SMALL_LEN, 0, 1) \

@@ -94,18 +94,41 @@ static void *aligned_hint(unsigned long len)
 	return (void *)aligned;
 }
 
+/*
+ * The running kernel's PMD size (the THP size it reports): a PMD case maps
+ * one PMD leaf, P2PV_HUGE_LEN with 4 KiB pages, 32 MiB with 16 KiB.
+ */
+static unsigned long pmd_size(void)
+{
+	unsigned long size = 0;
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "r");
+
+	if (f) {
+		if (fscanf(f, "%lu", &size) != 1)
+			size = 0;
+		fclose(f);
+	}
+	return size ? size : P2PV_HUGE_LEN;
+}
+
+/* The length of case *c* on the running kernel. */
+static unsigned long case_len(const struct holder_case *c)
+{
+	return c->huge ? pmd_size() : c->len;
+}
+
 static void *map_case(int fd, const struct holder_case *c, long page)
 {
 	void *hint = NULL;
 	int flags = MAP_SHARED;
 
 	if (c->huge) {
-		hint = aligned_hint(c->len);
+		hint = aligned_hint(case_len(c));
 		if (!hint)
 			return MAP_FAILED;
 		flags |= MAP_FIXED_NOREPLACE;
 	}
-	return mmap(hint, c->len, PROT_READ | PROT_WRITE, flags, fd, (off_t)c->pgoff * page);
+	return mmap(hint, case_len(c), PROT_READ | PROT_WRITE, flags, fd, (off_t)c->pgoff * page);
 }
 
 /*
@@ -196,9 +219,9 @@ int main(int argc, char **argv)
 			continue;
 		}
 		/* Fault in the cases that are filled at fault time. */
-		for (off = 0; c->touch && off < c->len; off += page)
+		for (off = 0; c->touch && off < case_len(c); off += page)
 			(void)p[off];
-		fprintf(out, "%s %d 0x%lx %lu\n", c->name, (int)getpid(), (unsigned long)(uintptr_t)p, c->len);
+		fprintf(out, "%s %d 0x%lx %lu\n", c->name, (int)getpid(), (unsigned long)(uintptr_t)p, case_len(c));
 	}
 	if (hmm_device)
 		hold_hmm_exclusive(out, hmm_device, page);
