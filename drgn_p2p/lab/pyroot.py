@@ -114,7 +114,7 @@ def _usr_merge(root: Path) -> None:
 
 
 def build_pyroot(arch: str) -> Path:
-    """The cached Python root for Debian *arch*, built on first use (a download of about 30 MB).
+    """The cached Python root for Debian *arch*, built on first use (a download of about 18 MB).
 
     :param arch: the Debian architecture, e.g. ``arm64``.
     :returns: the root's directory.
