@@ -113,14 +113,21 @@ def _usr_merge(root: Path) -> None:
             top.symlink_to(f"usr/{name}")
 
 
+def root_path(arch: str) -> Path:
+    """Where the Python root for Debian *arch* is cached (:func:`build_pyroot` builds it)."""
+    return _roots_dir(arch) / f"python-{_key(arch)}"
+
+
 def build_pyroot(arch: str) -> Path:
-    """The cached Python root for Debian *arch*, built on first use (a download of about 18 MB).
+    """The cached Python root for Debian *arch*, built on first use (a download of about 18 MB),
+    and its byte-code cache's directory.
 
     :param arch: the Debian architecture, e.g. ``arm64``.
     :returns: the root's directory.
     :raises LabError: when apt cannot find or fetch a package, or one does not unpack.
     """
-    dest = _roots_dir(arch) / f"python-{_key(arch)}"
+    _pycache(arch).mkdir(parents=True, exist_ok=True)
+    dest = root_path(arch)
     if (dest / "manifest.txt").is_file():
         return dest
     versions = closure(PACKAGES, arch)
@@ -148,9 +155,7 @@ def build_pyroot(arch: str) -> Path:
 
 
 def _pycache(arch: str) -> Path:
-    path = _roots_dir(arch) / f"pycache-{_key(arch)}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _roots_dir(arch) / f"pycache-{_key(arch)}"
 
 
 def _vmlinux(kernel: Any) -> Path:
@@ -158,18 +163,16 @@ def _vmlinux(kernel: Any) -> Path:
 
 
 def qemu_args(kernel: Any) -> List[str]:
-    """QEMU's 9p shares of the live audit for a *kernel* guest of another architecture.
-
-    Builds the Python root if it is not cached (:func:`build_pyroot`).
+    """QEMU's 9p shares of the live audit for a *kernel* guest of another architecture:
+    the Python root (:func:`build_pyroot` must have built it), the kernel's directory
+    (for a kernel with a ``vmlinux``), the host's ``drgn_p2p`` package and the byte-code cache.
 
     :param kernel: a ``kernels.Kernel`` (``arch``, ``vmlinux``).
     """
-    shares: List[Tuple[str, Path, bool]] = [
-        ("pyroot", build_pyroot(kernel.arch), True),
-        ("kernel", _vmlinux(kernel).parent, True),
-        ("p2p", Path(drgn_p2p.__file__).resolve().parent, True),
-        ("pycache", _pycache(kernel.arch), False),
-    ]
+    shares: List[Tuple[str, Path, bool]] = [("pyroot", root_path(kernel.arch), True)]
+    if getattr(kernel, "vmlinux", None):
+        shares.append(("kernel", _vmlinux(kernel).parent, True))
+    shares += [("p2p", Path(drgn_p2p.__file__).resolve().parent, True), ("pycache", _pycache(kernel.arch), False)]
     args: List[str] = []
     for tag, path, ro in shares:
         if "," in str(path):

@@ -585,6 +585,7 @@ def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = T
     holder = holder_binary(getattr(kernel, "arch", "amd64"))
     if _foreign(kernel):
         initrd = build_guest_root(kernel, holder, [plan_.test_hmm] if plan_.test_hmm else [])
+        pyroot.build_pyroot(kernel.arch)  # for the live audit (cached)
     else:
         initrd = build_initramfs(_modules_dir(kernel), kernel.kver)
     retries: List[str] = []

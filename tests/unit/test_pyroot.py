@@ -113,7 +113,7 @@ def test_a_failed_mount_is_an_error(tmp_path: Path) -> None:
 
 def test_qemu_shares_the_root_kernel_package_and_byte_code_cache(monkeypatch: pytest.MonkeyPatch,
                                                                  tmp_path: Path) -> None:
-    monkeypatch.setattr(pyroot, "build_pyroot", lambda arch: tmp_path / "root")
+    monkeypatch.setattr(pyroot, "root_path", lambda arch: tmp_path / "root")
     monkeypatch.setattr(pyroot, "cache_dir", lambda: tmp_path)
     kernel = SimpleNamespace(arch="arm64", vmlinux=str(tmp_path / "k" / "vmlinux"))
     args = pyroot.qemu_args(kernel)
