@@ -313,7 +313,8 @@ def baseline_args(audit_args: Sequence[str]) -> List[str]:
 
     The baseline is read before the guest boots (a bad one is a one-line
     error, exit 2), and its absolute path reaches the audit inside the guest
-    too (``--via live`` runs with the host's root as the guest's, cwd ``/``).
+    too (``--via live`` runs with the host's root as the guest's, cwd ``/``; an arm64
+    guest's live audit reads a copy on its out share, :mod:`.pyroot`).
 
     :raises UsageError: when the baseline cannot be read or is not valid.
     """

@@ -23,7 +23,7 @@ the vmlinux the audit is given with ``-s``), the host's ``drgn_p2p`` package
 (``pycache``, ``PYTHONPYCACHEPREFIX``: Debian's packages ship no ``.pyc``,
 their postinst compiles them, so the first audit compiles and later ones
 reuse it). :func:`prepare` mounts them in the guest under :data:`GUEST_ROOT`
-with ``/proc``, ``/sys``, ``/dev`` and a ``/tmp``; :func:`audit_argv` is the
+with ``/proc``, ``/sys``, ``/dev``, a ``/tmp`` and the results share at ``/tmp/out``; :func:`audit_argv` is the
 ``chroot`` command line of the audit.
 """
 
@@ -51,6 +51,8 @@ FORMAT = 1
 #: Where the guest mounts the root, and where its shares appear inside it.
 GUEST_ROOT = "/pyroot"
 _KERNEL, _P2P, _PYCACHE = "/kernel", "/p2p", "/pycache"
+#: Where the guest's results share (``/out``) appears in the root, on its tmpfs ``/tmp``.
+_OUT = "/tmp/out"
 #: Mount points made in the root: the pseudo file systems and the shares.
 _MOUNT_POINTS = ("proc", "sys", "dev", "tmp", _KERNEL[1:], f"{_P2P[1:]}/drgn_p2p", _PYCACHE[1:])
 #: 9p mount options in the guest (those of the x86-64 guests' host root).
@@ -194,6 +196,8 @@ def _mount_script() -> str:
         f"mount -t sysfs sysfs {r}/sys",
         f"mount -o bind /dev {r}/dev",
         f"mount -t tmpfs tmpfs {r}/tmp",
+        f"mkdir {r}{_OUT}",
+        f"mount -o bind /out {r}{_OUT}",
         f"mount -t 9p -o {_9P},ro,cache=loose kernel {r}{_KERNEL}",
         f"mount -t 9p -o {_9P},ro p2p {r}{_P2P}/drgn_p2p",
         f"mount -t 9p -o {_9P} pycache {r}{_PYCACHE}",
@@ -211,13 +215,34 @@ def prepare(guest: Any, timeout: float = 120.0) -> None:
         raise LabError(f"mounting the Python root in the guest failed (status {code}): {out.strip()[-500:]}")
 
 
+def _guest_files(guest: Any, args: Sequence[str]) -> List[str]:
+    """*args* with a ``--baseline`` file of the host copied to the out share and named by its
+    path in the root (the x86-64 guests' root is the host's; this one is not)."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--baseline" and i + 1 < len(out):
+            i, path, prefix = i + 1, out[i + 1], ""
+        elif arg.startswith("--baseline="):
+            path, prefix = arg.partition("=")[2], "--baseline="
+        else:
+            continue
+        if Path(path).is_file():
+            name = f"baseline-{i}{Path(path).suffix}"
+            shutil.copyfile(path, Path(guest.out_dir) / name)
+            out[i] = f"{prefix}{_OUT}/{name}"
+    return out
+
+
 def audit_argv(guest: Any, args: Sequence[str]) -> List[str]:
     """The guest's command line of ``drgn-p2p audit -k ARGS`` in the Python root, after :func:`prepare`.
+
+    A ``--baseline`` file among *args* is copied to the guest's out share.
 
     :param guest: a ``vm.Guest`` of a foreign kernel booted with :func:`qemu_args`.
     :param args: the audit's own arguments.
     """
     prepare(guest)
+    args = _guest_files(guest, args)
     env = [f"PYTHONPATH={_P2P}", f"PYTHONPYCACHEPREFIX={_PYCACHE}", "HOME=/tmp", "LC_ALL=C.UTF-8",
            "PATH=/usr/bin:/usr/sbin"]
     vmlinux = f"{_KERNEL}/{_vmlinux(guest.kernel).name}"

@@ -124,3 +124,18 @@ def test_qemu_shares_the_root_kernel_package_and_byte_code_cache(monkeypatch: py
     assert by_tag["p2p"].split("path=")[1].split(",")[0].endswith("/drgn_p2p")
     assert all("readonly=on" in by_tag[t] for t in ("pyroot", "kernel", "p2p"))
     assert "readonly" not in by_tag["pycache"]
+
+
+def test_a_baseline_file_reaches_the_root_through_the_out_share(tmp_path: Path) -> None:
+    guest = FakeGuest()
+    guest.out_dir = tmp_path / "out"
+    guest.out_dir.mkdir()
+    known = tmp_path / "known.toml"
+    known.write_text("# no findings are known\n")
+    for args in (["--baseline", str(known), "--json"], [f"--baseline={known}", "--json"]):
+        argv, _ = lab_cli.audit_argv(guest, "live", args, tmp_path)
+        given = argv[argv.index("-k") + 1:]
+        path = given[1] if given[0] == "--baseline" else given[0].partition("=")[2]
+        assert path.startswith("/tmp/out/") and given[-1] == "--json", given
+        assert (guest.out_dir / path[len("/tmp/out/"):]).read_text() == known.read_text()
+    assert "mount -o bind /out /pyroot/tmp/out" in guest.commands[0]
