@@ -88,7 +88,9 @@ def audit_argv(guest, via: str, args: Sequence[str], dump_dir: Path) -> Tuple[Li
         return base + ["-c", str(core), "--architecture", "x86_64"] + list(args), None
     if via == "live":
         if getattr(guest.kernel, "arch", "amd64") != "amd64":
-            raise LabError("the arm64 guest's busybox root has no Python and drgn: audit it --via qemu or vmcore")
+            from .pyroot import audit_argv as pyroot_argv
+
+            return pyroot_argv(guest, args), "guest"  # in the Python root the guest mounts from the host
         return base + ["-k"] + list(args), "guest"
     raise click.UsageError(f"unknown --via {via!r} (one of {', '.join(VIAS)})")
 
@@ -208,8 +210,6 @@ def run(kernel_name, kernel_dir, arch, bzimage, vmlinux, modules, kconfig, scena
     except LabError as e:
         _console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
-    if not vias and arch != "amd64":
-        vias = ("qemu", "vmcore")  # no Python in the arm64 root: no live audit
     worst = 0
     as_json = _wants_json(audit_args)
     try:
@@ -313,7 +313,8 @@ def baseline_args(audit_args: Sequence[str]) -> List[str]:
 
     The baseline is read before the guest boots (a bad one is a one-line
     error, exit 2), and its absolute path reaches the audit inside the guest
-    too (``--via live`` runs with the host's root as the guest's, cwd ``/``).
+    too (``--via live`` runs with the host's root as the guest's, cwd ``/``; an arm64
+    guest's live audit reads a copy on its out share, :mod:`.pyroot`).
 
     :raises UsageError: when the baseline cannot be read or is not valid.
     """

@@ -44,7 +44,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
-from drgn_p2p.lab import LabError
+from drgn_p2p.lab import LabError, pyroot
 from drgn_p2p.lab.guestroot import GUEST_HOLDER, GUEST_MODULES, build_guest_root, guest_kmod
 from drgn_p2p.lab.initramfs import build_initramfs
 from drgn_p2p.flattened import SIGNATURE, FlattenedError, is_flattened, records
@@ -518,6 +518,7 @@ def _arm64_argv(kernel: Any, initrd: Path, run_dir: Path, plan_: Plan, lpa2: boo
         *early,
         "-fsdev", f"local,id=out,path={run_dir / 'out'},security_model=none",
         "-device", "virtio-9p-pci,fsdev=out,mount_tag=out",
+        *pyroot.qemu_args(kernel),
         *devices, *extra_qemu_args,
     ]
 
@@ -584,6 +585,7 @@ def start(kernel: Any, scenarios: Optional[Sequence[str]] = None, la57: bool = T
     holder = holder_binary(getattr(kernel, "arch", "amd64"))
     if _foreign(kernel):
         initrd = build_guest_root(kernel, holder, [plan_.test_hmm] if plan_.test_hmm else [])
+        pyroot.build_pyroot(kernel.arch)  # for the live audit (cached)
     else:
         initrd = build_initramfs(_modules_dir(kernel), kernel.kver)
     retries: List[str] = []

@@ -74,6 +74,9 @@ DEVMAP = 1 << 57
 PTE_AF = 1 << 10
 
 
+#: The program sources each boot is audited through (live: in the guest, from its Python root).
+VIAS = ("qemu", "vmcore", "live")
+
 #: (kernel, LPA2 on the CPU) of each boot.
 BOOTS = {"4k-lpa2": ("newest", True), "4k-48bit": ("newest", False), "16k-lpa2": ("newest-16k", True),
          "6.12-4k-lpa2": ("6.12", True), "6.12-4k-48bit": ("6.12", False)}
@@ -128,10 +131,11 @@ def _dax_refcounted(kernel) -> bool:
 
 @pytest.fixture(scope="module")
 def audits(arm64_guest) -> Dict[str, Dict]:
-    """The audit documents through QMP and through an ELF vmcore of the same guest."""
+    """The audit documents through QMP, through an ELF vmcore and live (/proc/kcore in the
+    guest's Python root) of the same guest."""
     docs = {}
     with tempfile.TemporaryDirectory(prefix="drgn-p2p-test-") as tmp:
-        for via in ("qemu", "vmcore"):
+        for via in VIAS:
             t0 = time.monotonic()
             code, out, err = audit_streams(arm64_guest, via, ["--json", "--runs", "-v", "--fail-on", "warning"],
                                            Path(tmp))
@@ -391,13 +395,15 @@ def test_runs_lie_in_their_vma(arm64_guest, audited):
 
 
 def test_qmp_and_vmcore_agree(arm64_guest, audits):
-    """The held mappings' runs are the same read live over QMP and from the dump,
+    """The held mappings' runs are the same read over QMP, from the dump and live
+    through /proc/kcore in the guest (held mappings are static while the guest runs),
     but for PTE_AF: page aging (ptep_test_and_clear_young()) may clear it on the
     running guest in between, on a NUMA-hinting PROT_NONE entry too."""
     for m in arm64_guest.mappings:
         runs = {via: [(r["start"], r["count"], int(r["raw"], 16) & ~PTE_AF, r["page"]) for r in _vma(doc, m)["runs"]]
                 for via, doc in audits.items()}
         assert runs["qemu"] == runs["vmcore"], m["kind"]
+        assert runs["live"] == runs["qemu"], m["kind"]
 
 
 def test_device_private_pfns_sit_at_the_top_of_the_linear_map(arm64_guest, audited):
