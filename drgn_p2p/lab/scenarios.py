@@ -76,6 +76,11 @@ class Scenario:
     #: little (0: the default). Such a scenario boots alone: the default set
     #: (:func:`plan` with no names) skips it, saying so; it runs when named.
     memory_mib: int = 0
+    #: Guest memory (MiB) the scenario needs, in any set of scenarios (0: the
+    #: default); unlike :attr:`memory_mib` it does not make the scenario boot alone.
+    guest_mib: int = 0
+    #: test_hmm module parameters the scenario needs (its coherent devices' memory).
+    test_hmm_args: Tuple[str, ...] = ()
     #: Properties of QEMU's ``-machine`` (``iommu=smmuv3`` on arm64's virt).
     machine_props: Tuple[str, ...] = ()
     #: The scenario on another Debian architecture, when what QEMU, the kernel
@@ -97,6 +102,11 @@ _PMEM = ("CONFIG_ZONE_DEVICE", "CONFIG_X86_PMEM_LEGACY", "CONFIG_LIBNVDIMM")
 #: 256 MiB each (its chunk size, allocated for both devices when it loads),
 #: in the guest's low RAM between the pmem ranges, reserved with memmap=$.
 COHERENT_BASES = (0x5000_0000, 0x7000_0000)
+#: The same on arm64: 256 MiB each of QEMU virt's RAM past the DT pmem nodes
+#: (OF_PMEM_RANGES), which ``mem=`` (ARM64_RAM_LIMIT) leaves out of System RAM.
+ARM64_COHERENT_BASES = (0xE000_0000, 0xF000_0000)
+#: The kernel command line word that keeps an arm64 guest's RAM below the DT pmem and coherent memory.
+ARM64_RAM_LIMIT = "mem=2048M"
 
 #: Scenarios that load test_hmm.
 _TEST_HMM_SCENARIOS = ("device-private", "device-coherent")
@@ -224,14 +234,14 @@ SCENARIOS: Tuple[Scenario, ...] = (
     Scenario(
         "fsdax-of", "fsdax",
         requires=("CONFIG_OF_PMEM", "CONFIG_ZONE_DEVICE", "CONFIG_FS_DAX", "CONFIG_EXT4_FS"),
-        cmdline=("mem=2048M",),
+        cmdline=(ARM64_RAM_LIMIT,),
     ),
     # arm64: device-dax on the pmem of a pmem-region node of its own (the dax
     # seed, as "ndctl create-namespace -m devdax" does), aligned to PMD_SIZE.
     Scenario(
         "devdax-of", "devdax-pmd",
         requires=("CONFIG_OF_PMEM", "CONFIG_ZONE_DEVICE", "CONFIG_DEV_DAX", "CONFIG_DEV_DAX_PMEM"),
-        cmdline=("mem=2048M",),
+        cmdline=(ARM64_RAM_LIMIT,),
     ),
     Scenario(
         "devdax", "devdax-pmd",
@@ -288,7 +298,18 @@ SCENARIOS: Tuple[Scenario, ...] = (
         "device-coherent", "device-coherent",
         requires=("CONFIG_DEVICE_PRIVATE",),
         cmdline=tuple(f"memmap=256M${base >> 20}M" for base in COHERENT_BASES),
+        test_hmm_args=tuple(f"spm_addr_dev{i}={base:#x}" for i, base in enumerate(COHERENT_BASES)),
         note="test_hmm (and with it its coherent devices) needs DEVICE_PRIVATE",
+        # arm64 has no memmap=: the memory is guest RAM above mem= (like the
+        # DT pmem), after the pmem nodes, in a guest of 3 GiB.
+        arches=(("arm64", Scenario(
+            "device-coherent", "device-coherent",
+            requires=("CONFIG_DEVICE_PRIVATE",),
+            cmdline=(ARM64_RAM_LIMIT,),
+            guest_mib=3072,
+            test_hmm_args=tuple(f"spm_addr_dev{i}={base:#x}" for i, base in enumerate(ARM64_COHERENT_BASES)),
+            note="test_hmm (and with it its coherent devices) needs DEVICE_PRIVATE",
+        )),),
     ),
 ) + ZOO
 
@@ -319,9 +340,7 @@ class Plan:
     def test_hmm_args(self) -> List[str]:
         """Module parameters for test_hmm.ko: coherent devices when ``device-coherent`` runs
         (test_hmm makes devices 2 and 3 coherent only when both addresses are set)."""
-        if not any(s.name == "device-coherent" for s in self.scenarios):
-            return []
-        return [f"spm_addr_dev{i}={base:#x}" for i, base in enumerate(COHERENT_BASES)]
+        return [arg for s in self.scenarios for arg in s.test_hmm_args]
 
     def machine_props(self) -> List[str]:
         """Return the ``-machine`` properties the scenarios need, each once."""
@@ -336,7 +355,7 @@ class Plan:
 
     def memory_mib(self, default: int) -> int:
         """The guest memory (MiB) of the boot: *default*, or more if a scenario needs it."""
-        return max([default, *(s.memory_mib for s in self.scenarios)])
+        return max([default, *(max(s.memory_mib, s.guest_mib) for s in self.scenarios)])
 
     def cmdline(self) -> List[str]:
         """Return the kernel command line words the scenarios need."""
@@ -422,7 +441,7 @@ def _find_test_hmm(kernel: Any, test_hmm: Optional[os.PathLike]) -> Tuple[Option
 ARM64_SCENARIOS = ("anon", "thp", "zero-page", "protnone", "swap", "zswap", "numa-hint", "ksm", "uffd-wp", "pcibar", "fsdax-of", "perf-ring", "packet-ring", "io-uring",
                    "tcp-zc", "io-uring-pbuf", "hugetlb", "secretmem", "guard", "guard-shmem", "hwpoison", "vdso",
                    "device-private", "vfio-huge", "p2pdma", "p2pdma-ro", "shmem-thp", "pcibar-wc", "uio",
-                   "udmabuf", "drm-vgem", "drm-virtio-gpu", "drm-ttm", "devdax-of")
+                   "udmabuf", "drm-vgem", "drm-virtio-gpu", "drm-ttm", "devdax-of", "device-coherent")
 ARM64_NOT_YET = "not set up by the arm64 lab yet"
 
 #: (physical start, size) of the pmem-region node of each DT pmem scenario: the

@@ -51,3 +51,19 @@ def test_config_env_names_each_nodes_start(tmp_path: Path):
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
     assert dict(line.split() for line in out.splitlines()) == {
         name: str(start) for name, (start, _) in OF_PMEM_RANGES.items()}
+
+
+def test_arm64_coherent_memory_is_guest_ram_that_mem_leaves_out():
+    """test_hmm's coherent devices on arm64 take 256 MiB each (its DEVMEM_CHUNK_SIZE) of
+    guest RAM above mem=, past the pmem nodes: memremap_pages() refuses System RAM."""
+    from drgn_p2p.lab.scenarios import ARM64_COHERENT_BASES
+
+    coherent = next(s for s in SCENARIOS if s.name == "device-coherent").on("arm64")
+    plan = Plan((*(s for s in SCENARIOS if s.name in OF_PMEM_RANGES), coherent), {}, None)
+    (mem,) = {w for w in plan.cmdline() if w.startswith("mem=")}
+    ram_end = VIRT_RAM_BASE + _mib(mem[len("mem="):])
+    guest_end = VIRT_RAM_BASE + (plan.memory_mib(_mib(vm.GUEST_MEMORY) >> 20) << 20)
+    taken = sorted([*OF_PMEM_RANGES.values(), *((base, 256 << 20) for base in ARM64_COHERENT_BASES)])
+    for (start, size), (nxt, _) in zip(taken, taken[1:] + [(guest_end, 0)]):
+        assert ram_end <= start and start + size <= nxt <= guest_end
+    assert plan.test_hmm_args() == [f"spm_addr_dev{i}={base:#x}" for i, base in enumerate(ARM64_COHERENT_BASES)]
