@@ -153,7 +153,12 @@ ZOO: Tuple[Scenario, ...] = (
     # hole, which the other scenarios must not have (p2p_violate wants its BARs
     # above all RAM): a boot of its own.
     Scenario("hugetlb-1g", "hugetlb-pud", requires=("CONFIG_HUGETLBFS",),
-             cmdline=("hugepagesz=1G", "hugepages=1"), memory_mib=3584),
+             cmdline=("hugepagesz=1G", "hugepages=1"), memory_mib=3584,
+             # arm64 has a 1 GiB hstate with every granule, but only with 4K
+             # pages is it one PUD leaf (16K: 32 contiguous PMDs, 64K: 2048
+             # contiguous PTEs; arch/arm64/mm/hugetlbpage.c).
+             arches=(("arm64", Scenario("hugetlb-1g", "hugetlb-pud", requires=("CONFIG_HUGETLBFS", "CONFIG_ARM64_4K_PAGES"),
+                                        cmdline=("hugepagesz=1G", "hugepages=1"), memory_mib=3584)),)),
     Scenario("shmem-thp", "thp-pmd-shared", requires=("CONFIG_TRANSPARENT_HUGEPAGE", "CONFIG_SHMEM")),
     Scenario("ksm", "ksm", requires=("CONFIG_KSM",)),
     # memfd_secret() is off by default before 6.5 (secretmem.enable=0).
@@ -441,8 +446,11 @@ def _find_test_hmm(kernel: Any, test_hmm: Optional[os.PathLike]) -> Tuple[Option
 ARM64_SCENARIOS = ("anon", "thp", "zero-page", "protnone", "swap", "zswap", "numa-hint", "ksm", "uffd-wp", "pcibar", "fsdax-of", "perf-ring", "packet-ring", "io-uring",
                    "tcp-zc", "io-uring-pbuf", "hugetlb", "secretmem", "guard", "guard-shmem", "hwpoison", "vdso",
                    "device-private", "vfio-huge", "p2pdma", "p2pdma-ro", "shmem-thp", "pcibar-wc", "uio",
-                   "udmabuf", "drm-vgem", "drm-virtio-gpu", "drm-ttm", "devdax-of", "device-coherent")
+                   "udmabuf", "drm-vgem", "drm-virtio-gpu", "drm-ttm", "devdax-of", "device-coherent",
+                   "hugetlb-1g")
 ARM64_NOT_YET = "not set up by the arm64 lab yet"
+#: The arm64 scenarios one boot holds together: those that need no boot of their own.
+ARM64_MAIN_BOOT = tuple(name for name in ARM64_SCENARIOS if not _BY_NAME[name].memory_mib)
 
 #: (physical start, size) of the pmem-region node of each DT pmem scenario: the
 #: top 512 MiB of the guest's 2.5 GiB (QEMU virt's RAM starts at 1 GiB;

@@ -57,7 +57,7 @@ import pytest
 from lab_prereq import check_setup, missing, tiered
 
 from drgn_p2p.lab.cli import audit_streams
-from drgn_p2p.lab.scenarios import ARM64_SCENARIOS
+from drgn_p2p.lab.scenarios import ARM64_MAIN_BOOT
 from drgn_p2p.report import vma_at
 
 pytestmark = pytest.mark.lab
@@ -96,7 +96,7 @@ def arm64_guest(request):
     name, lpa2 = BOOTS[request.param]
     kernel = ensure_kernel(name, "arm64")
     t0 = time.monotonic()
-    guest = start(kernel, list(ARM64_SCENARIOS), la57=lpa2)
+    guest = start(kernel, list(ARM64_MAIN_BOOT), la57=lpa2)
     guest.lpa2 = lpa2
     try:
         check_setup(guest)
@@ -455,7 +455,7 @@ def test_device_private_pfns_sit_at_the_top_of_the_linear_map(arm64_guest, audit
 #: The scenarios checked as on x86-64 (tests/lab/test_audit.py): their expectations name
 #: the kernel code that makes each shape, none depends on x86-64's bits (vfio-huge's is
 #: the arm64 one of its Scenario).
-AS_ON_X86_64 = [s for s in ARM64_SCENARIOS if s not in ("anon", "pcibar", *OF_PMEM)]
+AS_ON_X86_64 = [s for s in ARM64_MAIN_BOOT if s not in ("anon", "pcibar", *OF_PMEM)]
 
 
 @pytest.mark.parametrize("scenario", AS_ON_X86_64)

@@ -29,7 +29,7 @@ import pytest
 from lab_prereq import check_setup, missing, tiered
 
 from drgn_p2p.lab import kmod
-from drgn_p2p.lab.scenarios import ARM64_SCENARIOS
+from drgn_p2p.lab.scenarios import ARM64_MAIN_BOOT
 from test_kmod import _can_build
 from test_proofs import _prove, _record_kernel
 from test_proofs import (test_case, test_clean_guest_has_no_errors, test_controls_silent,
@@ -65,7 +65,7 @@ def proved(request) -> Dict[str, Any]:
     violate = kmod.build_module(kernel, "p2p_violate")
     holder = kmod.build_holder("arm64")
     started = time.monotonic()
-    guest = start(kernel, list(ARM64_SCENARIOS), la57=lpa2,
+    guest = start(kernel, list(ARM64_MAIN_BOOT), la57=lpa2,
                   extra_qemu_args=BIG_BAR if kernel.config.get("CONFIG_ARM64_16K_PAGES") == "y" else ())
     try:
         check_setup(guest)
