@@ -125,6 +125,12 @@ class Point:
     measurement: Measurement
 
     @property
+    def above_setup_s(self) -> Optional[float]:
+        """Median time above the same call's median time selecting no process (its fixed cost)."""
+        m = self.measurement
+        return m.median_s - m.setup_s if m.median_s is not None and m.setup_s is not None else None
+
+    @property
     def rss_growth_mib(self) -> float:
         r = self.measurement.record
         return (r["hwm_kib"] - r["hwm_startup_kib"]) / 1024
@@ -146,8 +152,9 @@ def _groups(pts: Sequence[Point]) -> Dict[Tuple[str, str, str], List[Point]]:
 def fits(pts: Sequence[Point]) -> List[Dict[str, Any]]:
     """Per (series, mode, target): the power laws of time and of RSS growth, extrapolated.
 
-    Each row: ``series``, ``mode``, ``target``, ``quantity`` (``time_s`` or
-    ``rss_growth_mib``), the fit (``a``, ``b``, ``r2``, ``n``, ``model``),
+    Each row: ``series``, ``mode``, ``target``, ``quantity`` (``time_s``,
+    ``above_setup_s``: the time above the fixed cost of one call, which
+    walks every task whatever the scope, or ``rss_growth_mib``), the fit (``a``, ``b``, ``r2``, ``n``, ``model``),
     ``x_target`` and ``predicted`` (the fit at ``x_target``); for RSS also
     ``predicted_peak_rss_mib`` (median start-up RSS plus the predicted growth).
     """
@@ -157,6 +164,7 @@ def fits(pts: Sequence[Point]) -> List[Dict[str, Any]]:
         startup_mib = statistics.median(p.measurement.record["hwm_startup_kib"] / 1024 for p in group)
         for quantity, xy in (
             ("time_s", [(p.x, p.measurement.median_s or 0.0) for p in group]),
+            ("above_setup_s", [(p.x, p.above_setup_s or 0.0) for p in group]),
             ("rss_growth_mib", [(p.x, p.rss_growth_mib) for p in group]),
         ):
             law = fit_power_law(xy)
@@ -176,7 +184,8 @@ def fits(pts: Sequence[Point]) -> List[Dict[str, Any]]:
 _TARGET_LABELS = {"qemu": "QMP (host)", "kcore": "live /proc/kcore (guest)"}
 _MODE_LABELS = {"small": "small processes", "4k": "4 KiB pages", "thp": "THP"}
 
-POINT_HEADERS = ["series", "x", "pages", "audit", "median s", "floor s", "peak RSS MiB", "RSS growth MiB"]
+POINT_HEADERS = ["series", "x", "pages", "audit", "median s", "setup s", "floor s", "peak RSS MiB",
+                 "RSS growth MiB"]
 FIT_HEADERS = ["series", "audit", "quantity", "model", "b", "r²", "points", "at", "predicted"]
 
 
@@ -186,13 +195,18 @@ def _x_label(series: str, x: float) -> str:
     return f"{x:,.0f} processes"
 
 
+_QUANTITIES = {"time_s": "time (s)", "above_setup_s": "time above setup (s)",
+               "rss_growth_mib": "peak RSS growth (MiB)"}
+
+
 def point_rows(pts: Sequence[Point]) -> List[List[str]]:
     """One table row per point (strings)."""
     rows = []
     for p in pts:
         m = p.measurement
         rows.append([p.series, _x_label(p.series, p.x), _MODE_LABELS.get(p.mode, p.mode),
-                     _TARGET_LABELS.get(m.target, m.target), _fmt(m.median_s, ".3g"), _fmt(m.floor_s, ".3g"),
+                     _TARGET_LABELS.get(m.target, m.target), _fmt(m.median_s, ".3g"), _fmt(m.setup_s, ".3g"),
+                     _fmt(m.floor_s, ".3g"),
                      _fmt(m.record["hwm_kib"] / 1024, ".0f"), _fmt(p.rss_growth_mib, ".1f")])
     return rows
 
@@ -202,8 +216,8 @@ def fit_rows(rows: Sequence[Dict[str, Any]]) -> List[List[str]]:
     out = []
     for r in rows:
         fit = r["fit"]
-        what = "time (s)" if r["quantity"] == "time_s" else "peak RSS growth (MiB)"
-        if r["quantity"] == "time_s":
+        what = _QUANTITIES[r["quantity"]]
+        if r["quantity"] != "rss_growth_mib":
             predicted = _fmt(r["predicted"], ".3g") + " s" if r["predicted"] is not None else "—"
         else:
             predicted = ("—" if r["predicted"] is None else
@@ -234,7 +248,9 @@ def markdown(doc: Dict[str, Any], pts: Sequence[Point]) -> str:
         "\"floor\" is the bare cost of the audit's own page-table reads; \"RSS growth\" is the measuring "
         "process's peak RSS (VmHWM) above its RSS after drgn's start-up. Models: y = a·x^b, least "
         "squares on ln x, ln y (x: processes or MiB mapped); b is the exponent (1: linear); r² of the "
-        "fit on the logarithms; the peak RSS is predicted as the start-up RSS plus the fitted growth.",
+        "fit on the logarithms; the peak RSS is predicted as the start-up RSS plus the fitted growth. "
+        "\"setup\" is the same audit() call selecting no process (layout, classifier, the walk over "
+        "every task, whatever the scope); \"time above setup\" fits the median time minus it.",
         "",
     ]
     for name, series in meta["series"].items():
@@ -248,6 +264,14 @@ def markdown(doc: Dict[str, Any], pts: Sequence[Point]) -> str:
     return "\n".join(parts)
 
 
+def _y(p: Point, quantity: str) -> float:
+    if quantity == "time_s":
+        return p.measurement.median_s or 0.0
+    if quantity == "above_setup_s":
+        return p.above_setup_s or 0.0
+    return p.rss_growth_mib
+
+
 def plot(pts: Sequence[Point], fit_doc: Sequence[Dict[str, Any]], path: Path) -> Optional[str]:
     """Log-log time and RSS growth per series with the fitted lines; None when written, else why not."""
     try:
@@ -257,15 +281,15 @@ def plot(pts: Sequence[Point], fit_doc: Sequence[Dict[str, Any]], path: Path) ->
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed (pip install 'drgn-p2p[bench]')"
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9.5))
+    fig, axes = plt.subplots(3, 2, figsize=(13, 14))
     for col, series in enumerate(("processes", "mapped")):
-        for row, quantity in enumerate(("time_s", "rss_growth_mib")):
+        for row, quantity in enumerate(("time_s", "above_setup_s", "rss_growth_mib")):
             ax = axes[row][col]
             for (s, mode, target), group in _groups(pts).items():
                 if s != series:
                     continue
                 label = f"{_MODE_LABELS.get(mode, mode)}, {_TARGET_LABELS.get(target, target)}"
-                ys = [(p.measurement.median_s or 0.0) if quantity == "time_s" else p.rss_growth_mib for p in group]
+                ys = [_y(p, quantity) for p in group]
                 shown = [(p.x, y) for p, y in zip(group, ys) if y > 0]
                 if not shown:
                     continue
@@ -281,9 +305,9 @@ def plot(pts: Sequence[Point], fit_doc: Sequence[Dict[str, Any]], path: Path) ->
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("processes audited" if series == "processes" else "MiB mapped (one process)")
-            ax.set_ylabel("median seconds of audit()" if quantity == "time_s"
-                          else "peak RSS above start-up, MiB (VmHWM)")
-            ax.set_title(f"{'time' if quantity == 'time_s' else 'peak RSS growth'} against "
+            ax.set_ylabel({"time_s": "median seconds of audit()", "above_setup_s": "median seconds above setup",
+                           "rss_growth_mib": "peak RSS above start-up, MiB (VmHWM)"}[quantity])
+            ax.set_title(f"{_QUANTITIES[quantity].split(' (')[0]} against "
                          f"{'processes' if series == 'processes' else 'mapped size'}")
             ax.grid(True, which="both", alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
@@ -423,12 +447,16 @@ def main(kernel_name: str = "newest", out: Optional[Path] = None, repeat: int = 
     elif mapped:
         meta["series"]["mapped"] = {"why": "not run: the host never had the memory for the smallest size"}
     meta["wall_s"] = time.monotonic() - run_started
-    pts = points(collected)
+    return render(out, meta, points(collected), notes)
+
+
+def render(out: Path, meta: Dict[str, Any], pts: Sequence[Point], notes: Dict[str, Any]) -> Path:
+    """Fit *pts*, write ``scale.json``, ``scale.md`` and ``scale.png`` to *out* (Path); return *out*."""
     doc: Dict[str, Any] = {
         "schema": "drgn-p2p/bench-scale/1",
         "meta": meta,
         "points": [{"series": p.series, "x": p.x, "mode": p.mode, "rss_growth_mib": p.rss_growth_mib,
-                    **p.measurement.as_dict()} for p in pts],
+                    "above_setup_s": p.above_setup_s, **p.measurement.as_dict()} for p in pts],
         "fits": fits(pts),
         "notes": notes,
     }
@@ -440,3 +468,19 @@ def main(kernel_name: str = "newest", out: Optional[Path] = None, repeat: int = 
     _table_console(_console).print(escape(text))
     _console.print(f"bench: scale results in {escape(str(out))}" + (f" (no plot: {escape(why_not)})" if why_not else ""))
     return out
+
+
+def rerender(out: Path) -> Path:
+    """Fit the points of *out*/``scale.json`` (Path) again and rewrite the results (after changing the models)."""
+    doc = json.loads((Path(out) / "scale.json").read_text())
+    pts = points([(p["series"], p["x"], p["mode"],
+                   Measurement(p["scope"], p["mapped_mib"], p["method"], p["target"],
+                               {**p, "scope": p["measured"]})) for p in doc["points"]])
+    return render(Path(out), doc["meta"], pts, doc["notes"])
+
+
+if __name__ == "__main__":
+    import sys
+
+    for arg in sys.argv[1:]:
+        rerender(Path(arg))

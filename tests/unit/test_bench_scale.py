@@ -2,6 +2,7 @@
 """The scale benchmark's arithmetic: the log-log least-squares power law, its
 extrapolation, and the tables, checked against numbers worked out by hand."""
 
+import json
 
 import pytest
 
@@ -81,9 +82,9 @@ def test_fits_per_series_extrapolate_to_the_targets() -> None:
 def test_tables() -> None:
     pts = bench_scale.points(PROCESSES + MAPPED)
     rows = bench_scale.point_rows(pts)
-    assert rows[0] == ["mapped", "1 GiB", "4 KiB pages", "QMP (host)", "3.28", "0.328", "372", "8.0"]
-    assert rows[2] == ["processes", "250 processes", "small processes", "QMP (host)", "0.25", "0.025", "362",
-                       "2.5"]
+    assert rows[0] == ["mapped", "1 GiB", "4 KiB pages", "QMP (host)", "3.28", "—", "0.328", "372", "8.0"]
+    assert rows[2] == ["processes", "250 processes", "small processes", "QMP (host)", "0.25", "—", "0.025",
+                       "362", "2.5"]
     fit_rows = bench_scale.fit_rows(bench_scale.fits(pts))
     assert ["processes (small processes)", "QMP (host)", "time (s)", "y = 0.001·x^1.000", "1.000", "1.000",
             "4", "10,000 processes", "10 s"] in fit_rows
@@ -97,5 +98,34 @@ def test_tables() -> None:
     text = bench_scale.markdown(doc, pts)
     assert "* processes: guest 3G, 600 s from boot to shut-down" in text
     assert "* mapped: not run: no memory" in text
-    assert "| processes | 2,000 processes | small processes | QMP (host) | 2 | 0.2 | 380 | 20.0 |" in text
+    assert "| processes | 2,000 processes | small processes | QMP (host) | 2 | — | 0.2 | 380 | 20.0 |" in text
     assert "* mapped series: boom" in text
+
+
+def test_time_above_setup_takes_off_the_fixed_cost() -> None:
+    # Medians 1.25 and 2.25 s over a setup of 0.25 s: 1 and 2 s above it at 1 and 2 processes, y = x.
+    pts = bench_scale.points([
+        ("processes", n, "small", bench.Measurement(f"processes-{n}", 0, "audit", "qemu", {
+            "times_s": [n + 0.25], "setup_s": [0.25], "slots": 16, "hwm_kib": 1024, "hwm_startup_kib": 1024}))
+        for n in (1, 2)])
+    assert [p.above_setup_s for p in pts] == [1.0, 2.0]
+    row = next(r for r in bench_scale.fits(pts) if r["quantity"] == "above_setup_s")
+    assert row["fit"]["a"] == pytest.approx(1.0) and row["fit"]["b"] == pytest.approx(1.0)
+    assert row["predicted"] == pytest.approx(10_000)
+    assert ["processes (small processes)", "QMP (host)", "time above setup (s)", "y = 1·x^1.000", "1.000", "1.000",
+            "2", "10,000 processes", "1e+04 s"] in bench_scale.fit_rows([row])
+    # No RSS growth at all: nothing to fit.
+    rss = next(r for r in bench_scale.fits(pts) if r["quantity"] == "rss_growth_mib")
+    assert rss["fit"] is None and rss["predicted_peak_rss_mib"] is None
+
+
+def test_results_are_fitted_again_from_their_json(tmp_path) -> None:
+    meta = {"started": "then", "kernel": "7.2", "smp": 2, "accel": "tcg", "host": "x86_64", "repeat": 3,
+            "series": {"processes": {"memory": "3G", "wall_s": 600.0}}}
+    bench_scale.render(tmp_path, meta, bench_scale.points(PROCESSES + MAPPED), {})
+    first = json.loads((tmp_path / "scale.json").read_text())
+    (tmp_path / "scale.md").unlink()
+    bench_scale.rerender(tmp_path)
+    again = json.loads((tmp_path / "scale.json").read_text())
+    assert again["fits"] == first["fits"] and again["points"] == first["points"]
+    assert "| processes | 250 processes |" in (tmp_path / "scale.md").read_text()
