@@ -31,6 +31,9 @@ Results go to ``--out`` (default
 ``${XDG_CACHE_HOME:-~/.cache}/drgn-p2p/bench/<timestamp>/``): ``results.json``
 (every record), ``results.md`` (the tables) and ``bench.png`` (time and peak
 RSS against mapped size; needs the ``bench`` extra for matplotlib).
+
+``--scale`` runs :mod:`drgn_p2p.lab.bench_scale` instead: time and peak RSS
+against the number of processes and the mapped size, with power-law fits.
 """
 
 import json
