@@ -137,7 +137,8 @@ class Point:
 
 
 def points(measurements: Sequence[Tuple[str, int, str, Measurement]]) -> List[Point]:
-    """:class:`Point` of each ``(series, x, mode, measurement)``, ordered by series, mode, target, x."""
+    """:class:`Point` of each ``(series: str, x: int, mode: str, measurement: Measurement)``, ordered by
+    series, mode, target, x."""
     pts = [Point(series, x, mode, m) for series, x, mode, m in measurements]
     return sorted(pts, key=lambda p: (p.series, p.mode, p.measurement.target, p.x))
 
@@ -150,7 +151,7 @@ def _groups(pts: Sequence[Point]) -> Dict[Tuple[str, str, str], List[Point]]:
 
 
 def fits(pts: Sequence[Point]) -> List[Dict[str, Any]]:
-    """Per (series, mode, target): the power laws of time and of RSS growth, extrapolated.
+    """Per (series, mode, target) of *pts* (:class:`Point`): the power laws of time and of RSS growth, extrapolated.
 
     Each row: ``series``, ``mode``, ``target``, ``quantity`` (``time_s``,
     ``above_setup_s``: the time above the fixed cost of one call, which
@@ -200,7 +201,7 @@ _QUANTITIES = {"time_s": "time (s)", "above_setup_s": "time above setup (s)",
 
 
 def point_rows(pts: Sequence[Point]) -> List[List[str]]:
-    """One table row per point (strings)."""
+    """One table row (list of str) per :class:`Point` of *pts*."""
     rows = []
     for p in pts:
         m = p.measurement
@@ -212,7 +213,7 @@ def point_rows(pts: Sequence[Point]) -> List[List[str]]:
 
 
 def fit_rows(rows: Sequence[Dict[str, Any]]) -> List[List[str]]:
-    """One table row per fit (strings): time in s, RSS as the predicted peak in MiB."""
+    """One table row (list of str) per row of :func:`fits` in *rows*: time in s, RSS as the predicted peak in MiB."""
     out = []
     for r in rows:
         fit = r["fit"]
@@ -238,7 +239,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def markdown(doc: Dict[str, Any], pts: Sequence[Point]) -> str:
-    """The scale run's tables as Markdown."""
+    """The scale run's tables as Markdown (str), from *doc* (the ``scale.json`` dict) and *pts* (:class:`Point`)."""
     meta = doc["meta"]
     parts = [
         f"# drgn-p2p benchmark: scale, {meta['started']}",
@@ -273,7 +274,8 @@ def _y(p: Point, quantity: str) -> float:
 
 
 def plot(pts: Sequence[Point], fit_doc: Sequence[Dict[str, Any]], path: Path) -> Optional[str]:
-    """Log-log time and RSS growth per series with the fitted lines; None when written, else why not."""
+    """Log-log time and RSS growth of *pts* (:class:`Point`) per series with the fitted lines of *fit_doc*
+    (:func:`fits`), to *path* (Path); None when written, else why not (str)."""
     try:
         import matplotlib
 
@@ -356,7 +358,8 @@ def _boot(kernel: Any, memory: str) -> Any:
 
 def run_processes(kernel: Any, out: Path, counts: Sequence[int], live: bool, repeat: int, timeout: float,
                   memory: str, collected: List[Tuple[str, int, str, Measurement]], notes: Dict[str, Any]) -> None:
-    """The processes series: one swarm of ``max(counts)``, the audit scoped to the first N."""
+    """The processes series: one swarm of ``max(counts)`` (ints), the audit scoped to the first N; appends
+    ``(series, x, mode, Measurement)`` to *collected* and the run's notes to *notes*."""
     load = Load(f"small-x{max(counts)}", "small", max(counts))
     guest = _boot(kernel, memory)
     bench = Bench(guest, out, repeat, 0, timeout)
@@ -377,7 +380,8 @@ def run_processes(kernel: Any, out: Path, counts: Sequence[int], live: bool, rep
 
 def run_mapped(kernel: Any, out: Path, sizes: Sequence[int], modes: Sequence[str], live: bool, repeat: int,
                timeout: float, collected: List[Tuple[str, int, str, Measurement]], notes: Dict[str, Any]) -> str:
-    """The mapped series: one process at a time per size and mode; returns the guest's memory."""
+    """The mapped series: one process at a time per size (MiB, ints) and mode (``4k``, ``thp``); appends
+    ``(series, x, mode, Measurement)`` to *collected*; returns the guest's memory (str, QEMU ``-m``)."""
     memory = f"{max(sizes) + GUEST_OVERHEAD_MIB}M"
     guest = _boot(kernel, memory)
     bench = Bench(guest, out, repeat, 0, timeout)
@@ -403,7 +407,7 @@ def run_mapped(kernel: Any, out: Path, sizes: Sequence[int], modes: Sequence[str
 def main(kernel_name: str = "newest", out: Optional[Path] = None, repeat: int = 3,
          procs: Sequence[int] = (250, 500, 1000, 2000), mapped: Sequence[int] = (1024, 2048, 4096, 8192),
          thp: bool = False, live: bool = False, timeout: float = 1800, memory_wait: float = 1800) -> Path:
-    """Run the scale benchmark; return the results directory."""
+    """Run the scale benchmark; return the results directory (Path)."""
     from .kernels import ensure_kernel
     from .vm import accel_args
 
@@ -466,7 +470,8 @@ def render(out: Path, meta: Dict[str, Any], pts: Sequence[Point], notes: Dict[st
     text = markdown(doc, pts)
     (out / "scale.md").write_text(text)
     _table_console(_console).print(escape(text))
-    _console.print(f"bench: scale results in {escape(str(out))}" + (f" (no plot: {escape(why_not)})" if why_not else ""))
+    _console.print(f"bench: scale results in {escape(str(out))}"
+                   + (f" (no plot: {escape(why_not)})" if why_not else ""))
     return out
 
 
