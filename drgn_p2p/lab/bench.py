@@ -31,6 +31,9 @@ Results go to ``--out`` (default
 ``${XDG_CACHE_HOME:-~/.cache}/drgn-p2p/bench/<timestamp>/``): ``results.json``
 (every record), ``results.md`` (the tables) and ``bench.png`` (time and peak
 RSS against mapped size; needs the ``bench`` extra for matplotlib).
+
+``--scale`` runs :mod:`drgn_p2p.lab.bench_scale` instead: time and peak RSS
+against the number of processes and the mapped size, with power-law fits.
 """
 
 import json
@@ -208,8 +211,11 @@ class Bench:
 
     # -- the load ----------------------------------------------------------------
 
-    def hold(self, loads: Sequence[Load]) -> None:
-        """Start every load in the guest, one after the other, and record its pids."""
+    def hold(self, loads: Sequence[Load], wait: float = 300) -> None:
+        """Start every load in the guest, one after the other, and record its pids.
+
+        :param wait: seconds (float) each load may take to populate its memory.
+        """
         from .scenarios import guest_binary
 
         binary = shlex.quote(str(guest_binary("benchload")))
@@ -223,11 +229,11 @@ class Bench:
             lines += [
                 f"setsid {binary} {rec} {load.name} {load.mode} {load.size} "
                 f"< /dev/null > /tmp/bench/{load.name}.log 2>&1 &",
-                f"for i in $(seq 1200); do [ -e {rec} ] && break; sleep 0.25; done",
+                f"for i in $(seq {int(wait * 4)}); do [ -e {rec} ] && break; sleep 0.25; done",
                 f"[ -e {rec} ] || {{ cat /tmp/bench/{load.name}.log; exit 1; }}",
             ]
-        lines.append("cat /tmp/bench/*.txt; echo ---; grep -H AnonHugePages /proc/[0-9]*/smaps_rollup 2> /dev/null | grep -v ' 0 kB'")
-        rc, output = self.guest.run("\n".join(lines), timeout=1800)
+        lines.append("cat /tmp/bench/*.txt; echo ---; grep -H AnonHugePages /proc/[0-9]*/smaps_rollup 2> /dev/null | grep -v ' 0 kB'; true")
+        rc, output = self.guest.run("\n".join(lines), timeout=max(1800, wait * len(loads) + 60))
         if rc != 0:
             raise LabError(f"holding the load failed (status {rc}):\n{output[-2000:]}")
         records, _, thp = output.partition("---")
@@ -239,6 +245,19 @@ class Bench:
         missing = [load.name for load in loads if load.name not in self.held]
         if missing:
             raise LabError(f"loads not held: {missing}; output:\n{output[-2000:]}")
+
+    def release(self, load: Load) -> None:
+        """Kill the processes of *load* held by :meth:`hold`, wait until they are gone, forget them."""
+        pids = " ".join(map(str, self.held.pop(load.name, [])))
+        rc, output = self.guest.run(
+            f"rm -f /tmp/bench/{load.name}.txt; kill -9 {pids} 2> /dev/null; "
+            # Gone, or a zombie (its memory freed; init may reap it later).
+            f"for i in $(seq 1200); do alive=; for p in {pids}; do "
+            f"grep -qs '^State:[[:space:]]*[^Z]' /proc/$p/status && alive=1; done; "
+            f"[ -z \"$alive\" ] && exit 0; sleep 0.25; done; exit 1",
+            timeout=360)
+        if rc != 0:
+            raise LabError(f"{load.name} (pids {pids}) did not exit: {output[-500:]}")
 
     # -- measuring ---------------------------------------------------------------
 
@@ -627,16 +646,42 @@ def main(kernel_name: str = "newest", memory: str = "6G", out: Optional[Path] = 
 @click.option("--no-crash", is_flag=True, help="Skip crash.")
 @click.option("--profile", is_flag=True, help="Also profile one audit per target with pyinstrument (bench extra).")
 @click.option("--timeout", default=1800.0, show_default=True, help="Seconds per measuring process.")
+@click.option("--scale", is_flag=True,
+              help="Instead: time and peak RSS of the audit against processes and mapped size, "
+                   "power-law fits and extrapolation (drgn_p2p.lab.bench_scale).")
+@click.option("--procs", default="250,500,1000,2000", show_default=True,
+              help="--scale: process counts (one swarm of the largest, the audit scoped to the first N; '' skips).")
+@click.option("--mapped", default="1024,2048,4096,8192", show_default=True,
+              help="--scale: mapped sizes in MiB, one process at a time ('' skips).")
+@click.option("--thp", is_flag=True, help="--scale: the mapped series with THPs too.")
+@click.option("--live", is_flag=True, help="--scale: also audit live inside the guest (slow under TCG).")
+@click.option("--memory-wait", default=1800.0, show_default=True,
+              help="--scale: seconds to wait for the host memory of the largest size before dropping it.")
 def bench_command(kernel_name: str, memory: str, out: Optional[Path], repeat: int, sample: int, sizes: str,
-                  small: int, no_system: bool, no_crash: bool, profile: bool, timeout: float) -> None:
+                  small: int, no_system: bool, no_crash: bool, profile: bool, timeout: float, scale: bool,
+                  procs: str, mapped: str, thp: bool, live: bool, memory_wait: float) -> None:
     """Benchmark audit against /proc/PID/pagemap and per-page follow_phys in one lab guest."""
+    size_list, procs_list, mapped_list = (_int_list(v, name) for v, name in (
+        (sizes, "--sizes"), (procs, "--procs"), (mapped, "--mapped")))
     try:
-        size_list = [int(s) for s in sizes.split(",") if s.strip()]
-    except ValueError:
-        raise click.UsageError(f"--sizes must be a comma-separated list of MiB, not {sizes!r}") from None
-    try:
+        if scale:
+            from . import bench_scale
+
+            bench_scale.main(kernel_name, out, repeat, procs_list, mapped_list, thp, live, timeout, memory_wait)
+            return
         main(kernel_name, memory, out, repeat, sample, size_list, small, not no_system, not no_crash,
              timeout, profile)
     except LabError as e:
         _console.print(f"[bold red]error:[/] {escape(str(e))}")
         sys.exit(2)
+
+
+def _int_list(value: str, option: str) -> List[int]:
+    """The comma-separated positive integers of *value* (str) given to *option* (str)."""
+    try:
+        out = [int(s) for s in value.split(",") if s.strip()]
+    except ValueError:
+        out = [0]
+    if any(n <= 0 for n in out):
+        raise click.UsageError(f"{option} must be a comma-separated list of positive integers, not {value!r}")
+    return out

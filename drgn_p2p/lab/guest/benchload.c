@@ -82,7 +82,7 @@ static void publish(const char *outfile, const char *lines)
 
 int main(int argc, char **argv)
 {
-	static char lines[1 << 16];
+	static char lines[1 << 20];	/* 10,000+ "NAME PID 0x0 LEN" lines */
 	size_t used = 0, size;
 	const char *mode;
 	char *p;
@@ -117,6 +117,10 @@ int main(int argc, char **argv)
 			}
 			used += snprintf(lines + used, sizeof(lines) - used,
 					 "%s %d 0x0 %lu\n", name, (int)pid, 64 * 1024UL);
+			if (used >= sizeof(lines)) {
+				errno = E2BIG;
+				die("too many processes for the record");
+			}
 		}
 		/* Publish only once every child holds its memory. */
 		for (size_t i = 0; i < size; i++)
