@@ -16,7 +16,7 @@ import socket
 import stat
 import struct
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import drgn
 from drgn.helpers.linux.kallsyms import load_module_kallsyms
@@ -69,6 +69,7 @@ def open_program(
         _check_kcore()  # not root: say so before anything else
     _check_symbol_files(symbols)
     prog = drgn.Program(platform=platform)
+    unreadable_hint = ""
     if core is not None:
         try:
             _attach_core(prog, core)
@@ -77,11 +78,16 @@ def open_program(
             arch = elf_architecture(Path(symbols[0])) if symbols else None
             if arch is None:
                 raise TargetError(str(e) + (
-                    f" (a QEMU kdump file: {symbols[0]} names no architecture either; pass --architecture x86_64)"
-                    if symbols else " (a QEMU kdump file: pass -s VMLINUX, or --architecture x86_64)")) from None
+                    f" (a QEMU kdump file: {symbols[0]} names no architecture either; pass --architecture "
+                    "x86_64 or aarch64)" if symbols else
+                    " (a QEMU kdump file: pass -s VMLINUX, or --architecture x86_64 or aarch64)")) from None
             _log.warning("vmcore %s does not record its architecture: %s taken from %s", core, arch, symbols[0])
             prog = drgn.Program(platform=_platform(arch))
             _attach_core(prog, core)
+            if arch != "x86_64":
+                unreadable_hint = (" (libkdumpfile cannot translate the kernel addresses of QEMU's kdump files "
+                                   "of arm64 guests: dump the guest in ELF format, dump-guest-memory without "
+                                   "a format)")
         what = f"vmcore {core} has no vmcoreinfo (is it a Linux kernel dump?)"
     elif qemu is not None:
         _attach_qemu(prog, qemu)
@@ -94,9 +100,50 @@ def open_program(
         what = "/proc/kcore has no vmcoreinfo"
     if not prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL:
         raise TargetError(what)
-    _load_debug_info(prog, symbols, debug_directories)
+    with _held_warnings() as held:
+        _load_debug_info(prog, symbols, debug_directories)
+        if core is not None:
+            _check_readable(prog, core, unreadable_hint)
+        held.release()
     add_module_kallsyms(prog)
     return prog
+
+
+class _held_warnings:
+    """Hold drgn's log records while the target is loaded: :meth:`release`
+    passes them on; an error that ends the load drops them, so that it is
+    the one line the user sees (drgn warns first that it cannot read the
+    module list of a dump whose memory it cannot read at all)."""
+
+    def __enter__(self) -> "_held_warnings":
+        self._logger = logging.getLogger("drgn")
+        self._records: List[logging.LogRecord] = []
+        self._logger.addFilter(self._hold)
+        return self
+
+    def _hold(self, record: logging.LogRecord) -> bool:
+        self._records.append(record)
+        return False
+
+    def release(self) -> None:
+        self._logger.removeFilter(self._hold)
+        for record in self._records:
+            self._logger.handle(record)
+        self._records.clear()
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeFilter(self._hold)
+
+
+def _check_readable(prog: drgn.Program, core: str, hint: str) -> None:
+    """Fail with one line when the dump's kernel memory cannot be read at all
+    (``init_uts_ns``, which every kernel has, is the probe)."""
+    try:
+        prog["init_uts_ns"].name.release.string_()
+    except drgn.FaultError as e:
+        raise TargetError(f"cannot read kernel memory from vmcore {core}: {_first_line(e)}{hint}") from None
+    except LookupError:
+        pass
 
 
 def add_module_kallsyms(prog: drgn.Program) -> None:

@@ -46,6 +46,7 @@ Expectations come from the kernel's config and source, never from the audit:
 """
 
 import json
+import subprocess
 import shutil
 import sys
 import tempfile
@@ -392,6 +393,23 @@ def test_runs_lie_in_their_vma(arm64_guest, audited):
             assert low <= start < end <= high, (m["kind"], run["start"], run["end"], vma["start"], vma["end"])
             assert end - start == run["count"] << level_shift[run["level"]], (m["kind"], run)
             low = end
+
+
+def test_a_qemu_kdump_file_fails_with_one_line(arm64_guest, tmp_path):
+    """QEMU's kdump-compressed dumps record no architecture, and libkdumpfile cannot
+    translate an arm64 guest's kernel addresses in them ("No way to translate"): the
+    audit refuses such a dump with one error line naming the way out (an ELF dump)
+    and exit code 2, with or without the vmlinux, never a traceback."""
+    dump = tmp_path / "guest.kdump"
+    arm64_guest.dump(dump, "kdump-zlib")
+    vmlinux = str(arm64_guest.kernel.vmlinux)
+    for extra, says in (([], "--architecture x86_64 or aarch64"), (["-s", vmlinux], "ELF format")):
+        proc = subprocess.run([sys.executable, "-m", "drgn_p2p", "audit", "-c", str(dump), *extra],
+                              capture_output=True, text=True, timeout=600)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 2 and len(errors) == 1 and says in errors[0], proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr and not [line for line in proc.stderr.splitlines()
+                                                        if not line.startswith(("error:", "warning: vmcore"))]
 
 
 def test_qmp_and_vmcore_agree(arm64_guest, audits):
