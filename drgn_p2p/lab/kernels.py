@@ -147,6 +147,9 @@ class Kernel:
     system_map: Optional[Path] = None
     #: Debian architecture the kernel runs on (``amd64``, ``arm64``).
     arch: str = "amd64"
+    #: The kernel's build tree when it was given as one (``--kernel-dir``):
+    #: modules are built against it.
+    build: Optional[Path] = None
 
     @classmethod
     def from_dir(cls, kdir: Path) -> "Kernel":
@@ -643,7 +646,8 @@ def _with_modules_dep(modules_dir: Path, kver: str) -> Path:
 
 
 def user_kernel(
-    bzimage: Path, vmlinux: Path, modules_dir: Optional[Path] = None, config: Optional[Path] = None
+    bzimage: Path, vmlinux: Path, modules_dir: Optional[Path] = None, config: Optional[Path] = None,
+    build: Optional[Path] = None,
 ) -> Kernel:
     """
     Describe a kernel the user built or installed: nothing is downloaded. The
@@ -653,7 +657,8 @@ def user_kernel(
     ``/boot/config-<release>``; with none of them it is an error. The module
     tree is *modules_dir*, else ``lib/modules/<release>`` beside the image or
     its directory; a tree without ``modules.dep`` is used through the lab's
-    own copy, on which depmod has run.
+    own copy, on which depmod has run. *build* is the kernel's build tree,
+    if it was given as one (modules are then built against it).
     """
     bzimage, vmlinux = Path(bzimage), Path(vmlinux)
     for path in (bzimage, vmlinux):
@@ -677,6 +682,7 @@ def user_kernel(
         config=config,
         modules_dir=modules_dir,
         cc=cc_from_config(config),
+        build=build,
     )
 
 
@@ -703,7 +709,7 @@ def build_tree_kernel(build: Path, modules_dir: Optional[Path] = None) -> Kernel
             modules_dir = installed
         elif (build / "modules.order").is_file():
             modules_dir = _in_place_modules(build, kver)
-    return user_kernel(bzimage, vmlinux, modules_dir, config)
+    return user_kernel(bzimage, vmlinux, modules_dir, config, build=build)
 
 
 def _in_place_modules(build: Path, kver: str) -> Path:

@@ -4,7 +4,7 @@ Lab kernel modules
 ------------------
 
 Out-of-tree modules built for each lab kernel at test time, against that
-kernel's own Debian headers and with the gcc that built it:
+kernel's own Debian headers (or its build tree) and with the gcc that built it:
 
 ``p2p_violate``
     Our own module (sources in ``drgn_p2p/lab/kmod/``): ``/dev/p2p_violate``
@@ -25,6 +25,16 @@ debootstrapped minbase chroot of the kernel's suite, cached in
 ``cache_dir()/chroots/<suite>/``. The headers (``linux-headers-<KVER>``, its
 ``-common`` and ``linux-kbuild-*``) are unpacked into it with
 ``dpkg --force-depends --unpack``.
+
+A kernel given as a build tree (``lab run --kernel-dir``) gets its modules
+built against the tree itself (``make -C BUILD M=...``: its .config,
+Module.symvers, scripts/ and generated headers), mounted into the chroot of
+the oldest suite offering the gcc its CONFIG_CC_VERSION_TEXT names, so that
+the tree's host programs (fixdep, modpost) find the glibc they were built
+with; test_hmm then comes from the tree's own ``lib/`` when it has one. A
+kernel given as files whose release names a Debian headers package
+(``linux-headers-KVER``) is built for as a lab kernel is. See
+:func:`module_target`.
 
 A kernel of another architecture (arm64) is built for by cross-compiling in
 the same chroot: Debian's cross gcc of the kernel's version
@@ -47,7 +57,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -68,6 +78,10 @@ __all__ = (
     "chroots_dir",
     "kmods_dir",
     "ensure_chroot",
+    "Headers",
+    "Target",
+    "module_target",
+    "suite_offering",
     "build_module",
     "build_holder",
     "module_supported",
@@ -385,6 +399,37 @@ def _proc_mounted(root: Path) -> Iterator[None]:
             subprocess.run(["umount", "-l", str(target)], capture_output=True)
 
 
+@contextmanager
+def _bind_mounted(root: Path, path: Path) -> Iterator[str]:
+    """Bind-mount host directory *path* into chroot *root* at the same path;
+    yield that path, and always unmount it again."""
+    path = Path(path).resolve()
+    target = root / str(path).lstrip("/")
+    target.mkdir(parents=True, exist_ok=True)
+    _run(["mount", "--bind", str(path), str(target)])
+    try:
+        yield str(path)
+    finally:
+        if subprocess.run(["umount", str(target)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+@contextmanager
+def _headers_in(root: Path, target: "Target", log: Path, timings: Dict[str, float]) -> Iterator[str]:
+    """Yield the kernel's build directory inside the chroot: the Debian
+    headers unpacked there, or the build tree (and the source tree its
+    ``source`` link names) mounted there."""
+    tree = target.headers.tree
+    if tree is None:
+        yield _ensure_headers(root, target.kver, str(target.headers.package_version), log, timings, target.arch)
+        return
+    with ExitStack() as stack:
+        inside = stack.enter_context(_bind_mounted(root, tree))
+        if (tree / "source").is_symlink():
+            stack.enter_context(_bind_mounted(root, (tree / "source").resolve()))
+        yield inside
+
+
 def _chroot(root: Path, argv: Sequence[str], log: Optional[Path] = None) -> str:
     """Run ``argv`` inside the chroot with a clean environment."""
     return _run(["chroot", str(root), *argv], log=log, env=_CHROOT_ENV)
@@ -423,6 +468,114 @@ def _kernel_facts(kernel: object) -> Tuple[str, str, str, str]:
     if not cc:
         raise LabError(f"{kver}: CONFIG_CC_VERSION_TEXT names no gcc; cannot pick a compiler")
     return kver, str(suite), str(cc), str(version)
+
+
+class Headers(NamedTuple):
+    """Where a module build finds the kernel's build directory: exactly one of the two."""
+
+    #: Debian version of ``linux-headers-KVER`` (with its -common and
+    #: linux-kbuild), unpacked into the chroot.
+    package_version: Optional[str] = None
+    #: A kernel build tree on the host as ``make`` leaves it (.config,
+    #: Module.symvers, scripts/, generated headers), mounted into the chroot
+    #: at its own path so the absolute paths ``make`` recorded hold there.
+    tree: Optional[Path] = None
+
+    def key(self) -> Tuple[str, ...]:
+        """What identifies these headers in a module's cache key."""
+        if self.tree is None:
+            return (str(self.package_version),)
+        h = hashlib.sha256()
+        for name in (".config", "Module.symvers"):
+            h.update((self.tree / name).read_bytes() + b"\0")
+        return (f"tree:{h.hexdigest()[:16]}",)
+
+
+class Target(NamedTuple):
+    """What a module build needs to know of a kernel (see :func:`module_target`)."""
+
+    kver: str
+    #: Debian suite whose chroot builds: it offers :attr:`cc`.
+    suite: str
+    #: The kernel's gcc package (``gcc-16``).
+    cc: str
+    #: Debian architecture of the kernel.
+    arch: str
+    headers: Headers
+    #: A source tree whose ``lib/test_hmm.c`` is the kernel's own, or None
+    #: to take it from the ``linux-source-X.Y`` package.
+    hmm_tree: Optional[Path] = None
+    #: The linux-source version to take test_hmm from (None: the newest
+    #: :attr:`source_suite` offers).
+    source_version: Optional[str] = None
+    #: The suite offering ``linux-source-X.Y`` (None: :attr:`suite`).
+    source_suite: Optional[str] = None
+
+
+def suite_offering(package: str) -> Optional[str]:
+    """The oldest suite of :data:`apt.SUITES` offering *package*, or None."""
+    offered = {c.suite for c in apt.madison(package) if c.package == package}
+    return next((suite for suite in apt.SUITES if suite in offered), None)
+
+
+def _tree_sources(build: Path) -> Optional[Path]:
+    """The source tree of build tree *build* when it holds test_hmm's sources
+    (built in place, or ``make O=``: its ``source`` link), else None."""
+    source = build / "source" if (build / "source").is_symlink() else build
+    if all((source / "lib" / name).is_file() for name in _TEST_HMM_FILES):
+        return source.resolve()
+    return None
+
+
+def module_target(kernel: object) -> Target:
+    """
+    Tell how to build modules for *kernel* (a :class:`drgn_p2p.lab.kernels.Kernel`):
+
+    * a kernel given as a build tree (its ``build``): against the tree, with
+      the gcc its CONFIG_CC_VERSION_TEXT names in the chroot of the oldest
+      suite offering that gcc; test_hmm from the tree's own sources, else
+      from the ``linux-source`` package of its major.minor;
+    * a fetched lab kernel: its recorded suite, gcc and Debian version;
+    * any other kernel whose release names a Debian headers package the
+      archive offers (``linux-headers-KVER``, e.g. a kernel installed from
+      Debian's packages): that package, in the suite offering it.
+
+    Raises LabError when none applies or the gcc is unknown.
+    """
+    kver = str(getattr(kernel, "kver"))
+    arch = str(getattr(kernel, "arch", None) or apt.HOST_ARCH)
+    cc = getattr(kernel, "cc", None)
+    build = getattr(kernel, "build", None)
+    if build is not None:
+        build = Path(build)
+        if not cc:
+            raise LabError(f"{kver}: CONFIG_CC_VERSION_TEXT of {build}/.config names no gcc; cannot pick a compiler")
+        missing = [name for name in ("Module.symvers", "scripts/mod/modpost") if not (build / name).is_file()]
+        if missing:
+            raise LabError(f"{build} lacks {', '.join(missing)}: run make (modules need a fully built tree)")
+        suite = suite_offering(compiler(str(cc), arch).package)
+        if suite is None:
+            raise LabError(f"{kver} was built by {cc}, which no Debian suite ({', '.join(apt.SUITES)}) offers")
+        hmm_tree = _tree_sources(build)
+        source_suite = None
+        if hmm_tree is None:
+            source_suite = suite_offering(_source_package(kver))
+            if source_suite is None:
+                raise LabError(f"{build} holds no lib/test_hmm.c and no suite offers {_source_package(kver)}")
+        return Target(kver, suite, str(cc), arch, Headers(tree=build), hmm_tree, None, source_suite)
+    if (Path(getattr(kernel, "dir")) / "kernel.json").is_file():
+        kver, suite, cc, version = _kernel_facts(kernel)
+        return Target(kver, suite, cc, _kernel_arch(kernel), Headers(package_version=version),
+                      source_version=version)
+    package = f"linux-headers-{kver}"
+    offered = [c for c in apt.madison(package, arch=arch) if c.package == package]
+    if not offered:
+        raise LabError(f"{kver} is neither a build tree (--kernel-dir) nor a Debian kernel whose {package} "
+                       "the archive offers: give its build tree, or a test_hmm.ko in $DRGN_P2P_TEST_HMM")
+    if not cc:
+        raise LabError(f"{kver}: CONFIG_CC_VERSION_TEXT names no gcc; cannot pick a compiler")
+    return Target(kver, offered[0].suite, str(cc), arch, Headers(package_version=offered[0].version),
+                  source_version=offered[0].version)
 
 
 # ---------------------------------------------------------------- chroots
@@ -541,16 +694,17 @@ def _source_package(kver: str) -> str:
     return f"linux-source-{m.group(1)}"
 
 
-def _extract_test_hmm(kver: str, suite: str, version: str, dest: Path, timings: Dict[str, float]) -> str:
+def _extract_test_hmm(kver: str, suite: str, version: Optional[str], dest: Path, timings: Dict[str, float]) -> str:
     """
     Extract lib/test_hmm.c and lib/test_hmm_uapi.h of the kernel's own
-    linux-source package into ``dest``; return the source package version used.
+    linux-source package (*version*, else the one *suite* offers) into
+    ``dest``; return the source package version used.
     """
     package = _source_package(kver)
     use = apt.version_in(package, suite)
     if use is None:
         raise LabError(f"{suite} offers no {package}")
-    if use != version:
+    if version is not None and use != version:
         # The suite moved on; a later upload of the same major.minor is the next best source.
         _console.print(f"[yellow]{package} {version} is gone from {suite}; using {use}[/]")
     tarball = f"./usr/src/{package}.tar.xz"
@@ -625,8 +779,9 @@ def _cached_module(kver: str, name: str, key: str) -> Path:
 
 def build_module(kernel: object, name: str, timings: Optional[Dict[str, float]] = None) -> Path:
     """
-    Build module ``name`` (``"p2p_violate"`` or ``"test_hmm"``) for a fetched
-    lab kernel (a :class:`drgn_p2p.lab.kernels.Kernel`) and return the
+    Build module ``name`` (``"p2p_violate"`` or ``"test_hmm"``) for *kernel*
+    (a :class:`drgn_p2p.lab.kernels.Kernel`: a fetched lab kernel, a build
+    tree, or a Debian kernel; see :func:`module_target`) and return the
     cached ``.ko``. Raises :class:`ModuleUnsupported` when the kernel cannot
     have the module, :class:`LabError` when a step fails. ``timings``, if
     given, receives the duration of each step in seconds.
@@ -634,30 +789,39 @@ def build_module(kernel: object, name: str, timings: Optional[Dict[str, float]] 
     reason = module_supported(kernel, name)
     if reason is not None:
         raise ModuleUnsupported(reason)
-    kver, suite, cc, version = _kernel_facts(kernel)
-    arch = _kernel_arch(kernel)
-    gcc = compiler(cc, arch)
+    target = module_target(kernel)
+    kver, cc = target.kver, target.cc
+    gcc = compiler(cc, target.arch)
     timings = {} if timings is None else timings
     if name == "p2p_violate":
         sources: Optional[Dict[str, bytes]] = _violate_sources()
-        key = _digest(sources, name, kver, cc)
+        # Debian headers: the key of before build trees existed (cached modules stay valid).
+        extra = () if target.headers.tree is None else target.headers.key()
+        key = _digest(sources, name, kver, cc, *extra)
+        origin = {"sources": "drgn_p2p/lab/kmod"}
+    elif target.hmm_tree is not None:
+        sources = {fname: (target.hmm_tree / "lib" / fname).read_bytes() for fname in _TEST_HMM_FILES}
+        sources["Kbuild"] = _TEST_HMM_KBUILD.encode()
+        key = _digest(sources, name, kver, cc, *target.headers.key())
+        origin = {"sources": f"{target.hmm_tree}/lib"}
     else:
         sources = None  # fetched from the kernel's linux-source package on a miss
-        key = _digest({"Kbuild": _TEST_HMM_KBUILD.encode()}, name, kver, cc, version)
+        extra = (str(target.source_version),) if target.headers.tree is None else target.headers.key()
+        key = _digest({"Kbuild": _TEST_HMM_KBUILD.encode()}, name, kver, cc, *extra)
     ko = _cached_module(kver, name, key)
     if ko.is_file() and (ko.parent / _MARKER).exists():
         return ko
 
     _need_root()
     start = time.monotonic()
-    _console.print(f"[bold]building {name}[/] for {kver} with {gcc.binary} in a {suite} chroot")
-    with _lock(chroots_dir() / f"{suite}.lock"):
-        root = _ensure_chroot_locked(suite, gcc.package, timings)
+    where = f"against {target.headers.tree}" if target.headers.tree is not None else "against its Debian headers"
+    _console.print(f"[bold]building {name}[/] for {kver} {where} with {gcc.binary} in a {target.suite} chroot")
+    with _lock(chroots_dir() / f"{target.suite}.lock"):
+        root = _ensure_chroot_locked(target.suite, gcc.package, timings)
         out = ko.parent
         _remove_tree(out)
         out.mkdir(parents=True)
         log = out / "build.log"
-        build = _ensure_headers(root, kver, version, log, timings, arch)
         work = root / "build" / f"{kver}-{name}-{key}"
         _remove_tree(work)
         work.mkdir(parents=True)
@@ -665,12 +829,13 @@ def build_module(kernel: object, name: str, timings: Optional[Dict[str, float]] 
             if sources is not None:
                 for fname, data in sources.items():
                     (work / fname).write_bytes(data)
-                origin = {"sources": "drgn_p2p/lab/kmod"}
             else:
-                used = _extract_test_hmm(kver, suite, version, work, timings)
+                suite = target.source_suite or target.suite
+                used = _extract_test_hmm(kver, suite, target.source_version, work, timings)
                 (work / "Kbuild").write_text(_TEST_HMM_KBUILD)
                 origin = {"sources": f"{_source_package(kver)}={used}"}
-            with _step(f"compile {name}", timings), _proc_mounted(root):
+            with _headers_in(root, target, log, timings) as build, _step(f"compile {name}", timings), \
+                    _proc_mounted(root):
                 _chroot(
                     root,
                     ["make", "-C", build, f"M=/{work.relative_to(root)}", f"CC={gcc.binary}", *gcc.make_args,
@@ -689,6 +854,7 @@ def build_module(kernel: object, name: str, timings: Optional[Dict[str, float]] 
         raise LabError(f"{ko} has vermagic {magic!r}, not for {kver}")
     (out / _MARKER).write_text(
         json.dumps({"kver": kver, "cc": cc, "vermagic": magic, **origin,
+                    "headers": str(target.headers.tree or f"linux-headers-{kver}={target.headers.package_version}"),
                     "seconds": round(time.monotonic() - start, 1)}) + "\n"
     )
     _console.print(f"[green]{name} for {kver}: {ko} ({time.monotonic() - start:.0f} s)[/]")

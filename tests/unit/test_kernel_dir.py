@@ -33,14 +33,14 @@ def test_kernel_dir_resolves_the_build_tree(tmp_path: Path, monkeypatch: pytest.
     (tmp_path / "lib/modules/6.99.0").mkdir(parents=True)
     seen = []
     monkeypatch.setattr(kernels, "bzimage_release", lambda path: "6.99.0")
-    monkeypatch.setattr(kernels, "user_kernel", lambda *args: seen.append(args) or "kernel")
+    monkeypatch.setattr(kernels, "user_kernel", lambda *args, **kw: seen.append((args, kw)) or "kernel")
     assert lab_cli._kernel(None, None, None, None, None, kernel_dir=str(tmp_path)) == "kernel"
-    assert seen == [(tmp_path / "arch/x86/boot/bzImage", tmp_path / "vmlinux", tmp_path / "lib/modules/6.99.0",
-                     tmp_path / ".config")]
+    assert seen == [((tmp_path / "arch/x86/boot/bzImage", tmp_path / "vmlinux", tmp_path / "lib/modules/6.99.0",
+                      tmp_path / ".config"), {"build": tmp_path})]
     # A lab kernel's name is a lab kernel; any other --kernel is an image file, with --vmlinux.
     image = tmp_path / "arch/x86/boot/bzImage"
     assert lab_cli._kernel(str(image), None, str(tmp_path / "vmlinux"), None, None) == "kernel"
-    assert seen[-1] == (image, tmp_path / "vmlinux", None, None)
+    assert seen[-1] == ((image, tmp_path / "vmlinux", None, None), {})
 
 
 def test_in_place_modules_need_every_module_of_modules_order(tmp_path: Path) -> None:
