@@ -7,7 +7,8 @@ it out: the image packages of a lab kernel (``linux-image-KVER-unsigned`` for
 (7.x: ``usr/lib/modules/KVER/vmlinuz`` and ``config``), a module tree without
 ``modules.dep`` — and the vmlinux where the ``-dbg`` package puts it. The
 kernel must boot with its modules, every scenario its config allows must be
-held (none reported as lacking an option it has), and a kernel whose config
+held (none reported as lacking an option it has; device-private with test_hmm
+built against the kernel's Debian headers package), and a kernel whose config
 cannot be found is refused before it boots, saying where the lab looked.
 """
 
@@ -82,9 +83,21 @@ def _lab_run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
                           timeout=timeout, cwd=REPO, stdin=subprocess.DEVNULL)
 
 
+def _package_config(package: Package) -> Dict[str, str]:
+    """The config the package ships beside its image (6.x: boot/config-KVER; 7.x: config)."""
+    for path in (package.image.parent / f"config-{package.kver}", package.image.parent / "config"):
+        if path.is_file():
+            return lab_kernels.parse_config(path.read_text())
+    raise AssertionError(f"no config beside {package.image}")
+
+
 def test_a_kernel_laid_out_as_its_package_boots_with_its_config_and_modules(package: Package) -> None:
+    # device-private too where the config allows it: test_hmm is built against the
+    # kernel's Debian headers package, told from its release alone.
+    wanted = ["anon", "pcibar"] + (["device-private"] if _package_config(package).get("CONFIG_DEVICE_PRIVATE") == "y"
+                                   else [])
     proc = _lab_run("--bzimage", str(package.image), "--vmlinux", str(package.vmlinux),
-                    "--scenario", "anon", "--scenario", "pcibar", "--via", "qemu", "--", "--json")
+                    *[arg for name in wanted for arg in ("--scenario", name)], "--via", "qemu", "--", "--json")
     assert proc.returncode in (0, 1), proc.stderr[-4000:]
     assert "kernel lacks" not in proc.stderr and "skipped" not in proc.stderr, proc.stderr
     assert "error:" not in proc.stderr, proc.stderr
@@ -92,7 +105,7 @@ def test_a_kernel_laid_out_as_its_package_boots_with_its_config_and_modules(pack
     doc = json.loads(line)
     assert doc["via"] == "qemu" and doc["audit"]["kernel"]["release"] == package.kver
     held = {m.split()[0] for m in proc.stderr.splitlines() if m.startswith("  ") and " pid " in m}
-    assert held >= {"anon", "pcibar"}, proc.stderr
+    assert held >= set(wanted), proc.stderr
     bars = [v for v in doc["audit"]["vmas"] if "no-memmap" in v["pages"]]
     assert bars and all({"PFNMAP", "IO"} <= set(v["flag_names"]) for v in bars)
 
