@@ -78,14 +78,21 @@ def source_kernel_key(version: str, fragment: str, cc: str) -> str:
 
 def _build_chroot(suite: str, cc: str, timings: Dict[str, float]) -> Path:
     """
-    A private copy of kmod's *suite* chroot with :data:`BUILD_PACKAGES`. The
-    shared chroot's lock is held only while it is copied; the copy has a
-    lock of its own.
+    A private copy of kmod's *suite* chroot with compiler package *cc* and
+    :data:`BUILD_PACKAGES`. The shared chroot's lock is held only while it
+    is copied; the copy has a lock of its own.
     """
     root = source_kernels_dir() / "chroots" / suite
-    marker = root / _MARKER
-    if marker.is_file() and json.loads(marker.read_text()).get("packages") == list(BUILD_PACKAGES):
-        return root
+    with kmod._lock(root.with_name(f"{suite}.lock")):
+        marker = root / _MARKER
+        if marker.is_file() and json.loads(marker.read_text()) == {"suite": suite, "cc": cc,
+                                                                   "packages": list(BUILD_PACKAGES)}:
+            return root
+        return _copy_chroot(root, suite, cc, timings)
+
+
+def _copy_chroot(root: Path, suite: str, cc: str, timings: Dict[str, float]) -> Path:
+    """Make *root* anew (see :func:`_build_chroot`; its lock held)."""
     staging = root.with_name(f".{suite}.new")
     kmod._remove_tree(staging)
     staging.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +114,7 @@ def _build_chroot(suite: str, cc: str, timings: Dict[str, float]) -> Path:
             kmod._chroot(staging, [*aptget, "update"], log=log)
             kmod._chroot(staging, [*aptget, "install", "-y", "--no-install-recommends", *BUILD_PACKAGES], log=log)
             kmod._chroot(staging, ["apt-get", "clean"], log=log)
-        (staging / _MARKER).write_text(json.dumps({"suite": suite, "packages": list(BUILD_PACKAGES)}) + "\n")
+        (staging / _MARKER).write_text(json.dumps({"suite": suite, "cc": cc, "packages": list(BUILD_PACKAGES)}) + "\n")
         kmod._remove_tree(root)
         staging.rename(root)
     finally:
