@@ -402,16 +402,27 @@ def _proc_mounted(root: Path) -> Iterator[None]:
 @contextmanager
 def _bind_mounted(root: Path, path: Path) -> Iterator[str]:
     """Bind-mount host directory *path* into chroot *root* at the same path;
-    yield that path, and always unmount it again."""
+    yield that path, and always unmount it again (and remove the mount
+    point's directories this made, while empty)."""
     path = Path(path).resolve()
     target = root / str(path).lstrip("/")
+    made = [d for d in (target, *target.parents) if d.is_relative_to(root) and d != root and not d.exists()]
     target.mkdir(parents=True, exist_ok=True)
-    _run(["mount", "--bind", str(path), str(target)])
     try:
-        yield str(path)
+        _run(["mount", "--bind", str(path), str(target)])
+        try:
+            yield str(path)
+        finally:
+            if subprocess.run(["umount", str(target)], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", str(target)], capture_output=True)
     finally:
-        if subprocess.run(["umount", str(target)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(target)], capture_output=True)
+        for d in made:  # deepest first
+            if os.path.ismount(d):
+                break
+            try:
+                d.rmdir()
+            except OSError:
+                break
 
 
 @contextmanager
