@@ -154,8 +154,9 @@ def build_source_kernel(fragment: Path = FRAGMENT, jobs: int = 2, suite: str = S
     Build (unless cached) the kernel of ``linux-source-SERIES`` in *suite*
     configured with *fragment* and return its build tree (``bzImage``,
     ``vmlinux``, ``.config``, modules built in place). ``make -j`` *jobs*
-    runs at nice 19. *timings* receives each step's seconds; the marker
-    file ``<key>/.drgn-p2p-complete`` records them.
+    runs at nice 19; an interrupted make is resumed by the next call.
+    *timings* receives each step's seconds; the marker file
+    ``<key>/.drgn-p2p-complete`` records them.
 
     :param fragment: Config fragment applied after defconfig and kvm_guest.config.
     :param jobs: Parallel make jobs.
@@ -181,22 +182,31 @@ def build_source_kernel(fragment: Path = FRAGMENT, jobs: int = 2, suite: str = S
     with kmod._lock(source_kernels_dir() / f"{key}.lock"):
         if (out / _MARKER).is_file():
             return tree
-        kmod._remove_tree(out)
-        out.mkdir(parents=True)
+        # A make that was interrupted after the tree was configured goes on
+        # where it stopped (Kbuild rebuilds whatever has no .cmd file yet).
+        configured = out / ".configured"
+        resumed = 0
+        if configured.is_file() and (out / "fragment.config").read_text() == text:
+            resumed = int(configured.read_text() or 0) + 1
+        else:
+            kmod._remove_tree(out)
+            out.mkdir(parents=True)
+            _extract_source(version, out, timings)
+            shutil.copy2(fragment, out / "fragment.config")
         log = out / "build.log"
-        _extract_source(version, out, timings)
-        shutil.copy2(fragment, out / "fragment.config")
         make = ["nice", "-n", "19", "make", "-C", str(tree.resolve()), f"CC={cc}", f"HOSTCC={cc}"]
         # Only this build uses the private chroot (its lock), and the tree is
         # ours: nothing here touches the shared chroot kmod builds modules in.
         with kmod._lock(root.with_name(f"{root.name}.lock")), kmod._bind_mounted(root, out), kmod._proc_mounted(root):
-            with kmod._step("configure", timings):
-                kmod._chroot(root, [*make, "defconfig"], log=log)
-                kmod._chroot(root, [*make, "kvm_guest.config"], log=log)
-                kmod._chroot(root, ["sh", "-c", 'cd "$1" && scripts/kconfig/merge_config.sh -m .config "$2"',
-                                    "sh", str(tree.resolve()), str((out / "fragment.config").resolve())], log=log)
-                kmod._chroot(root, [*make, "olddefconfig"], log=log)
+            if not resumed:
+                with kmod._step("configure", timings):
+                    kmod._chroot(root, [*make, "defconfig"], log=log)
+                    kmod._chroot(root, [*make, "kvm_guest.config"], log=log)
+                    kmod._chroot(root, ["sh", "-c", 'cd "$1" && scripts/kconfig/merge_config.sh -m .config "$2"',
+                                        "sh", str(tree.resolve()), str((out / "fragment.config").resolve())], log=log)
+                    kmod._chroot(root, [*make, "olddefconfig"], log=log)
             _check_config(tree / ".config", fragment_options(text))
+            configured.write_text(str(resumed))
             with kmod._step(f"make -j{jobs}", timings):
                 kmod._chroot(root, [*make, f"-j{jobs}", "all"], log=log)
         for rel in ("arch/x86/boot/bzImage", "vmlinux", "Module.symvers"):
@@ -204,6 +214,8 @@ def build_source_kernel(fragment: Path = FRAGMENT, jobs: int = 2, suite: str = S
                 raise LabError(f"make left no {rel} in {tree} (log: {log})")
         (out / _MARKER).write_text(json.dumps({
             "package": package, "version": version, "cc": cc, "jobs": jobs, "key": key,
+            # How many earlier makes were interrupted (their time is not in "seconds").
+            "resumed": resumed,
             "seconds": {k: round(v, 1) for k, v in timings.items()},
             "total_seconds": round(time.monotonic() - start, 1),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
