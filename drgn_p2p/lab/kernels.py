@@ -658,7 +658,8 @@ def user_kernel(
     tree is *modules_dir*, else ``lib/modules/<release>`` beside the image or
     its directory; a tree without ``modules.dep`` is used through the lab's
     own copy, on which depmod has run. *build* is the kernel's build tree,
-    if it was given as one (modules are then built against it).
+    if it was given as one, else the module tree's ``build`` link when it
+    leads to a built tree (modules are then built against it).
     """
     bzimage, vmlinux = Path(bzimage), Path(vmlinux)
     for path in (bzimage, vmlinux):
@@ -671,6 +672,9 @@ def user_kernel(
     if modules_dir is None:
         modules_dir = _user_modules(kver, bzimage)
     config = _user_config(kver, bzimage, modules_dir, Path(config) if config else None)
+    if build is None and modules_dir is not None and (modules_dir / "build" / "Module.symvers").is_file():
+        # make modules_install links the build tree there: modules are built against it.
+        build = (modules_dir / "build").resolve()
     if modules_dir is not None:
         modules_dir = _with_modules_dep(modules_dir, kver)
     return Kernel(

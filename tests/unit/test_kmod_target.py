@@ -58,3 +58,20 @@ def test_an_unfinished_tree_is_refused(tmp_path: Path) -> None:
 def test_a_tree_without_gcc_is_refused(tmp_path: Path) -> None:
     with pytest.raises(LabError, match="names no gcc"):
         kmod.module_target(_kernel(_tree(tmp_path), None))
+
+
+def test_an_installed_kernel_is_built_for_against_its_build_link(tmp_path: Path) -> None:
+    from drgn_p2p.lab.kernels import user_kernel
+
+    tree = _tree(tmp_path / "linux")
+    (tree / ".config").write_text('CONFIG_CC_VERSION_TEXT="gcc-14 (Debian 14.2.0-19) 14.2.0"\n')
+    modules = tmp_path / "lib" / "modules" / "7.2.13"
+    modules.mkdir(parents=True)
+    (modules / "modules.dep").write_text("")
+    (modules / "build").symlink_to(tree)
+    for name in ("bzImage", "vmlinux"):
+        (tmp_path / name).write_text("")
+    kernel = user_kernel(tmp_path / "bzImage", tmp_path / "vmlinux", modules, tree / ".config")
+    assert kernel.build == tree.resolve() and kernel.cc == "gcc-14"
+    (modules / "build").unlink()
+    assert user_kernel(tmp_path / "bzImage", tmp_path / "vmlinux", modules, tree / ".config").build is None
