@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator
 
 import pytest
-from lab_prereq import check_setup, missing
+from lab_prereq import check_setup, full_tier, missing
 
 from drgn_p2p.lab.vm import Guest, start
 
@@ -42,6 +42,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "lab: boots real kernels under QEMU (slow; needs the lab's host packages)"
     )
+    config.addinivalue_line(
+        "markers", "full_tier: runs only in the full tier (DRGN_P2P_LAB_TIER=full); deselected otherwise"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items) -> None:
+    """Deselect (not skip: a skip names what a kernel lacks) the full tier's tests outside it."""
+    if full_tier():
+        return
+    keep = [item for item in items if item.get_closest_marker("full_tier") is None]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
 
 
 class _Lab:

@@ -27,10 +27,9 @@ from drgn_p2p.lab import kbuild, kmod
 from drgn_p2p.lab.kernels import build_tree_kernel, parse_config
 from drgn_p2p.lab.scenarios import SCENARIOS
 
-from lab_prereq import TIER_ENV, full_tier, missing
+from lab_prereq import missing
 
-pytestmark = [pytest.mark.lab,
-              pytest.mark.skipif(not full_tier(), reason=f"full tier only ({TIER_ENV}=full): it builds a kernel")]
+pytestmark = [pytest.mark.lab, pytest.mark.full_tier]  # it builds a kernel
 
 REPO = Path(__file__).resolve().parents[2]
 
