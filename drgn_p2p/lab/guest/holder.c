@@ -802,9 +802,9 @@ static int memfd(const char *name, size_t len, unsigned int flags)
 
 static void mode_shmem_thp(void)
 {
-	size_t len = 2 * MiB;
+	size_t len = pmd_size();	/* one PMD: 2 MiB with 4 KiB pages, 32 MiB with 16 KiB */
 	int fd = memfd("qp-shmem-thp", len, 0);
-	void *p = map_fixed(aligned_hint(len, 2 * MiB), len,
+	void *p = map_fixed(aligned_hint(len, len), len,
 			    PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 
 	if (madvise(p, len, MADV_HUGEPAGE))
