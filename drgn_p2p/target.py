@@ -136,12 +136,13 @@ class _held_warnings:
 
 
 def _check_readable(prog: drgn.Program, core: str, hint: str) -> None:
-    """Fail with one line when the dump's kernel memory cannot be read at all
-    (``init_uts_ns``, which every kernel has, is the probe)."""
+    """Fail with one line when the dump *core*'s kernel memory cannot be read
+    (``init_uts_ns``, which every kernel has, is the probe): a dump cut short
+    before it, or one whose addresses libkdumpfile cannot translate."""
     try:
         prog["init_uts_ns"].name.release.string_()
     except drgn.FaultError as e:
-        raise TargetError(f"cannot read kernel memory from vmcore {core}: {_first_line(e)}{hint}") from None
+        raise TargetError(f"cannot read the target's memory: {_first_line(e)}{hint}") from None
     except LookupError:
         pass
 

@@ -425,7 +425,7 @@ def test_a_qemu_kdump_file_takes_its_architecture_from_the_vmlinux(small: Small,
     assert any(re.fullmatch(rf"warning: vmcore .*{small.dumps[fmt].name} does not record its architecture: "
                             rf"x86_64 taken from {re.escape(small.vmlinux)}", line) for line in lines), r.stderr
     check_one_error(cli(["audit", "-c", str(small.dumps[fmt])]),
-                    r"cannot open vmcore .*\(a QEMU kdump file: pass -s VMLINUX, or --architecture x86_64\)")
+                    r"cannot open vmcore .*\(a QEMU kdump file: pass -s VMLINUX, or --architecture x86_64 or aarch64\)")
 
 
 @pytest.fixture(scope="module")
