@@ -12,7 +12,6 @@ The CLI and the library API (``drgn_p2p.audit(prog)``) share it.
 """
 
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -219,34 +218,42 @@ def audit_vma(
 ) -> Tuple[VmaReport, List[Finding], List[TableFault]]:
     """Walk, classify and judge one VMA."""
     faults: List[TableFault] = []
-    pages: Counter = Counter()
-    entries: Counter = Counter()
-    levels: Counter = Counter()
-    by_pgmap: Counter = Counter()
+    # Tallies in plain dicts and locals: this loop runs once per run of every VMA.
+    pages: Dict[str, int] = {}
+    entries: Dict[str, int] = {}
+    levels: Dict[str, int] = {}
+    by_pgmap: Dict[int, int] = {}
     special = devmap = 0
     findings: List[Finding] = []
     tally = VmaTally(vma, layout)
     kept: List[Run] = []
     spans: List[Tuple[int, int, Leaf, PageKind, FolioFacts]] = []
+    fsdax = False
     for run in coalesce_segments(vma, _segments(walker, vma, layout, classifier, start, end, faults)):
-        leaf = run.first
+        leaf, page, count = run.first, run.page, run.count
+        kind = page.kind
         tally.add(run)
-        facts = (classifier.folio_facts(leaf.pfn) if reads_folio(vma, layout, leaf, run.page.kind)
-                 else NO_FOLIO_FACTS)
-        spans.append((run.start, run.end, leaf, run.page.kind, facts))
-        entries[leaf.kind.value] += run.count
-        if run.page.pgmap:
-            by_pgmap[run.page.pgmap] += run.count * (leaf.size >> leaf.page_shift)
+        facts = classifier.folio_facts(leaf.pfn) if reads_folio(vma, layout, leaf, kind) else NO_FOLIO_FACTS
+        spans.append((leaf.va, run.end, leaf, kind, facts))
+        entry_kind = leaf.kind.value
+        entries[entry_kind] = entries.get(entry_kind, 0) + count
+        if page.pgmap:
+            by_pgmap[page.pgmap] = by_pgmap.get(page.pgmap, 0) + count * (leaf.size >> leaf.page_shift)
         if leaf.kind.maps_memory:
-            pages[run.page.kind.value] += run.count * (leaf.size >> leaf.page_shift)
-            levels[leaf.level.label] += run.count
-            special += run.count if leaf.special else 0
-            devmap += run.count if leaf.devmap else 0
-        findings.extend(evaluate_run(run, layout, rules))
+            pages[kind.value] = pages.get(kind.value, 0) + count * (leaf.size >> leaf.page_shift)
+            label = leaf.level.label
+            levels[label] = levels.get(label, 0) + count
+            if leaf.special:
+                special += count
+            if leaf.devmap:
+                devmap += count
+        fsdax = fsdax or kind is PageKind.FSDAX
+        found = evaluate_run(run, layout, rules)
+        if found:
+            findings.extend(found)
         if keep_runs:
             kept.append(run)
     findings.extend(evaluate_vma(tally.summary(), layout, rules))
-    fsdax = any(kind == PageKind.FSDAX for _, _, _, kind, _ in spans)
     gup = gup_segments(layout, vma_shape(vma, fsdax), max(start, vma.start), min(end, vma.end), spans)
     report = VmaReport(
         vma=vma,
@@ -316,6 +323,7 @@ def audit(
     check_selection(rules=rules, kinds=kinds)
     layout = read_layout(prog)
     active, skipped = select_rules(layout, rules)
+    run_rules = tuple(active)  # one object for every run: evaluate_run() splits it once
     classifier = Classifier(prog, layout)
     result = AuditResult(layout=layout, not_applicable=skipped, rules=[r.id for r in active])
     start, end = va_range if va_range else (0, 1 << 64)
@@ -349,9 +357,9 @@ def audit(
                           process.pid)
             continue
         for vma in vmas:
-            report, findings, faults = audit_vma(walker, vma, layout, classifier, active, start, end, keep_runs)
+            report, findings, faults = audit_vma(walker, vma, layout, classifier, run_rules, start, end, keep_runs)
             if findings and running:
-                confirmed = _read_again(prog, process, vma, layout, classifier, active, start, end, findings)
+                confirmed = _read_again(prog, process, vma, layout, classifier, run_rules, start, end, findings)
                 result.stats.withdrawn += sum(
                     1 for f in findings if not confirm_findings(confirmed, [f])
                 )

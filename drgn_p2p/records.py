@@ -85,10 +85,9 @@ class EntryKind(str, enum.Enum):
     SWAPIN_ERROR = "swapin-error"  # 6.1 only; later a PTE marker
     GARBAGE = "garbage"  # non-present and matches no encoding of this kernel
 
-    @property
-    def maps_memory(self) -> bool:
-        """True when the CPU (or the kernel, for PROT_NONE) sees a PFN."""
-        return self in (EntryKind.PRESENT, EntryKind.PROTNONE)
+    #: True when the CPU (or the kernel, for PROT_NONE) sees a PFN. Plain
+    #: attributes, set once below: the audit reads them for every leaf.
+    maps_memory: bool
 
 
 class PageKind(str, enum.Enum):
@@ -106,13 +105,11 @@ class PageKind(str, enum.Enum):
     NO_MEMMAP = "no-memmap"  # no struct page: PCI BAR, reserved, beyond RAM
     NONE = "none"  # the entry carries no PFN (plain swap, marker)
 
-    @property
-    def is_zone_device(self) -> bool:
-        return self in _ZONE_DEVICE_KINDS
-
-    @property
-    def has_memmap(self) -> bool:
-        return self not in (PageKind.NO_MEMMAP, PageKind.NONE)
+    #: A ZONE_DEVICE page (it has a pgmap). Set once below, like
+    #: :attr:`EntryKind.maps_memory`.
+    is_zone_device: bool
+    #: The PFN has a struct page.
+    has_memmap: bool
 
 
 _ZONE_DEVICE_KINDS = frozenset(
@@ -125,6 +122,13 @@ _ZONE_DEVICE_KINDS = frozenset(
         PageKind.DEVICE_COHERENT,
     }
 )
+
+
+for _entry_kind in EntryKind:
+    _entry_kind.maps_memory = _entry_kind in (EntryKind.PRESENT, EntryKind.PROTNONE)
+for _page_kind in PageKind:
+    _page_kind.is_zone_device = _page_kind in _ZONE_DEVICE_KINDS
+    _page_kind.has_memmap = _page_kind not in (PageKind.NO_MEMMAP, PageKind.NONE)
 
 
 class Severity(enum.IntEnum):
@@ -425,7 +429,12 @@ class Vma:
 
     def has(self, layout: Layout, *names: str) -> bool:
         """Whether any of the VMA flags *names* is set."""
-        return any(self.flags & layout.vm_flag(n) for n in names)
+        flags, bits = self.flags, layout.vm_flags
+        for name in names:
+            bit = bits.get(name)
+            if bit is not None and flags >> bit & 1:
+                return True
+        return False
 
 
 @dataclass(frozen=True)

@@ -791,10 +791,23 @@ def _evidence(leaf: Leaf, run: Run, layout: Layout) -> Tuple[Tuple[str, str], ..
     return tuple(ev)
 
 
+#: ``(id(rules), scope)`` → ``(rules, its rules of that scope)`` for the
+#: last few selections: an audit passes the same sequence for every run.
+_scoped: Dict[Tuple[int, str], Tuple[object, Tuple[Rule, ...]]] = {}
+
+
 def _select(layout: Layout, rules: Optional[Iterable[Rule]], scope: str) -> Iterable[Rule]:
     if rules is None:
         return rules_for(layout)[0 if scope == "run" else 1]
-    return [r for r in rules if r.scope == scope]
+    hit = _scoped.get((id(rules), scope))
+    if hit is not None and hit[0] is rules:
+        return hit[1]
+    chosen = tuple(r for r in rules if r.scope == scope)
+    if isinstance(rules, tuple):  # immutable: the same object always holds the same rules
+        if len(_scoped) > 64:
+            _scoped.clear()
+        _scoped[(id(rules), scope)] = (rules, chosen)
+    return chosen
 
 
 def evaluate_run(run: Run, layout: Layout, rules: Optional[Iterable[Rule]] = None) -> List[Finding]:

@@ -35,7 +35,6 @@ complement.
 """
 
 import functools
-import struct
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
 from .arch import for_layout
@@ -47,6 +46,7 @@ __all__ = ("PteScanner", "pieces")
 
 _LANE_BITS = 64
 _TOP = 1 << 52  # above every PFN field: lane comparisons carry into bit 52
+_EMPTY = bytes(8)
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,9 +61,23 @@ def _steps(n: int) -> int:
     return sum(j << (_LANE_BITS * j) for j in range(n))
 
 
-@functools.lru_cache(maxsize=None)
-def _entries(n: int) -> struct.Struct:
-    return struct.Struct(f"<{n}Q")
+def _next_empty(data: bytes, at: int, end: int) -> int:
+    """Index of the first all-zero entry of *data* from entry *at*, or *end*.
+
+    ``bytes.find`` of eight zero bytes runs in C; a match that straddles two
+    entries (the zero high bytes of one, the zero low bytes of the next) is
+    not an empty entry, and the search goes on one byte after it.
+    """
+    limit = end * 8
+    pos = at * 8
+    while True:
+        pos = data.find(_EMPTY, pos, limit)
+        if pos < 0:
+            return end
+        aligned = -(-pos // 8) * 8  # the first entry boundary at or after the match
+        if aligned == pos or data[aligned : aligned + 8] == _EMPTY:
+            return aligned // 8 if aligned < limit else end
+        pos += 1
 
 
 def pieces(piece: PteSlice) -> Iterator[PteSlice]:
@@ -71,19 +85,20 @@ def pieces(piece: PteSlice) -> Iterator[PteSlice]:
 
     A run of leaves never spans an empty entry (the next leaf would not
     continue it in virtual address space), so each piece can be judged whole
-    by :meth:`PteScanner.uniform_run` on its own.
+    by :meth:`PteScanner.uniform_run` on its own. The entries are found with
+    searches over the table's bytes, not one by one: a sparse table costs a
+    few searches, whatever its size.
     """
-    first = piece.first
-    start = -1
-    for i, raw in enumerate(_entries(piece.last + 1 - first).unpack_from(piece.data, first * 8), first):
-        if raw:
-            if start < 0:
-                start = i
-        elif start >= 0:
-            yield PteSlice(piece.base, piece.data, start, i - 1, piece.page_shift)
-            start = -1
-    if start >= 0:
-        yield PteSlice(piece.base, piece.data, start, piece.last, piece.page_shift)
+    data, end = piece.data, piece.last + 1
+    at = piece.first
+    while at < end:
+        stretch = data[at * 8 : end * 8]
+        rest = stretch.lstrip(b"\0")  # C speed: the first non-zero byte
+        if not rest:
+            return
+        start = at + (len(stretch) - len(rest)) // 8
+        at = _next_empty(data, start + 1, end)
+        yield PteSlice(piece.base, data, start, at - 1, piece.page_shift)
 
 
 class PteScanner:

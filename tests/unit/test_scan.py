@@ -189,3 +189,28 @@ def test_stretches_between_empty_entries_are_judged_whole():
     piece = table(entries, 0, 511)
     assert [(p.first, p.last) for p in pieces(piece)] == [(3, 9), (20, 20)]
     assert [(p.first, p.last) for p in pieces(table(entries, 5, 20))] == [(5, 9), (20, 20)]
+
+
+# Entries whose zero bytes straddle entry boundaries: a zero high half next to
+# a zero low half is eight zero bytes that are not an empty entry.
+_BYTE_PATTERNS = st.sampled_from([0, 1, 0xFF << 56, 0xFF, 0x00FF_FF00_0000_0000, 1 << 63, 0x8000_0000, 0x100])
+
+
+@given(st.lists(_BYTE_PATTERNS, min_size=1, max_size=64), st.data())
+@settings(max_examples=300, deadline=None)
+def test_pieces_are_the_maximal_stretches_of_non_empty_entries(values, data):
+    from drgn_p2p.scan import pieces
+
+    entries = values + [0] * (512 - len(values))
+    first = data.draw(st.integers(0, len(values) - 1))
+    last = data.draw(st.integers(first, 511))
+    expected, start = [], None
+    for i in range(first, last + 1):
+        if entries[i] and start is None:
+            start = i
+        elif not entries[i] and start is not None:
+            expected.append((start, i - 1))
+            start = None
+    if start is not None:
+        expected.append((start, last))
+    assert [(p.first, p.last) for p in pieces(table(entries, first, last))] == expected
