@@ -27,7 +27,7 @@ from .records import NO_FOLIO_FACTS, Finding, FolioFacts, Layout, Leaf, PageKind
 from .rules import RULES, Rule, VmaTally, evaluate_run, evaluate_vma
 from .scan import PteScanner, pieces
 from .tasks import for_each_process
-from .walk import PageTableWalker, Process, PteSlice, share_names, unshare_names, TableFault, process_vmas
+from .walk import PageTableWalker, Process, TableSlice, share_names, unshare_names, TableFault, process_vmas
 
 __all__ = ("AuditStats", "VmaReport", "AuditResult", "audit", "check_selection", "select_rules", "list_pgmaps",
            "predict_gup", "confirm_findings")
@@ -164,7 +164,7 @@ def _segments(
     classify = classifier.classify
     uniform_run = PteScanner(layout, classifier, vma).uniform_run
     for item in walker.walk_tables(max(start, vma.start), min(end, vma.end)):
-        if isinstance(item, PteSlice):
+        if isinstance(item, TableSlice):
             segment = uniform_run(item)
             if segment is not None:
                 yield segment

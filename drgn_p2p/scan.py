@@ -3,30 +3,35 @@
 Scan
 ----
 
-Judge a whole PTE table at once when its entries are alike.
+Judge a whole PTE table, or a stretch of huge leaves, at once when its entries are alike.
 
 Most PTE tables of a real process hold up to 512 present entries that differ
 only in their PFN and in bits no rule reads (accessed, dirty): anonymous
-memory, page cache, a PCI BAR. Decoding, classifying and coalescing them one
-by one would produce a single run. :func:`uniform_run` proves that with a
-handful of operations on the table as one 32768-bit integer, one 64-bit lane
-per entry (SWAR: "SIMD within a register"), and returns the run's first leaf,
-its page info and its length; it returns ``None`` whenever the proof fails,
-and the caller then takes the entry-by-entry path. So the fast path never
-changes a result: it only skips work whose outcome it has shown.
+memory, page cache, a PCI BAR; a THP, DAX or huge PFN range is a stretch of
+PMD leaves alike in the same way. Decoding, classifying and coalescing them
+one by one would produce a single run. :meth:`PteScanner.uniform_run` proves
+that with a handful of operations on the slice as one big integer, one
+64-bit lane per entry (SWAR: "SIMD within a register"), and returns the
+run's first leaf, its page info and its length; it returns ``None`` whenever
+the proof fails, and the caller then takes the entry-by-entry path. So the
+fast path never changes a result: it only skips work whose outcome it has
+shown.
 
-A slice of entries ``first..last`` is one run when
+A slice of entries ``first..last`` at one level is one run when
 
-1. every entry is present (``_PAGE_PRESENT``) — hence non-empty, so the
-   entries are contiguous in virtual address space — and all agree in the
-   bits that decide the decoded kind, special, devmap and writable
-   (``arch.pte_run_bits``);
+1. every entry is present (``_PAGE_PRESENT``, arm64 VALID) — hence non-empty,
+   so the entries are contiguous in virtual address space — and all agree in
+   the bits that decide the decoded kind, special, devmap and writable
+   (``arch.run_bits``);
 2. every PFN lies in one interval of :meth:`Classifier.span`, over which
-   ``classify()`` returns one and the same :class:`PfnInfo`;
+   ``classify()`` returns one and the same :class:`PfnInfo`; or, when some
+   do not (random RAM pages on both sides of the zero pages, which cut RAM
+   into spans), each PFN's ``classify()`` is that same info;
 3. either no PFN can be the VMA's linear PFN (``vm_pgoff + (va - vm_start) >>
-   PAGE_SHIFT``: the linear range misses the interval of step 2), or every
-   PFN is (the table is an exact arithmetic progression), or none is (no
-   lane of the PFNs XOR the progression is zero).
+   PAGE_SHIFT``, entry *j* of a huge level ``j × pages-per-leaf`` on from the
+   first: the linear range misses the interval of step 2), or every PFN is
+   (the slice is an exact arithmetic progression), or none is (no lane of the
+   PFNs XOR the progression is zero).
 
 Lane arithmetic stays exact because a PFN field (PFN << 12) is below 2**52
 (``pfn_mask``), so adding a constant below 2**52 to a lane never carries into
@@ -35,12 +40,13 @@ complement.
 """
 
 import functools
+import struct
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
 from .arch import for_layout
 from .classify import Classifier
-from .records import Layout, Leaf, Level, PfnInfo, Vma
-from .walk import PteSlice
+from .records import Layout, Leaf, Level, PfnInfo, Vma, level_shift
+from .walk import TableSlice
 
 __all__ = ("PteScanner", "pieces")
 
@@ -59,6 +65,11 @@ def _ones(n: int) -> int:
 def _steps(n: int) -> int:
     """``j`` in lane ``j``, for ``j < n``."""
     return sum(j << (_LANE_BITS * j) for j in range(n))
+
+
+@functools.lru_cache(maxsize=None)
+def _u64s(n: int) -> struct.Struct:
+    return struct.Struct(f"<{n}Q")
 
 
 def _next_empty(data: bytes, at: int, end: int) -> int:
@@ -80,7 +91,7 @@ def _next_empty(data: bytes, at: int, end: int) -> int:
         pos += 1
 
 
-def pieces(piece: PteSlice) -> Iterator[PteSlice]:
+def pieces(piece: TableSlice) -> Iterator[TableSlice]:
     """The maximal runs of non-empty entries of *piece*, as slices of the same table.
 
     A run of leaves never spans an empty entry (the next leaf would not
@@ -98,11 +109,11 @@ def pieces(piece: PteSlice) -> Iterator[PteSlice]:
             return
         start = at + (len(stretch) - len(rest)) // 8
         at = _next_empty(data, start + 1, end)
-        yield PteSlice(piece.base, data, start, at - 1, piece.page_shift)
+        yield TableSlice(piece.base, data, start, at - 1, piece.shift, piece.level)
 
 
 class PteScanner:
-    """The whole-table fast path for the PTE slices of one VMA (see the module doc).
+    """The whole-table fast path for the table slices of one VMA (see the module doc).
 
     Lane constants (a value repeated in every lane) are built once per
     distinct value and slice length and kept in :attr:`_lanes`: a process has
@@ -112,7 +123,9 @@ class PteScanner:
     def __init__(self, layout: Layout, classifier: Classifier, vma: Vma) -> None:
         arch = for_layout(layout)
         self._decode_leaf: Callable[..., Optional[Leaf]] = arch.decode_leaf
-        self._sig_mask, self._present, self._pfn_mask = arch.pte_run_bits(layout)
+        self._run_bits = arch.run_bits
+        #: Level → (signature mask, present bit, PFN mask, pages per entry).
+        self._bits: Dict[Level, Tuple[int, int, int, int]] = {}
         self._layout = layout
         self._classifier = classifier
         self._shift = layout.page_shift
@@ -130,42 +143,67 @@ class PteScanner:
             rep = self._lanes[key] = value * _ones(n)
         return rep
 
-    def uniform_run(self, piece: PteSlice) -> Optional[Tuple[Leaf, PfnInfo, int]]:
+    def _level_bits(self, level: Level) -> Tuple[int, int, int, int]:
+        bits = self._bits.get(level)
+        if bits is None:
+            layout = self._layout
+            sig_mask, present, pfn_mask = self._run_bits(layout, level)
+            pages = 1 << (level_shift(level, layout.page_shift) - layout.page_shift)
+            bits = self._bits[level] = (sig_mask, present, pfn_mask, pages)
+        return bits
+
+    def _one_info(self, fields: bytes, n: int, info: PfnInfo) -> bool:
+        """Whether the *n* PFN fields (``PFN << PAGE_SHIFT``, little-endian
+        u64s) all classify as *info*, entry by entry."""
+        classify, shift = self._classifier.classify, self._shift
+        for field in _u64s(n).unpack(fields):
+            other = classify(field >> shift)
+            if other is not info and other != info:
+                return False
+        return True
+
+    def uniform_run(self, piece: TableSlice) -> Optional[Tuple[Leaf, PfnInfo, int]]:
         """``(first leaf, page info, count)`` if the slice is one run, else ``None``."""
         first, n = piece.first, piece.last - piece.first + 1
         data = piece.data
         if first or n * 8 != len(data):
             data = data[first * 8 : (first + n) * 8]
         raw = int.from_bytes(data[:8], "little")
-        if not raw & self._present:
+        sig_mask, present, pfn_mask, pages = self._level_bits(piece.level)
+        if not raw & present:
             return None
         rep = self._rep
         table = int.from_bytes(data, "little")
         # 1. One decoded kind/special/devmap/writable, every entry present.
-        sig_mask = self._sig_mask
         if table & rep(sig_mask, n) != rep(raw & sig_mask, n):
             return None
         # 2. One page info: every PFN field within [lo, hi) of the first PFN's span.
         shift = self._shift
-        pfns = table & rep(self._pfn_mask, n)  # PFN << shift in each lane
-        pfn = (raw & self._pfn_mask) >> shift
+        pfns = table & rep(pfn_mask, n)  # PFN << shift in each lane
+        pfn = (raw & pfn_mask) >> shift
         lo, hi, info = self._classifier.span_info(pfn)
         hi = min(hi, _TOP >> shift)
         top = rep(_TOP, n)
-        if (pfns + rep(_TOP - (lo << shift), n)) & top != top:
-            return None  # some PFN below lo
-        if (pfns + rep(_TOP - (hi << shift), n)) & top:
-            return None  # some PFN at or above hi
-        # 3. The linear test agrees on every entry.
-        va = piece.base + (first << piece.page_shift)
+        va = piece.base + (first << piece.shift)
         linear = (va >> shift) + self._linear_delta  # linear PFN of the first entry
-        if linear < hi and linear + n > lo:
+        if (pfns + rep(_TOP - (lo << shift), n)) & top != top or (pfns + rep(_TOP - (hi << shift), n)) & top:
+            # Some PFN outside the span (random RAM pages of a THP range
+            # straddle the zero pages' spans): classify each PFN.
+            if not self._one_info(pfns.to_bytes(n * 8, "little"), n, info):
+                return None
+            lo, hi = 0, _TOP >> shift  # the linear test below knows nothing of the PFNs' range
+        # 3. The linear test agrees on every entry: entry j's linear PFN is
+        # linear + j * pages (a huge leaf maps pages PFNs).
+        linear_last = linear + (n - 1) * pages
+        if linear < hi and linear_last >= lo:
+            if linear < 0 or linear_last >= _TOP >> shift:
+                return None  # the progression leaves the lanes' range: entry by entry
             # Lane j is zero where entry j maps its linear PFN; a non-zero
             # lane plus (_TOP - 1) carries into bit 52.
-            off = pfns ^ ((linear * _ones(n) + _steps(n)) << shift)
+            off = pfns ^ ((linear * _ones(n) + pages * _steps(n)) << shift)
             if off and (off + rep(_TOP - 1, n)) & top != top:
                 return None  # some entries linear, some not
-        leaf = self._decode_leaf(raw, va, Level.PTE, self._layout)
+        leaf = self._decode_leaf(raw, va, piece.level, self._layout)
         if leaf.pfn != pfn:
             return None  # PA bits outside the PFN field (arm64 52-bit PA): entry by entry
         return leaf, info, n

@@ -15,7 +15,7 @@ kept so that neighbouring VMAs sharing a table do not read it again. Memory
 stays flat: everything is a generator.
 
 :meth:`PageTableWalker.walk_tables` hands over the PTE level a whole table
-slice at a time (:class:`PteSlice`), so that the pipeline can judge a table of
+slice at a time (:class:`TableSlice`), so that the pipeline can judge a table of
 identical entries with a few whole-table operations (:mod:`drgn_p2p.scan`);
 :meth:`PageTableWalker.walk` expands the slices into single entries.
 """
@@ -36,7 +36,7 @@ __all__ = (
     "Process",
     "TableFault",
     "RawLeaf",
-    "PteSlice",
+    "TableSlice",
     "NameCache",
     "share_names",
     "unshare_names",
@@ -77,6 +77,9 @@ class TableFault:
     pid: Optional[int] = None  # the process lost, for scope "process"
 
 
+#: Levels whose leaves the walk hands over as :class:`TableSlice` stretches.
+_HUGE_LEAF_LEVELS = (Level.PMD, Level.PUD)
+
 #: ``(va, level, raw)`` of one non-empty leaf entry.
 RawLeaf = Tuple[int, Level, int]
 
@@ -84,27 +87,31 @@ _ZERO_TABLE = bytes(1 << 16)
 
 
 @dataclass(frozen=True)
-class PteSlice:
-    """Entries ``first..last`` (inclusive) of one PTE table, not all empty.
+class TableSlice:
+    """Entries ``first..last`` (inclusive) of one page table, not all empty,
+    whose non-empty entries are all leaves at *level*: a PTE table, or a
+    stretch of huge PMD/PUD leaves (THPs, DAX, hugetlb, huge PFN maps).
 
     ``data`` is the whole table as read; entry *i* maps
-    ``base + (i << page_shift)``.
+    ``base + (i << shift)``.
     """
 
     base: int
     data: bytes
     first: int
     last: int
-    #: log2 of the page size: 12, 14 or 16 (arm64's 16K and 64K granules).
-    page_shift: int
+    #: log2 of what one entry maps: the page size at the PTE level (12, 14 or
+    #: 16 with arm64's 16K and 64K granules), the level's span above it.
+    shift: int
+    level: Level = Level.PTE
 
     def leaves(self) -> Iterator[RawLeaf]:
         """The non-empty entries of the slice, as :data:`RawLeaf`, in address order."""
-        first, step = self.first, 1 << self.page_shift
+        first, step, level = self.first, 1 << self.shift, self.level
         va = self.base + first * step
         for raw in _table_format(self.last + 1 - first).unpack_from(self.data, first * 8):
             if raw:
-                yield (va, Level.PTE, raw)
+                yield (va, level, raw)
             va += step
 
 
@@ -498,13 +505,15 @@ class PageTableWalker:
         walk continues after it.
         """
         for item in self._walk(0, self._pgd_phys, start, end, 0):
-            if isinstance(item, PteSlice):
+            if isinstance(item, TableSlice):
                 yield from item.leaves()
             else:
                 yield item
 
-    def walk_tables(self, start: int, end: int) -> Iterator[Union[RawLeaf, TableFault, PteSlice]]:
-        """Like :meth:`walk`, but the PTEs of each PTE table come as one :class:`PteSlice`.
+    def walk_tables(self, start: int, end: int) -> Iterator[Union[RawLeaf, TableFault, TableSlice]]:
+        """Like :meth:`walk`, but the PTEs of each PTE table come as one
+        :class:`TableSlice`, and so does each stretch of consecutive PMD or PUD
+        leaves (huge leaves and swap-format entries between table entries).
 
         Slices whose entries are all empty are not yielded.
         """
@@ -512,7 +521,7 @@ class PageTableWalker:
 
     def _walk(
         self, depth: int, phys: int, start: int, end: int, base: int
-    ) -> Iterator[Union[RawLeaf, TableFault, PteSlice]]:
+    ) -> Iterator[Union[RawLeaf, TableFault, TableSlice]]:
         level = self._levels[depth]
         shift = self._shifts[depth]
         first = (start - base) >> shift if start > base else 0
@@ -521,9 +530,10 @@ class PageTableWalker:
             if depth == len(self._levels) - 1:
                 data = self._entry(depth, phys)[1]
                 if data[first * 8 : (last + 1) * 8] != _ZERO_TABLE[first * 8 : (last + 1) * 8]:
-                    yield PteSlice(base, data, first, last, self._page_shift)
+                    yield TableSlice(base, data, first, last, self._page_shift)
                 return
             entries = self._table(depth, phys)
+            data = self._cache[depth][1]
         except drgn.FaultError as e:
             if phys not in self._unreadable:
                 self._unreadable[phys] = str(e)
@@ -532,20 +542,33 @@ class PageTableWalker:
             return
         span = 1 << shift
         table_mask, table_bits = self._table_mask, self._table_bits
+        leaf_level = self._leaf_levels[depth]
+        # Consecutive PMD/PUD leaves (a THP or DAX range, a huge PFN map) go
+        # out as one TableSlice, so that they can be judged whole.
+        group = leaf_level in _HUGE_LEAF_LEVELS
+        leaves_from = -1
         for i in range(first, last + 1):
             raw = entries[i]
-            if not raw:
-                continue
-            va = base + (i << shift)
-            if raw & table_mask == table_bits:
-                yield from self._walk(
-                    depth + 1, self._table_phys(raw), max(start, va), min(end, va + span), va
-                )
-            else:
+            if raw and raw & table_mask != table_bits:
                 # A huge leaf, a swap-format entry, or (at PGD/P4D level,
                 # never valid for user space) something the decoder will
                 # report as garbage rather than have it skipped.
-                yield (va, self._leaf_levels[depth], raw)
+                if group:
+                    if leaves_from < 0:
+                        leaves_from = i
+                else:
+                    yield (base + (i << shift), leaf_level, raw)
+                continue
+            if leaves_from >= 0:
+                yield TableSlice(base, data, leaves_from, i - 1, shift, leaf_level)
+                leaves_from = -1
+            if raw:
+                va = base + (i << shift)
+                yield from self._walk(
+                    depth + 1, self._table_phys(raw), max(start, va), min(end, va + span), va
+                )
+        if leaves_from >= 0:
+            yield TableSlice(base, data, leaves_from, last, shift, leaf_level)
 
     def path(self, va: int) -> List[Tuple[Level, int, int]]:
         """The entries translating *va*, top level first: ``(level, entry_phys, raw)``.

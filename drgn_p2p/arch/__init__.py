@@ -6,7 +6,7 @@ Architectures
 Per-architecture decoding of raw page-table entries. Each module provides
 ``decode_leaf(raw, va, level, layout)``, ``is_table(raw, level)``,
 ``table_phys(raw, layout)``, ``describe(raw, level, layout)``,
-``pte_run_bits(layout)``, ``geometry(...)`` (the layout's
+``run_bits(layout, level)``, ``geometry(...)`` (the layout's
 :class:`~drgn_p2p.records.Geometry`) and ``SPECIAL_BIT``. Hot loops should fetch the module once with :func:`for_layout`;
 the module-level functions here dispatch on ``layout.arch`` per call.
 """

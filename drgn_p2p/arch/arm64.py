@@ -191,14 +191,16 @@ def memory_type(raw: int, layout: Layout) -> str:
     return mair[(raw >> _ATTRINDX_SHIFT) & 7]
 
 
-def pte_run_bits(layout: Layout) -> Tuple[int, int, int]:
-    """``(signature mask, present bit, PFN mask)`` for judging whole PTE tables.
+def run_bits(layout: Layout, level: Level) -> Tuple[int, int, int]:
+    """``(signature mask, present bit, PFN mask)`` for judging a stretch of
+    leaves at *level* (PTE, PMD or PUD) whole.
 
-    Two PTEs with VALID set that agree under the signature mask decode
+    Two entries with VALID set that agree under the signature mask decode
     (:func:`decode_leaf`) to the same kind, special, devmap and writable; the
-    signature holds the type bits, WRITE, SPECIAL, DEVMAP and the high PA bits
-    (LPA2 bits 9:8, 64K bits 15:12), so a run shares them. The PFN mask is
-    ``PTE_ADDR_LOW``, below bit 50; :mod:`drgn_p2p.scan` checks the first
+    signature holds the type bits (page or block), WRITE, SPECIAL, DEVMAP and
+    the high PA bits (LPA2 bits 9:8, 64K bits 15:12), so a run shares them.
+    The PFN mask is ``PTE_ADDR_LOW`` (less a block's alignment bits, which
+    ``pmd_pfn()`` clears), below bit 50; :mod:`drgn_p2p.scan` checks the first
     entry's PFN against :func:`decode_leaf`, so a run whose high PA bits are
     not zero is left to the entry-by-entry path.
     """
@@ -206,8 +208,11 @@ def pte_run_bits(layout: Layout) -> Tuple[int, int, int]:
     signature = _TYPE_MASK | _WRITE | _SPECIAL | geometry.addr_high_mask
     if layout.devmap_bit is not None:
         signature |= 1 << layout.devmap_bit
-    assert geometry.addr_mask < 1 << 52, "PFN field above bit 51"
-    return signature, _VALID, geometry.addr_mask
+    pfn_mask = geometry.addr_mask
+    if level in _HUGE_LEVELS:
+        pfn_mask &= ~((1 << level_shift(level, layout.page_shift)) - 1)
+    assert pfn_mask < 1 << 52, "PFN field above bit 51"
+    return signature, _VALID, pfn_mask
 
 
 def describe(raw: int, level: Level, layout: Layout) -> Tuple[List[str], str]:

@@ -17,7 +17,7 @@ from ..records import EntryKind, Layout, Leaf, Level
 __all__ = ("DECODER_API", "mapped_leaf", "swap_leaf", "swap_type_name")
 
 #: What every architecture's decoder module provides (see :mod:`drgn_p2p.arch`).
-DECODER_API = ("decode_leaf", "is_table", "table_phys", "geometry", "describe", "pte_run_bits", "SPECIAL_BIT")
+DECODER_API = ("decode_leaf", "is_table", "table_phys", "geometry", "describe", "run_bits", "SPECIAL_BIT")
 
 # Migration entries may carry SWP_MIG_YOUNG and SWP_MIG_DIRTY just above the PFN.
 _MIG_EXTRA_BITS = 2

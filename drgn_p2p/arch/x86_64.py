@@ -118,18 +118,23 @@ def decode_leaf(raw: int, va: int, level: Level, layout: Layout) -> Optional[Lea
     return mapped_leaf(raw, va, level, kind, pfn, layout, special=bool(raw & _SPECIAL), writable=bool(raw & _RW))
 
 
-def pte_run_bits(layout: Layout) -> Tuple[int, int, int]:
-    """``(signature mask, present bit, PFN mask)`` for judging whole PTE tables.
+def run_bits(layout: Layout, level: Level) -> Tuple[int, int, int]:
+    """``(signature mask, present bit, PFN mask)`` for judging a stretch of
+    leaves at *level* (PTE, PMD or PUD) whole.
 
-    Two PTEs with ``_PAGE_PRESENT`` set that agree under the signature mask
+    Two entries with ``_PAGE_PRESENT`` set that agree under the signature mask
     decode (:func:`decode_leaf`) to the same kind, special, devmap and
-    writable; their PFN is ``(raw & PFN mask) >> page_shift``. The PFN mask
-    lies below bit 52. Used by :mod:`drgn_p2p.scan`.
+    writable (at PMD/PUD the signature holds ``_PAGE_PSE``: without it the
+    entry is a table or garbage); their PFN is ``(raw & PFN mask) >>
+    page_shift``, the mask leaving out a huge leaf's low bits (``_PAGE_PAT_LARGE``
+    is bit 12). The PFN mask lies below bit 52. Used by :mod:`drgn_p2p.scan`.
     """
     signature = _PRESENT | _RW | _SPECIAL
+    if level in _HUGE_LEVELS:
+        signature |= _PSE
     if layout.devmap_bit is not None:
         signature |= 1 << layout.devmap_bit
-    pfn_mask = _pfn_mask(Level.PTE, layout)
+    pfn_mask = _pfn_mask(level, layout)
     assert pfn_mask < 1 << 52, "PFN field above bit 51"
     return signature, _PRESENT, pfn_mask
 

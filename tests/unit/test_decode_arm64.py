@@ -17,7 +17,7 @@ from drgn_p2p.classify import Classifier
 from drgn_p2p.coalesce import coalesce_segments
 from drgn_p2p.records import EntryKind, Level, PageKind, level_shift
 from drgn_p2p.scan import PteScanner
-from drgn_p2p.walk import PageTableWalker, PteSlice
+from drgn_p2p.walk import PageTableWalker, TableSlice
 
 from .layouts import (A61, A72, A72_16K, A72_16K_47, A72_48, A72_64K_52, A612, VM_FLAGS_ANON, VM_FLAGS_PCIBAR,
                       make_arm64_layout, make_vma)
@@ -354,7 +354,7 @@ def test_scan_a_16k_table_of_bar_ptes_in_one_run():
     vma = make_vma(VM_FLAGS_PCIBAR, start=base, end=base + (2048 << 14), pgoff=bar_pfn)
     entries = [(BAR_PTE & ~0xFFFF_FFFF_F000 | ((bar_pfn + i) << 14)) for i in range(2048)]
     data = struct.pack("<2048Q", *entries)
-    piece = PteSlice(base, data, 0, 2047, 14)
+    piece = TableSlice(base, data, 0, 2047, 14)
     cls = Classifier.from_tables(layout, [], [(0x10000, 0x20000)], [((1 << 39), (1 << 39) + (2048 << 14), "bar")])
     segment = PteScanner(layout, cls, vma).uniform_run(piece)
     assert segment is not None
@@ -366,7 +366,7 @@ def test_scan_a_16k_table_of_bar_ptes_in_one_run():
         (r.first, r.count) for r in coalesce_segments(vma, [segment])]
     # With PA[51:50] set (LPA2) the fast path declines rather than misread the PFN.
     lpa2 = [e | (1 << 8) for e in entries]
-    piece = PteSlice(base, struct.pack("<2048Q", *lpa2), 0, 2047, 14)
+    piece = TableSlice(base, struct.pack("<2048Q", *lpa2), 0, 2047, 14)
     assert PteScanner(layout, cls, vma).uniform_run(piece) is None
 
 
@@ -380,7 +380,7 @@ def test_pieces_of_a_16k_table_keep_the_granule():
     entries = [0] * 2048
     for i in (3, 4, 5, 9, 2047):
         entries[i] = PAGE | AF | USER | NG | ((0x1_0000 + i) << 14)
-    whole = PteSlice(base, struct.pack("<2048Q", *entries), 0, 2047, 14)
+    whole = TableSlice(base, struct.pack("<2048Q", *entries), 0, 2047, 14)
     split = [leaf for piece in pieces(whole) for leaf in piece.leaves()]
     assert [va for va, _, _ in split] == [base + (i << 14) for i in (3, 4, 5, 9, 2047)]
     assert split == list(whole.leaves())

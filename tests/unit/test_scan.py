@@ -12,7 +12,7 @@ from drgn_p2p.classify import Classifier, Pagemap
 from drgn_p2p.coalesce import coalesce, coalesce_segments
 from drgn_p2p.records import PageKind
 from drgn_p2p.scan import PteScanner
-from drgn_p2p.walk import PteSlice
+from drgn_p2p.walk import TableSlice
 
 from .layouts import L61, L72, VM_FLAGS_ANON, VM_FLAGS_PCIBAR, ZERO_PFN, make_vma
 
@@ -33,7 +33,7 @@ def classifier(layout):
 
 def table(entries, first=0, last=511):
     data = struct.pack("<512Q", *entries)
-    return PteSlice(BASE, data, first, last, 12)
+    return TableSlice(BASE, data, first, last, 12)
 
 
 def slow_runs(piece, vma, layout):
@@ -214,3 +214,85 @@ def test_pieces_are_the_maximal_stretches_of_non_empty_entries(values, data):
     if start is not None:
         expected.append((start, last))
     assert [(p.first, p.last) for p in pieces(table(entries, first, last))] == expected
+
+
+# -- stretches of huge leaves (PMD/PUD), both architectures -------------------
+
+from drgn_p2p.arch import for_layout  # noqa: E402
+from drgn_p2p.records import Level, level_shift  # noqa: E402
+
+from .layouts import A72, A72_16K, HUGE_ZERO_PFN, L612  # noqa: E402
+
+_X86_PMD = 0xE7 | NX  # PRESENT RW USER ACCESSED DIRTY PSE
+_ARM_BLOCK = 0x1 | (1 << 10) | (1 << 51)  # VALID, block, AF, WRITE
+
+
+def _huge_entry(layout, level, flags, pfn, low_bits=0):
+    """A leaf at *level* mapping *pfn*, with *low_bits* (below the leaf's alignment) set too."""
+    if flags is None:
+        return 0
+    return flags | (pfn << layout.page_shift) | (low_bits << layout.page_shift)
+
+
+def _slow(piece, vma, layout, cls):
+    decode = for_layout(layout).decode_leaf
+    items = [(leaf, cls.classify(leaf.pfn)) for leaf in (decode(raw, va, lvl, layout) for va, lvl, raw in piece.leaves())]
+    return [(r.first, r.count, r.page) for r in coalesce(vma, items)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(layout=st.sampled_from([L61, L72, L612, A72, A72_16K]), level=st.sampled_from([Level.PMD, Level.PUD]),
+       base=st.sampled_from([0x1000, 0x3E000, 0x40000, 0x47E00, 0x2E600, 0x7FE00, 0xC0000, 0x3DE00]),
+       step=st.sampled_from([0, 1, 2, 3]), n=st.integers(1, 40),
+       flips=st.lists(st.tuples(st.integers(0, 39), st.sampled_from(["flags", "pfn", "low", "empty"])), max_size=3),
+       linear=st.booleans())
+def test_huge_leaf_stretches_equal_the_slow_path(layout, level, base, step, n, flips, linear):
+    """A stretch of PMD/PUD leaves is judged whole exactly when its leaves make one run."""
+    arm = layout.arch == "arm64"
+    flags = _ARM_BLOCK if arm else _X86_PMD
+    pages = 1 << (level_shift(level, layout.page_shift) - layout.page_shift)
+    pfns = [base + step * pages * i for i in range(n)]
+    entries = [_huge_entry(layout, level, flags, p) for p in pfns]
+    for i, what in flips:
+        if i >= n:
+            continue
+        if what == "flags":
+            entries[i] ^= 1 << 51 if arm else 0x2  # writable
+        elif what == "pfn":
+            entries[i] = _huge_entry(layout, level, flags, HUGE_ZERO_PFN)
+        elif what == "low":
+            entries[i] |= 1 << layout.page_shift  # PAT_LARGE on x86, RES0 on arm64: not the PFN
+        else:
+            entries[i] = 0
+    if not any(entries):
+        return
+    shift = level_shift(level, layout.page_shift)
+    base_va = 1 << 46
+    data = struct.pack(f"<{len(entries)}Q", *entries)
+    vma = make_vma(VM_FLAGS_PCIBAR, start=base_va, end=base_va + (n << shift), pgoff=base if linear else 1 << 34)
+    cls = Classifier.from_tables(layout, [PGMAP], list(MEMMAP), list(IOMEM))
+    piece = TableSlice(base_va, data, 0, n - 1, shift, level)
+    slow = _slow(piece, vma, layout, cls)
+    segment = PteScanner(layout, cls, vma).uniform_run(piece)
+    if segment is not None:
+        assert [(r.first, r.count, r.page) for r in coalesce_segments(vma, [segment])] == slow
+    # Every stretch of alike leaves is judged whole: one segment per run.
+    if len(slow) == 1 and all(entries):
+        assert segment is not None
+
+
+def test_thp_pages_on_both_sides_of_the_zero_pages_are_one_run():
+    """Random RAM pages of a THP range lie in different spans of the
+    classification (the zero pages cut RAM), and still make one run."""
+    vma = make_vma(VM_FLAGS_ANON)
+    pfns = [0x1000, 0x7FE00, 0x2E600, 0x3E200, 0x20000, 0x3DE00]  # below and above ZERO_PFN, HUGE_ZERO_PFN
+    entries = [_X86_PMD | (p << 12) for p in pfns]
+    piece = TableSlice(vma.start, struct.pack("<6Q", *entries), 0, 5, 21, Level.PMD)
+    for layout in LAYOUTS:
+        cls = classifier(layout)
+        segment = PteScanner(layout, cls, vma).uniform_run(piece)
+        assert segment is not None and segment[2] == 6
+        assert [(r.first, r.count, r.page) for r in coalesce_segments(vma, [segment])] == _slow(piece, vma, layout, cls)
+    with_huge_zero = TableSlice(vma.start, struct.pack("<6Q", *entries[:5], _X86_PMD | (HUGE_ZERO_PFN << 12)),
+                                0, 5, 21, Level.PMD)
+    assert PteScanner(L72, classifier(L72), vma).uniform_run(with_huge_zero) is None
