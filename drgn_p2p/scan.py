@@ -41,7 +41,7 @@ complement.
 
 import functools
 import struct
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from .arch import for_layout
 from .classify import Classifier
@@ -155,11 +155,18 @@ class PteScanner:
     def _one_info(self, fields: bytes, n: int, info: PfnInfo) -> bool:
         """Whether the *n* PFN fields (``PFN << PAGE_SHIFT``, little-endian
         u64s) all classify as *info*, entry by entry."""
-        classify, shift = self._classifier.classify, self._shift
+        span_info, shift = self._classifier.span_info, self._shift
+        known: List[Tuple[int, int]] = []  # spans already found to classify as *info*
         for field in _u64s(n).unpack(fields):
-            other = classify(field >> shift)
-            if other is not info and other != info:
-                return False
+            pfn = field >> shift
+            for lo, hi in known:
+                if lo <= pfn < hi:
+                    break
+            else:
+                lo, hi, other = span_info(pfn)
+                if other is not info and other != info:
+                    return False
+                known.append((lo, hi))
         return True
 
     def uniform_run(self, piece: TableSlice) -> Optional[Tuple[Leaf, PfnInfo, int]]:
