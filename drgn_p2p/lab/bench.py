@@ -397,6 +397,27 @@ def startup(results: Sequence[Measurement]) -> Dict[str, Dict[str, float]]:
     return out
 
 
+def stage_rows(results: Sequence[Measurement]) -> List[List[str]]:
+    """Per audit measurement: the share of its samples in each stage (:mod:`.bench_stages`)."""
+    from .bench_stages import OTHER, STAGES
+
+    rows = []
+    for m in results:
+        stages = m.record.get("stages") if m.method == "audit" else None
+        if not stages or not stages.get("shares"):
+            continue
+        shares = stages["shares"]
+        rows.append([m.scope, _LABELS.get((m.method, m.target), m.target), str(stages["samples"])]
+                    + [f"{100 * shares.get(s, 0):.0f}%" for s in (*STAGES, OTHER)])
+    return rows
+
+
+def stage_headers() -> List[str]:
+    from .bench_stages import OTHER, STAGES
+
+    return ["scope", "audit", "samples", *STAGES, OTHER]
+
+
 def _fmt(x: Optional[float], spec: str = ".3g") -> str:
     return "—" if x is None else format(x, spec)
 
@@ -464,6 +485,15 @@ def markdown(doc: Dict[str, Any], results: Sequence[Measurement]) -> str:
         "",
         table(_HEADERS, _rows(results)),
         "",
+        "## Where the audit's time goes",
+        "",
+        "Share of CPU-time samples (one per millisecond, ITIMER_PROF) of more audits of each scope, "
+        "by the innermost pipeline stage on the Python stack (drgn_p2p.lab.bench_stages): \"table "
+        "reads\" is the floor's work plus the Python around each read, everything else is Python "
+        "per process, per VMA, per table or per run.",
+        "",
+        table(stage_headers(), stage_rows(results)),
+        "",
         "## drgn start-up (open + debug info load), excluded above",
         "",
         table(["target", "median s", "min s", "max s", "processes"],
@@ -503,6 +533,12 @@ def print_tables(doc: Dict[str, Any], results: Sequence[Measurement], markdown_p
     for h in _RATIO_HEADERS:
         t.add_column(h, justify="right" if h != "scope" else "left")
     for row in _ratio_rows(doc["ratios"]):
+        t.add_row(*row)
+    console.print(t)
+    t = Table(title="Where the audit's time goes (share of samples per stage)")
+    for h in stage_headers():
+        t.add_column(h, justify="left" if h in ("scope", "audit") else "right")
+    for row in stage_rows(results):
         t.add_row(*row)
     console.print(t)
     t = Table(title="Measurements (medians)")

@@ -33,7 +33,9 @@ Methods:
     and each repeat then times only ``prog.read(phys, size, True)`` of exactly
     those, in the same order, on the same program (``floor_reads``,
     ``floor_bytes``). ``audit ÷ floor`` is what everything but reading the
-    page tables costs on top of them.
+    page tables costs on top of them. ``stages``: where the time of more
+    audits of the same scope goes, by sampling (:mod:`drgn_p2p.lab.bench_stages`):
+    ``samples``, ``calls`` and ``shares`` (stage → fraction of the samples).
 ``follow``
     drgn's ``follow_phys(mm, addr)`` for every 4 KiB page of the same VMAs
     (``FaultError`` = not mapped). With ``--sample N`` only N evenly spaced
@@ -103,6 +105,9 @@ def _measure_audit(prog, pids: Sequence[int], repeat: int) -> Dict[str, object]:
     floor: List[float] = []
     for _ in range(repeat):
         floor.append(time_reads(prog, reads))
+    from .bench_stages import sample_stages
+
+    stages = sample_stages(lambda: audit(prog, pids=pids), min_cpu_s=2.0)
     return {
         "times_s": times,
         "slots": slots,
@@ -114,6 +119,7 @@ def _measure_audit(prog, pids: Sequence[int], repeat: int) -> Dict[str, object]:
         "floor_bytes": sum(size for _, size in reads),
         "tables_read": result.stats.tables_read,
         "findings": len(result.findings),
+        "stages": stages,
     }
 
 
