@@ -370,3 +370,26 @@ def test_maple_entries_reads_each_node_once_in_index_order() -> None:
         list(maple_entries(read, bad, tree))
     with pytest.raises(ValueError, match="unknown type 7"):
         list(maple_entries(read, 0x5000 | (7 << 3) | 2, tree))
+
+
+@pytest.mark.parametrize("levels", [5, 4])
+def test_consecutive_huge_leaves_come_as_one_slice(levels: int) -> None:
+    """walk_tables() hands over each stretch of PMD leaves between empty and
+    table entries as one TableSlice; walk() gives the same leaves one by one."""
+    from drgn_p2p.walk import TableSlice
+
+    t = Tables(levels)
+    huge = [(VA + (i << 21), (0x4_0000 + 512 * i) << 12 | HUGE_BITS) for i in (0, 1, 2, 5, 6)]
+    for va, raw in huge:
+        t.map(va, raw, Level.PMD)
+    t.map(VA + (3 << 21), pte(0x1000))  # entry 3 is a table; entry 4 is empty
+    mem = t.memory()
+    items = list(t.walker(mem).walk_tables(VA, VA + (1 << 30)))
+    shapes = [(type(i).__name__, i.level, i.first, i.last) if isinstance(i, TableSlice) else i for i in items]
+    assert shapes == [("TableSlice", Level.PMD, 0, 2), ("TableSlice", Level.PTE, 0, 511), ("TableSlice", Level.PMD, 5, 6)]
+    leaves = [leaf for va, raw in huge for leaf in [(va, Level.PMD, raw)]]
+    leaves.insert(3, (VA + (3 << 21), Level.PTE, pte(0x1000)))
+    assert list(t.walker(mem).walk(VA, VA + (1 << 30))) == leaves
+    # A range that starts inside the stretch cuts the slice.
+    first = next(iter(t.walker(mem).walk_tables(VA + (1 << 21), VA + (3 << 21))))
+    assert (first.level, first.first, first.last) == (Level.PMD, 1, 2)
