@@ -153,16 +153,65 @@ class NameCache:
 
 
 _NAMES_KEY = "drgn_p2p_names"
+#: Where :func:`share_names` keeps, across audits, what never changes in the kernel image.
+_IMAGE_KEY = "drgn_p2p_image_names"
 #: Where :func:`drgn_p2p.layout.read_layout` caches the layout on a program.
 _LAYOUT_KEY = "drgn_p2p_layout"
 _U64 = struct.Struct("<Q")
 
 
+class _ImageCache(dict):  # type: ignore[type-arg]
+    """A cache by address for one audit whose entries for addresses in
+    ``[lo, hi)`` go to *image*, a dict kept across audits: a symbol name in
+    the kernel image, or a ``const`` structure in its read-only data, is the
+    same for the program's life (a module's may go with the module)."""
+
+    def __init__(self, image: Dict[int, object], lo: int, hi: int) -> None:
+        super().__init__()
+        self._image, self._lo, self._hi = image, lo, hi
+
+    def __contains__(self, address: object) -> bool:
+        if isinstance(address, int) and self._lo <= address < self._hi:
+            return address in self._image
+        return super().__contains__(address)
+
+    def __getitem__(self, address: int) -> object:
+        if self._lo <= address < self._hi:
+            return self._image[address]
+        return super().__getitem__(address)
+
+    def __setitem__(self, address: int, value: object) -> None:
+        if self._lo <= address < self._hi:
+            self._image[address] = value
+        else:
+            super().__setitem__(address, value)
+
+
+def _symbol_range(prog: drgn.Program, first: str, end: str) -> Tuple[int, int]:
+    """``[address of first, address of end)``, empty when either symbol is missing."""
+    try:
+        return prog.symbol(first).address, prog.symbol(end).address
+    except LookupError:
+        return 0, 0
+
+
 def share_names(prog: drgn.Program) -> None:
-    """Start a :class:`NameCache` that :func:`process_vmas` on *prog* uses until :func:`unshare_names`."""
+    """Start a :class:`NameCache` that :func:`process_vmas` on *prog* uses until :func:`unshare_names`.
+
+    Symbol names of kernel-image addresses (``_stext`` to ``_end``) and the
+    hooks of ``vm_operations_struct`` in its read-only data
+    (``__start_rodata`` to ``__end_rodata``) are kept for the next audits too.
+    """
     cache = getattr(prog, "cache", None)
-    if cache is not None:
-        cache[_NAMES_KEY] = NameCache()
+    if cache is None:
+        return
+    image = cache.get(_IMAGE_KEY)
+    if image is None:
+        image = cache[_IMAGE_KEY] = (_symbol_range(prog, "_stext", "_end"), {},
+                                     _symbol_range(prog, "__start_rodata", "__end_rodata"), {})
+    (text_lo, text_hi), symbols, (ro_lo, ro_hi), hooks = image
+    cache[_NAMES_KEY] = NameCache(symbols=_ImageCache(symbols, text_lo, text_hi),
+                                  hooks=_ImageCache(hooks, ro_lo, ro_hi))
 
 
 def unshare_names(prog: drgn.Program) -> None:

@@ -393,3 +393,38 @@ def test_consecutive_huge_leaves_come_as_one_slice(levels: int) -> None:
     # A range that starts inside the stretch cuts the slice.
     first = next(iter(t.walker(mem).walk_tables(VA + (1 << 21), VA + (3 << 21))))
     assert (first.level, first.first, first.last) == (Level.PMD, 1, 2)
+
+
+def test_kernel_image_names_outlive_an_audit_and_module_names_do_not() -> None:
+    """Names of kernel-image addresses and hooks of read-only vm_ops are kept
+    for the next audit; a module's (which may be unloaded, and its address
+    reused) are looked up again."""
+    from types import SimpleNamespace
+
+    from drgn_p2p.walk import _NAMES_KEY, _ops_hooks, _symbol_name, share_names, unshare_names
+
+    image = {"_stext": 0xFFFF_FFFF_8100_0000, "_end": 0xFFFF_FFFF_8400_0000,
+             "__start_rodata": 0xFFFF_FFFF_8200_0000, "__end_rodata": 0xFFFF_FFFF_8300_0000}
+    looked_up = []
+
+    def symbol(what):
+        looked_up.append(what)
+        if isinstance(what, str):
+            return SimpleNamespace(address=image[what])
+        return SimpleNamespace(name=f"sym_{what:x}")
+
+    prog = SimpleNamespace(cache={}, symbol=symbol)
+    text, module = 0xFFFF_FFFF_8150_0000, 0xFFFF_FFFF_C000_1000
+    for _ in range(2):
+        share_names(prog)
+        names = prog.cache[_NAMES_KEY]
+        assert _symbol_name(prog, text, names.symbols) == f"sym_{text:x}"
+        assert _symbol_name(prog, module, names.symbols) == f"sym_{module:x}"
+        names.hooks[0xFFFF_FFFF_8250_0000] = "ro hooks"
+        names.hooks[module] = "module hooks"
+        unshare_names(prog)
+    assert looked_up.count(text) == 1 and looked_up.count(module) == 2
+    share_names(prog)
+    hooks = prog.cache[_NAMES_KEY].hooks
+    assert _ops_hooks(prog, 0xFFFF_FFFF_8250_0000, hooks) == "ro hooks"
+    assert module not in hooks
