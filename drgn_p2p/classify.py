@@ -309,6 +309,7 @@ class Classifier:
         self._memmap_starts = [r[0] for r in memmap]
         self._cache: Dict[object, PfnInfo] = {}
         self._breaks = self._breakpoints()
+        self._outer_breaks = self._breakpoints(zero_pages=False)
         #: Sorted, disjoint ``(lo, hi)`` PFN spans known to hold neither a
         #: pgmap nor a memmap at a re-read of the tables (see :meth:`_current`).
         self._confirmed: List[Tuple[int, int]] = []
@@ -383,13 +384,16 @@ class Classifier:
             self._iomem_breaks = sorted({-(-x // page) for start, end, _ in self._iomem_table for x in (start, end)})
         return self._iomem_table
 
-    def _breakpoints(self) -> List[int]:
+    def _breakpoints(self, zero_pages: bool = True) -> List[int]:
         """Every PFN at which one of :meth:`classify`'s tests other than the
-        iomem owner can change its answer."""
+        iomem owner (and, without *zero_pages*, the zero pages' tests) can
+        change its answer."""
         layout = self.layout
-        points = {layout.zero_pfn, layout.zero_pfn + 1}
-        if layout.huge_zero_pfn is not None:
-            points.update((layout.huge_zero_pfn, layout.huge_zero_pfn + layout.geometry.pages(Level.PMD)))
+        points = set()
+        if zero_pages:
+            points.update((layout.zero_pfn, layout.zero_pfn + 1))
+            if layout.huge_zero_pfn is not None:
+                points.update((layout.huge_zero_pfn, layout.huge_zero_pfn + layout.geometry.pages(Level.PMD)))
         for p in self.pagemaps:
             points.update((p.start_pfn, p.end_pfn))
         for start, end in self._memmap:
@@ -412,6 +416,20 @@ class Classifier:
         if self._unknown(pfn) or (self._lost_pgmaps() and self.pagemap(pfn) is None):
             return self._ram_span(pfn)
         return _between(self._breaks, pfn)
+
+    def span_around_zero_pages(self, pfn: int) -> Optional[Tuple[int, int]]:
+        """``(lo, hi)`` around *pfn* over which every PFN but the zero page
+        and the huge zero page's PFNs gets *pfn*'s :class:`PfnInfo`: the zero
+        pages sit inside RAM and cut it into spans that random RAM pages
+        straddle. ``None`` when *pfn* is a zero page, or its answer depends on
+        more than the pgmap and memmap tables (see :meth:`span`)."""
+        layout = self.layout
+        hz = layout.huge_zero_pfn
+        if pfn == layout.zero_pfn or (hz is not None and hz <= pfn < hz + layout.geometry.pages(Level.PMD)):
+            return None
+        if self._unknown(pfn) or self._lost_pgmaps():
+            return None
+        return _between(self._outer_breaks, pfn)
 
     def span_info(self, pfn: int) -> Tuple[int, int, PfnInfo]:
         """``(lo, hi, info)``: :meth:`span` of *pfn* and the :class:`PfnInfo`

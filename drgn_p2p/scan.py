@@ -152,6 +152,26 @@ class PteScanner:
             bits = self._bits[level] = (sig_mask, present, pfn_mask, pages)
         return bits
 
+    def _within(self, pfns: int, n: int, lo: int, hi: int) -> bool:
+        """Whether every lane of *pfns* (``PFN << PAGE_SHIFT``) lies in ``[lo, hi)``."""
+        shift, rep, top = self._shift, self._rep, self._rep(_TOP, n)
+        return (pfns + rep(_TOP - (lo << shift), n)) & top == top and not (pfns + rep(_TOP - (hi << shift), n)) & top
+
+    def _hits_zero_pages(self, pfns: int, n: int) -> bool:
+        """Whether a lane of *pfns* is the zero page or in the huge zero page."""
+        layout, shift, rep = self._layout, self._shift, self._rep
+        top = rep(_TOP, n)
+        # A lane equal to the zero page's is zero after the XOR, and only a
+        # zero lane plus (_TOP - 1) does not carry into bit 52.
+        if (pfns ^ rep(layout.zero_pfn << shift, n)) + rep(_TOP - 1, n) & top != top:
+            return True
+        hz = layout.huge_zero_pfn
+        if hz is None:
+            return False
+        at_least = (pfns + rep(_TOP - (hz << shift), n)) & top
+        past = (pfns + rep(_TOP - ((hz + layout.geometry.pages(Level.PMD)) << shift), n)) & top
+        return at_least != past  # some lane in [hz, hz + PMD pages)
+
     def _one_info(self, fields: bytes, n: int, info: PfnInfo) -> bool:
         """Whether the *n* PFN fields (``PFN << PAGE_SHIFT``, little-endian
         u64s) all classify as *info*, entry by entry."""
@@ -193,12 +213,18 @@ class PteScanner:
         top = rep(_TOP, n)
         va = piece.base + (first << piece.shift)
         linear = (va >> shift) + self._linear_delta  # linear PFN of the first entry
-        if (pfns + rep(_TOP - (lo << shift), n)) & top != top or (pfns + rep(_TOP - (hi << shift), n)) & top:
-            # Some PFN outside the span (random RAM pages of a THP range
-            # straddle the zero pages' spans): classify each PFN.
-            if not self._one_info(pfns.to_bytes(n * 8, "little"), n, info):
+        if not self._within(pfns, n, lo, hi):
+            # Some PFN outside the span: random RAM pages straddle the zero
+            # pages, which cut RAM into spans. Take the span around them and
+            # show that no PFN is a zero page's; else classify each PFN.
+            wide = self._classifier.span_around_zero_pages(pfn)
+            if wide is not None and self._within(pfns, n, wide[0], min(wide[1], _TOP >> shift)) \
+                    and not self._hits_zero_pages(pfns, n):
+                lo, hi = wide[0], min(wide[1], _TOP >> shift)
+            elif self._one_info(pfns.to_bytes(n * 8, "little"), n, info):
+                lo, hi = 0, _TOP >> shift  # the linear test below knows nothing of the PFNs' range
+            else:
                 return None
-            lo, hi = 0, _TOP >> shift  # the linear test below knows nothing of the PFNs' range
         # 3. The linear test agrees on every entry: entry j's linear PFN is
         # linear + j * pages (a huge leaf maps pages PFNs).
         linear_last = linear + (n - 1) * pages

@@ -42,6 +42,9 @@ class StubClassifier:
     def span_info(self, pfn: int):
         return pfn, pfn + 1, self.classify(pfn)
 
+    def span_around_zero_pages(self, pfn: int):
+        return None
+
     def folio_facts(self, pfn: int):
         return NO_FOLIO_FACTS
 

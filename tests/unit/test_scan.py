@@ -14,7 +14,7 @@ from drgn_p2p.records import PageKind
 from drgn_p2p.scan import PteScanner
 from drgn_p2p.walk import TableSlice
 
-from .layouts import L61, L72, VM_FLAGS_ANON, VM_FLAGS_PCIBAR, ZERO_PFN, make_vma
+from .layouts import HUGE_ZERO_PFN, L61, L72, VM_FLAGS_ANON, VM_FLAGS_PCIBAR, ZERO_PFN, make_vma
 
 BASE = 0x7F00_0020_0000  # 2 MiB aligned: entry i maps BASE + i * 4096
 NX = 1 << 63
@@ -115,7 +115,8 @@ def test_table_whose_linear_range_overlaps_but_no_entry_is_linear_is_one_run():
 
 # PFN regimes that put entries near every classification boundary.
 _PFNS = st.sampled_from([0x1000, 0x3FFFF, 0x40000, 0x47FFF, 0x48000, 0x7FFFF, 0x80000,
-                         0xC0000, ZERO_PFN, 0x5000])
+                         0xC0000, ZERO_PFN, ZERO_PFN - 1, ZERO_PFN + 1, 0x5000,
+                         HUGE_ZERO_PFN - 1, HUGE_ZERO_PFN, HUGE_ZERO_PFN + 511, HUGE_ZERO_PFN + 512])
 _FLAGS = st.sampled_from([ANON, ANON & ~0x60, ANON & ~0x2, ANON | (1 << 9), ANON | (1 << 57),
                           ANON | (1 << 58), 0x100 | 0x66, 0])
 
@@ -221,7 +222,7 @@ def test_pieces_are_the_maximal_stretches_of_non_empty_entries(values, data):
 from drgn_p2p.arch import for_layout  # noqa: E402
 from drgn_p2p.records import Level, level_shift  # noqa: E402
 
-from .layouts import A72, A72_16K, HUGE_ZERO_PFN, L612  # noqa: E402
+from .layouts import A72, A72_16K, L612  # noqa: E402
 
 _X86_PMD = 0xE7 | NX  # PRESENT RW USER ACCESSED DIRTY PSE
 _ARM_BLOCK = 0x1 | (1 << 10) | (1 << 51)  # VALID, block, AF, WRITE
@@ -296,3 +297,23 @@ def test_thp_pages_on_both_sides_of_the_zero_pages_are_one_run():
     with_huge_zero = TableSlice(vma.start, struct.pack("<6Q", *entries[:5], _X86_PMD | (HUGE_ZERO_PFN << 12)),
                                 0, 5, 21, Level.PMD)
     assert PteScanner(L72, classifier(L72), vma).uniform_run(with_huge_zero) is None
+
+
+def test_ram_pages_around_the_zero_pages_are_one_run_without_classifying_each():
+    """A table of RAM pages on both sides of the zero pages is proven one run
+    with whole-table operations; one page that is the zero page (or in the
+    huge zero page) splits it."""
+    vma = make_vma(VM_FLAGS_ANON)
+    around = [ANON | ((ZERO_PFN - 300 + 97 * i) % 0x7F000 + 0x1000 << 12) for i in range(512)]
+    around = [e if (e >> 12) & 0xFFFFFFFFF not in (ZERO_PFN,) and not HUGE_ZERO_PFN <= (e >> 12) & 0xFFFFFFFFF < HUGE_ZERO_PFN + 512
+              and not 0x40000 <= (e >> 12) & 0xFFFFFFFFF < 0x48000 else ANON | (0x5000 << 12) for e in around]
+    for layout in LAYOUTS:
+        cls = classifier(layout)
+        scanner = PteScanner(layout, cls, vma)
+        scanner._one_info = None  # the whole-table proof must not need it
+        segment = scanner.uniform_run(table(around))
+        assert segment is not None and segment[2] == 512
+        assert [(r.first, r.count, r.page) for r in coalesce_segments(vma, [segment])] == slow_runs(table(around), vma, layout)
+        for bad in (ZERO_PFN, HUGE_ZERO_PFN + 7):
+            broken = around[:200] + [ANON | (bad << 12)] + around[201:]
+            assert PteScanner(layout, cls, vma).uniform_run(table(broken)) is None
