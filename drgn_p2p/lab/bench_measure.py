@@ -32,7 +32,9 @@ Methods:
     one more (untimed) audit records every ``(phys, size)`` its walkers read,
     and each repeat then times only ``prog.read(phys, size, True)`` of exactly
     those, in the same order, on the same program (``floor_reads``,
-    ``floor_bytes``). ``audit ÷ floor`` is what everything but reading the
+    ``floor_bytes``). ``floor_checked_s``: the same reads, each table also
+    taken as one integer and tested with one mask, the least a whole-table
+    test in Python adds to the floor. ``audit ÷ floor`` is what everything but reading the
     page tables costs on top of them. ``stages``: where the time of more
     audits of the same scope goes, by sampling (:mod:`drgn_p2p.lab.bench_stages`):
     ``samples``, ``calls`` and ``shares`` (stage → fraction of the samples).
@@ -103,8 +105,10 @@ def _measure_audit(prog, pids: Sequence[int], repeat: int) -> Dict[str, object]:
     present = sum(n for v in result.vmas for _, n in v.pages_by_kind)
     reads = audit_reads(prog, pids)
     floor: List[float] = []
+    checked: List[float] = []
     for _ in range(repeat):
         floor.append(time_reads(prog, reads))
+        checked.append(time_reads(prog, reads, check=True))
     from .bench_stages import sample_stages
 
     stages = sample_stages(lambda: audit(prog, pids=pids), min_cpu_s=2.0)
@@ -115,6 +119,7 @@ def _measure_audit(prog, pids: Sequence[int], repeat: int) -> Dict[str, object]:
         "present": present,
         "setup_s": setup,
         "floor_s": floor,
+        "floor_checked_s": checked,
         "floor_reads": len(reads),
         "floor_bytes": sum(size for _, size in reads),
         "tables_read": result.stats.tables_read,
@@ -150,18 +155,32 @@ def audit_reads(prog, pids: Sequence[int]) -> List[Tuple[int, int]]:
     return reads
 
 
-def time_reads(prog, reads: Sequence[Tuple[int, int]]) -> float:
-    """Seconds to read *reads* (``(phys, size)``) of physical memory, nothing else."""
+def time_reads(prog, reads: Sequence[Tuple[int, int]], check: bool = False) -> float:
+    """Seconds to read *reads* (``(phys, size)``) of physical memory, nothing else.
+
+    With *check*, each table read is also taken as one integer and tested
+    with one mask (``int.from_bytes()``, ``&``, ``==``): the least a whole-table
+    test in Python does (:mod:`drgn_p2p.scan` does a dozen such operations).
+    """
     import drgn
 
     read = prog.read
+    mask = _CHECK_MASK
     t = time.perf_counter()
     for phys, size in reads:
         try:
-            read(phys, size, True)
+            data = read(phys, size, True)
         except drgn.FaultError:
-            pass  # the audit met the same fault (a TableFault)
+            continue  # the audit met the same fault (a TableFault)
+        if check:
+            table = int.from_bytes(data, "little")
+            if table & mask == table:
+                pass
     return time.perf_counter() - t
+
+
+#: The present bit repeated in 512 lanes: what the checked floor masks each table with.
+_CHECK_MASK = sum(1 << (64 * i) for i in range(512))
 
 
 # -- follow_phys ---------------------------------------------------------------

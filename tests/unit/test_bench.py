@@ -33,7 +33,8 @@ def _doc(results):
 
 RESULTS = [
     _measurement("4k-1024M", "pagemap", "pagemap", [0.5, 0.6, 0.7]),
-    _measurement("4k-1024M", "audit", "kcore", [1.0, 2.0, 3.0], setup_s=[0.1], floor_s=[0.5, 0.5, 0.5]),
+    _measurement("4k-1024M", "audit", "kcore", [1.0, 2.0, 3.0], setup_s=[0.1], floor_s=[0.5, 0.5, 0.5],
+                 floor_checked_s=[0.9, 1.0, 1.1]),
     _measurement("4k-1024M", "audit", "qemu", [0.3], floor_s=[0.2]),
     _measurement("4k-1024M", "follow", "kcore", [300.0], sampled=4096),
 ]
@@ -62,10 +63,11 @@ def test_floor_ratio_is_audit_time_over_floor_time() -> None:
     row = bench.ratios(RESULTS)[0]
     assert row["audit_live_over_floor"] == 2.0 / 0.5  # medians
     assert row["audit_qemu_over_floor"] == 0.3 / 0.2
+    assert row["floor_checked_live_over_floor"] == 1.0 / 0.5
     assert row["audit_live_over_pagemap"] == 0.6 / 2.0
     markdown = bench.markdown({**_doc(RESULTS), "meta": {k: "x" for k in (
         "started", "kernel", "memory", "smp", "accel", "host", "repeat")}, "notes": {}}, RESULTS)
-    assert "| 4k-1024M | 4× | 1.5× | 0.3×" in markdown
+    assert "| 4k-1024M | 4× | 1.5× | 2× | 0.3×" in markdown
 
 
 def test_floor_reads_exactly_the_tables_the_audit_reads(monkeypatch) -> None:
