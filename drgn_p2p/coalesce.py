@@ -36,13 +36,14 @@ def coalesce(vma: Vma, leaves_with_info: Iterable[Tuple[Leaf, PfnInfo]]) -> Iter
     return coalesce_segments(vma, ((leaf, page, 1) for leaf, page in leaves_with_info))
 
 
-def coalesce_segments(vma: Vma, segments: Iterable[Tuple[Leaf, PfnInfo, int]]) -> Iterator[Run]:
+def coalesce_segments(vma: Vma, segments: Iterable[Tuple[Optional[Leaf], PfnInfo, int]]) -> Iterator[Run]:
     """Like :func:`coalesce`, for ``(leaf, page, count)`` segments in ascending VA order.
 
     A segment stands for *count* leaves that follow *leaf* contiguously and
     agree with it in everything :func:`coalesce` compares (as a whole-table
     scan finds them, :mod:`drgn_p2p.scan`); the runs are those the single
-    leaves would give.
+    leaves would give. A segment whose leaf is ``None`` continues the run
+    being built (the scan has shown that it does).
     """
     first: Optional[Leaf] = None
     info: Optional[PfnInfo] = None
@@ -50,6 +51,11 @@ def coalesce_segments(vma: Vma, segments: Iterable[Tuple[Leaf, PfnInfo, int]]) -
     count = 0
     next_va = -1
     for leaf, page, n in segments:
+        if leaf is None:
+            assert first is not None, "a continuation with no run to continue"
+            count += n
+            next_va += n * first.size
+            continue
         k = _key(leaf, vma)
         if (
             first is not None

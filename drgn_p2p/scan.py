@@ -121,6 +121,10 @@ class PteScanner:
     """
 
     def __init__(self, layout: Layout, classifier: Classifier, vma: Vma) -> None:
+        #: ``(end address, level, signature, info, every entry linear)`` of the
+        #: last slice returned: one that starts at its end and agrees in the
+        #: rest continues its run.
+        self._last: Optional[Tuple[int, Level, int, PfnInfo, bool]] = None
         arch = for_layout(layout)
         self._decode_leaf: Callable[..., Optional[Leaf]] = arch.decode_leaf
         self._run_bits = arch.run_bits
@@ -189,8 +193,17 @@ class PteScanner:
                 known.append((lo, hi))
         return True
 
-    def uniform_run(self, piece: TableSlice) -> Optional[Tuple[Leaf, PfnInfo, int]]:
-        """``(first leaf, page info, count)`` if the slice is one run, else ``None``."""
+    def uniform_run(self, piece: TableSlice) -> Optional[Tuple[Optional[Leaf], PfnInfo, int]]:
+        """``(first leaf, page info, count)`` if the slice is one run, else ``None``.
+
+        The first leaf is ``None`` when the slice continues the run of the
+        last slice this scanner returned: it starts where that one ended, and
+        its entries agree with that one's in everything coalescing compares
+        (level, the signature bits, so kind, special, devmap and writable,
+        the page info and linearity). Nothing can lie between them (the walk
+        is in address order), so :func:`~drgn_p2p.coalesce.coalesce_segments`
+        adds its count to the run without decoding a leaf.
+        """
         first, n = piece.first, piece.last - piece.first + 1
         data = piece.data
         if first or n * 8 != len(data):
@@ -228,6 +241,7 @@ class PteScanner:
         # 3. The linear test agrees on every entry: entry j's linear PFN is
         # linear + j * pages (a huge leaf maps pages PFNs).
         linear_last = linear + (n - 1) * pages
+        all_linear = False
         if linear < hi and linear_last >= lo:
             if linear < 0 or linear_last >= _TOP >> shift:
                 return None  # the progression leaves the lanes' range: entry by entry
@@ -236,7 +250,17 @@ class PteScanner:
             off = pfns ^ ((linear * _ones(n) + pages * _steps(n)) << shift)
             if off and (off + rep(_TOP - 1, n)) & top != top:
                 return None  # some entries linear, some not
-        leaf = self._decode_leaf(raw, va, piece.level, self._layout)
+            all_linear = not off
+        # 4. The slice continues the last one this scanner returned: no leaf
+        # is decoded (coalescing would join them; see the class doc).
+        level, signature, end = piece.level, raw & sig_mask, va + (n << piece.shift)
+        last = self._last
+        if (last is not None and last[0] == va and last[1] is level and last[2] == signature
+                and last[4] == all_linear and (last[3] is info or last[3] == info)):
+            self._last = (end, level, signature, info, all_linear)
+            return None, info, n
+        leaf = self._decode_leaf(raw, va, level, self._layout)
         if leaf.pfn != pfn:
             return None  # PA bits outside the PFN field (arm64 52-bit PA): entry by entry
+        self._last = (end, level, signature, info, all_linear)
         return leaf, info, n

@@ -317,3 +317,54 @@ def test_ram_pages_around_the_zero_pages_are_one_run_without_classifying_each():
         for bad in (ZERO_PFN, HUGE_ZERO_PFN + 7):
             broken = around[:200] + [ANON | (bad << 12)] + around[201:]
             assert PteScanner(layout, cls, vma).uniform_run(table(broken)) is None
+
+
+class _Slices:
+    """A walker that hands over given slices, in order."""
+
+    def __init__(self, slices) -> None:
+        self.slices = slices
+
+    def walk_tables(self, start, end):
+        yield from self.slices
+
+
+@settings(max_examples=200, deadline=None)
+@given(tables=st.lists(st.tuples(_PFNS, st.sampled_from([0, 1, 7]), st.sampled_from([ANON, ANON & ~0x2, ANON | (1 << 9)]),
+                                 st.lists(st.tuples(st.integers(0, 511), _FLAGS, _PFNS), max_size=2)),
+                       min_size=1, max_size=4),
+       linear=st.booleans(), layout=st.sampled_from(LAYOUTS))
+def test_consecutive_tables_continue_one_run_as_their_leaves_do(tables, linear, layout):
+    """Slices of consecutive PTE tables that continue the run before them are
+    counted into it without a leaf; the runs are those of the single leaves."""
+    from drgn_p2p.pipeline import _segments
+
+    slices, leaves = [], []
+    for t, (base_pfn, step, flags, flips) in enumerate(tables):
+        entries = _entries(base_pfn + 512 * step * t, step, flags, flips)
+        piece = TableSlice(BASE + (t << 21), struct.pack("<512Q", *entries), 0, 511, 12)
+        slices.append(piece)
+        leaves.extend(piece.leaves())
+    if not leaves:
+        return
+    end = BASE + (len(tables) << 21)
+    vma = make_vma(VM_FLAGS_PCIBAR, start=BASE, end=end, pgoff=tables[0][0] if linear else 0x7F00_0000_0000 >> 12)
+    cls = classifier(layout)
+    decoded = [X.decode_leaf(raw, va, lvl, layout) for va, lvl, raw in leaves]
+    slow = [(r.first, r.count, r.page) for r in coalesce(vma, [(leaf, cls.classify(leaf.pfn)) for leaf in decoded])]
+    segments = list(_segments(_Slices(slices), vma, layout, cls, BASE, end, []))
+    assert [(r.first, r.count, r.page) for r in coalesce_segments(vma, segments)] == slow
+
+
+def test_a_table_continuing_the_one_before_decodes_no_leaf():
+    vma = make_vma(VM_FLAGS_ANON)
+    cls = classifier(L72)
+    scanner = PteScanner(L72, cls, vma)
+    first = TableSlice(BASE, struct.pack("<512Q", *[ANON | ((0x5000 + 3 * i) << 12) for i in range(512)]), 0, 511, 12)
+    second = TableSlice(BASE + (2 << 20), struct.pack("<512Q", *[ANON | ((0x9000 + 5 * i) << 12) for i in range(512)]),
+                        0, 511, 12)
+    read_only = TableSlice(BASE + (4 << 20), struct.pack("<512Q", *[(ANON & ~0x2) | ((0x9000 + i) << 12) for i in range(512)]),
+                           0, 511, 12)
+    a, b, c = scanner.uniform_run(first), scanner.uniform_run(second), scanner.uniform_run(read_only)
+    assert a[0] is not None and b[0] is None and b[2] == 512 and c[0] is not None
+    assert [r.count for r in coalesce_segments(vma, [a, b, c])] == [1024, 512]
