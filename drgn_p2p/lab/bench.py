@@ -129,23 +129,24 @@ class Measurement:
         t = self.median_s
         return self.record["slots"] / t if t else None
 
+    def _median(self, key: str) -> Optional[float]:
+        values = self.record.get(key)
+        return statistics.median(values) if values else None
+
     @property
     def setup_s(self) -> Optional[float]:
         """audit: median time of the same call selecting no process (its fixed cost)."""
-        setup = self.record.get("setup_s")
-        return statistics.median(setup) if setup else None
+        return self._median("setup_s")
 
     @property
     def floor_s(self) -> Optional[float]:
         """audit: median time of reading only the page tables it reads (the floor)."""
-        floor = self.record.get("floor_s")
-        return statistics.median(floor) if floor else None
+        return self._median("floor_s")
 
     @property
     def checked_floor_s(self) -> Optional[float]:
         """audit: median time of the same reads plus one integer test per table."""
-        checked = self.record.get("floor_checked_s")
-        return statistics.median(checked) if checked else None
+        return self._median("floor_checked_s")
 
     @property
     def checked_over_floor(self) -> Optional[float]:
