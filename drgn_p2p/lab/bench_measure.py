@@ -166,6 +166,7 @@ def time_reads(prog, reads: Sequence[Tuple[int, int]], check: bool = False) -> f
 
     read = prog.read
     mask = _CHECK_MASK
+    alike = 0  # tables whose entries hold nothing but the present bit: the test's result is used
     t = time.perf_counter()
     for phys, size in reads:
         try:
@@ -174,8 +175,7 @@ def time_reads(prog, reads: Sequence[Tuple[int, int]], check: bool = False) -> f
             continue  # the audit met the same fault (a TableFault)
         if check:
             table = int.from_bytes(data, "little")
-            if table & mask == table:
-                pass
+            alike += table & mask == table
     return time.perf_counter() - t
 
 
