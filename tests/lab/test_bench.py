@@ -36,7 +36,8 @@ def test_a_small_benchmark_measures_every_scope(lab_session, tmp_path) -> None:
             # The kernel's own walk and the audit see the same present pages of a held load.
             assert audit["present"] == pagemap["present"] > 0, (scope, target)
             assert audit["floor_reads"] == audit["tables_read"] > 0
-            assert 0 < audit["floor_median_s"] <= audit["floor_checked_median_s"]
+            # Both floors measured (no order between them is asserted: timings are not assertions).
+            assert audit["floor_median_s"] > 0 and audit["floor_checked_median_s"] > 0
             stages = audit["stages"]
             assert stages["samples"] > 0 and stages["calls"] >= 1
             assert set(stages["shares"]) == {*STAGES, OTHER}
