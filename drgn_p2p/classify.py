@@ -351,22 +351,30 @@ class Classifier:
         bisect.insort(self._confirmed, _between(self._breaks, pfn))
         return False
 
-    def refresh(self) -> bool:
+    def refresh(self, layout: Optional[Layout] = None) -> bool:
         """Read the pgmap and memmap tables again; True when they changed.
 
         :meth:`_current` does so for an unknown PFN; the audit of a running
         target does so before it reads a VMA a second time to confirm its
         findings (a pgmap that went away with the mapping that used it must
-        not be judged against the old snapshot, nor a new one missed).
+        not be judged against the old snapshot, nor a new one missed), and
+        hands over *layout* read again with it: the huge zero folio is
+        allocated on first use, so a PMD that maps it while an audit runs
+        points at a PFN the audit's layout did not know as the huge zero page.
         """
+        relaid = layout is not None and layout is not self.layout
+        if relaid:
+            self.layout = layout
         if self._reload is None:
-            return False
+            if relaid:
+                self._set_tables(self.pagemaps, self._memmap)
+            return relaid
         self.reloads += 1
         try:
             pagemaps, memmap = self._reload()
         except (drgn.FaultError, drgn.BadDataError):
-            return False
-        if (pagemaps, memmap) == (self.pagemaps, self._memmap):
+            pagemaps, memmap = self.pagemaps, self._memmap
+        if (pagemaps, memmap) == (self.pagemaps, self._memmap) and not relaid:
             return False
         self.reloads_changed += 1
         self._set_tables(pagemaps, memmap)

@@ -359,7 +359,11 @@ def audit(
         for vma in vmas:
             report, findings, faults = audit_vma(walker, vma, layout, classifier, run_rules, start, end, keep_runs)
             if findings and running:
-                confirmed = _read_again(prog, process, vma, layout, classifier, run_rules, start, end, findings)
+                again = _read_again(prog, process, vma, classifier, run_rules, start, end, keep_runs)
+                layout = classifier.layout  # the running facts were read again with the tables
+                confirmed = confirm_findings(findings, again[1]) if again else []
+                if again:
+                    report = again[0]  # what the VMA maps, as the read that confirmed its findings saw it
                 result.stats.withdrawn += sum(
                     1 for f in findings if not confirm_findings(confirmed, [f])
                 )
@@ -381,22 +385,23 @@ def _read_again(
     prog: drgn.Program,
     process: Process,
     vma: Vma,
-    layout: Layout,
     classifier: Classifier,
     rules: Sequence[Rule],
     start: int,
     end: int,
-    findings: List[Finding],
-) -> List[Finding]:
-    """*findings* of *vma* that a second read, with fresh pgmap tables and no
-    cached page table, confirms (none when the process went away)."""
-    classifier.refresh()
+    keep_runs: bool,
+) -> Optional[Tuple[VmaReport, List[Finding]]]:
+    """*vma* read a second time, with fresh pgmap tables, the layout's running
+    facts read again (:meth:`Classifier.refresh`) and no cached page table:
+    its report and findings, or ``None`` when the process went away."""
     try:
+        classifier.refresh(read_layout(prog))
+        layout = classifier.layout
         walker = PageTableWalker.for_mm(prog, layout, process.mm)
-        _, again, _ = audit_vma(walker, vma, layout, classifier, rules, start, end)
+        report, findings, _ = audit_vma(walker, vma, layout, classifier, rules, start, end, keep_runs)
     except TARGET_CHANGED:
-        return []
-    return confirm_findings(findings, again)
+        return None
+    return report, findings
 
 
 def list_pgmaps(prog: drgn.Program, result: Optional[AuditResult] = None) -> List[Dict[str, object]]:

@@ -31,6 +31,7 @@ class StubClassifier:
     """Every PFN is RAM."""
 
     def __init__(self, prog: object, layout: object) -> None:
+        self.layout = layout
         self.faults = []
 
     def classify(self, pfn):
