@@ -222,6 +222,16 @@ static unsigned long p2pv_case_len(unsigned int kase)
 #define P2PV_CHUNK_LEN	(2UL * 1024 * 1024)
 
 /*
+ * Chunks start this far apart, so that no two share a page of vmemmap. With
+ * 16 KiB pages the struct pages of one chunk (128 of them) fill half a page
+ * of vmemmap, and arm64's vmemmap_free() frees every page of vmemmap that
+ * the removed range touches (unmap_hotplug_range() with free_mapped): the
+ * first memunmap_pages() would take the next chunk's struct pages with it.
+ */
+#define P2PV_CHUNK_STRIDE \
+	max_t(unsigned long, P2PV_CHUNK_LEN, PAGE_SIZE / sizeof(struct page) * PAGE_SIZE)
+
+/*
  * vma->vm_flags became read-only behind vm_flags_set()/vm_flags_clear() in
  * v6.3 (bc292ab00f6c "mm: introduce vma->vm_flags wrapper functions"); 6.1
  * writes the field. Callers hold the mmap lock for writing.
@@ -302,7 +312,7 @@ enum p2pv_devmem {
 
 /*
  * Use [start, start + len) if it has no memmap; set nm_pfn, huge_pfn and
- * devmem_phys. With room for it, the first P2PV_NR_DEVMEM 2 MiB chunks are
+ * devmem_phys. With room for it, P2PV_NR_DEVMEM 2 MiB chunks (P2PV_CHUNK_STRIDE apart) are
  * left for ZONE_DEVICE memory and the memmap-less cases follow (small cases
  * in the first pages after them, PMD cases over the PMD_SIZE-aligned range
  * from there: the same place with 4 KiB pages, a 32 MiB boundary with 16
@@ -312,16 +322,16 @@ enum p2pv_devmem {
 static bool p2pv_use_range(phys_addr_t start, resource_size_t len, const char *source)
 {
 	phys_addr_t end = start + len;
-	phys_addr_t dev = ALIGN(start, (phys_addr_t)P2PV_CHUNK_LEN);
+	phys_addr_t dev = ALIGN(start, (phys_addr_t)P2PV_CHUNK_STRIDE);
 	phys_addr_t nm = start, huge = ALIGN(start, (phys_addr_t)PMD_SIZE);
-	unsigned long span = (P2PV_NR_DEVMEM + 1) * P2PV_CHUNK_LEN;
+	unsigned long span = P2PV_NR_DEVMEM * P2PV_CHUNK_STRIDE + P2PV_CHUNK_LEN;
 
 	if (len < P2PV_SMALL_LEN || !p2pv_above_ram(PHYS_PFN(start)) ||
 	    !p2pv_no_memmap(PHYS_PFN(start), P2PV_SMALL_LEN >> PAGE_SHIFT))
 		return false;
 	if (dev + span <= end && p2pv_no_memmap(PHYS_PFN(dev), span >> PAGE_SHIFT)) {
 		devmem_phys = dev;
-		nm = dev + P2PV_NR_DEVMEM * P2PV_CHUNK_LEN;
+		nm = dev + P2PV_NR_DEVMEM * P2PV_CHUNK_STRIDE;
 		huge = ALIGN(nm, (phys_addr_t)PMD_SIZE);
 	}
 	nm_pfn = PHYS_PFN(nm);
@@ -352,7 +362,7 @@ static int p2pv_score(struct pci_dev *pdev, int bar)
 	if (!pdev->dev.driver)
 		score += 4;
 	/* Room for the ZONE_DEVICE chunks and a PMD leaf after them, as p2pv_use_range() lays them out. */
-	if (ALIGN(ALIGN(start, (resource_size_t)P2PV_CHUNK_LEN) + P2PV_NR_DEVMEM * P2PV_CHUNK_LEN,
+	if (ALIGN(ALIGN(start, (resource_size_t)P2PV_CHUNK_STRIDE) + P2PV_NR_DEVMEM * P2PV_CHUNK_STRIDE,
 		  (resource_size_t)PMD_SIZE) + PMD_SIZE <= start + len)
 		score += 2;
 	return score;
@@ -459,13 +469,13 @@ static const struct dev_pagemap_ops p2pv_pgmap_ops = {
 	.migrate_to_ram = p2pv_migrate_to_ram,
 };
 
-/* memremap_pages() one P2PV_CHUNK_LEN chunk per kind at base (DEVICE_PRIVATE only where configured). */
+/* memremap_pages() one P2PV_CHUNK_LEN chunk per kind from base, P2PV_CHUNK_STRIDE apart (DEVICE_PRIVATE only where configured). */
 static void p2pv_devmem_create(phys_addr_t base)
 {
 	int i;
 
 	for (i = 0; i < P2PV_NR_DEVMEM; i++) {
-		phys_addr_t start = base + (phys_addr_t)i * P2PV_CHUNK_LEN;
+		phys_addr_t start = base + (phys_addr_t)i * P2PV_CHUNK_STRIDE;
 		struct p2pv_devmem_chunk *c;
 		void *va;
 
