@@ -277,7 +277,7 @@ class Classifier:
         self._set_tables(read_pagemaps(prog, layout, self.faults), _memmap_ranges(prog))
 
         def reload() -> Tuple[List[Pagemap], List[Tuple[int, int]]]:
-            return read_pagemaps(prog, layout, []), _memmap_ranges(prog)
+            return read_pagemaps(prog, self.layout, []), _memmap_ranges(prog)
 
         self._reload: Optional[Callable[[], Tuple[List[Pagemap], List[Tuple[int, int]]]]] = reload
 
@@ -352,7 +352,7 @@ class Classifier:
         return False
 
     def refresh(self, layout: Optional[Layout] = None) -> bool:
-        """Read the pgmap and memmap tables again; True when they changed.
+        """Read the pgmap and memmap tables again; True when they or the layout changed.
 
         :meth:`_current` does so for an unknown PFN; the audit of a running
         target does so before it reads a VMA a second time to confirm its
@@ -365,18 +365,17 @@ class Classifier:
         relaid = layout is not None and layout is not self.layout
         if relaid:
             self.layout = layout
-        if self._reload is None:
-            if relaid:
-                self._set_tables(self.pagemaps, self._memmap)
-            return relaid
-        self.reloads += 1
-        try:
-            pagemaps, memmap = self._reload()
-        except (drgn.FaultError, drgn.BadDataError):
-            pagemaps, memmap = self.pagemaps, self._memmap
-        if (pagemaps, memmap) == (self.pagemaps, self._memmap) and not relaid:
+        pagemaps, memmap = self.pagemaps, self._memmap
+        if self._reload is not None:
+            self.reloads += 1
+            try:
+                pagemaps, memmap = self._reload()
+            except (drgn.FaultError, drgn.BadDataError):
+                pass
+        tables_changed = (pagemaps, memmap) != (self.pagemaps, self._memmap)
+        if not (tables_changed or relaid):
             return False
-        self.reloads_changed += 1
+        self.reloads_changed += tables_changed
         self._set_tables(pagemaps, memmap)
         return True
 

@@ -361,9 +361,11 @@ def audit(
             if findings and running:
                 again = _read_again(prog, process, vma, classifier, run_rules, start, end, keep_runs)
                 layout = classifier.layout  # the running facts were read again with the tables
-                confirmed = confirm_findings(findings, again[1]) if again else []
-                if again:
-                    report = again[0]  # what the VMA maps, as the read that confirmed its findings saw it
+                confirmed: List[Finding] = []
+                if again is not None:
+                    # what the VMA maps, as the read that confirmed its findings saw it
+                    report, again_findings = again
+                    confirmed = confirm_findings(findings, again_findings)
                 result.stats.withdrawn += sum(
                     1 for f in findings if not confirm_findings(confirmed, [f])
                 )
